@@ -1,0 +1,5 @@
+import sys
+
+from driftless.cli import main
+
+sys.exit(main())

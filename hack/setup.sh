@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a development/CI machine: system packages (when root), a virtualenv in .venv, the project
+# with its test extras, and the example components. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: please install ${need_apt[*]} (Debian: sudo apt-get install ${need_apt[*]})" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.driftless-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing driftless and its test dependencies into .venv" >&2
+  python -m pip install -q --upgrade pip >/dev/null
+  python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+if [ -f hack/build-components.py ]; then
+  python hack/build-components.py >/dev/null
+fi

@@ -1,0 +1,1 @@
+"""The reconciler: watches Git, plans placements, converges hosts, reports status and drift."""

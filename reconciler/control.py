@@ -1,0 +1,273 @@
+"""Public types of the control API between the reconciler and its hosts (wire format: JSON, camelCase).
+
+Hosts connect OUT to the reconciler (works behind NAT), level-triggered like the kubelet:
+
+    host                                   reconciler
+     | POST /api/v1/hosts/register  HostRegistration ->  | (bearer join token)
+     |   <- {"heartbeatSeconds": 3}                      |
+     | GET  /api/v1/hosts/{name}/desired?after=G&wait=30 | long-poll: answers at once with the whole
+     |   <- 200 HostDesiredState (generation > G)         | HostDesiredState when its generation > G,
+     |   <- 204 after `wait` seconds with nothing newer   | else 204 when the wait runs out
+     | POST /api/v1/hosts/{name}/report  HostReport ->    | every heartbeat and at once after a change
+     |   <- 200 {"generation": G_current}                 |
+     | 401 bad token, 404 unknown host on desired/report: the host registers again.
+
+A desired state is always the whole document: a host that missed some generations just
+converges to the newest one. Instance ids are stable across generations
+("<env>/<app>/<component>/<ordinal>"), so a host can tell update from add/remove.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PREFIX = "/api/v1"
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceLimits:
+    memory_bytes: int | None = None
+    fuel: int | None = None
+    timeout_ms: int | None = None
+    max_concurrency: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean(
+            {
+                "memoryBytes": self.memory_bytes,
+                "fuel": self.fuel,
+                "timeoutMs": self.timeout_ms,
+                "maxConcurrency": self.max_concurrency,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InstanceLimits:
+        return cls(
+            memory_bytes=d.get("memoryBytes"),
+            fuel=d.get("fuel"),
+            timeout_ms=d.get("timeoutMs"),
+            max_concurrency=d.get("maxConcurrency"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceLink:
+    interface: str  # WIT interface the source imports, e.g. "driftless:demo/greeter"
+    to_component: str  # component of the same env/app on this host that exports it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interface": self.interface, "to": self.to_component}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InstanceLink:
+        return cls(interface=d["interface"], to_component=d["to"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSpec:
+    """One component instance a host must run."""
+
+    id: str  # "<env>/<app>/<component>/<ordinal>", stable across generations
+    env: str
+    app: str
+    component: str
+    image: str  # fully qualified and pinned: "127.0.0.1:5000/demo/hello@sha256:..."
+    digest: str  # manifest digest, "sha256:..."
+    config: Mapping[str, str] = field(default_factory=dict)
+    limits: InstanceLimits = field(default_factory=InstanceLimits)
+    capabilities: tuple[str, ...] = ()
+    route: str | None = None  # full HTTP path prefix on the ingress (env prefix + expose), or None
+    links: tuple[InstanceLink, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean(
+            {
+                "id": self.id,
+                "env": self.env,
+                "app": self.app,
+                "component": self.component,
+                "image": self.image,
+                "digest": self.digest,
+                "config": dict(self.config),
+                "limits": self.limits.to_json(),
+                "capabilities": list(self.capabilities),
+                "route": self.route,
+                "links": [link.to_json() for link in self.links],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InstanceSpec:
+        return cls(
+            id=d["id"],
+            env=d["env"],
+            app=d["app"],
+            component=d["component"],
+            image=d["image"],
+            digest=d["digest"],
+            config=dict(d.get("config") or {}),
+            limits=InstanceLimits.from_json(d.get("limits") or {}),
+            capabilities=tuple(d.get("capabilities") or ()),
+            route=d.get("route"),
+            links=tuple(InstanceLink.from_json(x) for x in d.get("links") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostDesiredState:
+    host: str
+    generation: int
+    revision: str | None = None  # Git revision the plan came from
+    instances: tuple[InstanceSpec, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "driftless.dev/v1alpha1",
+            "kind": "HostDesiredState",
+            "host": self.host,
+            "generation": self.generation,
+            "revision": self.revision,
+            "instances": [i.to_json() for i in self.instances],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HostDesiredState:
+        return cls(
+            host=d["host"],
+            generation=int(d["generation"]),
+            revision=d.get("revision"),
+            instances=tuple(InstanceSpec.from_json(x) for x in d.get("instances") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostCapacity:
+    memory_bytes: int
+    max_instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"memoryBytes": self.memory_bytes, "maxInstances": self.max_instances}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HostCapacity:
+        return cls(memory_bytes=int(d["memoryBytes"]), max_instances=int(d["maxInstances"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostRegistration:
+    name: str
+    labels: Mapping[str, str]  # user labels plus automatic: os, arch, driftless.dev/version, platform
+    capacity: HostCapacity
+    interfaces: tuple[str, ...] = ()  # interfaces the host provides to components
+    ingress_url: str | None = None  # where the host serves exposed components
+    version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "labels": dict(self.labels),
+            "capacity": self.capacity.to_json(),
+            "interfaces": list(self.interfaces),
+            "ingressUrl": self.ingress_url,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HostRegistration:
+        return cls(
+            name=d["name"],
+            labels=dict(d.get("labels") or {}),
+            capacity=HostCapacity.from_json(d["capacity"]),
+            interfaces=tuple(d.get("interfaces") or ()),
+            ingress_url=d.get("ingressUrl"),
+            version=d.get("version", ""),
+        )
+
+
+# Instance status values a host reports.
+STARTING = "Starting"  # pulling / compiling / instantiating
+RUNNING = "Running"  # ready to serve
+FAILED = "Failed"  # could not start (bad digest, not a component, missing import...): see last_error
+BACKOFF = "BackOff"  # trapped repeatedly; waiting before the next restart
+STOPPING = "Stopping"  # draining in-flight calls
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceStatus:
+    id: str
+    env: str
+    app: str
+    component: str
+    digest: str
+    status: str
+    restarts: int = 0
+    last_error: str | None = None
+    config: Mapping[str, str] = field(default_factory=dict)  # what it actually runs with
+    route: str | None = None
+    managed: bool = True  # False: started out of band (admin API), not from a desired state
+    started_at: float | None = None  # unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return _clean(
+            {
+                "id": d["id"],
+                "env": d["env"],
+                "app": d["app"],
+                "component": d["component"],
+                "digest": d["digest"],
+                "status": d["status"],
+                "restarts": d["restarts"],
+                "lastError": d["last_error"],
+                "config": dict(self.config),
+                "route": d["route"],
+                "managed": d["managed"],
+                "startedAt": d["started_at"],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InstanceStatus:
+        return cls(
+            id=d["id"],
+            env=d.get("env", ""),
+            app=d.get("app", ""),
+            component=d.get("component", ""),
+            digest=d.get("digest", ""),
+            status=d["status"],
+            restarts=int(d.get("restarts", 0)),
+            last_error=d.get("lastError"),
+            config=dict(d.get("config") or {}),
+            route=d.get("route"),
+            managed=bool(d.get("managed", True)),
+            started_at=d.get("startedAt"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostReport:
+    name: str
+    observed_generation: int
+    instances: tuple[InstanceStatus, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "observedGeneration": self.observed_generation,
+            "instances": [i.to_json() for i in self.instances],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HostReport:
+        return cls(
+            name=d["name"],
+            observed_generation=int(d.get("observedGeneration", 0)),
+            instances=tuple(InstanceStatus.from_json(x) for x in d.get("instances") or ()),
+        )

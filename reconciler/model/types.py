@@ -1,0 +1,190 @@
+"""Public types of the manifest model (apiVersion ``driftless.dev/v1alpha1``).
+
+These are plain, immutable values: the loader builds them from YAML, the planner, drift
+and promotion read them. No I/O here. The JSON Schemas in ``schemas/`` describe the same
+shapes in YAML spelling (camelCase); a test keeps the two in step.
+
+YAML (see README "Manifest format")::
+
+    kind: Environment                      kind: Application
+    metadata: {name: prod}                 metadata: {name: hello, labels: {team: web}}
+    spec:                                  spec:
+      hostSelector: {matchLabels: {}}        components:
+      registries: ["127.0.0.1:5000"]         - name: web
+      ingress: {pathPrefix: /prod}             image: demo/hello:1.0.0
+      sync: {prune: true, mode: heal}          config: {GREETING: hi}
+      promotion:                               placement:
+        from: staging                            spread:
+        minSoak: 5m                                replicas: 3
+        requireApproval: true                      requirements:
+                                                   - {labels: {cloud: aws}, weight: 2}
+                                                   - {labels: {cloud: gcp}, weight: 1}
+                                               # or: daemon: {perHost: 1, labels: {tier: edge}}
+                                               limits: {memory: 16Mi, fuel: 50000000,
+                                                        timeout: 500ms, maxConcurrency: 16}
+                                               capabilities: [wasi:cli/environment]
+                                               expose: /hello
+                                             links:
+                                             - {from: web, to: greeter, interface: driftless:demo/greeter}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+API_VERSION = "driftless.dev/v1alpha1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One validation finding, located in the source: file, 1-based line and column, JSON path."""
+
+    level: Literal["error", "warning"]
+    file: str
+    line: int
+    column: int
+    path: str  # JSON path inside the document, e.g. "spec.components[0].image"; "" for the whole file
+    message: str  # what is wrong and how to fix it
+    code: str = "invalid"  # short stable id: "unknown-field", "yaml-syntax", "duplicate-name", ...
+
+    def __str__(self) -> str:
+        where = f" at {self.path}" if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.level}: {self.message}{where}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "code": self.code,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostSelector:
+    """Labels a host must carry (all of them, exact values). Empty selects every host."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items())
+
+
+class SyncMode(StrEnum):
+    HEAL = "heal"  # drift is reported and corrected
+    REPORT = "report"  # drift is only reported
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncPolicy:
+    prune: bool = True
+    mode: SyncMode = SyncMode.HEAL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromotionPolicy:
+    from_env: str
+    min_soak_seconds: float = 0.0
+    require_approval: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    name: str
+    host_selector: HostSelector = field(default_factory=HostSelector)
+    registries: tuple[str, ...] = ()  # allowed registry hosts; short references are always allowed
+    ingress_path_prefix: str = ""  # prepended to every component's expose path on the hosts
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    promotion: PromotionPolicy | None = None
+    source: str = ""  # file the Environment came from, relative to the tree root
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpreadRequirement:
+    labels: Mapping[str, str]
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spread:
+    """``replicas`` instances in total, split over requirement groups by weight.
+
+    With no requirements, the replicas are spread over every host of the environment.
+    """
+
+    replicas: int
+    requirements: tuple[SpreadRequirement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Daemon:
+    """``per_host`` instances on every host of the environment that carries ``labels``."""
+
+    per_host: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+Placement = Spread | Daemon
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    memory_bytes: int | None = None  # per instance linear memory
+    fuel: int | None = None  # per call
+    timeout_ms: int | None = None  # per call, wall time (epoch deadline)
+    max_concurrency: int | None = None  # concurrent calls per instance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Component:
+    name: str
+    image: str  # as written: short ("demo/hello:1.0.0") or with registry; tag or @sha256 digest
+    config: Mapping[str, str] = field(default_factory=dict)
+    placement: Placement = field(default_factory=lambda: Spread(replicas=1))
+    limits: Limits = field(default_factory=Limits)
+    capabilities: tuple[str, ...] = ()  # WASI interfaces it may import, e.g. "wasi:cli/environment"
+    expose: str | None = None  # HTTP path prefix on the host ingress
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    from_component: str
+    to_component: str
+    interface: str  # WIT interface, e.g. "driftless:demo/greeter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Application:
+    name: str
+    env: str  # the environment folder it lives in
+    labels: Mapping[str, str] = field(default_factory=dict)
+    components: tuple[Component, ...] = ()
+    links: tuple[Link, ...] = ()
+    source: str = ""  # file, relative to the tree root
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+
+@dataclass(slots=True, kw_only=True)
+class ManifestTree:
+    """Everything loaded from one tree (a directory or a Git revision), plus every problem found."""
+
+    revision: str | None = None
+    environments: dict[str, Environment] = field(default_factory=dict)
+    applications: dict[str, dict[str, Application]] = field(default_factory=dict)  # env -> app name -> app
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors

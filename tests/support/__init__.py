@@ -1,0 +1,1 @@
+"""Shared test machinery: real processes on loopback, ports, waiting. No mocks here."""
