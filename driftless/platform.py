@@ -1,0 +1,309 @@
+"""``driftless up``: the whole platform on one machine, in one process tree, on loopback.
+
+Data directory layout (``--data``, default ``~/.driftless``)::
+
+    DATA/
+      up.json                 endpoints: registry, reconciler, git remote, hosts (written when ready)
+      token                   join token shared by the reconciler and the hosts (0600)
+      registry/               registry storage root
+      git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
+      reconciler/             reconciler state (SQLite, git mirror)
+      hosts/<name>/           each host's state (desired state, compiled cache)
+      logs/<process>.log      one log per process
+
+Started again on the same data directory it resumes: nothing is re-seeded, the registry keeps its
+content, the reconciler its state, the hosts their desired state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driftless.errors import DriftlessError, NotReachable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_TAG = "1.0.0"
+# The components the example manifests use; pushed as demo/<name>:1.0.0 on first start.
+EXAMPLE_COMPONENTS = ("hello", "greeter", "frontend")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    name: str
+    labels: dict[str, str]
+    port: int
+    admin_port: int
+
+
+# Three places: two clouds and an edge box. More hosts repeat the pattern.
+PLACES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("aws-us-east-1", {"cloud": "aws", "region": "us-east-1"}),
+    ("gcp-europe-west1", {"cloud": "gcp", "region": "europe-west1"}),
+    ("edge-1", {"tier": "edge"}),
+)
+
+
+def host_plans(count: int, *, first_port: int, first_admin_port: int) -> list[HostPlan]:
+    plans = []
+    for i in range(count):
+        name, labels = PLACES[i % len(PLACES)]
+        if i >= len(PLACES):
+            name = f"{name}-{i // len(PLACES) + 1}"
+        plans.append(HostPlan(name, dict(labels), first_port + i, first_admin_port + i))
+    return plans
+
+
+@dataclass
+class Platform:
+    data: Path
+    registry_port: int = 5000
+    control_port: int = 8080
+    host_count: int = 3
+    first_host_port: int = 8081
+    first_admin_port: int = 9081
+    heartbeat: float = 2.0
+    say: Callable[[str], None] = print
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # -- derived endpoints -------------------------------------------------------------------
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry_port}"
+
+    @property
+    def registry_host(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    @property
+    def git_dir(self) -> Path:
+        return self.data / "git" / "manifests.git"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data / "token"
+
+    @property
+    def hosts(self) -> list[HostPlan]:
+        return host_plans(self.host_count, first_port=self.first_host_port, first_admin_port=self.first_admin_port)
+
+    # -- steps --------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        for sub in ("registry", "git", "reconciler", "hosts", "logs"):
+            (self.data / sub).mkdir(parents=True, exist_ok=True)
+        if not self.token_file.exists():
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        self._ensure_ports_free()
+
+    def _ensure_ports_free(self) -> None:
+        import socket
+
+        wanted = [("registry", self.registry_port), ("reconciler", self.control_port)]
+        wanted += [(f"host {h.name}", h.port) for h in self.hosts]
+        wanted += [(f"host {h.name} admin", h.admin_port) for h in self.hosts]
+        for what, port in wanted:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise DriftlessError(
+                        f"port {port} for the {what} is already in use",
+                        hint="stop what uses it (another `driftless up`?) or choose other ports: "
+                        "driftless up --registry-port/--control-port/--host-port",
+                    ) from None
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def start_registry(self) -> None:
+        self._spawn(
+            "registry",
+            ["registry", "serve", "--root", str(self.data / "registry"), "--listen", self.registry_host],
+        )
+        _wait_http(f"{self.registry_url}/v2/", what="registry", proc=self.procs["registry"])
+
+    def seed_git(self) -> bool:
+        """Create the bare repository from this checkout's manifests/ (first start only)."""
+        if (self.git_dir / "HEAD").exists():
+            return False
+        source = REPO_ROOT / "manifests"
+        if not source.is_dir():
+            raise DriftlessError(f"cannot seed the Git repository: {source} not found")
+        _git("init", "--bare", "--initial-branch=main", "-q", str(self.git_dir))
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp) / "work"
+            _git("clone", "-q", str(self.git_dir), str(work))
+            shutil.copytree(source, work / "manifests")
+            _git("-C", str(work), "add", "-A")
+            _git("-C", str(work), "commit", "-q", "-m", "Seed manifests from the driftless repository")
+            _git("-C", str(work), "push", "-q", "origin", "HEAD:main")
+        return True
+
+    def install_hook(self) -> None:
+        """post-receive: tell the reconciler at once (it also watches the repository itself)."""
+        hook = self.git_dir / "hooks" / "post-receive"
+        hook.write_text(
+            "#!/bin/sh\n"
+            "# installed by driftless up: a push triggers an immediate reconcile\n"
+            f'curl -fsS -m 2 -X POST -H "Authorization: Bearer $(cat {self.token_file})" '
+            f"{self.control_url}/hooks/generic >/dev/null 2>&1 || true\n"
+        )
+        hook.chmod(0o755)
+
+    def push_examples(self) -> list[str]:
+        """Push the example components the manifests use, unless the registry has them already."""
+        import wasmtime
+
+        from registry import client
+
+        pushed = []
+        for name in EXAMPLE_COMPONENTS:
+            ref = f"{self.registry_host}/demo/{name}:{EXAMPLE_TAG}"
+            if client.resolve(ref) is not None:
+                continue
+            wat = REPO_ROOT / "examples" / "components" / f"{name}.wat"
+            if not wat.is_file():
+                raise DriftlessError(f"example component source {wat} not found")
+            client.push_component(ref, wasmtime.wat2wasm(wat.read_text()))
+            pushed.append(ref)
+        return pushed
+
+    def start_reconciler(self) -> None:
+        self._spawn(
+            "reconciler",
+            [
+                "reconcile",
+                "--repo", str(self.git_dir),
+                "--branch", "main",
+                "--path", "manifests",
+                "--listen", f"127.0.0.1:{self.control_port}",
+                "--data", str(self.data / "reconciler"),
+                "--registry", self.registry_url,
+                "--token-file", str(self.token_file),
+                "--heartbeat", str(self.heartbeat),
+            ],
+        )  # fmt: skip
+        _wait_http(f"{self.control_url}/healthz", what="reconciler", proc=self.procs["reconciler"])
+
+    def start_hosts(self) -> None:
+        for h in self.hosts:
+            args = [
+                "host",
+                "--control", self.control_url,
+                "--token-file", str(self.token_file),
+                "--name", h.name,
+                "--listen", f"127.0.0.1:{h.port}",
+                "--admin-listen", f"127.0.0.1:{h.admin_port}",
+                "--data", str(self.data / "hosts" / h.name),
+                "--heartbeat", str(self.heartbeat),
+            ]  # fmt: skip
+            for k, v in h.labels.items():
+                args += ["--label", f"{k}={v}"]
+            self._spawn(f"host-{h.name}", args)
+
+    def write_up_json(self) -> dict[str, Any]:
+        info = {
+            "registry": self.registry_url,
+            "reconciler": self.control_url,
+            "git": str(self.git_dir),
+            "tokenFile": str(self.token_file),
+            "data": str(self.data),
+            "pid": os.getpid(),
+            "hosts": [
+                {
+                    "name": h.name,
+                    "labels": h.labels,
+                    "ingress": f"http://127.0.0.1:{h.port}",
+                    "admin": f"http://127.0.0.1:{h.admin_port}",
+                }
+                for h in self.hosts
+            ],
+        }
+        tmp = self.data / "up.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, self.data / "up.json")
+        return info
+
+    # -- process tree -------------------------------------------------------------------------
+    def _spawn(self, name: str, args: Sequence[str]) -> None:
+        log = open(self.data / "logs" / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "driftless", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM everything (hosts first, so they drain), then wait; SIGKILL what lingers."""
+        order = sorted(self.procs, key=lambda n: (not n.startswith("host-"), n != "reconciler"))
+        for name in order:
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in order:
+            p = self.procs[name]
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        try:
+            (self.data / "up.json").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _git(*args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "driftless"),
+        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "driftless@localhost"),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "driftless"),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "driftless@localhost"),
+    }
+    r = subprocess.run(["git", *args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise DriftlessError(f"git {' '.join(args[:2])} failed: {r.stderr.strip()}")
+
+
+def _wait_http(url: str, *, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DriftlessError(f"the {what} exited with code {proc.returncode} while starting; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise NotReachable(f"the {what} did not answer at {url} within {timeout:.0f}s")
