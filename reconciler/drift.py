@@ -11,12 +11,21 @@ never counted as drift).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from reconciler.control import HostDesiredState, HostReport
+from reconciler.control import (
+    RUNNING,
+    STARTING,
+    STOPPING,
+    HostDesiredState,
+    HostReport,
+    InstanceSpec,
+    InstanceStatus,
+)
 
 
 class DriftCategory(StrEnum):
@@ -121,5 +130,211 @@ def compute_drift(
     :attr:`DriftItem.key` to when the item was first observed (the caller keeps it between calls);
     items not in it get ``since=now``. An instance whose host has not yet observed the published
     generation, and whose generation was published less than ``grace_seconds`` ago, is Pending.
+
+    A Lost host yields one HostLost item per environment it served (its instances are not listed
+    one by one: the host is the news). Items come sorted by env, app, component, host, category.
     """
-    raise NotImplementedError("being written (issue 7)")
+    seen = first_seen or {}
+    items: list[DriftItem] = []
+
+    def add(category: DriftCategory, *, default_since: float | None = None, **fields: Any) -> None:
+        probe = DriftItem(category=category, **fields)
+        since = seen.get(probe.key)
+        if since is None:
+            since = default_since if default_since else now
+        items.append(DriftItem(category=category, since=since, **fields))
+
+    for host_name in sorted(set(desired) | set(hosts)):
+        state = desired.get(host_name)
+        obs = hosts.get(host_name)
+        if obs is not None and obs.state == "Lost":
+            _host_lost(add, host_name=host_name, state=state, obs=obs)
+            continue
+        _host_instances(add, host_name=host_name, state=state, obs=obs, now=now, grace_seconds=grace_seconds)
+
+    for tag in tags:
+        if tag.current_digest and tag.current_digest != tag.deployed_digest:
+            add(
+                DriftCategory.TAG_MOVED,
+                env=tag.env,
+                app=tag.app,
+                component=tag.component,
+                expected=tag.deployed_digest,
+                actual=tag.current_digest,
+                message=(
+                    f"tag {tag.image} now points to {_short(tag.current_digest)}, "
+                    f"but {_short(tag.deployed_digest)} is deployed; pin the image to a digest in Git "
+                    "or let the next reconcile roll out the new digest"
+                ),
+            )
+
+    for rej in rejections:
+        first_error = rej.errors[0] if rej.errors else "invalid manifests"
+        more = f" (and {len(rej.errors) - 1} more)" if len(rej.errors) > 1 else ""
+        applied = _short_rev(rej.applied_revision) if rej.applied_revision else "nothing"
+        add(
+            DriftCategory.REVISION_REJECTED,
+            default_since=rej.since,
+            env=rej.env,
+            expected=rej.revision,
+            actual=rej.applied_revision or "",
+            message=(
+                f"revision {_short_rev(rej.revision)} was rejected: {first_error}{more}; "
+                f"{applied} stays applied; fix the manifests and push again"
+            ),
+        )
+
+    items.sort(key=lambda i: (i.env, i.app, i.component, i.host, i.instance, str(i.category)))
+    return items
+
+
+class _Add(Protocol):
+    def __call__(
+        self, category: DriftCategory, *, default_since: float | None = None, **fields: Any
+    ) -> None: ...
+
+
+def _host_lost(add: _Add, *, host_name: str, state: HostDesiredState | None, obs: HostObservation) -> None:
+    envs = {i.env for i in state.instances} if state else set()
+    if obs.report:
+        envs |= {i.env for i in obs.report.instances if i.managed}
+    counts: dict[str, int] = {}
+    for inst in state.instances if state else ():
+        counts[inst.env] = counts.get(inst.env, 0) + 1
+    for env in sorted(envs) or [""]:
+        n = counts.get(env, 0)
+        add(
+            DriftCategory.HOST_LOST,
+            default_since=obs.last_seen or None,
+            env=env,
+            host=host_name,
+            expected="Ready",
+            actual="Lost",
+            message=(
+                f"host {host_name} stopped reporting"
+                + (f"; {n} instance(s) of {env} declared on it are not served" if n else "")
+                + "; restart it, or remove it so the reconciler places its instances elsewhere"
+            ),
+        )
+
+
+def _host_instances(
+    add: _Add,
+    *,
+    host_name: str,
+    state: HostDesiredState | None,
+    obs: HostObservation | None,
+    now: float,
+    grace_seconds: float,
+) -> None:
+    report = obs.report if obs else None
+    generation = state.generation if state else 0
+    observed = report.observed_generation if report else 0
+    published_at = obs.published_at if obs else 0.0
+    # converging: the host has not yet acted on what was published, and it was published recently
+    converging = observed < generation and (now - published_at) < grace_seconds
+    reported: dict[str, InstanceStatus] = {}
+    for inst in report.instances if report else ():
+        if inst.managed:
+            reported.setdefault(inst.id, inst)
+        else:
+            _unexpected(add, host_name=host_name, inst=inst, reason="started out of band (not managed)")
+
+    wanted = {spec.id: spec for spec in state.instances} if state else {}
+    for spec in wanted.values():
+        _declared_instance(
+            add, host_name=host_name, spec=spec, got=reported.get(spec.id), converging=converging,
+            starting_grace=(now - published_at) < grace_seconds,
+        )  # fmt: skip
+
+    for inst_id, inst in reported.items():
+        if inst_id in wanted:
+            continue
+        if converging or (inst.status == STOPPING and (now - published_at) < grace_seconds):
+            add(
+                DriftCategory.PENDING,
+                env=inst.env, app=inst.app, component=inst.component, host=host_name, instance=inst.id,
+                expected="absent", actual=inst.status,
+                message=f"{inst.id} on {host_name} is being removed (generation {generation} not yet applied)",
+            )  # fmt: skip
+        else:
+            _unexpected(add, host_name=host_name, inst=inst, reason="not declared in Git")
+
+
+def _declared_instance(
+    add: _Add,
+    *,
+    host_name: str,
+    spec: InstanceSpec,
+    got: InstanceStatus | None,
+    converging: bool,
+    starting_grace: bool,
+) -> None:
+    where = dict(env=spec.env, app=spec.app, component=spec.component, host=host_name, instance=spec.id)
+    if converging:
+        if (
+            got is None
+            or got.digest != spec.digest
+            or dict(got.config) != dict(spec.config)
+            or got.status != RUNNING
+        ):
+            add(
+                DriftCategory.PENDING, **where, expected=spec.digest, actual=_describe(got),
+                message=f"{spec.id} on {host_name} is converging to {_short(spec.digest)}",
+            )  # fmt: skip
+        return
+    if got is None or got.status != RUNNING:
+        if got is not None and got.status == STARTING and starting_grace:
+            add(
+                DriftCategory.PENDING, **where, expected="Running", actual=got.status,
+                message=f"{spec.id} on {host_name} is {got.status}",
+            )  # fmt: skip
+            return
+        actual = _describe(got)
+        reason = f": {got.last_error}" if got is not None and got.last_error else ""
+        add(
+            DriftCategory.MISSING, **where, expected=spec.digest, actual=actual,
+            message=f"{spec.id} is declared on {host_name} but is {actual}{reason}",
+        )  # fmt: skip
+        return
+    if got.digest != spec.digest:
+        add(
+            DriftCategory.VERSION_MISMATCH, **where, expected=spec.digest, actual=got.digest,
+            message=f"{spec.id} on {host_name} runs {_short(got.digest)}, Git declares {_short(spec.digest)}",
+        )  # fmt: skip
+    if dict(got.config) != dict(spec.config):
+        changed = sorted(
+            k for k in set(got.config) | set(spec.config) if got.config.get(k) != spec.config.get(k)
+        )
+        add(
+            DriftCategory.CONFIG_MISMATCH, **where, expected=_config(spec.config), actual=_config(got.config),
+            message=f"{spec.id} on {host_name} runs with a different config ({', '.join(changed)})",
+        )  # fmt: skip
+
+
+def _unexpected(add: _Add, *, host_name: str, inst: InstanceStatus, reason: str) -> None:
+    add(
+        DriftCategory.UNEXPECTED,
+        env=inst.env, app=inst.app, component=inst.component, host=host_name, instance=inst.id,
+        expected="absent", actual=f"{inst.status} {_short(inst.digest)}".strip(),
+        message=f"{inst.id} runs on {host_name} but is {reason}; stop it (`driftless host exec`) or declare it in Git",
+    )  # fmt: skip
+
+
+def _describe(got: InstanceStatus | None) -> str:
+    if got is None:
+        return "absent"
+    return got.status
+
+
+def _config(config: Mapping[str, str]) -> str:
+    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+
+
+def _short(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else digest
+
+
+def _short_rev(revision: str) -> str:
+    return revision[:12]
