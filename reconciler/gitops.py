@@ -1,0 +1,204 @@
+"""Git working-copy operations for promotion and rollback: clone, read at a revision, commit with
+trailers, push with rebase-and-retry. Runs the ``git`` command line (no shell); every failure
+becomes a :class:`GitError` that says which command failed and why.
+
+    with temporary_clone(remote="/srv/manifests.git", branch="main") as wc:
+        (wc.path / "manifests/prod/apps/hello.yaml").write_text(...)
+        wc.commit(message="...", paths=["manifests/prod/apps/hello.yaml"])
+        wc.push()        # on a non-fast-forward: fetch, rebase, push again (bounded)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from driftless.errors import DriftlessError, Refused
+
+DEFAULT_IDENTITY = ("driftless", "driftless@localhost")
+
+
+class GitError(DriftlessError):
+    """A git command failed; the message names the command and git's own words."""
+
+
+class PushConflict(Refused):
+    """Someone else changed the same lines in the meantime; rebasing could not apply our commit."""
+
+
+def _env() -> dict[str, str]:
+    name, email = DEFAULT_IDENTITY
+    return {
+        **os.environ,
+        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", name),
+        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", email),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", name),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", email),
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",  # parse git's messages in one language
+    }
+
+
+def git(
+    *args: str, cwd: Path | None = None, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=_env(), input=input)
+    if check and r.returncode != 0:
+        msg = r.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(
+            f"git {' '.join(a for a in args[:2])} failed: {msg[-1] if msg else f'exit {r.returncode}'}"
+        )
+    return r
+
+
+def is_working_copy(path: str | Path) -> bool:
+    """True when ``path`` is a non-bare Git checkout (commits can be made in it)."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    r = git("rev-parse", "--is-bare-repository", cwd=p, check=False)
+    return r.returncode == 0 and r.stdout.strip() == b"false"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingCopy:
+    path: Path
+    branch: str
+    remote: str = "origin"
+
+    # -- reading ------------------------------------------------------------------------------
+    def head(self) -> str:
+        return git("rev-parse", "HEAD", cwd=self.path).stdout.decode().strip()
+
+    def resolve(self, revision: str) -> str:
+        """Full commit id of ``revision`` (a sha, short sha, branch, tag, HEAD~1, ...)."""
+        r = git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", cwd=self.path, check=False)
+        if r.returncode != 0:
+            raise Refused(
+                f"revision {revision!r} is not a commit of the repository",
+                hint="list revisions with `driftless history` or `git log`",
+            )
+        return r.stdout.decode().strip()
+
+    def show(self, *, revision: str, path: str) -> bytes | None:
+        """The content of ``path`` at ``revision``, or None when it did not exist there."""
+        r = git("show", f"{revision}:{path}", cwd=self.path, check=False)
+        return r.stdout if r.returncode == 0 else None
+
+    def list_files(self, *, revision: str, under: str) -> list[str]:
+        r = git("ls-tree", "-r", "--name-only", revision, "--", under, cwd=self.path, check=False)
+        return [line for line in r.stdout.decode().splitlines() if line] if r.returncode == 0 else []
+
+    def message(self, revision: str = "HEAD") -> str:
+        return git("log", "-1", "--format=%B", revision, cwd=self.path).stdout.decode()
+
+    # -- writing ------------------------------------------------------------------------------
+    def commit(self, *, message: str, paths: Sequence[str], author: str | None = None) -> str:
+        """Commit exactly ``paths`` (added, changed or deleted) with ``message``; return the new commit id."""
+        git("add", "-A", "--", *paths, cwd=self.path)
+        args = ["commit", "-q", "--no-verify", "-F", "-"]
+        if author:
+            args.append(f"--author={author}")
+        git(*args, "--", *paths, cwd=self.path, input=message.encode())
+        return self.head()
+
+    def push(self, *, attempts: int = 6) -> str:
+        """Push HEAD to the branch; on a rejection fetch, rebase our commits on top and retry.
+
+        Concurrent writers both land: the loser of a race rebases onto the winner. A rebase that
+        conflicts (both changed the same lines) is aborted and raised as :class:`PushConflict`,
+        leaving the remote untouched. Returns the commit id that landed.
+        """
+        last = ""
+        for attempt in range(attempts):
+            r = git(
+                "push",
+                "-q",
+                "--porcelain",
+                self.remote,
+                f"HEAD:refs/heads/{self.branch}",
+                cwd=self.path,
+                check=False,
+            )
+            if r.returncode == 0:
+                return self.head()
+            last = (r.stderr + r.stdout).decode(errors="replace").strip()
+            if not _retryable(last):
+                raise GitError(f"git push to {self.branch} failed: {_last_line(last)}")
+            time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))  # let the winner's ref update settle
+            git("fetch", "-q", self.remote, self.branch, cwd=self.path)
+            rb = git("rebase", "-q", "FETCH_HEAD", cwd=self.path, check=False)
+            if rb.returncode != 0:
+                git("rebase", "--abort", cwd=self.path, check=False)
+                raise PushConflict(
+                    f"{self.branch} changed the same lines in the meantime; nothing was pushed",
+                    hint="look at the newest commits (`driftless history`) and run the command again",
+                )
+        raise GitError(
+            f"git push to {self.branch} was still rejected after {attempts} attempts: {_last_line(last)}"
+        )
+
+
+def _retryable(output: str) -> bool:
+    words = (
+        "non-fast-forward",
+        "fetch first",
+        "rejected",
+        "cannot lock ref",
+        "failed to update ref",
+        "stale info",
+    )
+    return any(w in output for w in words)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def clone(*, remote: str, branch: str, into: Path) -> WorkingCopy:
+    r = git("clone", "-q", "--no-tags", "--single-branch", "--branch", branch, remote, str(into), check=False)
+    if r.returncode != 0:
+        detail = _last_line(r.stderr.decode(errors="replace"))
+        raise GitError(
+            f"cannot clone branch {branch!r} of {remote}: {detail}",
+            hint="check --repo (the Git remote of the manifests) and --branch",
+        )
+    return WorkingCopy(path=into, branch=branch)
+
+
+@contextmanager
+def temporary_clone(*, remote: str, branch: str) -> Iterator[WorkingCopy]:
+    """A fresh clone in a temporary directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="driftless-git-") as tmp:
+        yield clone(remote=remote, branch=branch, into=Path(tmp) / "work")
+
+
+def open_working_copy(path: str | Path, *, branch: str | None = None) -> WorkingCopy:
+    """An existing checkout, used in place (commits land there; nothing is pushed unless asked)."""
+    p = Path(path).resolve()
+    if not is_working_copy(p):
+        raise Refused(
+            f"{p} is not a Git working copy", hint="clone the manifests repository first, or pass --push"
+        )
+    top = Path(git("rev-parse", "--show-toplevel", cwd=p).stdout.decode().strip())
+    current = git("rev-parse", "--abbrev-ref", "HEAD", cwd=top).stdout.decode().strip()
+    return WorkingCopy(path=top, branch=branch or current)
+
+
+def parse_trailers(message: str) -> dict[str, list[str]]:
+    """``Key: value`` trailers of a commit message (as ``git interpret-trailers`` reads them)."""
+    r = git("interpret-trailers", "--parse", input=message.encode())
+    out: dict[str, list[str]] = {}
+    for line in r.stdout.decode().splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
