@@ -1,0 +1,43 @@
+;; greeter: exports the interface driftless:demo/greeter { greet: func(name: string) -> string }.
+;; greet("ada") = "Hello, ada!". Other components import it through a link (InstanceSpec.links).
+(component
+  ;; memory and the bump allocator live in their own core module so lowered imports can use them
+  (core module $Mem
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+      (local $p i32) (local $end i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get $align))))
+      (local.set $end (i32.add (local.get $p) (local.get $nsz)))
+      (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+        (then (if (i32.eq (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))) (i32.const -1))
+                (then unreachable))))
+      (if (local.get $old) (then (memory.copy (local.get $p) (local.get $old) (local.get $osz))))
+      (global.set $heap (local.get $end))
+      (local.get $p))
+    ;; post-return: every call starts with an empty heap
+    (func (export "reset") (param i32) (global.set $heap (i32.const 1024))))
+  (core instance $mem (instantiate $Mem))
+  (core module $Main
+    (import "env" "memory" (memory 1))
+    (import "env" "realloc" (func $realloc (param i32 i32 i32 i32) (result i32)))
+    (data (i32.const 16) "Hello, ")
+    ;; greet(ptr, len) -> pointer to (string ptr, len)
+    (func (export "greet") (param $p i32) (param $l i32) (result i32)
+      (local $out i32) (local $n i32)
+      (local.set $n (i32.add (local.get $l) (i32.const 8)))
+      (local.set $out (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $n)))
+      (memory.copy (local.get $out) (i32.const 16) (i32.const 7))
+      (memory.copy (i32.add (local.get $out) (i32.const 7)) (local.get $p) (local.get $l))
+      (i32.store8 (i32.add (local.get $out) (i32.add (local.get $l) (i32.const 7))) (i32.const 33))
+      (i32.store (i32.const 8) (local.get $out))
+      (i32.store (i32.const 12) (local.get $n))
+      (i32.const 8)))
+  (core instance $main (instantiate $Main (with "env" (instance $mem))))
+  (func $greet (param "name" string) (result string)
+    (canon lift (core func $main "greet") (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))
+                (post-return (core func $mem "reset"))))
+  (instance $greeter (export "greet" (func $greet)))
+  (export "driftless:demo/greeter" (instance $greeter))
+)
