@@ -1,0 +1,196 @@
+"""Rollback: restore an application's manifests as they were at an earlier revision, as a NEW commit.
+
+History is never rewritten: the rollback is a commit on top of the branch, so it can itself be
+rolled back, and the reconciler applies it like any other push.
+
+Library entry point (the reconciler's ``POST /api/v1/rollback`` and ``driftless rollback`` call it)::
+
+    rollback(*, repo: str, branch: str = "main", subdir: str = "manifests", app: str, env: str,
+             to_revision: str, applied_revisions: Sequence[str] | None = None,
+             dry_run: bool = False, push: bool = True, author: str | None = None,
+             reason: str | None = None) -> RollbackResult
+
+    repo               Git remote when ``push`` (cloned to a temporary directory), or a local
+                       working copy when not ``push`` (the commit lands there, unpushed)
+    to_revision        any commit-ish (full or short sha, tag, HEAD~2, ...)
+    applied_revisions  when given (from GET /api/v1/history), ``to_revision`` must be one of them:
+                       only revisions that were actually applied are safe targets
+    returns            RollbackResult (``to_json()``); raises ``Refused`` with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from driftless.errors import Refused
+from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy, temporary_clone
+from reconciler.promote import app_files, application_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileChange:
+    path: str  # relative to the repository root
+    action: str  # "restore" (content replaced), "add" (re-created), "delete" (absent at the revision)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "action": self.action}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackResult:
+    app: str
+    env: str
+    to_revision: str  # full commit id rolled back to
+    from_revision: str  # branch head before the rollback
+    files: tuple[FileChange, ...]
+    diff: str
+    message: str
+    dry_run: bool
+    committed: str | None = None  # None on dry run or when the app is already as it was
+    pushed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "env": self.env,
+            "toRevision": self.to_revision,
+            "fromRevision": self.from_revision,
+            "files": [f.to_json() for f in self.files],
+            "diff": self.diff,
+            "message": self.message,
+            "dryRun": self.dry_run,
+            "commit": self.committed,
+            "pushed": self.pushed,
+        }
+
+
+def rollback(
+    *,
+    repo: str,
+    branch: str = "main",
+    subdir: str = "manifests",
+    app: str,
+    env: str,
+    to_revision: str,
+    applied_revisions: Sequence[str] | None = None,
+    dry_run: bool = False,
+    push: bool = True,
+    author: str | None = None,
+    reason: str | None = None,
+) -> RollbackResult:
+    kwargs: dict[str, Any] = dict(
+        subdir=subdir, app=app, env=env, to_revision=to_revision, applied_revisions=applied_revisions,
+        dry_run=dry_run, author=author, reason=reason,
+    )  # fmt: skip
+    if not push and is_working_copy(repo):
+        return _rollback_in(open_working_copy(repo, branch=branch), push=False, **kwargs)
+    if not push and not dry_run:
+        raise Refused(
+            f"{repo} is a remote, not a working copy: without --push the commit would be lost",
+            hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
+        )
+    with temporary_clone(remote=repo, branch=branch) as wc:
+        return _rollback_in(wc, push=push, **kwargs)
+
+
+def _rollback_in(
+    wc: WorkingCopy,
+    *,
+    subdir: str,
+    app: str,
+    env: str,
+    to_revision: str,
+    applied_revisions: Sequence[str] | None,
+    dry_run: bool,
+    push: bool,
+    author: str | None,
+    reason: str | None,
+) -> RollbackResult:
+    target = wc.resolve(to_revision)
+    head = wc.head()
+    if applied_revisions is not None and not any(r and target.startswith(r) for r in applied_revisions):
+        raise Refused(
+            f"revision {to_revision} was never applied to {env}",
+            hint=f"pick one from `driftless history --env {env} {app}`, or pass --any-revision",
+        )
+    apps_dir = f"{subdir}/{env}/apps"
+    old: dict[str, str] = {}
+    for rel in wc.list_files(revision=target, under=apps_dir):
+        if not rel.endswith((".yaml", ".yml")):
+            continue
+        content = (wc.show(revision=target, path=rel) or b"").decode("utf-8", errors="replace")
+        if app in application_name(content):
+            old[rel] = content
+    if not old:
+        raise Refused(
+            f"application {app} did not exist in {env} at {target[:12]}",
+            hint="choose a revision where it was declared (`driftless history`)",
+        )
+    current: dict[str, str] = {}
+    for path in app_files(wc.path, subdir=subdir, env=env):
+        content = path.read_text(encoding="utf-8")
+        if app in application_name(content):
+            current[str(path.relative_to(wc.path))] = content
+    for rel, content in [*old.items(), *current.items()]:
+        others = sorted(set(application_name(content)) - {app})
+        if others:
+            raise Refused(
+                f"{rel} also declares {', '.join(others)}: rolling back {app} would change them too",
+                hint=f"move {app} into a file of its own first",
+            )
+
+    files: list[FileChange] = []
+    diff_parts: list[str] = []
+    for rel in sorted(set(old) | set(current)):
+        before, after = current.get(rel), old.get(rel)
+        if before == after:
+            continue
+        files.append(
+            FileChange(path=rel, action="delete" if after is None else "add" if before is None else "restore")
+        )
+        diff_parts.append(
+            "".join(
+                difflib.unified_diff(
+                    (before or "").splitlines(keepends=True), (after or "").splitlines(keepends=True),
+                    fromfile=f"a/{rel}" if before is not None else "/dev/null",
+                    tofile=f"b/{rel}" if after is not None else "/dev/null",
+                )
+            )
+        )  # fmt: skip
+    subject = wc.message(target).splitlines()[0] if wc.message(target).strip() else ""
+    lines = [
+        f"rollback({app}): {env} to {target[:12]}",
+        "",
+        f'Restore the manifests of {app} in {env} as they were at {target[:12]} ("{subject}").',
+    ]
+    if reason:
+        lines += ["", reason]
+    lines += ["", f"Rolled-Back-To: {target}", f"Rolled-Back-From: {head}", f"Environment: {env}"]
+    message = "\n".join(lines) + "\n"
+    result = RollbackResult(
+        app=app, env=env, to_revision=target, from_revision=head, files=tuple(files),
+        diff="".join(diff_parts), message=message, dry_run=dry_run,
+    )  # fmt: skip
+    if dry_run or not files:
+        return result
+    for change in files:
+        path = wc.path / change.path
+        if change.action == "delete":
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(old[change.path], encoding="utf-8")
+    commit = wc.commit(message=message, paths=[f.path for f in files], author=author)
+    if push:
+        commit = wc.push()
+    return RollbackResult(
+        app=app, env=env, to_revision=target, from_revision=head, files=tuple(files), diff=result.diff,
+        message=message, dry_run=False, committed=commit, pushed=push,
+    )  # fmt: skip
