@@ -1,0 +1,70 @@
+"""``driftless reconcile``: watch Git, place components on hosts, converge, heal."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from driftless.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", required=True, help="Git URL or local repository path holding the manifests")
+    p.add_argument("--branch", default="main", help="branch to follow (default main)")
+    p.add_argument("--path", default="manifests", help="manifests folder inside the repository (default manifests)")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT of the API (default 127.0.0.1:8080)")
+    p.add_argument("--data", type=Path, required=True, help="state directory (SQLite state, Git mirror)")
+    p.add_argument("--registry", required=True, help="platform registry URL, e.g. http://127.0.0.1:5000")
+    p.add_argument("--token-file", type=Path, required=True, help="file holding the join token hosts present")
+    p.add_argument("--interval", type=float, default=30.0, help="Git poll interval in seconds (default 30)")
+    p.add_argument("--heartbeat", type=float, default=3.0,
+                   help="host heartbeat in seconds, told to hosts; Lost after 3 missed (default 3)")
+    p.add_argument("--webhook-secret-file", type=Path, default=None,
+                   help="secret for /hooks/github (HMAC), /hooks/gitlab (token) and /hooks/generic (HMAC or bearer)")
+    p.add_argument("--read-token-file", type=Path, default=None,
+                   help="require this bearer token on read endpoints (default: open, for loopback)")
+    p.add_argument("--history", type=int, default=20, help="applied revisions kept per environment (default 20)")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds a converging instance is Pending before it counts as drift (default 10)")
+    p.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, default=None, help="private key of --tls-cert (PEM)")
+
+
+def _secret(path: Path | None, option: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from exc
+    if not value:
+        raise UsageError(f"{option} {path} is empty", hint="write a long random token into it")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.server import parse_listen, run, tls_context
+    from reconciler.settings import Settings
+
+    parse_listen(args.listen)
+    if args.interval <= 0 or args.heartbeat <= 0:
+        raise UsageError("--interval and --heartbeat must be positive numbers of seconds")
+    if args.history < 1:
+        raise UsageError("--history must be at least 1")
+    token = _secret(args.token_file, "--token-file")
+    assert token is not None
+    settings = Settings(
+        repo=args.repo,
+        data=args.data.resolve(),
+        registry=args.registry,
+        token=token,
+        branch=args.branch,
+        path=args.path.strip("/") or ".",
+        interval=args.interval,
+        heartbeat=args.heartbeat,
+        webhook_secret=_secret(args.webhook_secret_file, "--webhook-secret-file"),
+        read_token=_secret(args.read_token_file, "--read-token-file"),
+        history_limit=args.history,
+        grace_seconds=args.grace,
+    )
+    return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

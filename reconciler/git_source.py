@@ -1,0 +1,103 @@
+"""The Git source: a bare mirror of one branch in the data directory, fetched on demand.
+
+``fetch()`` clones on first use and fetches afterwards; it returns the branch head. A local
+repository path can also be watched (watchdog on its refs), so a ``git push`` to it triggers a
+fetch at once, with no webhook and no polling delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+log = logging.getLogger("driftless.reconciler.git")
+
+
+class GitError(Exception):
+    """Git could not be reached or the branch does not exist (transient: retried)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitInfo:
+    revision: str
+    message: str
+    author: str
+    committed_at: float
+
+
+class GitSource:
+    def __init__(self, *, url: str, branch: str, mirror: Path) -> None:
+        local = Path(url).expanduser()
+        self.url = str(local.resolve()) if local.exists() else url
+        self.local_path: Path | None = local.resolve() if local.exists() else None
+        self.branch = branch
+        self.mirror = mirror
+        self._lock = threading.Lock()
+        self._observer: object | None = None
+
+    def fetch(self) -> CommitInfo:
+        """Clone or fetch; the head of the branch. Raises :class:`GitError`."""
+        with self._lock:
+            try:
+                repo = self._repo()
+                repo.git.fetch("origin", f"+refs/heads/{self.branch}:refs/heads/{self.branch}", "--prune")
+                commit = repo.commit(f"refs/heads/{self.branch}")
+            except (git.GitCommandError, git.BadName, ValueError) as exc:
+                detail = getattr(exc, "stderr", "") or str(exc)
+                raise GitError(f"cannot fetch branch {self.branch!r} from {self.url}: {detail.strip()}") from exc
+            return self.info(commit)
+
+    def commit_info(self, revision: str) -> CommitInfo:
+        with self._lock:
+            return self.info(self._repo().commit(revision))
+
+    @staticmethod
+    def info(commit: git.Commit) -> CommitInfo:
+        message = commit.message if isinstance(commit.message, str) else commit.message.decode(errors="replace")
+        return CommitInfo(
+            revision=commit.hexsha,
+            message=message.strip().splitlines()[0] if message.strip() else "",
+            author=f"{commit.author.name} <{commit.author.email}>",
+            committed_at=float(commit.committed_date),
+        )
+
+    def _repo(self) -> git.Repo:
+        if (self.mirror / "HEAD").exists():
+            return git.Repo(self.mirror)
+        self.mirror.parent.mkdir(parents=True, exist_ok=True)
+        repo = git.Repo.init(self.mirror, bare=True)
+        repo.create_remote("origin", self.url)
+        return repo
+
+    def watch(self, on_change: Callable[[], None]) -> bool:
+        """Call ``on_change`` (from a watchdog thread) when the local repository's refs change."""
+        if self.local_path is None:
+            return False
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                path = str(event.src_path) + " " + str(getattr(event, "dest_path", "") or "")
+                if "refs" in path or "packed-refs" in path or path.rstrip().endswith("HEAD"):
+                    on_change()
+
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(Handler(), str(self.local_path), recursive=True)
+        observer.start()
+        self._observer = observer
+        log.info("watching %s for pushes", self.local_path)
+        return True
+
+    def close(self) -> None:
+        observer = self._observer
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(5)  # type: ignore[attr-defined]
+            self._observer = None

@@ -1,0 +1,102 @@
+"""Run a reconciler: the engine plus its HTTP API, in this process.
+
+    server = ReconcilerServer(settings, listen="127.0.0.1:8080")
+    await server.start()        # inside a running event loop
+    ...
+    await server.stop()
+
+    run(settings, listen="127.0.0.1:8080")   # blocking, until SIGINT/SIGTERM (what the CLI does)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from driftless.errors import UsageError
+from reconciler.api import build_app
+from reconciler.engine import Engine
+from reconciler.settings import Settings
+
+log = logging.getLogger("driftless.reconciler")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--listen {listen!r} must be HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
+    return ctx
+
+
+class ReconcilerServer:
+    def __init__(self, settings: Settings, *, listen: str = "127.0.0.1:8080",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.host, self.port = parse_listen(listen)
+        self.ssl_context = ssl_context
+        self.engine: Engine | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.engine = Engine(self.settings)
+        await self.engine.start()
+        self._runner = web.AppRunner(build_app(self.engine), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise UsageError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        log.info("event=listening url=%s repo=%s branch=%s path=%s", self.url, self.engine.git.url,
+                 self.settings.branch, self.settings.path)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
+
+
+def run(settings: Settings, *, listen: str, ssl_context: ssl.SSLContext | None = None) -> int:
+    async def main() -> None:
+        server = ReconcilerServer(settings, listen=listen, ssl_context=ssl_context)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("event=stopping")
+            await server.stop()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,24 @@
+"""Settings of one reconciler (what ``driftless reconcile`` options map to)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    repo: str  # Git URL or local repository path
+    data: Path  # state.db, git mirror
+    registry: str  # platform registry URL, e.g. "http://127.0.0.1:5000"
+    token: str  # join token hosts present as "Authorization: Bearer ..."
+    branch: str = "main"
+    path: str = "manifests"  # manifests folder inside the repository
+    interval: float = 30.0  # Git poll interval, seconds
+    heartbeat: float = 3.0  # told to hosts at registration; Lost after `lost_after` missed heartbeats
+    lost_after: int = 3
+    webhook_secret: str | None = None  # GitHub HMAC / GitLab token / generic HMAC
+    read_token: str | None = None  # when set, read endpoints require it (or the join token)
+    history_limit: int = 20  # applied revisions kept per environment
+    grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
+    long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
