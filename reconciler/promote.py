@@ -14,6 +14,15 @@ Library entry point (the reconciler's ``POST /api/v1/promote`` and ``driftless p
     returns        PromotionResult (``to_json()``); raises PromotionRefused (a ``Refused``, with
                    ``gates`` and ``to_json()``) when a gate fails, GitError/PushConflict on Git trouble.
 
+HTTP (``POST /api/v1/promote``, wired by the reconciler to :func:`handle_request`)::
+
+    request   {"app": "hello", "from": "staging", "to": "prod", "approve": "alice"?, "dryRun": false?,
+               "author": "Alice <alice@example.com>"?}
+    200       PromotionResult.to_json(): {"app", "from", "to", "sourceRevision", "gates": [{"name",
+              "passed", "message"}], "changes": [{"component", "old", "new", "digest"}], "file",
+              "diff", "message", "dryRun", "commit", "pushed"}
+    400       a field is missing or has the wrong type;  409  a gate failed (the error names it)
+
 Gates come from the TARGET Environment's ``promotion`` block: ``from`` must name the source,
 the source app must be Synced and Healthy, healthy for at least ``minSoak``, and with
 ``requireApproval`` an approver must be named (recorded as ``Approved-By:``). Only the ``image:``
@@ -23,6 +32,7 @@ every other byte of the file stays as it was.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 import time
@@ -144,6 +154,41 @@ def promote(
         )
     with temporary_clone(remote=repo, branch=branch) as wc:
         return _promote_in(wc, push=push, **kwargs)
+
+
+async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /api/v1/promote``: the source status comes from the engine, Git work runs in a thread."""
+    from reconciler.api import app_json
+
+    app, from_env, to_env = (required_text(body, k) for k in ("app", "from", "to"))
+    approver = optional_text(body, "approve") or optional_text(body, "approver")
+    status = app_json(engine, from_env, app)
+    if status is None:
+        raise Refused(
+            f"application {app} is not running in environment {from_env}", hint="check `driftless status`"
+        )
+    settings = engine.settings
+    result = await asyncio.to_thread(
+        promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,
+        to_env=to_env, source_status=status, approver=approver, dry_run=bool(body.get("dryRun", False)),
+        push=True, author=optional_text(body, "author"),
+    )  # fmt: skip
+    return result.to_json()
+
+
+def required_text(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        # TypeError: the reconciler's handler answers 400 (a client mistake) for it
+        raise TypeError(f"field {key!r} is required and must be a non-empty string")
+    return value
+
+
+def optional_text(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"field {key!r} must be a string")
+    return value or None
 
 
 def _promote_in(

@@ -16,18 +16,29 @@ Library entry point (the reconciler's ``POST /api/v1/rollback`` and ``driftless 
     applied_revisions  when given (from GET /api/v1/history), ``to_revision`` must be one of them:
                        only revisions that were actually applied are safe targets
     returns            RollbackResult (``to_json()``); raises ``Refused`` with the reason otherwise.
+
+HTTP (``POST /api/v1/rollback``, wired by the reconciler to :func:`handle_request`)::
+
+    request   {"app": "hello", "env": "prod", "to": "<revision>", "anyRevision": false?,
+               "dryRun": false?, "reason": "..."?, "author": "..."?}
+    200       RollbackResult.to_json(): {"app", "env", "toRevision", "fromRevision",
+              "files": [{"path", "action"}], "diff", "message", "dryRun", "commit", "pushed"}
+    400       a field is missing or has the wrong type;  409  refused (never applied, unknown app...)
+
+Without ``anyRevision`` the target must be a revision the reconciler applied to the environment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from driftless.errors import Refused
 from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy, temporary_clone
-from reconciler.promote import app_files, application_name
+from reconciler.promote import app_files, application_name, optional_text, required_text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +109,21 @@ def rollback(
         )
     with temporary_clone(remote=repo, branch=branch) as wc:
         return _rollback_in(wc, push=push, **kwargs)
+
+
+async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /api/v1/rollback``: applied revisions come from the engine's history; Git work runs in a thread."""
+    app, env, to = (required_text(body, k) for k in ("app", "env", "to"))
+    applied = None
+    if not body.get("anyRevision", False):
+        applied = [e["revision"] for e in engine.store.history(env=env, limit=10_000)]
+    settings = engine.settings
+    result = await asyncio.to_thread(
+        rollback, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, env=env,
+        to_revision=to, applied_revisions=applied, dry_run=bool(body.get("dryRun", False)), push=True,
+        author=optional_text(body, "author"), reason=optional_text(body, "reason"),
+    )  # fmt: skip
+    return result.to_json()
 
 
 def _rollback_in(

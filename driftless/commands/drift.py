@@ -1,0 +1,108 @@
+"""``driftless drift [--env E] [-o table|json]``: every difference between what Git declares and what runs.
+
+Exit status, for CI and cron jobs: 0 nothing drifts (Pending items do not count), 2 something
+drifts, 1 error (e.g. the reconciler is not reachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from driftless.client import ControlClient
+from driftless.commands.status import (
+    add_control_argument,
+    add_output_argument,
+    ago,
+    paint,
+    print_json,
+    short,
+    table,
+)
+from driftless.errors import DriftlessError
+
+EXIT_CLEAN = 0
+EXIT_DRIFTING = 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=None, help="only this environment")
+    p.add_argument(
+        "--category",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only these categories (repeatable), e.g. Missing, Unexpected, VersionMismatch",
+    )
+    add_output_argument(p)
+    add_control_argument(p)
+    p.epilog = "exit status: 0 nothing drifts, 2 something drifts, 1 error"
+
+
+def run(args: argparse.Namespace) -> int:
+    client = ControlClient(base_url=args.control)
+    if args.env:
+        # an unknown environment is a mistake, not "no drift"
+        client.get(f"/api/v1/environments/{args.env}")
+    doc = client.get("/api/v1/drift", env=args.env) or {}
+    if doc.get("available") is False:
+        raise DriftlessError("this reconciler does not compute drift yet", hint="upgrade the reconciler")
+    items: list[dict[str, Any]] = list(doc.get("items") or [])
+    if args.category:
+        wanted = {c.lower() for c in args.category}
+        items = [i for i in items if str(i.get("category", "")).lower() in wanted]
+    counted = sum(1 for i in items if i.get("category") != "Pending")
+    if args.output == "json":
+        print_json({"env": args.env, "counted": counted, "items": items})
+    else:
+        print(render(items, env=args.env))
+    return EXIT_DRIFTING if counted else EXIT_CLEAN
+
+
+def render(items: list[dict[str, Any]], *, env: str | None) -> str:
+    now = time.time()
+    where = f" in {env}" if env else ""
+    counted = [i for i in items if i.get("category") != "Pending"]
+    pending = len(items) - len(counted)
+    if not items:
+        return paint(f"No drift{where}: what runs matches what Git declares.", "green")
+    rows = []
+    messages = []
+    for i in items:
+        healed = i.get("healedAt")
+        rows.append(
+            [
+                str(i.get("category")),
+                str(i.get("env") or "-"),
+                str(i.get("app") or "-"),
+                str(i.get("component") or "-"),
+                str(i.get("host") or "-"),
+                _cell(i.get("expected")),
+                _cell(i.get("actual")),
+                ago(i.get("since"), now=now),
+                f"healed {ago(healed, now=now)}" if healed else "-",
+            ]
+        )
+        messages.append(str(i.get("message") or ""))
+    text = table(
+        ["CATEGORY", "ENV", "APP", "COMPONENT", "HOST", "EXPECTED", "ACTUAL", "SINCE", "HEAL"],
+        rows,
+        colour_columns=(0,),
+    )
+    lines = text.splitlines()
+    out = [lines[0]]
+    for row, message in zip(lines[1:], messages, strict=True):
+        out.append(row)
+        if message:
+            out.append(paint(f"    {message}", "dim"))
+    summary = f"{len(counted)} drifting item(s){where}" + (
+        f", {pending} pending (converging, not drift)" if pending else ""
+    )
+    out += ["", paint(summary, "red" if counted else "yellow")]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    text = short(str(value)) if value else "-"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,113 @@
+"""``driftless promote APP --from S --to T``: declare in T exactly the digests APP runs Healthy in S, as a Git commit.
+
+The source status comes from the reconciler (``--control``); the commit is made in a fresh clone
+of ``--repo`` (default: the Git remote ``driftless up`` serves) and pushed, like Kargo does.
+``--no-push`` commits into ``--repo`` when it is a local working copy and leaves the push to you.
+Without any repository known, the reconciler is asked to promote (``POST /api/v1/promote``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from driftless.client import ControlClient
+from driftless.commands.status import add_control_argument, paint, print_json, short
+from driftless.endpoints import default_git_remote
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("app", metavar="APP", help="application to promote")
+    p.add_argument("--from", dest="from_env", required=True, metavar="ENV", help="source environment")
+    p.add_argument("--to", dest="to_env", required=True, metavar="ENV", help="target environment")
+    p.add_argument("--approve", metavar="NAME", default=None, help="approve (recorded as Approved-By: NAME)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="show the diff and the commit message; change nothing"
+    )
+    p.add_argument(
+        "--push",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="push the commit (default); --no-push commits into --repo, which must be a local clone",
+    )
+    p.add_argument(
+        "--repo",
+        default=None,
+        help="Git remote or local clone of the manifests (default: from `driftless up`)",
+    )
+    p.add_argument("--branch", default="main", help="branch (default main)")
+    p.add_argument(
+        "--path", default="manifests", help="manifests folder in the repository (default manifests)"
+    )
+    p.add_argument("--author", default=None, help='commit author, "Name <email>" (default: git identity)')
+    p.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+    add_control_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.promote import PromotionRefused, promote
+
+    client = ControlClient(base_url=args.control)
+    repo = args.repo or default_git_remote()
+    try:
+        if repo is None:
+            body = {"app": args.app, "from": args.from_env, "to": args.to_env, "approve": args.approve,
+                    "dryRun": args.dry_run, "author": args.author}  # fmt: skip
+            result_json = client.post("/api/v1/promote", {k: v for k, v in body.items() if v is not None})
+        else:
+            status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
+            result = promote(
+                repo=str(repo), branch=args.branch, subdir=args.path, app=args.app, from_env=args.from_env,
+                to_env=args.to_env, source_status=status, approver=args.approve, dry_run=args.dry_run,
+                push=args.push, author=args.author,
+            )  # fmt: skip
+            result_json = result.to_json()
+    except PromotionRefused as refused:
+        if args.output == "json":
+            print_json(refused.to_json())
+        else:
+            print_gates(refused.to_json()["gates"], file=sys.stderr)
+        raise
+    if args.output == "json":
+        print_json(result_json)
+        return 0
+    assert isinstance(result_json, dict)
+    print_text(result_json, repo=str(repo) if repo else "the reconciler's repository", branch=args.branch)
+    return 0
+
+
+def print_gates(gates: list[dict[str, object]], *, file: object = None) -> None:
+    out = file or sys.stdout
+    print("Gates:", file=out)  # type: ignore[call-overload]
+    for g in gates:
+        mark = paint("pass", "green") if g.get("passed") else paint("FAIL", "red")
+        print(f"  {mark}  {g.get('name', ''):<15} {g.get('message', '')}", file=out)  # type: ignore[call-overload]
+
+
+def print_text(r: dict[str, object], *, repo: str, branch: str) -> None:
+    print(
+        f"Promote {r['app']}: {r['from']} -> {r['to']} (source revision {short(str(r.get('sourceRevision') or ''))})"
+    )
+    print_gates(list(r.get("gates") or []))  # type: ignore[arg-type]
+    changes = list(r.get("changes") or [])  # type: ignore[call-overload]
+    if not changes:
+        print(f"\n{r['to']} already declares the digests {r['from']} runs: nothing to commit.")
+        return
+    print("Changes:")
+    for c in changes:
+        print(f"  {c['component']}: {c['old']} -> {c['new']}")
+    if r.get("dryRun"):
+        print("\nDry run: nothing committed. The change:\n")
+        print(str(r.get("diff") or ""), end="")
+        print("\nThe commit message would be:\n")
+        for line in str(r.get("message") or "").splitlines():
+            print(f"    {line}")
+        return
+    commit = short(str(r.get("commit") or ""))
+    if r.get("pushed"):
+        print(f"\nCommitted {commit} and pushed to {branch} of {repo}; the reconciler rolls it out.")
+    else:
+        print(f"\nCommitted {commit} in {repo} (not pushed: run `git push` there to roll it out).")
+

@@ -1,0 +1,242 @@
+"""``driftless status [--env E] [-o table|json]``: environments, applications and hosts at a glance.
+
+This module also holds the small table/colour helpers the other read commands (drift, history) use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from driftless.client import ControlClient
+from driftless.errors import DriftlessError
+
+GOOD = {"Synced", "Healthy", "Ready", "Running", "True", "passed"}
+WARN = {"Progressing", "Pending", "Starting", "Unknown", "report"}
+BAD = {"OutOfSync", "Degraded", "Lost", "Failed", "BackOff", "False", "refused", "Missing", "Unexpected",
+       "VersionMismatch", "ConfigMismatch", "TagMoved", "HostLost", "RevisionRejected"}  # fmt: skip
+_CODES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def add_control_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control",
+        metavar="URL",
+        default=None,
+        help="reconciler API (default: $DRIFTLESS_CONTROL, else the one `driftless up` started)",
+    )
+
+
+def add_output_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="output format (default table)"
+    )
+
+
+def use_colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, colour: str, *, enabled: bool | None = None) -> str:
+    if not (use_colour() if enabled is None else enabled) or colour not in _CODES:
+        return text
+    return f"\033[{_CODES[colour]}m{text}\033[0m"
+
+
+def state_colour(value: str) -> str:
+    if value in GOOD:
+        return "green"
+    if value in WARN:
+        return "yellow"
+    if value in BAD:
+        return "red"
+    return ""
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, colour_columns: Sequence[int] = ()
+) -> str:
+    """Columns padded to their widest cell; state columns coloured when stdout is a terminal."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    colour = use_colour()
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        cells = []
+        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
+            padded = cell.ljust(w)
+            if i in colour_columns:
+                padded = paint(cell, state_colour(cell), enabled=colour) + " " * (w - len(cell))
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def ago(ts: float | None, *, now: float | None = None) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0.0, (now or time.time()) - float(ts))
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def short(value: str | None) -> str:
+    """Revisions and digests shortened to 12 hex digits, like git and docker show them."""
+    if not value:
+        return "-"
+    algo, sep, rest = value.partition(":")
+    if sep and algo in ("sha256", "sha512"):
+        return f"{algo}:{rest[:12]}"
+    if len(value) == 40 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=None, help="only this environment (its apps and hosts)")
+    add_output_argument(p)
+    add_control_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    client = ControlClient(base_url=args.control)
+    envs_doc = client.get("/api/v1/environments") or {}
+    hosts_doc = client.get("/api/v1/hosts") or {}
+    environments = list(envs_doc.get("environments") or [])
+    hosts = list(hosts_doc.get("hosts") or [])
+    if args.env:
+        known = [e.get("name") for e in environments]
+        if args.env not in known:
+            raise DriftlessError(
+                f"environment {args.env!r} not found; known: {', '.join(map(str, known)) or 'none (nothing applied yet)'}"
+            )
+        environments = [e for e in environments if e.get("name") == args.env]
+        served = set(environments[0].get("hosts") or [])
+        hosts = [h for h in hosts if h.get("name") in served]
+    if args.output == "json":
+        print_json({"source": envs_doc.get("source"), "environments": environments, "hosts": hosts})
+        return 0
+    print(render(source=envs_doc.get("source") or {}, environments=environments, hosts=hosts))
+    return 0
+
+
+def render(*, source: dict[str, Any], environments: list[dict[str, Any]], hosts: list[dict[str, Any]]) -> str:
+    now = time.time()
+    out: list[str] = []
+    applied = (source.get("applied") or {}) if isinstance(source, dict) else {}
+    if source:
+        line = f"Git {source.get('repo', '?')} {source.get('branch', '')}/{source.get('path', '')}: "
+        line += f"applied {short(applied.get('revision'))} ({ago(applied.get('appliedAt'), now=now)})"
+        if source.get("rejected"):
+            rej = source["rejected"]
+            line += "  " + paint(f"head {short(rej.get('revision'))} REJECTED", "red")
+        out += [line, ""]
+    env_rows = []
+    app_rows = []
+    for e in environments:
+        apps = e.get("apps") or []
+        degraded = sum(1 for a in apps if a.get("health") != "Healthy")
+        out_of_sync = sum(1 for a in apps if a.get("sync") != "Synced")
+        sync_mode = (e.get("sync") or {}).get("mode", "-")
+        promotion = e.get("promotion") or {}
+        env_rows.append(
+            [
+                str(e.get("name")),
+                short(e.get("revision")),
+                "OutOfSync" if out_of_sync else "Synced",
+                "Degraded" if degraded else "Healthy",
+                sync_mode,
+                str(len(e.get("hosts") or [])),
+                str(len(apps)),
+                f"from {promotion['from']}" if promotion.get("from") else "-",
+            ]
+        )
+        for a in apps:
+            app_rows.append(
+                [
+                    str(e.get("name")),
+                    str(a.get("name") or a.get("app")),
+                    str(a.get("sync") or "Unknown"),
+                    str(a.get("health") or "Unknown"),
+                    f"{a.get('ready', 0)}/{a.get('desired', 0)}",
+                    ago(a.get("healthySince"), now=now).replace(" ago", "") if a.get("healthySince") else "-",
+                    str(a.get("message") or "")[:80],
+                ]
+            )
+        for u in e.get("unplaced") or []:
+            app_rows.append([str(e.get("name")), str(u.get("app", "?")), "OutOfSync", "Degraded", "-", "-",
+                             f"unplaced: {u.get('message') or u.get('reason') or u}"])  # fmt: skip
+    out.append(
+        table(
+            ["ENVIRONMENT", "REVISION", "SYNC", "HEALTH", "MODE", "HOSTS", "APPS", "PROMOTION"],
+            env_rows,
+            colour_columns=(2, 3),
+        )  # fmt: skip
+    )
+    out.append("")
+    if app_rows:
+        out.append(
+            table(
+                ["ENVIRONMENT", "APPLICATION", "SYNC", "HEALTH", "READY", "HEALTHY FOR", "MESSAGE"],
+                app_rows,
+                colour_columns=(2, 3),
+            )  # fmt: skip
+        )
+    else:
+        out.append("No applications.")
+    out.append("")
+    host_rows = []
+    for h in hosts:
+        report = h.get("report") or {}
+        instances = report.get("instances") or []
+        running = sum(1 for i in instances if i.get("status") == "Running")
+        unmanaged = sum(1 for i in instances if i.get("managed") is False)
+        labels = ",".join(
+            f"{k}={v}"
+            for k, v in sorted((h.get("labels") or {}).items())
+            if "/" not in k and k not in ("os", "arch")
+        )
+        host_rows.append(
+            [
+                str(h.get("name")),
+                str(h.get("state")),
+                f"{running}/{h.get('desiredInstances', 0)}"
+                + (f" +{unmanaged} unmanaged" if unmanaged else ""),
+                f"{h.get('observedGeneration', 0)}/{h.get('generation', 0)}",
+                ago(h.get("lastSeen"), now=now),
+                labels or "-",
+            ]
+        )
+    if host_rows:
+        out.append(
+            table(
+                ["HOST", "STATE", "RUNNING", "GENERATION", "LAST SEEN", "LABELS"],
+                host_rows,
+                colour_columns=(1,),
+            )
+        )
+    else:
+        out.append("No hosts registered.")
+    return "\n".join(out)
