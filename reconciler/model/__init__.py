@@ -3,8 +3,14 @@
 Public face (everything else in this package is machinery)::
 
     from reconciler.model import load_tree, ManifestTree, Environment, Application, Problem
+
+    load_tree(root, *, max_file_bytes=1 MiB) -> ManifestTree          a directory such as manifests/
+    load_revision(repo_path, revision, *, subdir="manifests") -> ManifestTree   straight from a Git commit
+    check_registry(tree, *, registry_url, auth=None) -> list[Problem]  images exist, links fit WIT imports/exports
 """
 
+from reconciler.model.loader import DEFAULT_MAX_FILE_BYTES, RevisionNotFound, load_revision, load_tree
+from reconciler.model.registry_check import check_registry
 from reconciler.model.types import (
     Application,
     Component,
@@ -24,6 +30,11 @@ from reconciler.model.types import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "RevisionNotFound",
+    "check_registry",
+    "load_revision",
+    "load_tree",
     "Application",
     "Component",
     "Daemon",

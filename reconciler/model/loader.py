@@ -13,10 +13,16 @@ import git
 from driftless.errors import DriftlessError
 from reconciler.model import convert
 from reconciler.model.schema_check import check_header, check_schema
-from reconciler.model.semantic import AppRecord, EnvRecord, check_applications, check_environments, check_routes
+from reconciler.model.semantic import (
+    AppRecord,
+    EnvRecord,
+    check_applications,
+    check_environments,
+    check_routes,
+)
 from reconciler.model.sources import DirectoryReader, Entry, GitTreeReader, TreeReader
 from reconciler.model.types import ManifestTree, Problem
-from reconciler.model.yamldoc import Document, parse_documents
+from reconciler.model.yamldoc import Document, format_path, parse_documents
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -97,6 +103,11 @@ class _TreeLoader:
         }
         for folder in self.env_folders:
             tree.applications.setdefault(folder, {})
+        for folder, record in self.envs.items():
+            _record_locations(tree.locations, folder, record.doc)
+        for folder, records in self.apps.items():
+            for record in reversed(records):
+                _record_locations(tree.locations, f"{folder}/{record.app.name}", record.doc)
         tree.problems = sorted(self.problems, key=lambda p: (p.file, p.line, p.column, p.level, p.message))
         return tree
 
@@ -251,6 +262,12 @@ class _TreeLoader:
         for folder, records in self.apps.items():
             self.problems.extend(check_applications(envs.get(folder), records))
         self.problems.extend(check_routes(envs, self.apps))
+
+
+def _record_locations(locations: dict[str, tuple[str, int, int]], prefix: str, doc: Document) -> None:
+    locations[f"{prefix}:"] = (doc.file, *doc.start)
+    for path, (line, column) in doc.values.items():
+        locations[f"{prefix}:{format_path(path)}"] = (doc.file, line, column)
 
 
 def _decode(raw: bytes) -> str | None:

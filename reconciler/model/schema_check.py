@@ -143,7 +143,7 @@ def _name(path: PathKey) -> str:
     last = path[-1]
     if isinstance(last, int):
         return f"item {last} of {_name(path[:-1])}"
-    return f"'{last}'"
+    return str(last)
 
 
 def _describe(value: Any) -> str:

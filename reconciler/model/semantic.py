@@ -245,7 +245,7 @@ def _check_limits(doc: Document, component: Component, path: PathKey) -> list[Pr
 def _check_links(record: AppRecord) -> list[Problem]:
     problems: list[Problem] = []
     app, doc = record.app, record.doc
-    names = [c.name for c in app.components]
+    names = list(dict.fromkeys(c.name for c in app.components))
     seen: dict[tuple[str, str], tuple[int, str]] = {}
     for i, link in enumerate(app.links):
         path: PathKey = ("spec", "links", i)

@@ -180,6 +180,24 @@ class ManifestTree:
     environments: dict[str, Environment] = field(default_factory=dict)
     applications: dict[str, dict[str, Application]] = field(default_factory=dict)  # env -> app name -> app
     problems: list[Problem] = field(default_factory=list)
+    # where each node was written, for problems found after loading (e.g. registry checks):
+    # "env:json.path" for an environment, "env/app:json.path" for an application -> (file, line, column)
+    locations: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+
+    def location(self, *, env: str, app: str | None = None, path: str = "") -> tuple[str, int, int]:
+        """(file, line, column) of ``path`` in an environment's or application's document; the nearest
+        located ancestor when ``path`` itself is not recorded."""
+        prefix = f"{env}/{app}" if app is not None else env
+        probe = path
+        while True:
+            found = self.locations.get(f"{prefix}:{probe}")
+            if found is not None or not probe:
+                break
+            probe = probe[: max(probe.rfind("."), probe.rfind("["), 0)]
+        if found is not None:
+            return found
+        source = self.applications.get(env, {}).get(app) if app is not None else self.environments.get(env)
+        return (source.source if source is not None else env, 1, 1)
 
     @property
     def errors(self) -> list[Problem]:

@@ -1,0 +1,175 @@
+"""Checks that need the registry: each image exists, and each component's imports and exports fit its
+links, capabilities and route, using the WIT names the registry recorded when the component was pushed
+(``GET /v2/_driftless/components/<name>/<reference>``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from driftless.reference import ReferenceError, parse
+from reconciler.model.types import Application, Component, ManifestTree, Problem
+
+HTTP_HANDLER = "driftless:http/handler"
+HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
+TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentInfo:
+    kind: str
+    imports: tuple[str, ...]
+    exports: tuple[str, ...]
+
+
+def interface_matches(declared: str, recorded: str) -> bool:
+    """``driftless:demo/greeter`` matches ``driftless:demo/greeter@0.1.0``; a declared version must match."""
+    return recorded == declared or ("@" not in declared and recorded.split("@", 1)[0] == declared)
+
+
+class _Registry:
+    def __init__(self, url: str, *, auth: tuple[str, str] | None) -> None:
+        self.url = url.rstrip("/")
+        self.host = urllib.parse.urlsplit(self.url).netloc
+        self.auth = auth
+        self.down: str | None = None  # why the registry could not be reached; stop asking once it is down
+        self.cache: dict[tuple[str, str], ComponentInfo | str] = {}
+
+    def info(self, repository: str, identifier: str) -> ComponentInfo | str:
+        """The recorded info, or a sentence saying why there is none."""
+        key = (repository, identifier)
+        if key not in self.cache:
+            self.cache[key] = self._fetch(repository, identifier)
+        return self.cache[key]
+
+    def _fetch(self, repository: str, identifier: str) -> ComponentInfo | str:
+        if self.down:
+            return self.down
+        request = urllib.request.Request(f"{self.url}/v2/_driftless/components/{repository}/{identifier}")
+        if self.auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                data: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return "not-found"
+            if exc.code in (401, 403):
+                self.down = f"registry {self.url} refused access (HTTP {exc.code}): give credentials"
+                return self.down
+            return f"registry {self.url} answered HTTP {exc.code} for {repository}:{identifier}"
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            self.down = f"registry {self.url} is not reachable ({reason}): start it or fix --registry"
+            return self.down
+        return ComponentInfo(
+            kind=str(data.get("kind", "")),
+            imports=tuple(str(i) for i in data.get("imports") or ()),
+            exports=tuple(str(e) for e in data.get("exports") or ()),
+        )
+
+
+def check_registry(
+    tree: ManifestTree, *, registry_url: str, auth: tuple[str, str] | None = None
+) -> list[Problem]:
+    """Problems found by asking the registry at ``registry_url`` about every image of ``tree``.
+
+    Short references and references naming this registry's host are checked; images on other
+    registries get a warning that they were not checked.
+    """
+    registry = _Registry(registry_url, auth=auth)
+    problems: list[Problem] = []
+    for env, apps in sorted(tree.applications.items()):
+        for app in apps.values():
+            infos: dict[str, ComponentInfo] = {}
+            for i, component in enumerate(app.components):
+                info = _check_image(tree, registry, env, app, i, component, problems)
+                if info is not None:
+                    infos[component.name] = info
+            problems.extend(_check_wiring(tree, env, app, infos))
+    return problems
+
+
+def _problem(tree: ManifestTree, env: str, app: Application, path: str, message: str, *, code: str,
+             level: str = "error") -> Problem:
+    file, line, column = tree.location(env=env, app=app.name, path=path)
+    return Problem(level=level, file=file, line=line, column=column, path=path, message=message,  # type: ignore[arg-type]
+                   code=code)
+
+
+def _check_image(tree: ManifestTree, registry: _Registry, env: str, app: Application, index: int,
+                 component: Component, problems: list[Problem]) -> ComponentInfo | None:
+    path = f"spec.components[{index}].image"
+    try:
+        ref = parse(component.image)
+    except ReferenceError:
+        return None  # already reported by the loader
+    if ref.registry is not None and ref.registry != registry.host:
+        problems.append(_problem(tree, env, app, path, f"image {component.image} is on another registry than "
+                                                       f"{registry.url}; it was not checked", code="not-checked",
+                                 level="warning"))
+        return None
+    info = registry.info(ref.repository, ref.identifier)
+    if info == "not-found":
+        problems.append(_problem(tree, env, app, path, f"image {component.image} does not exist in {registry.url}: "
+                                                       "push it (driftless push) or fix the tag",
+                                 code="image-not-found"))
+        return None
+    if isinstance(info, str):
+        problems.append(_problem(tree, env, app, path, info, code="registry-unreachable"))
+        return None
+    if info.kind and info.kind != "component":
+        problems.append(_problem(tree, env, app, path, f"image {component.image} is a core Wasm {info.kind}, "
+                                                       "not a component: build it as a component",
+                                 code="not-a-component"))
+        return None
+    return info
+
+
+def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[str, ComponentInfo]) -> list[Problem]:
+    problems: list[Problem] = []
+    for i, link in enumerate(app.links):
+        path = f"spec.links[{i}].interface"
+        target = infos.get(link.to_component)
+        if target is not None and not any(interface_matches(link.interface, e) for e in target.exports):
+            exported = ", ".join(e for e in target.exports if ":" in e) or "no interfaces"
+            problems.append(_problem(tree, env, app, path, f"'{link.to_component}' does not export {link.interface} "
+                                                           f"(it exports {exported})", code="interface-not-exported"))
+        source = infos.get(link.from_component)
+        if source is not None and not any(interface_matches(link.interface, m) for m in source.imports):
+            imported = ", ".join(m for m in source.imports if ":" in m) or "no interfaces"
+            problems.append(_problem(tree, env, app, path, f"'{link.from_component}' does not import {link.interface} "
+                                                           f"(it imports {imported}): the link would be unused",
+                                     code="interface-not-imported"))
+    for index, component in enumerate(app.components):
+        info = infos.get(component.name)
+        if info is None:
+            continue
+        base = f"spec.components[{index}]"
+        linked = [link.interface for link in app.links if link.from_component == component.name]
+        for name in info.imports:
+            if name.startswith(HOST_PROVIDED_NAMESPACE) or ":" not in name:
+                continue
+            if name.startswith("wasi:"):
+                if not any(interface_matches(c, name) for c in component.capabilities):
+                    problems.append(_problem(
+                        tree, env, app, f"{base}.capabilities",
+                        f"'{component.name}' imports {name}, which its capabilities do not grant: the host will "
+                        f"refuse to start it; add {name.split('@', 1)[0]} to capabilities", code="missing-capability"))
+            elif not any(interface_matches(i, name) for i in linked):
+                problems.append(_problem(
+                    tree, env, app, base,
+                    f"'{component.name}' imports {name}, but no link provides it: add a link from "
+                    f"'{component.name}' to a component exporting it", code="unlinked-import"))
+        if component.expose is not None and not any(interface_matches(HTTP_HANDLER, e) for e in info.exports):
+            problems.append(_problem(tree, env, app, f"{base}.expose",
+                                     f"'{component.name}' exposes {component.expose} but does not export "
+                                     f"{HTTP_HANDLER}, so it cannot serve HTTP", code="not-http-handler"))
+    return problems
