@@ -11,6 +11,8 @@ kind: Environment
 metadata: {name: staging}
 spec:
   hostSelector: {matchLabels: {}}
+  registries: ["127.0.0.1:5000"]
+  ingress: {pathPrefix: /staging}
   sync: {mode: heal}
 """
 
@@ -22,6 +24,8 @@ metadata:
 spec:
   hostSelector:
     matchLabels: {}
+  registries:
+  - 127.0.0.1:5000
   sync: {prune: true, mode: report}
   promotion:
     from: staging

@@ -1,0 +1,141 @@
+"""``driftless diff [--env E] [REVISION]``: what applying a revision would change, host by host, before pushing.
+
+Without REVISION the manifests folder of the working tree is diffed (your uncommitted edits, like
+``flux diff`` / ``argocd app diff --local``); with one, that Git revision of ``--repo``. The real
+planner runs over the reconciler's hosts and current desired state (``GET /api/v1/plan-inputs``);
+tags are resolved through the registry. Exit status: 0 (also with changes; ``--exit-code`` makes
+it 2 when something would change), 1 on error or when the manifests are invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from driftless.client import ControlClient
+from driftless.commands.status import add_control_argument, add_output_argument, paint, print_json, short
+from driftless.endpoints import default_git_remote, default_registry_url
+from driftless.errors import DriftlessError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "revision", nargs="?", metavar="REVISION", help="Git revision to diff (default: the working tree)"
+    )
+    p.add_argument("--env", default=None, help="only this environment")
+    p.add_argument(
+        "--repo",
+        default=None,
+        help="repository: a clone (default: the one around the current directory) or, with REVISION, "
+        "any repository (default then: the Git remote of `driftless up`)",
+    )
+    p.add_argument(
+        "--path", default="manifests", help="manifests folder in the repository (default manifests)"
+    )
+    p.add_argument(
+        "--registry", default=None, help="registry URL to resolve tags (default: from `driftless up`)"
+    )
+    p.add_argument("--exit-code", action="store_true", help="exit 2 when applying would change something")
+    add_output_argument(p)
+    add_control_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler import tags
+    from reconciler.diff import diff_tree
+
+    tree = _load(args)
+    if not tree.ok:
+        for problem in tree.errors[:20]:
+            print(str(problem))
+        more = len(tree.errors) - 20
+        raise DriftlessError(
+            f"the manifests have {len(tree.errors)} error(s){f' ({more} not shown)' if more > 0 else ''}: "
+            "the reconciler would reject this revision and keep the current one",
+            hint="fix them (`driftless validate`) and diff again",
+        )
+    if args.env and args.env not in tree.environments:
+        known = ", ".join(sorted(tree.environments)) or "none"
+        raise DriftlessError(f"environment {args.env!r} is not in these manifests; known: {known}")
+    client = ControlClient(base_url=args.control)
+    inputs = client.get("/api/v1/plan-inputs") or {}
+    registry_url = args.registry or default_registry_url()
+
+    def resolve(images: Any) -> dict[str, str]:
+        try:
+            return tags.resolve(images, registry_url=registry_url)
+        except tags.UnknownImage as exc:
+            raise DriftlessError(
+                f"{exc}: the reconciler would reject this revision", hint="push the image first"
+            ) from None
+        except tags.RegistryUnreachable as exc:
+            raise DriftlessError(
+                str(exc), hint="pass --registry URL, or start the platform with `driftless up`"
+            ) from None
+
+    result = diff_tree(tree=tree, inputs=inputs, resolve=resolve, env=args.env)
+    if args.output == "json":
+        print_json(result.to_json())
+    else:
+        print(render(result.to_json(), what=args.revision or "the working tree"))
+    return 2 if args.exit_code and result.changes else 0
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from reconciler.model.loader import load_revision, load_tree
+
+    if args.revision:
+        repo = args.repo or _toplevel(Path.cwd()) or default_git_remote()
+        if not repo:
+            raise DriftlessError("no repository to read the revision from", hint="pass --repo PATH")
+        return load_revision(Path(repo), args.revision, subdir=args.path)
+    root = Path(args.repo) if args.repo else _toplevel(Path.cwd())
+    if root is None:
+        raise DriftlessError(
+            "not inside a Git working copy: nothing to diff",
+            hint="run it in a clone of the manifests repository, or pass --repo PATH or a REVISION",
+        )
+    folder = root / args.path
+    if not folder.is_dir():
+        raise DriftlessError(f"{folder} does not exist", hint="pass --path (the manifests folder) or --repo")
+    return load_tree(folder)
+
+
+def _toplevel(cwd: Path) -> Path | None:
+    r = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    return Path(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() else None
+
+
+SIGNS = {"start": ("+", "green"), "stop": ("-", "red"), "update": ("~", "yellow")}
+
+
+def render(result: dict[str, Any], *, what: str) -> str:
+    out = [f"Applying {what} (reconciler runs {short(result.get('appliedRevision'))}):"]
+    changes = result.get("changes") or []
+    if not changes:
+        out.append(paint("  no changes: every host keeps what it runs", "green"))
+    host = None
+    for c in changes:
+        if c["host"] != host:
+            host = c["host"]
+            out.append(f"\n{host}")
+        sign, colour = SIGNS[c["action"]]
+        digest = c.get("newDigest") or c.get("oldDigest") or ""
+        line = f"  {sign} {c['action']:<6} {c['id']:<36} {short(digest)}"
+        out.append(paint(line, colour))
+        for d in c.get("details") or []:
+            out.append(f"             {d}")
+    for u in result.get("unplaced") or []:
+        out.append(
+            paint(
+                f"\n! unplaced {u['env']}/{u['app']}/{u['component']}: {u['missing']} replica(s): {u['reason']}",
+                "red",
+            )
+        )
+    n = result.get("counts") or {}
+    out.append(f"\n{n.get('start', 0)} to start, {n.get('update', 0)} to update, {n.get('stop', 0)} to stop.")
+    return "\n".join(out)
