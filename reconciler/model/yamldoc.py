@@ -21,6 +21,8 @@ from reconciler.model.types import Problem
 
 PathKey = tuple[str | int, ...]
 
+# ruamel recurses per nesting level; deep "[[[[..." costs seconds before Python's recursion limit stops it
+MAX_FLOW_DEPTH = 100
 # aliases can make a small file expand enormously ("billion laughs"); refuse past this many nodes
 MAX_NODES = 100_000
 
@@ -151,6 +153,11 @@ def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Probl
     """All documents of ``text`` (empty ones dropped), or the problem that stopped the parser."""
     docs: list[Document] = []
     problems: list[Problem] = []
+    too_deep = _flow_too_deep(text)
+    if too_deep is not None:
+        line, column = _line_col(text, too_deep)
+        return [], [Problem(level="error", file=file, line=line, column=column, path="", code="yaml-syntax",
+                            message=f"YAML is nested more than {MAX_FLOW_DEPTH} levels deep here: flatten it")]
     stream: Iterator[Any] = iter(_new_yaml().load_all(text))
     index = 0
     while True:
@@ -227,3 +234,29 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
 def _codepoint(character: object) -> str:
     code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
     return f"U+{code:04X}"
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """Offset where "[" / "{" nesting passes MAX_FLOW_DEPTH, outside quotes and comments (a fast pre-check)."""
+    depth = 0
+    quote = ""
+    comment = False
+    previous = "\n"
+    for offset, char in enumerate(text):
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if char == quote:
+                quote = ""
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return offset
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char in "'\"" and previous in " \t\n[{,:":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            comment = True
+        previous = char
+    return None

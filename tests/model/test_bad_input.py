@@ -1,0 +1,112 @@
+"""Hostile or accidental input: binary, huge, symlinks out of the tree, odd YAML. Located messages, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.model import load_tree
+
+ENV = """apiVersion: driftless.dev/v1alpha1
+kind: Environment
+metadata: {name: dev}
+spec: {}
+"""
+APP = """apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {name: NAME}
+spec:
+  components:
+    - {name: web, image: "demo/hello:1.0.0"}
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "manifests"
+    (root / "dev" / "apps").mkdir(parents=True)
+    (root / "dev" / "environment.yaml").write_text(ENV)
+    (root / "dev" / "apps" / "ok.yaml").write_text(APP.replace("NAME", "ok"))
+    return root
+
+
+def _codes(root: Path, **kwargs: int) -> dict[str, tuple[str, int, int, str]]:
+    return {p.code: (p.file, p.line, p.column, p.level) for p in load_tree(root, **kwargs).problems}
+
+
+def test_binary_file_is_refused(tree: Path) -> None:
+    (tree / "dev" / "apps" / "logo.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    (tree / "dev" / "apps" / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    problems = [p for p in load_tree(tree).problems if p.code == "binary-file"]
+    assert sorted(p.file for p in problems) == ["dev/apps/latin1.yaml", "dev/apps/logo.yaml"]
+    assert all(p.level == "error" for p in problems)
+
+
+def test_file_over_the_size_limit_is_refused_unread(tree: Path) -> None:
+    (tree / "dev" / "apps" / "huge.yaml").write_text(APP.replace("NAME", "huge") + "# padding\n" * 200)
+    assert "too-large" not in _codes(tree)
+    found = _codes(tree, max_file_bytes=1000)
+    assert found["too-large"] == ("dev/apps/huge.yaml", 1, 1, "error")
+    assert set(load_tree(tree, max_file_bytes=1000).applications["dev"]) == {"ok"}
+
+
+def test_symlinks_pointing_outside_the_tree_are_refused(tree: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(APP.replace("NAME", "secret"))
+    (tree / "dev" / "apps" / "secret.yaml").symlink_to(secret)
+    outside_dir = tmp_path / "elsewhere"
+    (outside_dir / "apps").mkdir(parents=True)
+    (outside_dir / "environment.yaml").write_text(ENV.replace("dev", "evil"))
+    (tree / "evil").symlink_to(outside_dir)
+    problems = [p for p in load_tree(tree).problems if p.code == "symlink-outside"]
+    assert sorted(p.file for p in problems) == ["dev/apps/secret.yaml", "evil"]
+    assert all("refused" in p.message and p.level == "error" for p in problems)
+    tree_ = load_tree(tree)
+    assert "secret" not in tree_.applications["dev"] and "evil" not in tree_.environments
+
+
+def test_symlinks_inside_the_tree_are_followed_and_broken_ones_reported(tree: Path) -> None:
+    (tree / "shared").mkdir()
+    (tree / "shared" / "app.yaml").write_text(APP.replace("NAME", "shared"))
+    (tree / "dev" / "apps" / "shared.yaml").symlink_to(Path("..") / ".." / "shared" / "app.yaml")
+    (tree / "dev" / "apps" / "gone.yaml").symlink_to(tree / "nowhere.yaml")
+    loaded = load_tree(tree)
+    assert set(loaded.applications["dev"]) == {"ok", "shared"}
+    assert [(p.code, p.file) for p in loaded.problems] == [("broken-symlink", "dev/apps/gone.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "line"),
+    [
+        ("", "empty-file", 1),
+        ("   \n\n# only a comment\n", "empty-file", 1),
+        ("kind: Application\n\tmetadata: {}\n", "yaml-syntax", 2),
+        ("a: 1\nb: 'unterminated\n", "yaml-syntax", 3),
+        ("apiVersion: x\nkind: \x07\n", "yaml-syntax", 2),
+        ("a: &a [*a, *a]\n", "missing-field", 1),  # a self-referring alias is data, not a crash
+        ("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i-1}'] * 10)}]\n" for i in range(1, 7)), "too-large", 1),
+        ("[" * 5000 + "]" * 5000, "yaml-syntax", 1),
+    ],
+    ids=["empty", "comments-only", "tab", "unterminated", "control-char", "alias-loop", "alias-bomb", "deep"],
+)
+def test_odd_yaml_gets_one_located_problem(tree: Path, text: str, code: str, line: int) -> None:
+    (tree / "dev" / "apps" / "odd.yaml").write_text(text)
+    odd = [p for p in load_tree(tree).problems if p.file == "dev/apps/odd.yaml"]
+    assert odd and odd[0].code == code and odd[0].line == line, odd
+
+
+def test_byte_order_mark_and_yml_suffix_are_fine(tree: Path) -> None:
+    (tree / "dev" / "apps" / "bom.yml").write_bytes(b"\xef\xbb\xbf" + APP.replace("NAME", "bom").encode())
+    loaded = load_tree(tree)
+    assert loaded.problems == [] and set(loaded.applications["dev"]) == {"ok", "bom"}
+
+
+def test_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
+    missing = load_tree(tmp_path / "nope")
+    assert [(p.code, p.level) for p in missing.problems] == [("not-found", "error")]
+    (tmp_path / "file.yaml").write_text(ENV)
+    assert "is a file" in load_tree(tmp_path / "file.yaml").problems[0].message
+    (tmp_path / "empty").mkdir()
+    assert [p.code for p in load_tree(tmp_path / "empty").problems] == ["empty-tree"]
