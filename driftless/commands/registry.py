@@ -1,0 +1,125 @@
+"""``driftless registry serve|gc|fsck``: run and maintain the OCI registry."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from driftless.errors import DriftlessError, UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="registry_command", metavar="SUBCOMMAND")
+    serve = sub.add_parser("serve", help="serve the OCI Distribution API (and /v2/_driftless/) from a storage root")
+    serve.add_argument("--root", type=Path, required=True, help="storage directory (created if absent)")
+    serve.add_argument("--listen", default="127.0.0.1:5000", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
+    serve.add_argument("--htpasswd", type=Path, help="require basic auth from users in this htpasswd file (bcrypt)")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    serve.add_argument("--read-only", action="store_true", help="refuse every write (push, delete)")
+    serve.add_argument("--anonymous-pull", action="store_true", help="with --htpasswd: let reads through without credentials")
+
+    gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches")
+    gc.add_argument("--root", type=Path, required=True, help="storage directory")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    gc.add_argument("--grace", default="10m", help="keep anything written more recently than this (e.g. 30s, 10m, 2h; default 10m)")
+
+    fsck = sub.add_parser("fsck", help="re-hash every blob; quarantine corrupt ones (exit 1 if any problem)")
+    fsck.add_argument("--root", type=Path, required=True, help="storage directory")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    m = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]*)):(?P<port>\d{1,5})$", text)
+    if m is None or int(m["port"]) > 65535:
+        raise UsageError(f"--listen {text!r} is not HOST:PORT", hint="for example --listen 127.0.0.1:5000")
+    return (m["v6"] or m["host"] or "127.0.0.1"), int(m["port"])
+
+
+def parse_duration(text: str) -> float:
+    m = re.match(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$", text.strip())
+    if m is None:
+        raise UsageError(f"--grace {text!r} is not a duration", hint="use a number with s, m, h or d, e.g. 10m")
+    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2] or "s"]
+
+
+def _existing_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is not a directory", hint="point it at the directory `registry serve --root` uses")
+    return root
+
+
+def run(args: argparse.Namespace) -> int:
+    command = getattr(args, "registry_command", None)
+    if command == "serve":
+        return _serve(args)
+    if command == "gc":
+        return _gc(args)
+    if command == "fsck":
+        return _fsck(args)
+    raise UsageError("choose a subcommand: driftless registry serve|gc|fsck", hint="driftless registry --help")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from registry.server import ServerOptions, serve
+
+    host, port = parse_listen(args.listen)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--htpasswd", args.htpasswd)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{opt} {path}: no such file")
+    if args.anonymous_pull and not args.htpasswd:
+        raise UsageError("--anonymous-pull only makes sense with --htpasswd (without it every request is anonymous)")
+    options = ServerOptions(
+        root=args.root,
+        host=host,
+        port=port,
+        htpasswd=args.htpasswd,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        read_only=args.read_only,
+        anonymous_pull=args.anonymous_pull,
+    )
+    try:
+        serve(options, on_ready=lambda url: print(f"registry serving {url} (storage {args.root})", flush=True))
+    except OSError as exc:
+        raise DriftlessError(f"cannot listen on {args.listen}: {exc.strerror or exc}",
+                             hint="is another registry running there? choose another --listen") from None
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from registry.maintenance import collect_garbage
+    from registry.storage import FilesystemStorage
+
+    storage = FilesystemStorage(_existing_root(args.root))
+    report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for item in report.manifests:
+        print(f"{verb} manifest {item}")
+    for item in report.links:
+        print(f"{verb} blob link {item}")
+    for digest, size in report.blobs:
+        print(f"{verb} blob {digest} ({size} bytes)")
+    if not args.dry_run:
+        storage.clean_temp(older_than=parse_duration(args.grace))
+    print(
+        f"gc: {verb} {len(report.blobs)} blobs ({report.freed_bytes} bytes), {len(report.manifests)} manifests, "
+        f"{len(report.links)} blob links; kept {report.kept_recent} recent items (grace {args.grace})"
+    )
+    return 0
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    from registry.maintenance import check_storage
+    from registry.storage import FilesystemStorage
+
+    storage = FilesystemStorage(_existing_root(args.root))
+    report = check_storage(storage)
+    for digest in report.corrupt:
+        print(f"corrupt blob {digest}: content does not match its digest; moved to quarantine/")
+    for item in report.missing:
+        print(f"missing {item}")
+    print(f"fsck: checked {report.checked} blobs; {len(report.corrupt)} corrupt, {len(report.missing)} missing references")
+    return 0 if report.ok else 1

@@ -1,0 +1,542 @@
+"""The registry's HTTP server: OCI Distribution Spec v1.1 plus the ``/v2/_driftless/`` extension.
+
+Run it from the CLI (``driftless registry serve``), in-process in a thread::
+
+    from registry.server import ServerOptions, serve_in_thread
+    running = serve_in_thread(ServerOptions(root=Path("data/registry"), port=0))
+    running.url   # "http://127.0.0.1:43121"
+    running.stop()
+
+or as a blocking call: ``serve(options)``. One low-level aiohttp handler routes by regex (no router
+or middleware on the hot path); blobs are served with ``web.FileResponse`` (sendfile, ``Range``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from registry.auth import Htpasswd
+from registry.errors import RegistryError
+from registry.metrics import Metrics
+from registry.storage import FilesystemStorage, Storage
+from registry.store import (
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    Registry,
+    UploadState,
+    check_digest,
+    check_name,
+    new_hasher,
+)
+
+log = logging.getLogger("driftless.registry")
+
+ROUTE = re.compile(
+    r"^/v2/(?P<name>.+?)/(?:"
+    r"(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)"
+    r"|blobs/uploads/(?P<upload>[^/]*)"
+    r"|tags/(?P<tags>list))$"
+)
+COMPONENTS_PREFIX = "/v2/_driftless/components/"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BASE_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 5000
+    htpasswd: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    read_only: bool = False
+    anonymous_pull: bool = False
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None,
+          content_type: str = "application/json") -> web.Response:
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={**BASE_HEADERS, **(headers or {})}, content_type=content_type
+    )
+
+
+def _empty(status: int, headers: dict[str, str]) -> web.Response:
+    return web.Response(status=status, headers={**BASE_HEADERS, "Content-Length": "0", **headers})
+
+
+def _error(exc: RegistryError) -> web.Response:
+    return web.Response(
+        body=exc.body(), status=exc.status, headers={**BASE_HEADERS, **exc.headers}, content_type="application/json"
+    )
+
+
+def _upload_headers(name: str, state: UploadState) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{state.id}",
+        "Range": f"0-{max(state.size - 1, 0)}",
+        "Docker-Upload-UUID": state.id,
+    }
+
+
+def _page(items: list[str], query: Any) -> tuple[list[str], int | None]:
+    """Apply ``n``/``last`` pagination; return the page and n (for the Link header) if more remain."""
+    last = query.get("last")
+    if last:
+        items = [i for i in items if i > last]
+    raw_n = query.get("n")
+    if raw_n is None or raw_n == "":
+        return items, None
+    try:
+        n = int(raw_n)
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise RegistryError(
+            "UNSUPPORTED", f"query parameter n={raw_n[:20]!r} must be a non-negative integer", status=400
+        ) from None
+    return items[:n], (n if len(items) > n else None)
+
+
+class RegistryApp:
+    """The request handler; one per server."""
+
+    def __init__(self, registry: Registry, options: ServerOptions, *, metrics: Metrics) -> None:
+        self.registry = registry
+        self.options = options
+        self.metrics = metrics
+        self.auth = Htpasswd.load(options.htpasswd) if options.htpasswd else None
+        self._session_locks: dict[str, asyncio.Lock] = {}
+
+    # -- entry --------------------------------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = "other"
+        try:
+            route, response = await self._dispatch(request)
+        except RegistryError as exc:
+            response = _error(exc)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug, not the client's mistake: log it, answer a clean 500
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = web.Response(
+                body=json.dumps({"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {}}]}).encode(),
+                status=500,
+                content_type="application/json",
+            )
+        self.metrics.observe(
+            route,
+            request.method,
+            response.status,
+            time.perf_counter() - started,
+            request.content_length or 0,
+            response.content_length or 0,
+        )
+        return response
+
+    def _authorize(self, request: web.BaseRequest) -> None:
+        write = request.method in WRITE_METHODS
+        if self.auth is not None and not (self.options.anonymous_pull and not write):
+            if self.auth.check(request.headers.get("Authorization")) is None:
+                raise RegistryError(
+                    "UNAUTHORIZED",
+                    "valid basic-auth credentials are required (htpasswd)",
+                    headers={"WWW-Authenticate": 'Basic realm="driftless registry"'},
+                )
+        if write and self.options.read_only:
+            raise RegistryError("UNSUPPORTED", "this registry is read-only (started with --read-only)")
+
+    async def _dispatch(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
+        path = request.path
+        method = request.method
+        if path == "/metrics":
+            self._authorize(request)
+            return "metrics", web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        if path in ("/v2/", "/v2"):
+            self._authorize(request)
+            return "base", _json({})
+        if not path.startswith("/v2/"):
+            raise RegistryError("UNSUPPORTED", f"no such endpoint: {path[:200]}", status=404)
+        self._authorize(request)
+        if path == "/v2/_catalog":
+            self._methods(method, ("GET",))
+            return "catalog", self._catalog(request)
+        if path.startswith(COMPONENTS_PREFIX):
+            self._methods(method, ("GET", "HEAD"))
+            return "components", await self._component(request, path[len(COMPONENTS_PREFIX):])
+        m = ROUTE.match(path)
+        if m is None:
+            raise RegistryError("UNSUPPORTED", f"no such endpoint: {path[:200]}", status=404)
+        name = check_name(m["name"])
+        kind = m["kind"]
+        if kind == "manifests":
+            self._methods(method, ("GET", "HEAD", "PUT", "DELETE"))
+            if method in ("GET", "HEAD"):
+                return "manifest", self._get_manifest(name, m["ref"])
+            if method == "PUT":
+                return "manifest", await self._put_manifest(request, name, m["ref"])
+            self.registry.delete_manifest(name, m["ref"])
+            return "manifest", _empty(202, {})
+        if kind == "blobs" and m["ref"] == "uploads":
+            self._methods(method, ("POST",))
+            return "upload", await self._start_upload(request, name)
+        if kind == "blobs":
+            self._methods(method, ("GET", "HEAD", "DELETE"))
+            digest = check_digest(m["ref"])
+            if method == "DELETE":
+                self.registry.delete_blob(name, digest)
+                return "blob", _empty(202, {})
+            return "blob", await self._get_blob(request, name, digest)
+        if m["upload"] is not None:
+            upload_id = m["upload"]
+            if upload_id == "":
+                self._methods(method, ("POST",))
+                return "upload", await self._start_upload(request, name)
+            self._methods(method, ("GET", "PATCH", "PUT", "DELETE"))
+            return "upload", await self._upload(request, name, upload_id)
+        if m["tags"] is not None:
+            self._methods(method, ("GET",))
+            return "tags", self._tags(request, name)
+        self._methods(method, ("GET",))
+        return "referrers", self._referrers(request, name, check_digest(m["ref"]))
+
+    @staticmethod
+    def _methods(method: str, allowed: tuple[str, ...]) -> None:
+        if method not in allowed:
+            raise RegistryError(
+                "UNSUPPORTED", f"method {method} is not allowed here; use {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
+
+    # -- manifests ----------------------------------------------------------------------------------
+    def _get_manifest(self, name: str, reference: str) -> web.Response:
+        stored = self.registry.get_manifest(name, reference)
+        return web.Response(
+            body=stored.body,
+            headers={**BASE_HEADERS, "Content-Type": stored.media_type, "Docker-Content-Digest": stored.digest},
+        )
+
+    async def _put_manifest(self, request: web.BaseRequest, name: str, reference: str) -> web.Response:
+        if (request.content_length or 0) > MAX_MANIFEST_BYTES:
+            raise RegistryError(
+                "SIZE_INVALID",
+                f"manifest is {request.content_length} bytes; the limit is {MAX_MANIFEST_BYTES} (4 MiB)",
+                status=413,
+            )
+        body = await _read_limited(request, MAX_MANIFEST_BYTES)
+        tags = tuple(request.query.getall("tag", []))
+        result = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: self.registry.put_manifest(
+                name, reference, body, request.headers.get("Content-Type"), tags=tags
+            ),
+        )
+        headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": result.digest}
+        if result.subject:
+            headers["OCI-Subject"] = result.subject
+        return _empty(201, headers)
+
+    def _tags(self, request: web.BaseRequest, name: str) -> web.Response:
+        if not self.registry.repository_exists(name):
+            raise RegistryError("NAME_UNKNOWN", {"name": name})
+        tags, more = _page(self.registry.tags(name), request.query)
+        headers = {}
+        if more is not None and tags:
+            headers["Link"] = f'</v2/{name}/tags/list?n={more}&last={tags[-1]}>; rel="next"'
+        return _json({"name": name, "tags": tags}, headers=headers)
+
+    def _referrers(self, request: web.BaseRequest, name: str, digest: str) -> web.Response:
+        artifact_type = request.query.get("artifactType")
+        descriptors = self.registry.referrers(name, digest, artifact_type)
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        return _json(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors},
+            headers=headers,
+            content_type=OCI_INDEX,
+        )
+
+    def _catalog(self, request: web.BaseRequest) -> web.Response:
+        repos, more = _page(self.registry.catalog(), request.query)
+        headers = {}
+        if more is not None and repos:
+            headers["Link"] = f'</v2/_catalog?n={more}&last={repos[-1]}>; rel="next"'
+        return _json({"repositories": repos}, headers=headers)
+
+    async def _component(self, request: web.BaseRequest, tail: str) -> web.Response:
+        name, _, reference = tail.rpartition("/")
+        check_name(name)
+        if not reference:
+            raise RegistryError("MANIFEST_UNKNOWN", "add a tag or digest: /v2/_driftless/components/<name>/<reference>")
+        record = await asyncio.get_running_loop().run_in_executor(None, self.registry.component, name, reference)
+        return _json(record.to_json())
+
+    # -- blobs --------------------------------------------------------------------------------------
+    async def _get_blob(self, request: web.BaseRequest, name: str, digest: str) -> web.StreamResponse:
+        st = self.registry.blob_stat(name, digest)
+        headers = {**BASE_HEADERS, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+                   "ETag": f'"{digest}"'}
+        storage_key = self.registry.blob_key(digest)
+        path = self.registry.storage.local_path(storage_key)
+        if path is not None:
+            return web.FileResponse(path, headers=headers)
+        data = self.registry.storage.get(storage_key)
+        try:
+            rng = request.http_range
+        except ValueError:
+            rng = slice(None, None)
+        if rng.start is None and rng.stop is None:
+            return web.Response(body=data, headers=headers)
+        start, stop, _ = rng.indices(st.size)
+        if start >= st.size or start >= stop:
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{st.size}"})
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{st.size}"
+        return web.Response(status=206, body=data[start:stop], headers=headers)
+
+    async def _start_upload(self, request: web.BaseRequest, name: str) -> web.Response:
+        query = request.query
+        mount = query.get("mount")
+        if mount is not None:
+            digest = check_digest(mount)
+            source = query.get("from")
+            if source is not None:
+                check_name(source)
+            if self.registry.mount(name, digest, source):
+                return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        digest_param = query.get("digest")
+        if digest_param is not None:
+            digest = check_digest(digest_param)
+            await self._receive_blob(request, name, digest)
+            return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        state = self.registry.start_upload(name)
+        return _empty(202, _upload_headers(name, state))
+
+    async def _receive_blob(self, request: web.BaseRequest, name: str, digest: str) -> None:
+        """Stream the body into a temp file, hashing in the same pass; rename it into place if the digest matches."""
+        writer = self.registry.blob_writer(digest)
+        hasher = new_hasher(digest)
+        try:
+            await _stream(request, writer, hasher)
+            actual = f"{digest.split(':')[0]}:{hasher.hexdigest()}"
+            if actual == digest:
+                await asyncio.get_running_loop().run_in_executor(None, writer.commit)
+            self.registry.commit_blob(name, writer, digest, actual)
+        except BaseException:
+            writer.cancel()
+            raise
+
+    async def _upload(self, request: web.BaseRequest, name: str, upload_id: str) -> web.Response:
+        method = request.method
+        lock = self._session_locks.setdefault(upload_id, asyncio.Lock())
+        try:
+            async with lock:
+                state = self.registry.upload(name, upload_id)
+                if method == "GET":
+                    return _empty(204, _upload_headers(name, state))
+                if method == "DELETE":
+                    self.registry.cancel_upload(state)
+                    return _empty(204, {})
+                if method == "PATCH":
+                    state = await self._append_chunk(request, state)
+                    return _empty(202, _upload_headers(name, state))
+                # PUT: the last chunk (optional) and the digest
+                raw = request.query.get("digest")
+                if raw is None:
+                    raise RegistryError("DIGEST_INVALID", "add ?digest=<algorithm:hex> to the PUT that completes an upload")
+                digest = check_digest(raw)
+                has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding") == "chunked"
+                if state.size == 0 and has_body and "Content-Range" not in request.headers:
+                    await self._receive_blob(request, name, digest)  # monolithic: one pass, no copy
+                    self.registry.cancel_upload(state)
+                else:
+                    if has_body:
+                        state = await self._append_chunk(request, state)
+                    await asyncio.get_running_loop().run_in_executor(None, self.registry.finish_upload, state, digest)
+                return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        finally:
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._session_locks.pop(upload_id, None)
+
+    async def _append_chunk(self, request: web.BaseRequest, state: UploadState) -> UploadState:
+        expected_length = None
+        content_range = request.headers.get("Content-Range")
+        if content_range:
+            m = re.match(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/\d+|/\*)?$", content_range.strip())
+            if m is None:
+                raise RegistryError(
+                    "BLOB_UPLOAD_INVALID", f"Content-Range {content_range[:60]!r} must be <start>-<end>", status=416
+                )
+            start, end = int(m[1]), int(m[2])
+            if start != state.size or end < start:
+                raise RegistryError(
+                    "BLOB_UPLOAD_INVALID",
+                    f"chunk {start}-{end} is out of order: the upload has {state.size} bytes, so the next chunk starts at {state.size}",
+                    status=416,
+                    headers={**_upload_headers(state.repository, state)},
+                )
+            expected_length = end - start + 1
+            if request.content_length is not None and request.content_length != expected_length:
+                raise RegistryError(
+                    "SIZE_INVALID",
+                    f"Content-Range {content_range} is {expected_length} bytes but Content-Length is {request.content_length}",
+                    status=416,
+                )
+        loop = asyncio.get_running_loop()
+        hasher = await loop.run_in_executor(None, self.registry.upload_hasher, state)
+        hasher = hasher.copy()  # the stored one stays valid if this chunk fails
+        writer = self.registry.chunk_writer(state)
+        try:
+            await _stream(request, writer, hasher)
+        except BaseException:
+            writer.cancel()
+            raise
+        if expected_length is not None and writer.size - state.size != expected_length:
+            writer.cancel()
+            raise RegistryError(
+                "SIZE_INVALID",
+                f"Content-Range announced {expected_length} bytes but {writer.size - state.size} arrived; the chunk was discarded",
+            )
+        return await loop.run_in_executor(None, self.registry.commit_chunk, state, writer, hasher)
+
+
+async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
+    declared = request.content_length
+    received = 0
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            hasher.update(chunk)
+            writer.write(chunk)
+            received += len(chunk)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        raise RegistryError("BLOB_UPLOAD_INVALID", f"the request body was cut short: {exc}") from None
+    if declared is not None and received != declared:
+        raise RegistryError(
+            "SIZE_INVALID", f"Content-Length says {declared} bytes but {received} arrived"
+        )
+
+
+async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
+    parts = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError("SIZE_INVALID", f"manifest is larger than the limit of {limit} bytes (4 MiB)", status=413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+# --- running it ------------------------------------------------------------------------------------
+
+
+def build_registry(root: Path) -> tuple[Registry, FilesystemStorage]:
+    storage = FilesystemStorage(root)
+    storage.clean_temp(older_than=3600)
+    return Registry(storage), storage
+
+
+def make_handler(options: ServerOptions, *, storage: Storage | None = None) -> RegistryApp:
+    if storage is None:
+        registry, fs = build_registry(options.root)
+        blobs_dir: Path | None = fs.root / "blobs"
+    else:
+        registry, blobs_dir = Registry(storage), None
+    return RegistryApp(registry, options, metrics=Metrics(blobs_dir=blobs_dir))
+
+
+def _ssl_context(options: ServerOptions) -> ssl.SSLContext | None:
+    if not options.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(options.tls_cert), str(options.tls_key) if options.tls_key else None)
+    return ctx
+
+
+async def start(options: ServerOptions) -> tuple[web.BaseRunner, str]:
+    """Start serving on the running loop; returns the runner (``await runner.cleanup()`` stops) and the URL."""
+    app = make_handler(options)
+    server = web.Server(app.handle, access_log=None, handler_cancellation=True)
+    runner = web.ServerRunner(server, access_log=None)
+    await runner.setup()
+    ctx = _ssl_context(options)
+    site = web.TCPSite(runner, options.host, options.port, ssl_context=ctx, backlog=1024)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else options.port
+    scheme = "https" if ctx else "http"
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return runner, f"{scheme}://{host}:{port}"
+
+
+def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM (blocking)."""
+
+    async def main() -> None:
+        runner, url = await start(options)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("registry serving %s (storage %s)", url, options.root)
+        if on_ready:
+            on_ready(url)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+@dataclass
+class RunningRegistry:
+    url: str
+    _loop: asyncio.AbstractEventLoop
+    _runner: web.BaseRunner
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def serve_in_thread(options: ServerOptions) -> RunningRegistry:
+    """Run the registry on a background thread's event loop (port 0 picks a free port); stop() ends it."""
+    loop = asyncio.new_event_loop()
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            ready["runner"], ready["url"] = loop.run_until_complete(start(options))
+        except BaseException as exc:
+            ready["error"] = exc
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.close()
+
+    thread = threading.Thread(target=run, name="driftless-registry", daemon=True)
+    thread.start()
+    started.wait(30)
+    if "error" in ready:
+        raise ready["error"]
+    return RunningRegistry(url=ready["url"], _loop=loop, _runner=ready["runner"], _thread=thread)
+
+

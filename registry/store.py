@@ -1,0 +1,532 @@
+"""The registry's content model over a :class:`~registry.storage.Storage`: blobs, upload sessions,
+manifests, tags, referrers, repositories and component inspections.
+
+Everything here is synchronous and raises :class:`~registry.errors.RegistryError` for client
+mistakes; the HTTP server (``registry.server``) only translates requests. Write order keeps every
+crash harmless: content first, then the links that make it reachable (revision, referrer, tag).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from driftless.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
+from registry.errors import RegistryError
+from registry.layout import key
+from registry.storage import Stat, Storage, Writer
+from registry.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_LIST)
+EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_NAME_LENGTH = 255
+UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+HASHERS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH or not REPOSITORY_RE.match(name):
+        raise RegistryError(
+            "NAME_INVALID",
+            f"repository name {name[:300]!r} is invalid: use lowercase path components of letters and digits "
+            f"separated by '.', '_', '__' or '-', joined by '/', at most {MAX_NAME_LENGTH} characters",
+        )
+    return name
+
+
+def check_digest(text: str) -> str:
+    if not DIGEST_RE.match(text):
+        raise RegistryError(
+            "DIGEST_INVALID",
+            f"digest {text[:200]!r} is invalid: use sha256:<64 lowercase hex> or sha512:<128 lowercase hex>",
+        )
+    return text
+
+
+def is_digest_like(reference: str) -> bool:
+    return ":" in reference
+
+
+def check_tag(tag: str, *, code: str = "MANIFEST_INVALID") -> str:
+    if not TAG_RE.match(tag):
+        raise RegistryError(
+            code, f"tag {tag[:200]!r} is invalid: use letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"
+        )
+    return tag
+
+
+def new_hasher(digest: str) -> Any:
+    return HASHERS[digest.split(":", 1)[0]]()
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{HASHERS[algorithm](data).hexdigest()}"
+
+
+# --- public types ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    id: str
+    repository: str
+    size: int
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentRecord:
+    repository: str
+    reference: str
+    manifest_digest: str
+    layer_digest: str
+    layer_media_type: str
+    info: WasmInfo
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "reference": self.reference,
+            "manifestDigest": self.manifest_digest,
+            "layerDigest": self.layer_digest,
+            "layerMediaType": self.layer_media_type,
+            **self.info.to_json(),
+        }
+
+
+# --- the registry ----------------------------------------------------------------------------------
+
+
+class Registry:
+    def __init__(self, storage: Storage, *, manifest_cache_size: int = 4096) -> None:
+        self.storage = storage
+        # manifests are immutable by digest, so caching their bytes is always correct
+        self._manifest_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._manifest_cache_size = manifest_cache_size
+        # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
+        self._upload_hashers: dict[str, tuple[int, Any]] = {}
+
+    # -- repositories -------------------------------------------------------------------------------
+    def repository_exists(self, repo: str) -> bool:
+        return bool(self.storage.list(key("repository", repo=repo)))
+
+    def catalog(self) -> list[str]:
+        found: list[str] = []
+
+        def walk(prefix: str, name: str) -> None:
+            children = self.storage.list(prefix)
+            if any(c in ("_manifests", "_layers") for c in children):
+                found.append(name)
+            for child in children:
+                if not child.startswith("_"):
+                    walk(f"{prefix}/{child}", f"{name}/{child}" if name else child)
+
+        walk(key("repositories"), "")
+        return sorted(found)
+
+    # -- blobs --------------------------------------------------------------------------------------
+    def blob_stat(self, repo: str, digest: str) -> Stat:
+        """Size of a blob linked into ``repo``; BLOB_UNKNOWN otherwise."""
+        if self.storage.stat(key("layer-link", repo=repo, digest=digest)) is not None:
+            st = self.storage.stat(key("blob", digest=digest))
+            if st is not None:
+                return st
+        raise RegistryError("BLOB_UNKNOWN", {"digest": digest})
+
+    def blob_key(self, digest: str) -> str:
+        return key("blob", digest=digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.storage.stat(key("blob", digest=digest)) is not None
+
+    def link_blob(self, repo: str, digest: str) -> None:
+        link = key("layer-link", repo=repo, digest=digest)
+        if self.storage.stat(link) is None:
+            self.storage.put(link, b"")
+
+    def delete_blob(self, repo: str, digest: str) -> None:
+        """Unlink the blob from ``repo``; the content goes when GC finds nothing else uses it."""
+        self.blob_stat(repo, digest)
+        self.storage.delete(key("layer-link", repo=repo, digest=digest))
+
+    def mount(self, repo: str, digest: str, from_repo: str | None) -> bool:
+        """Cross-repository mount: link a blob of ``from_repo`` (or, without it, any stored blob)."""
+        if from_repo is not None:
+            if self.storage.stat(key("layer-link", repo=from_repo, digest=digest)) is None:
+                return False
+        if not self.has_blob(digest):
+            return False
+        self.link_blob(repo, digest)
+        return True
+
+    def blob_writer(self, digest: str) -> Writer:
+        """A temp-file writer whose commit puts the blob at its content address."""
+        return self.storage.writer(key("blob", digest=digest))
+
+    def commit_blob(self, repo: str, writer: Writer, digest: str, actual: str) -> None:
+        if actual != digest:
+            writer.cancel()
+            raise RegistryError("DIGEST_INVALID", f"the content's digest is {actual}, not {digest}; nothing was stored")
+        writer.commit()
+        self.link_blob(repo, digest)
+
+    def put_blob(self, repo: str, data: bytes, *, digest: str | None = None) -> str:
+        actual = digest_of(data, digest.split(":")[0] if digest else "sha256")
+        w = self.blob_writer(actual)
+        w.write(data)
+        self.commit_blob(repo, w, digest or actual, actual)
+        return actual
+
+    # -- upload sessions ----------------------------------------------------------------------------
+    def start_upload(self, repo: str) -> UploadState:
+        state = UploadState(id=uuid.uuid4().hex, repository=repo, size=0, started=time.time())
+        self.storage.put(key("upload-data", upload=state.id), b"")
+        self._save_upload(state)
+        return state
+
+    def _save_upload(self, state: UploadState) -> None:
+        self.storage.put(
+            key("upload-state", upload=state.id),
+            json.dumps({"repository": state.repository, "size": state.size, "started": state.started}).encode(),
+        )
+
+    def upload(self, repo: str, upload_id: str) -> UploadState:
+        if UPLOAD_ID_RE.match(upload_id):
+            try:
+                data = json.loads(self.storage.get(key("upload-state", upload=upload_id)))
+            except (FileNotFoundError, ValueError):
+                data = None
+            if data and data.get("repository") == repo:
+                return UploadState(upload_id, repo, int(data["size"]), float(data["started"]))
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN", {"repository": repo, "upload": upload_id[:64]})
+
+    def upload_ids(self) -> list[str]:
+        return [u for u in self.storage.list(key("uploads")) if UPLOAD_ID_RE.match(u)]
+
+    def chunk_writer(self, state: UploadState) -> Writer:
+        """Append after the committed bytes of the session (bytes past them are a crash's leftovers)."""
+        return self.storage.writer(key("upload-data", upload=state.id), append_at=state.size)
+
+    def upload_hasher(self, state: UploadState) -> Any:
+        """The running sha256 of the session, continued from where it stopped (re-read after a restart)."""
+        held = self._upload_hashers.get(state.id)
+        if held is not None and held[0] == state.size:
+            return held[1]
+        h = hashlib.sha256()
+        self._hash_stored(key("upload-data", upload=state.id), h, limit=state.size)
+        return h
+
+    def commit_chunk(self, state: UploadState, writer: Writer, hasher: Any) -> UploadState:
+        writer.commit()
+        new = UploadState(state.id, state.repository, writer.size, state.started)
+        self._save_upload(new)
+        self._upload_hashers[state.id] = (new.size, hasher)
+        return new
+
+    def finish_upload(self, state: UploadState, digest: str) -> None:
+        """Verify the session's bytes against ``digest`` and move them to the blob's content address."""
+        if digest.startswith("sha256:"):
+            hexdigest = self.upload_hasher(state).hexdigest()
+        else:
+            h = new_hasher(digest)
+            self._hash_stored(key("upload-data", upload=state.id), h, limit=state.size)
+            hexdigest = h.hexdigest()
+        actual = f"{digest.split(':')[0]}:{hexdigest}"
+        if actual != digest:
+            raise RegistryError(
+                "DIGEST_INVALID",
+                f"the uploaded content's digest is {actual}, not {digest}; the upload session is kept, "
+                "so you can send the rest or start over",
+            )
+        data_key = key("upload-data", upload=state.id)
+        st = self.storage.stat(data_key)
+        if st is not None and st.size > state.size:  # leftovers of a crash after the last commit
+            self.storage.writer(data_key, append_at=state.size).commit()
+        self.storage.move(data_key, key("blob", digest=digest))
+        self.link_blob(state.repository, digest)
+        self.cancel_upload(state)
+
+    def cancel_upload(self, state: UploadState) -> None:
+        self._upload_hashers.pop(state.id, None)
+        self.storage.delete(key("upload", upload=state.id))
+
+    def _hash_stored(self, k: str, hasher: Any, *, limit: int | None = None) -> None:
+        remaining = limit
+        with self.storage.reader(k) as f:
+            while remaining is None or remaining > 0:
+                chunk = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+
+    # -- manifests ----------------------------------------------------------------------------------
+    def resolve(self, repo: str, reference: str) -> str:
+        """Tag or digest -> manifest digest present in ``repo`` (MANIFEST_UNKNOWN / NAME_UNKNOWN otherwise)."""
+        if is_digest_like(reference):
+            digest = check_digest(reference)
+        else:
+            check_tag(reference, code="MANIFEST_UNKNOWN")
+            try:
+                digest = self.storage.get(key("tag", repo=repo, tag=reference)).decode()
+            except FileNotFoundError:
+                raise self._unknown_manifest(repo, reference) from None
+        return digest
+
+    def _unknown_manifest(self, repo: str, reference: str) -> RegistryError:
+        if not self.repository_exists(repo):
+            return RegistryError("NAME_UNKNOWN", {"name": repo})
+        return RegistryError("MANIFEST_UNKNOWN", {"name": repo, "reference": reference})
+
+    def get_manifest(self, repo: str, reference: str) -> StoredManifest:
+        digest = self.resolve(repo, reference)
+        try:
+            media_type = self.storage.get(key("revision", repo=repo, digest=digest)).decode()
+        except FileNotFoundError:
+            raise self._unknown_manifest(repo, reference) from None
+        body = self._manifest_cache.get(digest)
+        if body is None:
+            try:
+                body = self.storage.get(key("blob", digest=digest))
+            except FileNotFoundError:
+                raise self._unknown_manifest(repo, reference) from None
+            self._manifest_cache[digest] = body
+            if len(self._manifest_cache) > self._manifest_cache_size:
+                self._manifest_cache.popitem(last=False)
+        return StoredManifest(digest=digest, media_type=media_type, body=body)
+
+    def has_manifest(self, repo: str, digest: str) -> bool:
+        return self.storage.stat(key("revision", repo=repo, digest=digest)) is not None
+
+    def put_manifest(self, repo: str, reference: str, body: bytes, content_type: str | None,
+                     *, tags: tuple[str, ...] = ()) -> PutResult:
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise RegistryError(
+                "SIZE_INVALID", f"manifest is {len(body)} bytes; the limit is {MAX_MANIFEST_BYTES} (4 MiB)", status=413
+            )
+        if is_digest_like(reference):
+            check_digest(reference)
+            digest = digest_of(body, reference.split(":")[0])
+            if digest != reference:
+                raise RegistryError("DIGEST_INVALID", f"the manifest's digest is {digest}, not {reference}")
+        else:
+            check_tag(reference)
+            digest = digest_of(body)
+        for t in tags:
+            check_tag(t)
+        manifest = parse_manifest(body, content_type)
+        media_type = manifest["mediaType"]
+        self._check_references(repo, manifest)
+        subject = manifest.get("subject")
+        # content, then the links that make it reachable: a crash in between leaves only garbage for GC
+        if not self.has_blob(digest):
+            self.storage.put(key("blob", digest=digest), body)
+        self.storage.put(key("revision", repo=repo, digest=digest), media_type.encode())
+        if subject:
+            descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(body)}
+            artifact_type = manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType")
+            if artifact_type:
+                descriptor["artifactType"] = artifact_type
+            if manifest.get("annotations"):
+                descriptor["annotations"] = manifest["annotations"]
+            self.storage.put(
+                key("referrer", repo=repo, subject=subject["digest"], digest=digest), json.dumps(descriptor).encode()
+            )
+        for t in (() if is_digest_like(reference) else (reference,)) + tuple(tags):
+            self.storage.put(key("tag", repo=repo, tag=t), digest.encode())
+        return PutResult(digest=digest, subject=subject["digest"] if subject else None)
+
+    def _check_references(self, repo: str, manifest: dict[str, Any]) -> None:
+        if manifest["mediaType"] in INDEX_MEDIA_TYPES:
+            for child in manifest["manifests"]:
+                if not self.has_manifest(repo, child["digest"]):
+                    raise RegistryError(
+                        "MANIFEST_BLOB_UNKNOWN",
+                        f"the index references manifest {child['digest']}, which is not in {repo}: push it first",
+                    )
+            return
+        for role, desc in [("config", manifest["config"])] + [("layer", d) for d in manifest["layers"]]:
+            if desc.get("urls"):  # a non-distributable layer lives elsewhere
+                continue
+            try:
+                st = self.blob_stat(repo, desc["digest"])
+            except RegistryError:
+                raise RegistryError(
+                    "MANIFEST_BLOB_UNKNOWN",
+                    f"the manifest's {role} {desc['digest']} is not in {repo}: push the blob before the manifest",
+                ) from None
+            if st.size != desc["size"]:
+                raise RegistryError(
+                    "MANIFEST_INVALID",
+                    f"the manifest says {role} {desc['digest']} has {desc['size']} bytes; the stored blob has {st.size}",
+                )
+            if role == "layer" and desc["mediaType"] in WASM_LAYER_MEDIA_TYPES:
+                self.wasm_info(desc["digest"], media_type=desc["mediaType"])
+
+    def wasm_info(self, layer_digest: str, *, media_type: str) -> WasmInfo:
+        """Inspection of a Wasm layer, recorded once per layer digest (MANIFEST_INVALID if not Wasm)."""
+        record_key = key("component", digest=layer_digest)
+        try:
+            return WasmInfo.from_json(json.loads(self.storage.get(record_key)))
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        data = self.storage.get(key("blob", digest=layer_digest))
+        try:
+            info = inspect_wasm(data)
+        except InvalidWasm as exc:
+            raise RegistryError(
+                "MANIFEST_INVALID",
+                f"layer {layer_digest} has media type {media_type} but is not a valid Wasm component or module: {exc}",
+            ) from None
+        self.storage.put(record_key, json.dumps(info.to_json()).encode())
+        return info
+
+    def delete_manifest(self, repo: str, reference: str) -> None:
+        if not is_digest_like(reference):
+            check_tag(reference, code="MANIFEST_UNKNOWN")
+            if not self.storage.delete(key("tag", repo=repo, tag=reference)):
+                raise self._unknown_manifest(repo, reference)
+            return
+        stored = self.get_manifest(repo, reference)
+        for t in self.tags(repo):
+            try:
+                if self.storage.get(key("tag", repo=repo, tag=t)).decode() == stored.digest:
+                    self.storage.delete(key("tag", repo=repo, tag=t))
+            except FileNotFoundError:
+                pass
+        try:
+            subject = (json.loads(stored.body).get("subject") or {}).get("digest")
+        except (ValueError, AttributeError):
+            subject = None
+        if isinstance(subject, str) and DIGEST_RE.match(subject):
+            self.storage.delete(key("referrer", repo=repo, subject=subject, digest=stored.digest))
+        self.storage.delete(key("revision", repo=repo, digest=stored.digest))
+        self._manifest_cache.pop(stored.digest, None)
+
+    def tags(self, repo: str) -> list[str]:
+        return [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
+
+    def tag_digest(self, repo: str, tag: str) -> str | None:
+        try:
+            return self.storage.get(key("tag", repo=repo, tag=tag)).decode()
+        except FileNotFoundError:
+            return None
+
+    def referrers(self, repo: str, subject: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        prefix = key("referrers", repo=repo, subject=subject)
+        for name in self.storage.list(prefix):
+            try:
+                descriptor = json.loads(self.storage.get(f"{prefix}/{name}"))
+            except (FileNotFoundError, ValueError):
+                continue
+            if not self.has_manifest(repo, descriptor.get("digest", "")):
+                continue
+            if artifact_type is None or descriptor.get("artifactType") == artifact_type:
+                out.append(descriptor)
+        return out
+
+    def component(self, repo: str, reference: str) -> ComponentRecord:
+        stored = self.get_manifest(repo, reference)
+        manifest = json.loads(stored.body)
+        for layer in manifest.get("layers") or []:
+            if layer.get("mediaType") in WASM_LAYER_MEDIA_TYPES:
+                info = self.wasm_info(layer["digest"], media_type=layer["mediaType"])
+                return ComponentRecord(repo, reference, stored.digest, layer["digest"], layer["mediaType"], info)
+        raise RegistryError(
+            "MANIFEST_UNKNOWN",
+            f"{repo}@{stored.digest} has no Wasm layer (media types: {', '.join(sorted(WASM_LAYER_MEDIA_TYPES))})",
+        )
+
+
+# --- manifest parsing ------------------------------------------------------------------------------
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """Parse and check a manifest's structure; returns it with ``mediaType`` filled in."""
+    try:
+        manifest = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
+    if manifest.get("schemaVersion") != 2:
+        raise RegistryError("MANIFEST_INVALID", f"schemaVersion must be 2, not {manifest.get('schemaVersion')!r}")
+    declared = manifest.get("mediaType")
+    content_type = (content_type or "").split(";")[0].strip() or None
+    if declared is not None and content_type and declared != content_type:
+        raise RegistryError(
+            "MANIFEST_INVALID", f"Content-Type {content_type} does not match the manifest's mediaType {declared}"
+        )
+    media_type = declared or content_type or (OCI_INDEX if "manifests" in manifest else OCI_MANIFEST)
+    if media_type not in MANIFEST_MEDIA_TYPES:
+        raise RegistryError(
+            "MANIFEST_INVALID", f"unsupported manifest media type {media_type!r}; supported: {', '.join(MANIFEST_MEDIA_TYPES)}"
+        )
+    manifest["mediaType"] = media_type
+    if media_type in INDEX_MEDIA_TYPES:
+        children = manifest.get("manifests")
+        if not isinstance(children, list):
+            raise RegistryError("MANIFEST_INVALID", "an index needs a 'manifests' list")
+        for i, child in enumerate(children):
+            _check_descriptor(child, f"manifests[{i}]")
+    else:
+        _check_descriptor(manifest.get("config"), "config")
+        layers = manifest.get("layers")
+        if not isinstance(layers, list):
+            raise RegistryError("MANIFEST_INVALID", "an image manifest needs a 'layers' list (it may be empty)")
+        for i, layer in enumerate(layers):
+            _check_descriptor(layer, f"layers[{i}]")
+    if manifest.get("subject") is not None:
+        _check_descriptor(manifest["subject"], "subject")
+    artifact_type = manifest.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise RegistryError("MANIFEST_INVALID", "artifactType must be a string")
+    annotations = manifest.get("annotations")
+    if annotations is not None and not (
+        isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
+    ):
+        raise RegistryError("MANIFEST_INVALID", "annotations must map strings to strings")
+    return manifest
+
+
+def _check_descriptor(desc: Any, where: str) -> None:
+    if not isinstance(desc, dict):
+        raise RegistryError("MANIFEST_INVALID", f"{where} must be a descriptor object (mediaType, digest, size)")
+    if not isinstance(desc.get("mediaType"), str) or not desc["mediaType"]:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.mediaType must be a non-empty string")
+    digest = desc.get("digest")
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise RegistryError("MANIFEST_INVALID", f"{where}.digest {digest!r} is not sha256:<64 hex> or sha512:<128 hex>")
+    size = desc.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.size must be a non-negative integer, not {size!r}")
