@@ -1,0 +1,222 @@
+"""``driftless host``: run a host agent; ``driftless host exec``: talk to a host's admin API.
+
+    driftless host --control URL --token T --name NAME --label cloud=aws --listen 127.0.0.1:8081 --data DIR
+    driftless host --desired desired.yaml --listen 127.0.0.1:8081         # standalone, no reconciler
+    driftless host exec --admin http://127.0.0.1:9081 --token T ls|status|run|stop|set-config ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from driftless.endpoints import default_data_dir
+from driftless.errors import NotReachable, Refused, UsageError
+
+SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?)?B?$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+              "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    m = SIZE_RE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 512Mi, 1Gi or 1048576")
+    return int(m.group(1)) * SIZE_UNITS[(m.group(2) or "").lower()]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8081)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", metavar="URL", help="reconciler URL to connect out to (e.g. http://10.0.0.5:8080)")
+    p.add_argument("--desired", type=Path, metavar="FILE",
+                   help="standalone: run the HostDesiredState in FILE (JSON/YAML), re-read when it changes")
+    p.add_argument("--token", help="join token (default: $DRIFTLESS_TOKEN); also protects the admin API")
+    p.add_argument("--token-file", type=Path, metavar="FILE", help="read the join token from FILE")
+    p.add_argument("--name", default=None, help="host name (default: the machine's hostname)")
+    p.add_argument("--label", action="append", type=parse_pair, default=[], metavar="KEY=VALUE",
+                   help="host label used for placement (repeatable); os, arch, version and platform are automatic")
+    p.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8081), metavar="HOST:PORT",
+                   help="ingress where exposed components are served (default 127.0.0.1:8081)")
+    p.add_argument("--admin-listen", type=parse_listen, default=None, metavar="HOST:PORT",
+                   help="host-local admin API (off unless given; keep it on loopback)")
+    p.add_argument("--advertise", metavar="URL", help="ingress URL reported to the reconciler (default from --listen)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="state directory: last desired state, compiled cache (default $DRIFTLESS_DATA/host-NAME)")
+    p.add_argument("--heartbeat", type=float, default=3.0, metavar="SECONDS", help="report interval (default 3)")
+    p.add_argument("--registry-user", default=os.environ.get("DRIFTLESS_REGISTRY_USER"),
+                   help="registry username (password from $DRIFTLESS_REGISTRY_PASSWORD)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="reach this registry over plain http (loopback registries always are)")
+    p.add_argument("--registry-ca", metavar="FILE", help="CA bundle for https registries")
+    p.add_argument("--max-instances", type=int, default=10_000, help="capacity: instances (default 10000)")
+    p.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
+                   help="capacity: memory to advertise (default: the machine's)")
+    p.add_argument("--cache-size", type=parse_size, default=1 << 30, metavar="SIZE",
+                   help="bound of the compiled-component cache, LRU (default 1Gi)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long in-flight calls may finish on replacement and SIGTERM (default 30)")
+    p.add_argument("--default-timeout", type=int, default=30_000, metavar="MS",
+                   help="per-call deadline when the manifest sets none (default 30000)")
+    p.add_argument("--default-concurrency", type=int, default=16, metavar="N",
+                   help="concurrent calls per instance when the manifest sets none (default 16)")
+    sub = p.add_subparsers(dest="host_action", metavar="exec")
+    ex = sub.add_parser("exec", help="talk to a running host's admin API (out-of-band changes)",
+                        description="Out-of-band changes through a host's admin API; they last until the "
+                                    "next desired generation arrives.")  # fmt: skip
+    ex.add_argument("--admin", required=True, metavar="URL", help="admin API URL, e.g. http://127.0.0.1:9081")
+    ex.add_argument("--token", dest="exec_token", help="host token (default: $DRIFTLESS_TOKEN)")
+    ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE")
+    ex.add_argument("--json", action="store_true", help="print JSON")
+    acts = ex.add_subparsers(dest="exec_action", metavar="ACTION", required=True)
+    acts.add_parser("ls", help="list instances")
+    acts.add_parser("status", help="host status: generation, compilations, cache")
+    run = acts.add_parser("run", help="start an unmanaged instance")
+    run.add_argument("image", help="fully qualified, pinned: REGISTRY/REPO@sha256:...")
+    run.add_argument("--env", required=True)
+    run.add_argument("--app", required=True)
+    run.add_argument("--component", required=True)
+    run.add_argument("--id", default="", help="instance id (default ENV/APP/COMPONENT/oob-N)")
+    run.add_argument("--route", default=None, help="serve at this path prefix on the ingress")
+    run.add_argument("--config", action="append", type=parse_pair, default=[], metavar="KEY=VALUE")
+    stop = acts.add_parser("stop", help="stop an instance")
+    stop.add_argument("id")
+    sc = acts.add_parser("set-config", help="replace an instance's config (the instance restarts with it)")
+    sc.add_argument("id")
+    sc.add_argument("config", nargs="*", type=parse_pair, metavar="KEY=VALUE")
+
+
+def _token(explicit: str | None, path: Path | None) -> str | None:
+    if explicit:
+        return explicit
+    if path is not None:
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {path}: {exc.strerror}") from None
+    return os.environ.get("DRIFTLESS_TOKEN") or None
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "host_action", None) == "exec":
+        return _exec(args)
+    from reconciler.host.agent import HostOptions, run_host
+    from reconciler.host.puller import RegistryAccess
+    from reconciler.host.runtime import RuntimeDefaults
+
+    if args.control and args.desired:
+        raise UsageError("give either --control (a reconciler) or --desired (a static file), not both")
+    if not args.control and not args.desired:
+        print("driftless host: no --control or --desired: running only what the admin API starts", file=sys.stderr)
+    name = args.name or socket.gethostname()
+    data = args.data or (default_data_dir() / f"host-{name}")
+    options = HostOptions(
+        name=name,
+        data=data,
+        listen=args.listen,
+        control=args.control,
+        token=_token(args.token, args.token_file),
+        desired_file=args.desired,
+        labels=dict(args.label),
+        admin_listen=args.admin_listen,
+        advertise=args.advertise,
+        heartbeat=args.heartbeat,
+        access=RegistryAccess(
+            username=args.registry_user,
+            password=os.environ.get("DRIFTLESS_REGISTRY_PASSWORD"),
+            insecure=tuple(args.insecure_registry),
+            ca_file=args.registry_ca,
+        ),
+        max_instances=args.max_instances,
+        memory_bytes=args.memory,
+        cache_max_bytes=args.cache_size,
+        drain_seconds=args.drain_timeout,
+        defaults=RuntimeDefaults(timeout_ms=args.default_timeout, max_concurrency=args.default_concurrency),
+    )
+    return run_host(options)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    url = args.admin.rstrip("/") + path
+    token = _token(args.exec_token, args.exec_token_file)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=10) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error")
+        except ValueError:
+            message = None
+        raise Refused(f"host admin API answered {exc.code}: {message or exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotReachable(f"host admin API {args.admin} is not reachable: {getattr(exc, 'reason', exc)}",
+                           hint="is the host started with --admin-listen?") from None  # fmt: skip
+
+
+def _exec(args: argparse.Namespace) -> int:
+    action = args.exec_action
+    if action == "ls":
+        out = _call(args, "GET", "/api/v1/instances")
+        if args.json:
+            print(json.dumps(out, indent=2))
+            return 0
+        print(f"observed generation {out.get('observedGeneration')}")
+        for i in out.get("instances", []):
+            flag = "" if i.get("managed", True) else " (unmanaged)"
+            print(f"{i['id']:<40} {i['status']:<10} {i.get('digest', '')[:19]:<20} {i.get('route') or '-'}"
+                  f" restarts={i.get('restarts', 0)}{flag}")  # fmt: skip
+            if i.get("lastError"):
+                print(f"    last error: {i['lastError']}")
+        return 0
+    if action == "status":
+        print(json.dumps(_call(args, "GET", "/api/v1/status"), indent=2))
+        return 0
+    if action == "run":
+        from driftless.reference import ReferenceError, parse
+
+        try:
+            ref = parse(args.image)
+        except ReferenceError as exc:
+            raise UsageError(str(exc)) from None
+        if not ref.digest or not ref.registry:
+            raise UsageError(f"{args.image} must be fully qualified and pinned: REGISTRY/REPO@sha256:...")
+        body = {"id": args.id, "env": args.env, "app": args.app, "component": args.component,
+                "image": args.image, "digest": ref.digest, "config": dict(args.config), "route": args.route}  # fmt: skip
+        out = _call(args, "POST", "/api/v1/instances", body)
+        print(json.dumps(out, indent=2) if args.json else f"started {out['instance']['id']}")
+        return 0
+    if action == "stop":
+        _call(args, "DELETE", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}))
+        print(f"stopped {args.id}")
+        return 0
+    if action == "set-config":
+        out = _call(args, "PATCH", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}),
+                    {"config": dict(args.config)})  # fmt: skip
+        print(json.dumps(out, indent=2) if args.json else f"reconfigured {args.id}")
+        return 0
+    raise UsageError(f"unknown action {action}")

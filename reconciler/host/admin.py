@@ -1,0 +1,123 @@
+"""The host-local admin API (``--admin-listen``, bearer token): list, start out of band, stop and
+reconfigure instances. Out-of-band changes last until the next desired generation arrives.
+
+    GET    /api/v1/status                      host, generation, compile/cache counters
+    GET    /api/v1/instances                   {"observedGeneration": G, "instances": [InstanceStatus]}
+    POST   /api/v1/instances                   InstanceSpec JSON (id optional) -> 201 {"instance": spec}
+    DELETE /api/v1/instances?id=ID             -> 200 {"stopped": ID}
+    PATCH  /api/v1/instances?id=ID             {"config": {...}} -> 200 {"instance": spec}
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from driftless.reference import ReferenceError, parse
+from reconciler.control import InstanceSpec
+from reconciler.host.errors import HostError
+from reconciler.host.supervisor import Supervisor
+
+REQUIRED_FIELDS = ("image", "digest", "env", "app", "component")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_admin_app(
+    *, supervisor: Supervisor, token: str | None, status: Callable[[], dict[str, Any]]
+) -> web.Application:
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _error(401, "missing or wrong bearer token; pass the host's token (--token)")
+        return await handler(request)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def get_status(_request: web.Request) -> web.Response:
+        return web.json_response(status())
+
+    async def list_instances(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "observedGeneration": supervisor.observed_generation,
+                "instances": [s.to_json() for s in supervisor.statuses()],
+            }
+        )
+
+    async def read_json(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='{"error": "body is not JSON"}', content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+        return body
+
+    async def start(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        missing = [f for f in REQUIRED_FIELDS if not isinstance(body.get(f), str) or not body.get(f)]
+        if missing:
+            return _error(400, f"missing or non-string field(s): {', '.join(missing)}")
+        config = body.get("config") or {}
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            return _error(400, "config must be an object of string values")
+        try:
+            ref = parse(body["image"])
+        except ReferenceError as exc:
+            return _error(400, f"image: {exc}")
+        if ref.registry is None:
+            return _error(400, "image must be fully qualified (registry/repository@digest)")
+        try:
+            spec = InstanceSpec.from_json({"id": "", **body})
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"not a valid instance: {exc}")
+        try:
+            spec = supervisor.start_unmanaged(spec)
+        except HostError as exc:
+            return _error(409, str(exc))
+        return web.json_response({"instance": spec.to_json()}, status=201)
+
+    def instance_id(request: web.Request) -> str:
+        value = request.query.get("id")
+        if not value:
+            raise web.HTTPBadRequest(text='{"error": "query parameter id is required"}', content_type="application/json")
+        return value
+
+    async def stop(request: web.Request) -> web.Response:
+        iid = instance_id(request)
+        if not supervisor.remove(iid):
+            return _error(404, f"no instance {iid} on this host")
+        return web.json_response({"stopped": iid})
+
+    async def patch(request: web.Request) -> web.Response:
+        iid = instance_id(request)
+        body = await read_json(request)
+        config = body.get("config")
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            return _error(400, "body must be {\"config\": {KEY: \"value\", ...}} with string values")
+        try:
+            spec = supervisor.set_config(iid, config)
+        except KeyError:
+            return _error(404, f"no instance {iid} on this host")
+        return web.json_response({"instance": spec.to_json()})
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/instances", list_instances)
+    app.router.add_post("/api/v1/instances", start)
+    app.router.add_delete("/api/v1/instances", stop)
+    app.router.add_patch("/api/v1/instances", patch)
+    return app

@@ -1,0 +1,149 @@
+"""The host's side of the control API (reconciler/control.py): register, long-poll the desired
+state, report. Connects OUT (works behind NAT); backs off with jitter while the reconciler is
+unreachable and keeps running what it has (static stability); registers again on 401/404."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import aiohttp
+
+from reconciler.control import PREFIX, HostDesiredState, HostRegistration, HostReport
+
+log = logging.getLogger("driftless.host")
+
+LONG_POLL_SECONDS = 30
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+
+class Reregister(Exception):
+    """The reconciler does not know this host (404) or rejected the token (401)."""
+
+
+class ControlClient:
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str | None,
+        registration: Callable[[], HostRegistration],
+        report: Callable[[], HostReport],
+        observed_generation: Callable[[], int],
+        on_desired: Callable[[HostDesiredState], None],
+        heartbeat: float,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.registration = registration
+        self.report = report
+        self.observed_generation = observed_generation
+        self.on_desired = on_desired
+        self.heartbeat = heartbeat
+        self.changed = asyncio.Event()
+        self.registered = asyncio.Event()
+        self.connected = False
+        self._session: aiohttp.ClientSession | None = None
+        self._fresh = True
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def notify_change(self) -> None:
+        self.changed.set()
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 15, connect=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            reporter = asyncio.create_task(self._report_loop())
+            try:
+                await self._poll_loop()
+            finally:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+
+    async def _poll_loop(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if not self.registered.is_set():
+                    await self._register()
+                await self._poll_once()
+                delay = BACKOFF_FIRST
+            except Reregister as exc:
+                log.warning("reconciler: %s; registering again", exc)
+                self.registered.clear()
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+                if self.connected:
+                    log.warning("reconciler %s unreachable (%s); keeping what runs, retrying", self.url, exc)
+                self.connected = False
+                self.registered.clear()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: hosts don't retry in step
+                delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _register(self) -> None:
+        assert self._session is not None
+        body = self.registration().to_json()
+        async with self._session.post(f"{self.url}{PREFIX}/hosts/register", json=body, headers=self._headers()) as r:
+            if r.status == 401:
+                raise aiohttp.ClientResponseError(r.request_info, (), status=401, message="token rejected (401)")
+            if r.status >= 300:
+                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
+            answer = await r.json()
+        if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
+            self.heartbeat = float(answer["heartbeatSeconds"])
+        self.connected = True
+        self._fresh = True  # the reconciler may have restarted with other generations: ask for its current one
+        self.registered.set()
+        log.info("registered with reconciler %s as %s", self.url, body["name"])
+        self.changed.set()  # report at once after registering
+
+    async def _poll_once(self) -> None:
+        assert self._session is not None
+        name = self.registration().name
+        after = 0 if self._fresh else self.observed_generation()
+        params = {"after": str(after), "wait": str(LONG_POLL_SECONDS)}
+        async with self._session.get(
+            f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers()
+        ) as r:
+            if r.status in (401, 404):
+                raise Reregister(f"desired state answered {r.status}")
+            if r.status == 204:
+                self._fresh = False
+                return
+            if r.status != 200:
+                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
+            desired = HostDesiredState.from_json(await r.json())
+        self._fresh = False
+        if desired.generation != self.observed_generation():
+            self.on_desired(desired)
+
+    async def _report_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=self.heartbeat)
+            except TimeoutError:
+                pass
+            self.changed.clear()
+            if not self.registered.is_set():
+                continue
+            try:
+                await self.send_report()
+            except Reregister as exc:
+                log.warning("reconciler: %s; registering again", exc)
+                self.registered.clear()
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.debug("report failed: %s", exc)
+
+    async def send_report(self) -> None:
+        assert self._session is not None
+        report = self.report()
+        async with self._session.post(
+            f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers()
+        ) as r:
+            if r.status in (401, 404):
+                raise Reregister(f"report answered {r.status}")
