@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from driftless.reference import parse
 from reconciler import drift as drift_mod
 from reconciler import tags as tags_mod
 from reconciler.control import (
@@ -132,6 +134,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
+        self._component_api: bool | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -277,10 +280,8 @@ class Engine:
         ctx.new_tree = tree
 
     def _load(self, revision: str) -> ManifestTree:
-        model = importlib.import_module("reconciler.model")
-        load_revision = getattr(model, "load_revision", None)
-        if load_revision is None:
-            raise Transient("the manifest loader (reconciler.model.load_revision) is not available")
+        from reconciler.model.loader import load_revision
+
         tree: ManifestTree = load_revision(self.git.mirror, revision, subdir=self.settings.path)
         return tree
 
@@ -292,42 +293,60 @@ class Engine:
         try:
             digests = await asyncio.to_thread(tags_mod.resolve, images, registry_url=self.settings.registry)
         except tags_mod.UnknownImage as exc:
-            self._reject(head, [await asyncio.to_thread(self._locate, tree, head.revision, exc.image, str(exc))])
+            self._reject(head, [self._locate(tree, exc.image, str(exc))])
             ctx.outcome = "rejected"
             return
         except tags_mod.RegistryUnreachable as exc:
             raise Transient(str(exc)) from exc
-        problems = await asyncio.to_thread(self._check_registry, tree)
+        problems = await asyncio.to_thread(self._check_registry, tree, digests)
         if problems:
             self._reject(head, problems)
             ctx.outcome = "rejected"
             return
         self._apply(head, tree, digests)
 
-    def _check_registry(self, tree: ManifestTree) -> list[dict[str, Any]]:
-        model = importlib.import_module("reconciler.model")
-        check = getattr(model, "check_registry", None)
-        if check is None:
+    def _check_registry(self, tree: ManifestTree, digests: dict[str, str]) -> list[dict[str, Any]]:
+        """The manifest library's registry checks (imports/exports vs links), when the registry is
+        a Driftless registry (it records component info); plain OCI registries are not asked."""
+        if not self._speaks_component_api(digests):
             return []
+        from reconciler.model.registry_check import check_registry
+
         try:
-            problems = check(tree, registry_url=self.settings.registry)
+            problems = [p for p in check_registry(tree, registry_url=self.settings.registry) if p.level == "error"]
         except Exception as exc:
             raise Transient(f"registry check failed: {exc!r}") from exc
-        return [_problem_json(p) for p in problems if p.level == "error"]
+        if any("not reachable" in p.message for p in problems):
+            raise Transient(f"registry {self.settings.registry} not reachable for the component checks")
+        return [_problem_json(p) for p in problems]
 
-    def _locate(self, tree: ManifestTree, revision: str, image: str, message: str) -> dict[str, Any]:
+    def _speaks_component_api(self, digests: dict[str, str]) -> bool:
+        if self._component_api is not None:
+            return self._component_api
+        for image, digest in digests.items():
+            ref = parse(image)
+            if ref.registry not in (None, self.registry_host):
+                continue
+            url = f"{self.settings.registry.rstrip('/')}/v2/_driftless/components/{ref.repository}/{digest}"
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    self._component_api = True
+            except urllib.error.HTTPError:
+                self._component_api = False
+            except OSError as exc:
+                raise Transient(f"registry {self.settings.registry} not reachable: {exc}") from exc
+            return self._component_api
+        return False
+
+    def _locate(self, tree: ManifestTree, image: str, message: str) -> dict[str, Any]:
         """file:line of ``image`` in the tree (for a clear rejection message)."""
-        for apps in tree.applications.values():
+        for env, apps in tree.applications.items():
             for app in apps.values():
-                if any(c.image == image for c in app.components):
-                    line = 1
-                    try:
-                        repo = self.git._repo()
-                        text = repo.git.show(f"{revision}:{self.settings.path}/{app.source}")
-                        line = next((i for i, t in enumerate(text.splitlines(), 1) if image in t), 1)
-                    except Exception:  # the location is a courtesy; the message says it all
-                        pass
-                    return _error_json(f"{self.settings.path}/{app.source}", line, message, code="unknown-image")
+                for i, comp in enumerate(app.components):
+                    if comp.image == image:
+                        path = f"spec.components[{i}].image"
+                        file, line, column = tree.location(env=env, app=app.name, path=path)
+                        return _error_json(file, line, f"{message} at {path}", code="unknown-image", column=column)
         return _error_json("", 0, message, code="unknown-image")
 
     def _reject(self, head: CommitInfo, errors: list[dict[str, Any]]) -> None:
@@ -456,7 +475,7 @@ class Engine:
     def ensure_generation_above(self, host: str, after: int) -> None:
         """A host that saw a newer generation than we know (state lost) must still get our document."""
         current = self.published.get(host)
-        if current is None or after < current[0].generation:
+        if current is None or after <= current[0].generation:
             return
         doc = current[0]
         bumped = HostDesiredState(host=host, generation=after + 1, revision=doc.revision, instances=doc.instances)
@@ -733,9 +752,9 @@ class Engine:
         return out.text()
 
 
-def _error_json(file: str, line: int, message: str, *, code: str = "invalid") -> dict[str, Any]:
-    where = f"{file}:{line}: " if file else ""
-    return {"level": "error", "file": file, "line": line, "column": 1 if line else 0, "path": "",
+def _error_json(file: str, line: int, message: str, *, code: str = "invalid", column: int = 1) -> dict[str, Any]:
+    where = f"{file}:{line}:{column}: " if file else ""
+    return {"level": "error", "file": file, "line": line, "column": column if line else 0, "path": "",
             "message": message, "code": code, "text": f"{where}{message}"}
 
 

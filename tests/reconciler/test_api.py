@@ -1,0 +1,303 @@
+"""The reconciler process against simulated hosts (real HTTP clients of the control API), a real
+registry with components pushed by oras-py, and a bare Git repository we push to.
+
+The tests of this module share one platform and run in order: each starts from what the
+previous one left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reconciler.platform import GitRepo, Reconciler, Registry, application, environment, new_token
+from tests.reconciler.simhost import SimHost
+from tests.support.components import build
+from tests.support.procs import wait_until
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.registry = Registry(root / "registry", root).start()
+        self.hello1 = self.registry.push("demo/hello:1.0.0", build("hello"))
+        self.git = GitRepo(root / "git")
+        self.token_file = new_token(root / "token")
+        self.token = self.token_file.read_text()
+        (root / "webhook").write_text("hook-secret")
+        self.reconciler = Reconciler(repo=self.git.bare, registry=self.registry.url, data=root / "rec",
+                                     log_dir=root, token_file=self.token_file, heartbeat=0.5,
+                                     extra=["--webhook-secret-file", str(root / "webhook")])
+        self.hosts: dict[str, SimHost] = {}
+
+    def add_host(self, name: str, labels: dict[str, str], max_instances: int = 100) -> SimHost:
+        h = SimHost(control=self.reconciler.url, token=self.token, name=name, labels=labels,
+                    max_instances=max_instances).start()
+        self.hosts[name] = h
+        return h
+
+    def placement(self, env: str = "prod") -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name in self.hosts:
+            doc = self.reconciler.host(name)["desired"] or {"instances": []}
+            out[name] = sorted(i["id"] for i in doc["instances"] if i["env"] == env)
+        return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("api"))
+    try:
+        yield w
+    finally:
+        for h in w.hosts.values():
+            h.stop()
+        w.reconciler.stop()
+        w.registry.stop()
+
+
+def web(replicas: int, *, weights: tuple[int, int] | None = None, image: str = "demo/hello:1.0.0",
+        greeting: str = "hi") -> dict[str, Any]:
+    spread: dict[str, Any] = {"replicas": replicas}
+    if weights:
+        spread["requirements"] = [{"labels": {"cloud": "aws"}, "weight": weights[0]},
+                                  {"labels": {"cloud": "gcp"}, "weight": weights[1]}]
+    return {"name": "web", "image": image, "config": {"GREETING": greeting}, "placement": {"spread": spread},
+            "expose": "/hello"}
+
+
+def healthy(w: World, app: str = "shop", env: str = "prod") -> dict[str, Any] | None:
+    a = w.reconciler.app(env, app)
+    return a if a["health"] == "Healthy" and a["sync"] == "Synced" else None
+
+
+def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+            body: bytes | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw and r.headers.get_content_type() == "application/json" else raw)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_first_deploy_by_push_with_spread_by_weight(world: World) -> None:
+    w = world
+    first = w.git.push({"prod/environment.yaml": environment("prod"),
+                        "prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1))])}, "first deploy")
+    w.reconciler.start()
+    for name, labels in (("aws-1", {"cloud": "aws"}), ("aws-2", {"cloud": "aws"}), ("gcp-1", {"cloud": "gcp"}),
+                         ("edge-1", {"tier": "edge"})):
+        w.add_host(name, labels)
+    app = wait_until(lambda: healthy(w), timeout=15, what="shop Healthy")
+    assert app["revision"] == first
+    comp = app["components"][0]
+    assert comp["desired"] == 3 and comp["ready"] == 3 and comp["digest"] == w.hello1
+    assert comp["image"] == "demo/hello:1.0.0"
+    assert app["healthySince"] is not None
+    ready = next(c for c in app["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["observedRevision"] == first
+    placement = w.placement()
+    assert len(placement["aws-1"]) == 1 and len(placement["aws-2"]) == 1  # 2 on aws, spread over both hosts
+    assert len(placement["gcp-1"]) == 1 and placement["edge-1"] == []
+    spec = w.reconciler.host("aws-1")["desired"]["instances"][0]
+    assert spec["image"] == f"{w.registry.host}/demo/hello@{w.hello1}"
+    assert spec["route"] == "/hello" and spec["config"] == {"GREETING": "hi"}
+    env = w.reconciler.get("/api/v1/environments/prod")
+    assert env["revision"] == first and env["rejected"] is None
+    assert env["apps"][0]["health"] == "Healthy"
+    hist = w.reconciler.get("/api/v1/history?env=prod")["history"]
+    assert hist[0]["revision"] == first and hist[0]["message"] == "first deploy"
+    assert hist[0]["apps"][0]["components"][0]["digest"] == w.hello1
+
+
+def test_scale_up_and_down_keeps_instances_in_place(world: World) -> None:
+    w = world
+    before = w.placement()
+    gens = {h: w.reconciler.host(h)["generation"] for h in w.hosts}
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(6, weights=(2, 1))])}, "scale to 6")
+    wait_until(lambda: (a := healthy(w)) and a["components"][0]["ready"] == 6, timeout=10, what="6 ready")
+    after = w.placement()
+    for host, ids in before.items():
+        assert set(ids) <= set(after[host])
+    assert len(after["aws-1"]) == 2 and len(after["aws-2"]) == 2 and len(after["gcp-1"]) == 2
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1))])}, "back to 3")
+    wait_until(lambda: (a := healthy(w)) and a["components"][0]["desired"] == 3, timeout=10, what="3 again")
+    assert w.placement() == before
+    assert w.reconciler.host("edge-1")["generation"] == gens["edge-1"]  # untouched host: no new generation
+
+
+def test_new_digest_updates_in_place(world: World) -> None:
+    w = world
+    before = w.placement()
+    hello2 = w.registry.push("demo/hello:1.0.0", build("hello") + b"")  # same bytes: same digest
+    assert hello2 == w.hello1
+    from tests.reconciler.platform import with_custom_section
+
+    hello2 = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"v2"))
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0")])},
+               "hello 2.0.0")
+    app = wait_until(lambda: (a := healthy(w)) and a["components"][0]["digest"] == hello2 and a, timeout=10,
+                     what="new digest")
+    assert app["components"][0]["ready"] == 3
+    assert w.placement() == before  # same ids, same hosts: the hosts replace in place
+
+
+def test_invalid_commit_is_rejected_and_last_good_stays(world: World) -> None:
+    w = world
+    good = w.reconciler.get("/api/v1/environments/prod")["revision"]
+    bad = w.git.push({"prod/apps/shop.yaml": "kind: Application\nmetadata: {name: shop}\nspec:\n  components: 3\n"},
+                     "broken")
+    env = wait_until(lambda: (e := w.reconciler.get("/api/v1/environments/prod"))["rejected"] and e, timeout=10,
+                     what="rejection")
+    assert env["revision"] == good and env["head"] == bad
+    assert env["rejected"]["revision"] == bad
+    texts = [e["text"] for e in env["rejected"]["errors"]]
+    assert any("shop.yaml:" in t for t in texts), texts
+    assert all(e["line"] >= 1 for e in env["rejected"]["errors"])
+    app = w.reconciler.app("prod", "shop")
+    assert app["health"] == "Healthy" and app["revision"] == good
+    stalled = next(c for c in app["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and bad[:12] in stalled["message"]
+    events = w.reconciler.get("/api/v1/events?env=prod")["events"]
+    assert any(e["reason"] == "Rejected" and e["revision"] == bad for e in events)
+    # an unknown image is rejected too, with the file and line of the image
+    bad2 = w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, image="demo/nothere:9.9.9")])},
+                      "unknown image")
+    env = wait_until(lambda: (e := w.reconciler.get("/api/v1/environments/prod"))["rejected"]
+                     and e["rejected"]["revision"] == bad2 and e, timeout=10, what="unknown image rejected")
+    err = env["rejected"]["errors"][0]
+    assert "demo/nothere:9.9.9" in err["message"] and err["file"].endswith("prod/apps/shop.yaml") and err["line"] > 1
+    assert env["revision"] == good
+    metrics = request(f"{w.reconciler.url}/metrics")[1].decode()
+    assert "driftless_revision_rejected 1" in metrics
+    # fixed: applied, rejection cleared
+    fixed = w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1),
+                                                                        image="demo/hello:2.0.0")])}, "fixed")
+    wait_until(lambda: w.reconciler.get("/api/v1/environments/prod")["revision"] == fixed, timeout=10, what="fixed")
+    assert w.reconciler.get("/api/v1/environments/prod")["rejected"] is None
+
+
+def test_crash_loop_is_degraded_without_republishing(world: World) -> None:
+    w = world
+    victim = w.placement()["gcp-1"][0]
+    gen = w.reconciler.host("gcp-1")["generation"]
+    w.hosts["gcp-1"].crashing.add(victim)
+    app = wait_until(lambda: (a := w.reconciler.app("prod", "shop"))["health"] == "Degraded" and a, timeout=10,
+                     what="Degraded")
+    assert "wasm trap: unreachable" in app["message"]
+    assert app["healthySince"] is None
+    time.sleep(1.5)
+    assert w.reconciler.host("gcp-1")["generation"] == gen  # no thrashing
+    w.hosts["gcp-1"].crashing.clear()
+    wait_until(lambda: healthy(w), timeout=10, what="recovered")
+
+
+def test_lost_host_is_rescheduled_and_cleaned_on_return(world: World) -> None:
+    w = world
+    before = w.placement()
+    w.hosts["aws-2"].pause()
+    host = wait_until(lambda: (h := w.reconciler.host("aws-2"))["state"] == "Lost" and h, timeout=10, what="Lost")
+    assert host["desired"]["instances"] == []
+    app = wait_until(lambda: healthy(w), timeout=10, what="rescheduled and healthy")
+    assert app["components"][0]["ready"] == 3
+    after = w.placement()
+    assert after["aws-2"] == []
+    assert set(before["aws-1"]) <= set(after["aws-1"])  # what was fine did not move
+    assert len(after["aws-1"]) == 2  # the aws share moved to the other aws host
+    events = w.reconciler.get("/api/v1/events?limit=500")["events"]
+    assert any(e["reason"] == "HostLost" and e["host"] == "aws-2" for e in events)
+    hosts = request(f"{w.reconciler.url}/metrics")[1].decode()
+    assert 'driftless_hosts{state="Lost"} 1' in hosts
+    w.hosts["aws-2"].resume()
+    wait_until(lambda: w.reconciler.host("aws-2")["state"] == "Ready", timeout=10, what="back")
+    assert w.placement() == after  # nothing moves back
+    assert w.hosts["aws-2"].doc is not None and w.hosts["aws-2"].doc.instances == ()  # stale instances removed
+
+
+def test_prune_and_prune_off(world: World) -> None:
+    w = world
+    extra = {"name": "extra", "image": "demo/hello:1.0.0", "placement": {"spread": {"replicas": 1}}}
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0"),
+                                                            extra])}, "add extra")
+    wait_until(lambda: any("/extra/" in i for ids in w.placement().values() for i in ids), timeout=10, what="extra")
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0")])},
+               "remove extra")
+    wait_until(lambda: not any("/extra/" in i for ids in w.placement().values() for i in ids), timeout=10,
+               what="pruned")
+    # prune off: removing a component leaves it running
+    w.git.push({"prod/environment.yaml": environment("prod", prune=False),
+                "prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0"),
+                                                            extra])}, "prune off, extra back")
+    wait_until(lambda: any("/extra/" in i for ids in w.placement().values() for i in ids), timeout=10, what="extra")
+    rev = w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0")])},
+                     "remove extra again")
+    wait_until(lambda: w.reconciler.get("/api/v1/environments/prod")["revision"] == rev, timeout=10, what="applied")
+    time.sleep(0.3)
+    assert any("/extra/" in i for ids in w.placement().values() for i in ids)
+
+
+def test_restart_resumes_without_new_generations(world: World) -> None:
+    w = world
+    gens = {h: w.reconciler.host(h)["generation"] for h in w.hosts}
+    started = {h: dict(s.started) for h, s in w.hosts.items()}
+    rev = w.reconciler.get("/api/v1/environments/prod")["revision"]
+    w.reconciler.stop()
+    w.reconciler.start()
+    wait_until(lambda: w.reconciler.get("/readyz")["status"] == "ready", timeout=10, what="ready")
+    app = wait_until(lambda: healthy(w), timeout=10, what="healthy after restart")
+    assert app["revision"] == rev
+    time.sleep(1.0)
+    assert {h: w.reconciler.host(h)["generation"] for h in w.hosts} == gens
+    assert {h: dict(s.started) for h, s in w.hosts.items()} == started
+    assert all(w.reconciler.host(h)["state"] == "Ready" for h in w.hosts)
+    assert w.reconciler.get("/api/v1/history?env=prod")["history"][0]["revision"] == rev
+
+
+def test_auth_webhooks_and_errors(world: World) -> None:
+    w = world
+    url = w.reconciler.url
+    status, body = request(f"{url}/api/v1/hosts/register", method="POST", body=b"{}",
+                           headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and "join token" in body["error"]
+    status, body = request(f"{url}/api/v1/hosts/register", method="POST", body=b"not json",
+                           headers={"Authorization": f"Bearer {w.token}"})
+    assert status == 400 and "JSON" in body["error"]
+    status, body = request(f"{url}/api/v1/hosts/register", method="POST", body=b'{"name": "x"}',
+                           headers={"Authorization": f"Bearer {w.token}"})
+    assert status == 400 and "HostRegistration" in body["error"]
+    status, body = request(f"{url}/api/v1/hosts/nobody/desired?after=0",
+                           headers={"Authorization": f"Bearer {w.token}"})
+    assert status == 404 and "register" in body["error"]
+    status, body = request(f"{url}/api/v1/environments/nope")
+    assert status == 404 and "prod" in body["error"]
+    status, body = request(f"{url}/api/v1/environments/prod/apps/nope")
+    assert status == 404 and "shop" in body["error"]
+    status, body = request(f"{url}/api/v1/nothing")
+    assert status == 404 and "error" in body
+    payload = b'{"ref": "refs/heads/main"}'
+    sig = "sha256=" + hmac.new(b"hook-secret", payload, hashlib.sha256).hexdigest()
+    assert request(f"{url}/hooks/github", method="POST", body=payload, headers={"X-Hub-Signature-256": sig})[0] == 202
+    assert request(f"{url}/hooks/github", method="POST", body=payload,
+                   headers={"X-Hub-Signature-256": "sha256=00"})[0] == 401
+    assert request(f"{url}/hooks/gitlab", method="POST", body=payload, headers={"X-Gitlab-Token": "hook-secret"})[0] == 202
+    assert request(f"{url}/hooks/gitlab", method="POST", body=payload, headers={"X-Gitlab-Token": "no"})[0] == 401
+    assert request(f"{url}/hooks/generic", method="POST", headers={"Authorization": f"Bearer {w.token}"})[0] == 202
+    assert request(f"{url}/hooks/generic", method="POST")[0] == 401
+    assert request(f"{url}/api/v1/sync", method="POST")[0] == 202
+    metrics = request(f"{url}/metrics")[1].decode()
+    for name in ("driftless_reconcile_duration_seconds_bucket", 'driftless_apps{env="prod",sync="Synced",health="Healthy"} 1',
+                 "driftless_git_fetch_errors_total 0", 'driftless_hosts{state="Ready"} 4', "driftless_drift_items"):
+        assert name in metrics, name
+    log = w.reconciler.proc.log() if w.reconciler.proc else ""
+    assert w.token not in log and "hook-secret" not in log
