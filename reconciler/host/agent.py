@@ -129,6 +129,7 @@ class HostAgent:
             "connected": bool(self.control and self.control.connected),
             "observedGeneration": self.supervisor.observed_generation,
             "instances": len(self.supervisor.entries),
+            "inflight": sum(i.inflight for i in self.supervisor.serving()),
             "compilations": self.engine.compilations,
             "cacheHits": self.engine.cache_hits,
             "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,

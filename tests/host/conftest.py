@@ -90,7 +90,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture(scope="session")
 def images(registry: Registry) -> dict[str, str]:
     """Every example component pushed once: name -> pinned image reference."""
-    return {name: registry.push(name, build(name)) for name in ("hello", "greeter", "frontend", "spin", "hog", "job")}
+    return {name: registry.push(name, build(name)) for name in ("hello", "greeter", "frontend", "spin", "hog", "slow", "job")}
 
 
 def instance(

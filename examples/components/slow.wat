@@ -1,0 +1,63 @@
+;; slow: an HTTP handler that works for a while, then answers 200 "done" (drain and rolling tests).
+;; Config WORK (decimal, default 100) is the number of million loop iterations per call.
+(component
+  (import "driftless:http/config@0.1.0" (instance $config
+    (export "get" (func (param "key" string) (result (option string))))))
+  (core module $Mem
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get $align))))
+      (global.set $heap (i32.add (local.get $p) (local.get $nsz)))
+      (if (local.get $old) (then (memory.copy (local.get $p) (local.get $old) (local.get $osz))))
+      (local.get $p))
+    (func (export "reset") (param i32) (global.set $heap (i32.const 1024))))
+  (core instance $mem (instantiate $Mem))
+  (alias export $config "get" (func $get))
+  (core func $get_lower (canon lower (func $get) (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))))
+  (core module $Main
+    (import "env" "memory" (memory 1))
+    (import "config" "get" (func $get (param i32 i32 i32)))
+    (data (i32.const 16) "WORK")
+    (data (i32.const 48) "done")
+    (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (local $n i32) (local $i i32) (local $p i32) (local $end i32) (local $total i64)
+      (local.set $n (i32.const 100))
+      (call $get (i32.const 16) (i32.const 4) (i32.const 64))
+      (if (i32.load8_u (i32.const 64))
+        (then
+          (local.set $n (i32.const 0))
+          (local.set $p (i32.load (i32.const 68)))
+          (local.set $end (i32.add (local.get $p) (i32.load (i32.const 72))))
+          (block $d (loop $l
+            (br_if $d (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $n (i32.add (i32.mul (local.get $n) (i32.const 10))
+                                   (i32.sub (i32.load8_u (local.get $p)) (i32.const 48))))
+            (local.set $p (i32.add (local.get $p) (i32.const 1)))
+            (br $l)))))
+      (local.set $total (i64.mul (i64.extend_i32_u (local.get $n)) (i64.const 1000000)))
+      (block $d (loop $l
+        (br_if $d (i64.eqz (local.get $total)))
+        (local.set $total (i64.sub (local.get $total) (i64.const 1)))
+        (br $l)))
+      (i32.store16 (i32.const 96) (i32.const 200))
+      (i32.store (i32.const 100) (i32.const 0)) (i32.store (i32.const 104) (i32.const 0))
+      (i32.store (i32.const 108) (i32.const 48)) (i32.store (i32.const 112) (i32.const 4))
+      (i32.const 96)))
+  (core instance $main (instantiate $Main
+    (with "env" (instance $mem))
+    (with "config" (instance (export "get" (func $get_lower))))))
+  (type $header (tuple string string))
+  (type $request (record (field "method" string) (field "path" string) (field "headers" (list $header)) (field "body" (list u8))))
+  (type $response (record (field "status" u16) (field "headers" (list $header)) (field "body" (list u8))))
+  (func $handle (param "req" $request) (result $response)
+    (canon lift (core func $main "handle") (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))
+                (post-return (core func $mem "reset"))))
+  (instance $handler
+    (export "request" (type $request))
+    (export "response" (type $response))
+    (export "handle" (func $handle)))
+  (export "driftless:http/handler@0.1.0" (instance $handler))
+)
