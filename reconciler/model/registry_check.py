@@ -5,16 +5,15 @@ links, capabilities and route, using the WIT names the registry recorded when th
 
 from __future__ import annotations
 
-import base64
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from driftless.errors import NotReachable
 from driftless.reference import ReferenceError, parse
 from reconciler.model.types import Application, Component, ManifestTree, Problem
+from registry.client import Credentials, RegistryClientError, Session
 
 HTTP_HANDLER = "driftless:http/handler"
 HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
@@ -34,15 +33,15 @@ def interface_matches(declared: str, recorded: str) -> bool:
 
 
 class _Registry:
-    def __init__(self, url: str, *, auth: tuple[str, str] | None) -> None:
+    def __init__(self, url: str, *, credentials: Credentials | None) -> None:
         self.url = url.rstrip("/")
         self.host = urllib.parse.urlsplit(self.url).netloc
-        self.auth = auth
+        self.session = Session(self.url, credentials=credentials, timeout=TIMEOUT_SECONDS)
         self.down: str | None = None  # why the registry could not be reached; stop asking once it is down
         self.cache: dict[tuple[str, str], ComponentInfo | str] = {}
 
     def info(self, repository: str, identifier: str) -> ComponentInfo | str:
-        """The recorded info, or a sentence saying why there is none."""
+        """The recorded info, "not-found", or a sentence saying why there is none."""
         key = (repository, identifier)
         if key not in self.cache:
             self.cache[key] = self._fetch(repository, identifier)
@@ -51,24 +50,23 @@ class _Registry:
     def _fetch(self, repository: str, identifier: str) -> ComponentInfo | str:
         if self.down:
             return self.down
-        request = urllib.request.Request(f"{self.url}/v2/_driftless/components/{repository}/{identifier}")
-        if self.auth:
-            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                data: dict[str, Any] = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return "not-found"
-            if exc.code in (401, 403):
-                self.down = f"registry {self.url} refused access (HTTP {exc.code}): give credentials"
-                return self.down
-            return f"registry {self.url} answered HTTP {exc.code} for {repository}:{identifier}"
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            self.down = f"registry {self.url} is not reachable ({reason}): start it or fix --registry"
+            _, _, body = self.session.request("GET", f"/v2/_driftless/components/{repository}/{identifier}",
+                                              ok=(200, 404))
+        except NotReachable as exc:
+            self.down = f"{exc}: start it or fix --registry"
             return self.down
+        except RegistryClientError as exc:
+            if exc.status in (401, 403):
+                self.down = f"registry {self.url} refused access ({exc.status}): {exc.hint or 'give credentials'}"
+                return self.down
+            return f"registry {self.url} could not describe {repository}:{identifier}: {exc}"
+        try:
+            data: dict[str, Any] = json.loads(body)
+        except ValueError:
+            return f"registry {self.url} sent a component record that is not JSON"
+        if "errors" in data or "kind" not in data:
+            return "not-found"  # the 404 body
         return ComponentInfo(
             kind=str(data.get("kind", "")),
             imports=tuple(str(i) for i in data.get("imports") or ()),
@@ -77,14 +75,15 @@ class _Registry:
 
 
 def check_registry(
-    tree: ManifestTree, *, registry_url: str, auth: tuple[str, str] | None = None
+    tree: ManifestTree, *, registry_url: str, credentials: Credentials | None = None
 ) -> list[Problem]:
     """Problems found by asking the registry at ``registry_url`` about every image of ``tree``.
 
     Short references and references naming this registry's host are checked; images on other
-    registries get a warning that they were not checked.
+    registries get a warning that they were not checked. ``credentials`` default to
+    ``DRIFTLESS_REGISTRY_USER`` / ``DRIFTLESS_REGISTRY_PASSWORD``.
     """
-    registry = _Registry(registry_url, auth=auth)
+    registry = _Registry(registry_url, credentials=credentials)
     problems: list[Problem] = []
     for env, apps in sorted(tree.applications.items()):
         for app in apps.values():
