@@ -1,0 +1,139 @@
+"""Fixtures for the registry tests: a real ``driftless registry serve`` process and an httpx helper."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.procs import DriftlessProcess, free_port
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY_CONFIG = {"mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2}
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Server:
+    url: str
+    root: Path
+    proc: DriftlessProcess
+    port: int
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_registry(root: Path, log_dir: Path, *extra: str, port: int | None = None,
+                   scheme: str = "http") -> tuple[DriftlessProcess, int]:
+    port = port or free_port()
+    proc = DriftlessProcess(
+        ["registry", "serve", "--root", str(root), "--listen", f"127.0.0.1:{port}", *extra],
+        log_dir=log_dir,
+        ready_url=f"http://127.0.0.1:{port}/v2/" if scheme == "http" else None,
+        name="registry",
+    )
+    proc.start()
+    return proc, port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("registry")
+    proc, port = start_registry(base / "root", base)
+    try:
+        yield Server(url=f"http://127.0.0.1:{port}", root=base / "root", proc=proc, port=port)
+    finally:
+        proc.stop()
+
+
+class Oci:
+    """Direct HTTP to the registry, with helpers to put content in place."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.http, name)
+
+    def push_blob(self, repo: str, data: bytes) -> str:
+        digest = sha256(data)
+        r = self.http.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201, r.text
+        return digest
+
+    def push_manifest(self, repo: str, ref: str, manifest: dict[str, Any], media_type: str = OCI_MANIFEST) -> str:
+        body = json.dumps(manifest).encode()
+        r = self.http.put(f"/v2/{repo}/manifests/{ref}", content=body, headers={"Content-Type": media_type})
+        assert r.status_code == 201, r.text
+        return r.headers["Docker-Content-Digest"]
+
+    def image(self, repo: str, tag: str | None, *, layer: bytes = b"layer", annotations: dict[str, str] | None = None,
+              subject: dict[str, Any] | None = None, artifact_type: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Push a config + one layer + an image manifest; returns (digest, manifest)."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.push_blob(repo, config),
+                       "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": self.push_blob(repo, layer),
+                        "size": len(layer)}],
+        }
+        if annotations:
+            manifest["annotations"] = annotations
+        if subject:
+            manifest["subject"] = subject
+        if artifact_type:
+            manifest["artifactType"] = artifact_type
+        body = json.dumps(manifest).encode()
+        digest = self.push_manifest(repo, tag or sha256(body), manifest)
+        return digest, manifest
+
+    def artifact(self, repo: str, *, subject: dict[str, Any], artifact_type: str, blob: bytes = b"sig",
+                 annotations: dict[str, str] | None = None) -> tuple[str, bytes]:
+        """An OCI 1.1 artifact manifest (empty config) pointing at ``subject``; pushed by digest."""
+        self.push_blob(repo, b"{}")
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": EMPTY_CONFIG,
+            "layers": [{"mediaType": "application/octet-stream", "digest": self.push_blob(repo, blob), "size": len(blob)}],
+            "subject": subject,
+            "annotations": annotations or {"org.example.kind": artifact_type},
+        }
+        body = json.dumps(manifest).encode()
+        r = self.http.put(f"/v2/{repo}/manifests/{sha256(body)}", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+        assert r.headers["OCI-Subject"] == subject["digest"]
+        return r.headers["Docker-Content-Digest"], body
+
+
+@pytest.fixture(scope="module")
+def oci(server: Server) -> Iterator[Oci]:
+    client = Oci(server.url)
+    try:
+        yield client
+    finally:
+        client.http.close()
+
+
+def error_code(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body) == {"errors"}, body
+    entry = body["errors"][0]
+    assert {"code", "message", "detail"} <= set(entry), entry
+    return entry["code"]
