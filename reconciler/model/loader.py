@@ -98,15 +98,16 @@ class _TreeLoader:
         self._semantic_checks()
         tree = ManifestTree()
         tree.environments = {folder: r.env for folder, r in sorted(self.envs.items())}
-        tree.applications = {
-            folder: {r.app.name: r.app for r in reversed(records)} for folder, records in sorted(self.apps.items())
-        }
+        for folder, records in sorted(self.apps.items()):
+            apps = tree.applications.setdefault(folder, {})
+            for record in records:  # file order; the first of duplicate names wins (the others are errors)
+                apps.setdefault(record.app.name, record.app)
         for folder in self.env_folders:
             tree.applications.setdefault(folder, {})
         for folder, record in self.envs.items():
             _record_locations(tree.locations, folder, record.doc)
         for folder, records in self.apps.items():
-            for record in reversed(records):
+            for record in reversed(records):  # the first of duplicate names is the one kept
                 _record_locations(tree.locations, f"{folder}/{record.app.name}", record.doc)
         tree.problems = sorted(self.problems, key=lambda p: (p.file, p.line, p.column, p.level, p.message))
         return tree

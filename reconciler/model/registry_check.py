@@ -115,6 +115,8 @@ def _check_image(tree: ManifestTree, registry: _Registry, env: str, app: Applica
                                                        f"{registry.url}; it was not checked", code="not-checked",
                                  level="warning"))
         return None
+    if registry.down:
+        return None  # said once already, at the first image
     info = registry.info(ref.repository, ref.identifier)
     if info == "not-found":
         problems.append(_problem(tree, env, app, path, f"image {component.image} does not exist in {registry.url}: "
