@@ -59,18 +59,18 @@ MODULE_WAT = """
 def greeter() -> bytes:
     import wasmtime
 
-    return wasmtime.wat2wasm(GREETER_WAT)
+    return bytes(wasmtime.wat2wasm(GREETER_WAT))
 
 
 @functools.cache
 def hello() -> bytes:
     import wasmtime
 
-    return wasmtime.wat2wasm(HELLO_WAT)
+    return bytes(wasmtime.wat2wasm(HELLO_WAT))
 
 
 @functools.cache
 def core_module() -> bytes:
     import wasmtime
 
-    return wasmtime.wat2wasm(MODULE_WAT)
+    return bytes(wasmtime.wat2wasm(MODULE_WAT))
