@@ -18,6 +18,7 @@ from reconciler.model.semantic import (
     EnvRecord,
     check_applications,
     check_environments,
+    check_raw_images,
     check_routes,
 )
 from reconciler.model.sources import DirectoryReader, Entry, GitTreeReader, TreeReader
@@ -204,6 +205,8 @@ class _TreeLoader:
                                                         "not in apps/", code="misplaced-kind"))
             return
         if not self._schema_ok(doc, kind):
+            env = self.envs.get(folder)
+            self.problems.extend(check_raw_images(env.env if env else None, doc))
             return
         app = convert.to_application(doc.data, env=folder, source=doc.file)
         paths = tuple(("spec", "components", i) for i in range(len(app.components)))

@@ -54,7 +54,8 @@ class _Registry:
             _, _, body = self.session.request("GET", f"/v2/_driftless/components/{repository}/{identifier}",
                                               ok=(200, 404))
         except NotReachable as exc:
-            self.down = f"{exc}: start it or fix --registry"
+            reason = str(exc).split(": ", 1)[-1]
+            self.down = f"registry {self.url} is not reachable ({reason}): start it or fix --registry"
             return self.down
         except RegistryClientError as exc:
             if exc.status in (401, 403):

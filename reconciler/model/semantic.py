@@ -152,7 +152,7 @@ def _check_components(env: Environment | None, record: AppRecord) -> list[Proble
                                                          f"application '{record.app.name}'; rename one",
                                         code="duplicate-name"))
         seen.setdefault(component.name, path)
-        problems.extend(_check_image(env, doc, component, (*path, "image")))
+        problems.extend(_check_image(env, doc, component.image, (*path, "image")))
         problems.extend(_check_placement(env, doc, component, (*path, "placement")))
         problems.extend(_check_limits(doc, component, (*path, "limits")))
         for i, capability in enumerate(component.capabilities):
@@ -164,14 +164,28 @@ def _check_components(env: Environment | None, record: AppRecord) -> list[Proble
     return problems
 
 
-def _check_image(env: Environment | None, doc: Document, component: Component, path: PathKey) -> list[Problem]:
+def check_raw_images(env: Environment | None, doc: Document) -> list[Problem]:
+    """Image problems of an Application the schema refused, so one run still shows them all."""
+    spec = doc.data.get("spec") if isinstance(doc.data, dict) else None
+    components = spec.get("components") if isinstance(spec, dict) else None
+    if not isinstance(components, list):
+        return []
+    problems: list[Problem] = []
+    for i, component in enumerate(components):
+        image = component.get("image") if isinstance(component, dict) else None
+        if isinstance(image, str) and image:
+            problems.extend(_check_image(env, doc, image, ("spec", "components", i, "image")))
+    return problems
+
+
+def _check_image(env: Environment | None, doc: Document, image: str, path: PathKey) -> list[Problem]:
     try:
-        ref = parse(component.image)
+        ref = parse(image)
     except ReferenceError as exc:
         return [doc.problem(path, f"invalid image reference: {exc}", code="bad-image")]
     if ref.digest is None and (ref.tag is None or ref.tag == "latest"):
         what = "':latest'" if ref.tag else "no tag"
-        return [doc.problem(path, f"image '{component.image}' has {what}: pin a version tag or an @sha256 digest "
+        return [doc.problem(path, f"image '{image}' has {what}: pin a version tag or an @sha256 digest "
                                   f"(e.g. {ref.repository}:1.0.0) so every host runs the same build",
                             code="unpinned-image")]
     if ref.registry is not None and env is not None and ref.registry not in env.registries:

@@ -27,7 +27,8 @@ EXPECTED: dict[str, list[Expected]] = {
         ("dev/apps/web.yaml", 23, 18, "error", "invalid-value"),  # placement: {}
         ("dev/apps/web.yaml", 24, 22, "error", "invalid-value"),  # capability not an interface
         ("dev/apps/web.yaml", 25, 15, "error", "invalid-value"),  # expose without slash
-        ("dev/apps/web.yaml", 27, 7, "error", "missing-field"),  # link without interface
+        ("dev/apps/web.yaml", 27, 14, "error", "unpinned-image"),  # found although the schema refused the file
+        ("dev/apps/web.yaml", 29, 7, "error", "missing-field"),  # link without interface
     ],
     "yaml": [
         ("dev/apps/broken.yaml", 7, 5, "error", "yaml-syntax"),

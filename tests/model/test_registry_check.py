@@ -113,4 +113,4 @@ def test_unreachable_registry_is_said_once(tmp_path: Path) -> None:
     assert [(p.code, p.level, p.file, p.path) for p in problems] == [
         ("registry-unreachable", "error", "dev/apps/greeter.yaml", "spec.components[0].image")
     ]
-    assert url in problems[0].message and problems[0].line == 10
+    assert f"registry {url} is not reachable" in problems[0].message and problems[0].line == 10
