@@ -16,7 +16,10 @@ from reconciler.control import PREFIX, HostDesiredState, HostRegistration, HostR
 log = logging.getLogger("driftless.host")
 
 LONG_POLL_SECONDS = 30
-BACKOFF_FIRST = 0.5
+BACKOFF_FIRST = 0.2
+# retries stay within a few heartbeats, so a restarted reconciler sees its hosts back before it
+# would call them Lost; jitter spreads many hosts out
+BACKOFF_MIN_CAP = 2.0
 BACKOFF_MAX = 30.0
 
 
@@ -83,7 +86,7 @@ class ControlClient:
                 self.connected = False
                 self.registered.clear()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: hosts don't retry in step
-                delay = min(BACKOFF_MAX, delay * 2)
+                delay = min(BACKOFF_MAX, max(BACKOFF_MIN_CAP, 2 * self.heartbeat), delay * 2)
 
     async def _register(self) -> None:
         assert self._session is not None
