@@ -35,6 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="only these categories (repeatable), e.g. Missing, Unexpected, VersionMismatch",
     )
+    p.add_argument(
+        "--recent",
+        type=float,
+        default=10.0,
+        metavar="MINUTES",
+        help="also list drift events and heals of the last MINUTES (default 10; 0: none)",
+    )
     add_output_argument(p)
     add_control_argument(p)
     p.epilog = "exit status: 0 nothing drifts, 2 something drifts, 1 error"
@@ -53,11 +60,41 @@ def run(args: argparse.Namespace) -> int:
         wanted = {c.lower() for c in args.category}
         items = [i for i in items if str(i.get("category", "")).lower() in wanted]
     counted = sum(1 for i in items if i.get("category") != "Pending")
+    recent = recent_heals(client, env=args.env, minutes=args.recent)
     if args.output == "json":
-        print_json({"env": args.env, "counted": counted, "items": items})
+        print_json({"env": args.env, "counted": counted, "items": items, "recent": recent})
     else:
         print(render(items, env=args.env))
+        if recent:
+            print(render_recent(recent, minutes=args.recent))
     return EXIT_DRIFTING if counted else EXIT_CLEAN
+
+
+def recent_heals(client: ControlClient, *, env: str | None, minutes: float) -> list[dict[str, Any]]:
+    """Drift observed and healed lately (from the event log): what heal mode corrected, and when."""
+    if minutes <= 0:
+        return []
+    doc = client.get("/api/v1/events", since=str(time.time() - minutes * 60), limit="1000") or {}
+    out = []
+    for e in doc.get("events") or []:
+        reason = str(e.get("reason") or "")
+        if not (reason.startswith("Drift") or reason == "Healed"):
+            continue
+        if env and e.get("env") not in (env, ""):
+            continue
+        out.append(e)
+    out.sort(key=lambda e: float(e.get("at") or 0))
+    return out
+
+
+def render_recent(events: list[dict[str, Any]], *, minutes: float) -> str:
+    now = time.time()
+    lines = ["", f"Drift events and heals in the last {minutes:g} minutes:"]
+    for e in events:
+        reason = str(e.get("reason"))
+        what = reason.removeprefix("Drift") if reason != "Healed" else paint("Healed", "green")
+        lines.append(f"  {ago(e.get('at'), now=now):>8}  {what:<16} {e.get('message', '')}")
+    return "\n".join(lines)
 
 
 def render(items: list[dict[str, Any]], *, env: str | None) -> str:

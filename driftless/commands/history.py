@@ -43,17 +43,18 @@ def render(entries: list[dict[str, Any]], *, app: str | None) -> str:
             if app and a.get("name") != app:
                 continue
             for c in a.get("components") or []:
-                ref = str(c.get("image") or "")
+                ref = str(c.get("image") or "").rsplit("/", 1)[-1]
+                name, at, digest = ref.partition("@")
                 prefix = "" if app else f"{a.get('name')}/"
-                images.append(f"{prefix}{c.get('name')}={ref.rsplit('/', 1)[-1][:40]}")
+                images.append(f"{prefix}{c.get('name')}={name}{at}{short(digest) if digest else ''}")
         rows.append(
             [
                 short(e.get("revision")),
                 str(e.get("env") or "-"),
                 ago(e.get("appliedAt")),
-                str(e.get("author") or "-")[:24],
+                str(e.get("author") or "-").split(" <")[0][:24],
                 str(e.get("message") or "").splitlines()[0][:50] if e.get("message") else "-",
-                " ".join(images)[:80] or "-",
+                " ".join(images) or "-",
             ]
         )
     return table(["REVISION", "ENV", "APPLIED", "AUTHOR", "MESSAGE", "IMAGES"], rows)
