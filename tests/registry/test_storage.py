@@ -1,0 +1,158 @@
+"""The storage contract, one suite for every driver (filesystem now; any future driver joins the
+parametrisation), plus the registry model on top of each driver."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from registry.errors import RegistryError
+from registry.layout import key
+from registry.storage import FilesystemStorage, MemoryStorage, Storage
+from registry.store import OCI_MANIFEST, Registry, digest_of
+
+DRIVERS: dict[str, Callable[[Path], Storage]] = {
+    "filesystem": lambda tmp: FilesystemStorage(tmp / "root"),
+    "memory": lambda tmp: MemoryStorage(),
+}
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return DRIVERS[request.param](tmp_path)
+
+
+def test_put_get_stat(storage: Storage) -> None:
+    assert storage.stat("a/b/c") is None
+    with pytest.raises(FileNotFoundError):
+        storage.get("a/b/c")
+    storage.put("a/b/c", b"hello")
+    assert storage.get("a/b/c") == b"hello"
+    st = storage.stat("a/b/c")
+    assert st is not None and st.size == 5 and st.modified > 0
+    storage.put("a/b/c", b"replaced")
+    assert storage.get("a/b/c") == b"replaced"
+    # a prefix is not a value
+    assert storage.stat("a/b") is None
+    with pytest.raises(FileNotFoundError):
+        storage.get("a/b")
+
+
+def test_writer_is_invisible_until_commit(storage: Storage) -> None:
+    w = storage.writer("blobs/x")
+    w.write(b"part 1 ")
+    w.write(b"part 2")
+    assert w.size == 13
+    assert storage.stat("blobs/x") is None
+    w.commit()
+    assert storage.get("blobs/x") == b"part 1 part 2"
+    w = storage.writer("blobs/y")
+    w.write(b"abandoned")
+    w.cancel()
+    assert storage.stat("blobs/y") is None
+    assert storage.list("blobs") == ["x"]
+
+
+def test_append_writer_keeps_committed_prefix(storage: Storage) -> None:
+    storage.put("up/data", b"")
+    w = storage.writer("up/data", append_at=0)
+    w.write(b"0123")
+    w.commit()
+    # bytes past the committed size (a crash mid-chunk) are dropped by the next writer
+    w = storage.writer("up/data", append_at=4)
+    w.write(b"junk-from-a-crash")
+    w.commit()
+    w = storage.writer("up/data", append_at=4)
+    w.write(b"4567")
+    assert w.size == 8
+    w.commit()
+    assert storage.get("up/data") == b"01234567"
+    with storage.reader("up/data") as f:
+        assert f.read(3) == b"012"
+
+
+def test_list_move_delete(storage: Storage) -> None:
+    for k in ("r/a/1", "r/a/2", "r/b", "r/c/deep/x"):
+        storage.put(k, k.encode())
+    assert storage.list("r") == ["a", "b", "c"]
+    assert storage.list("r/a") == ["1", "2"]
+    assert storage.list("nothing") == []
+    storage.move("r/b", "s/moved")
+    assert storage.get("s/moved") == b"r/b" and storage.stat("r/b") is None
+    with pytest.raises(FileNotFoundError):
+        storage.move("r/b", "s/again")
+    assert storage.delete("r/a/1") is True
+    assert storage.delete("r/a/1") is False
+    assert storage.delete("r/c") is True  # a whole prefix
+    assert storage.stat("r/c/deep/x") is None
+    assert storage.list("r") == ["a"]
+
+
+def test_reader_and_local_path(storage: Storage) -> None:
+    storage.put("k", b"data")
+    with storage.reader("k") as f:
+        assert f.read() == b"data"
+    with pytest.raises(FileNotFoundError):
+        storage.reader("missing")
+    path = storage.local_path("k")
+    assert path is None or path.read_bytes() == b"data"
+
+
+def test_registry_model_on_every_driver(storage: Storage) -> None:
+    reg = Registry(storage)
+    config = reg.put_blob("team/app", b"{}")
+    layer = reg.put_blob("team/app", b"layer bytes")
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+                "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": 11}]}
+    body = json.dumps(manifest).encode()
+    result = reg.put_manifest("team/app", "v1", body, OCI_MANIFEST)
+    assert result.digest == digest_of(body)
+    assert reg.get_manifest("team/app", "v1").body == body
+    assert reg.tags("team/app") == ["v1"]
+    assert reg.catalog() == ["team/app"]
+    # an upload session, resumed as if after a restart (a new Registry over the same storage)
+    state = reg.start_upload("team/app")
+    w = reg.chunk_writer(state)
+    w.write(b"chunk one ")
+    state = reg.commit_chunk(state, w, _hashed(b"chunk one "))
+    again = Registry(storage)
+    resumed = again.upload("team/app", state.id)
+    assert resumed.size == 10
+    w = again.chunk_writer(resumed)
+    w.write(b"chunk two")
+    h = again.upload_hasher(resumed).copy()
+    h.update(b"chunk two")
+    resumed = again.commit_chunk(resumed, w, h)
+    again.finish_upload(resumed, digest_of(b"chunk one chunk two"))
+    assert storage.get(key("blob", digest=digest_of(b"chunk one chunk two"))) == b"chunk one chunk two"
+    with pytest.raises(RegistryError) as exc:
+        again.upload("team/app", state.id)
+    assert exc.value.code == "BLOB_UPLOAD_UNKNOWN"
+
+
+def _hashed(data: bytes) -> object:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(data)
+    return h
+
+
+def test_filesystem_writes_leave_no_partial_file(tmp_path: Path) -> None:
+    fs = FilesystemStorage(tmp_path / "root")
+    w = fs.writer("blobs/sha256/ab/abc")
+    w.write(b"x" * 1000)
+    # before commit the bytes live only in _tmp/
+    assert not (tmp_path / "root" / "blobs").exists()
+    assert len(list((tmp_path / "root" / "_tmp").iterdir())) == 1
+    w.commit()
+    assert (tmp_path / "root" / "blobs/sha256/ab/abc").read_bytes() == b"x" * 1000
+    assert list((tmp_path / "root" / "_tmp").iterdir()) == []
+    abandoned = fs.writer("blobs/z")
+    abandoned.write(b"crash")
+    assert fs.clean_temp() == 1
+    abandoned.cancel()
