@@ -147,12 +147,18 @@ class Engine:
             asyncio.create_task(self._status_loop(), name="status"),
         ]
 
-    async def stop(self) -> None:
-        for task in self._tasks:
+    async def halt(self) -> None:
+        """Stop reconciling (first, before the API goes away: hosts that cannot report while we shut
+        down must not be declared Lost and emptied)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def stop(self) -> None:
+        await self.halt()
         self._flush()
         await asyncio.to_thread(self.git.close)
         self.store.close()

@@ -87,9 +87,14 @@ class GitSource:
                 if "refs" in path or "packed-refs" in path or path.rstrip().endswith("HEAD"):
                     on_change()
 
+        git_dir = self.local_path / ".git" if (self.local_path / ".git").is_dir() else self.local_path
         observer = Observer()
         observer.daemon = True
-        observer.schedule(Handler(), str(self.local_path), recursive=True)
+        handler = Handler()
+        # refs/ (loose refs) and the git dir itself (packed-refs), not objects/: a push writes many objects
+        observer.schedule(handler, str(git_dir), recursive=False)
+        if (git_dir / "refs").is_dir():
+            observer.schedule(handler, str(git_dir / "refs"), recursive=True)
         observer.start()
         self._observer = observer
         log.info("watching %s for pushes", self.local_path)

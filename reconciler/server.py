@@ -75,6 +75,8 @@ class ReconcilerServer:
                  self.settings.branch, self.settings.path)
 
     async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.halt()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

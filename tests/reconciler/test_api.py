@@ -207,8 +207,8 @@ def test_lost_host_is_rescheduled_and_cleaned_on_return(world: World) -> None:
     w = world
     before = w.placement()
     w.hosts["aws-2"].pause()
-    host = wait_until(lambda: (h := w.reconciler.host("aws-2"))["state"] == "Lost" and h, timeout=10, what="Lost")
-    assert host["desired"]["instances"] == []
+    wait_until(lambda: (h := w.reconciler.host("aws-2"))["state"] == "Lost" and h["desired"]["instances"] == [],
+               timeout=10, what="Lost, with an empty desired state")
     app = wait_until(lambda: healthy(w), timeout=10, what="rescheduled and healthy")
     assert app["components"][0]["ready"] == 3
     after = w.placement()
