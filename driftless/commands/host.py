@@ -108,6 +108,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _token(explicit: str | None, path: Path | None) -> str | None:
+    if explicit and path is not None:
+        raise UsageError("give --token or --token-file, not both")
     if explicit:
         return explicit
     if path is not None:

@@ -51,6 +51,7 @@ class ControlClient:
         self.connected = False
         self._session: aiohttp.ClientSession | None = None
         self._fresh = True
+        self._last_failure = ""
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -81,8 +82,10 @@ class ControlClient:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
-                if self.connected:
-                    log.warning("reconciler %s unreachable (%s); keeping what runs, retrying", self.url, exc)
+                message = f"{type(exc).__name__}: {exc}"
+                if self.connected or message != self._last_failure:
+                    log.warning("reconciler %s unreachable or refusing (%s); keeping what runs, retrying", self.url, message)
+                self._last_failure = message
                 self.connected = False
                 self.registered.clear()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: hosts don't retry in step
@@ -100,6 +103,7 @@ class ControlClient:
         if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
             self.heartbeat = float(answer["heartbeatSeconds"])
         self.connected = True
+        self._last_failure = ""
         self._fresh = True  # the reconciler may have restarted with other generations: ask for its current one
         self.registered.set()
         log.info("registered with reconciler %s as %s", self.url, body["name"])

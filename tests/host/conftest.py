@@ -151,13 +151,16 @@ class Host:
         )
 
 
-def start_host(tmp_path: Path, *args: str, data: Path | None = None, name: str = "h1") -> Host:
+def start_host(
+    tmp_path: Path, *args: str, data: Path | None = None, name: str = "h1", token_file: Path | None = None
+) -> Host:
     port, admin_port = free_port(), free_port()
     data = data or tmp_path / f"host-{name}"
-    token = "test-token"
+    token = token_file.read_text().strip() if token_file else "test-token"
+    token_args = ["--token-file", str(token_file)] if token_file else ["--token", token]
     proc = DriftlessProcess(
         ["host", "--name", name, "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
-         "--data", str(data), "--token", token, "--heartbeat", "0.5", *args],
+         "--data", str(data), *token_args, "--heartbeat", "0.5", *args],
         log_dir=tmp_path, name=f"host-{name}", ready_url=f"http://127.0.0.1:{admin_port}/healthz",
     )  # fmt: skip
     proc.start()

@@ -1,0 +1,52 @@
+"""The control loop against the real reconciler (`driftless reconcile` watching a bare Git repo):
+register with automatic labels, receive the desired state, serve, report; keep serving while the
+reconciler is down and register again when it is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.host.conftest import Registry, start_host
+from tests.reconciler.platform import GitRepo, Reconciler, application, environment, new_token
+from tests.support.procs import wait_until
+
+
+def test_host_follows_the_reconciler_and_survives_its_outage(
+    tmp_path: Path, registry: Registry, images: dict[str, str]
+) -> None:
+    git = GitRepo(tmp_path / "git")
+    web = {"name": "web", "image": "demo/hello:1.0.0", "config": {"GREETING": "howdy"}, "expose": "/hello",
+           "placement": {"spread": {"replicas": 1}}}  # fmt: skip
+    git.push({"prod/environment.yaml": environment("prod", selector={"cloud": "aws"}),
+              "prod/apps/hello.yaml": application("hello", [web])}, "hello")  # fmt: skip
+    token_file = new_token(tmp_path / "token")
+    reconciler = Reconciler(repo=git.bare, registry=f"http://{registry.host}", data=tmp_path / "rec",
+                            log_dir=tmp_path, token_file=token_file, heartbeat=0.5).start()  # fmt: skip
+    try:
+        with start_host(tmp_path, "--control", reconciler.url, "--label", "cloud=aws", name="aws-1",
+                        token_file=token_file) as host:  # fmt: skip
+            wait_until(lambda: host.get("/hello").text == "howdy from /hello", timeout=30, what="served")
+            view = wait_until(
+                lambda: (h := reconciler.host("aws-1"))["report"] and h["report"]["instances"] and h,
+                timeout=10, what="report",
+            )  # fmt: skip
+            labels = view["labels"]
+            assert labels["cloud"] == "aws"
+            assert {"os", "arch", "driftless.dev/version"} <= set(labels)
+            (inst,) = view["report"]["instances"]
+            assert inst["status"] == "Running"
+            assert inst["digest"] == images["hello"].rpartition("@")[2]
+            assert inst["config"] == {"GREETING": "howdy"}
+            assert view["report"]["observedGeneration"] == view["generation"]
+
+            reconciler.proc.kill()  # type: ignore[union-attr]
+            wait_until(lambda: "unreachable" in host.proc.log(), timeout=10, what="outage noticed")
+            assert host.get("/hello").text == "howdy from /hello"  # static stability
+
+            reconciler.start()
+            wait_until(lambda: host.proc.log().count("registered with reconciler") >= 2, timeout=15,
+                       what="registered again")  # fmt: skip
+            wait_until(lambda: reconciler.host("aws-1").get("state") == "Ready", timeout=15, what="Ready")
+            assert host.get("/hello").text == "howdy from /hello"
+    finally:
+        reconciler.stop()
