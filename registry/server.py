@@ -92,6 +92,20 @@ def _upload_headers(name: str, state: UploadState) -> dict[str, str]:
     }
 
 
+def _route_of(path: str) -> str:
+    """The metrics label of a path (for requests that failed before dispatch named it)."""
+    if path.startswith(COMPONENTS_PREFIX):
+        return "components"
+    m = ROUTE.match(path)
+    if m is None:
+        return {"/v2/": "base", "/v2/_catalog": "catalog", "/metrics": "metrics"}.get(path, "other")
+    if m["kind"] == "blobs":
+        return "upload" if m["ref"] == "uploads" else "blob"
+    if m["kind"]:
+        return {"manifests": "manifest", "referrers": "referrers"}[m["kind"]]
+    return "upload" if m["upload"] is not None else "tags"
+
+
 def _page(items: list[str], query: Any) -> tuple[list[str], int | None]:
     """Apply ``n``/``last`` pagination; return the page and n (for the Link header) if more remain."""
     last = query.get("last")
@@ -128,6 +142,7 @@ class RegistryApp:
         try:
             route, response = await self._dispatch(request)
         except RegistryError as exc:
+            route = _route_of(request.path)
             response = _error(exc)
         except (ConnectionResetError, asyncio.CancelledError):
             raise

@@ -61,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from registry.server import ServerOptions, serve
-
     host, port = parse_listen(args.listen)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -71,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError(f"{opt} {path}: no such file")
     if args.anonymous_pull and not args.htpasswd:
         raise UsageError("--anonymous-pull only makes sense with --htpasswd (without it every request is anonymous)")
+    from registry.server import ServerOptions, serve  # aiohttp loads only once the options are sound
+
     options = ServerOptions(
         root=args.root,
         host=host,

@@ -65,6 +65,12 @@ class Oci:
     def __init__(self, url: str, **kwargs: Any) -> None:
         self.http = httpx.Client(base_url=url, timeout=30, **kwargs)
 
+    def __enter__(self) -> Oci:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.http, name)
 
