@@ -137,7 +137,8 @@ class Platform:
         return r.stdout
 
     def commit(self, files: dict[str, str], message: str) -> str:
-        self.git("pull", "-q", "--rebase", "origin", "main")
+        if self.git("ls-remote", "origin", "main").strip():
+            self.git("pull", "-q", "--rebase", "origin", "main")
         for rel, text in files.items():
             (self.work / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.work / rel).write_text(text)
@@ -177,7 +178,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         )  # fmt: skip
         digests = {
             "demo/hello:1.0.0": push_component(f"127.0.0.1:{reg_port}/demo/hello:1.0.0", build("hello")),
-            "demo/hello:2.0.0": push_component(f"127.0.0.1:{reg_port}/demo/hello:2.0.0", variant("hello", "2.0.0")),
+            "demo/hello:2.0.0": push_component(
+                f"127.0.0.1:{reg_port}/demo/hello:2.0.0", variant("hello", "2.0.0")
+            ),
         }
         remote, work = root / "manifests.git", root / "work"
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
@@ -215,7 +218,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             proc.stop(timeout=5)
 
 
-def wait_for_drift(p: Platform, *, category: str, env: str | None = None, timeout: float = 15.0, **match: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def p(platform: Platform) -> Platform:
+    """Short name for the platform in the tests."""
+    return platform
+
+
+def wait_for_drift(
+    p: Platform, *, category: str, env: str | None = None, timeout: float = 15.0, **match: str
+) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         for item in p.drift(env):
             if item["category"] == category and all(item.get(k) == v for k, v in match.items()):

@@ -1,0 +1,167 @@
+"""Drift, heal, promotion, rollback and diff against a real platform (registry, Git, reconciler, 3 hosts).
+
+The tests share one platform (module scope) and run in file order; each one leaves the platform
+without counted drift for the next, except the last (it kills a host).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from reconciler.gitops import parse_trailers
+from tests.drift.conftest import HEARTBEAT, Platform, hello_app, wait_for_drift
+from tests.support.procs import wait_until
+
+
+def _events(p: Platform, reason: str, since: float) -> list[dict[str, Any]]:
+    return [e for e in p.api(f"/api/v1/events?since={since}&limit=1000")["events"] if e["reason"] == reason]
+
+
+def _prod_instance(p: Platform) -> tuple[str, str]:
+    """(host, instance id) of a running prod hello instance."""
+    for h in p.api("/api/v1/hosts")["hosts"]:
+        for inst in (h.get("report") or {}).get("instances") or []:
+            if inst["id"].startswith("prod/hello/web/") and inst["status"] == "Running":
+                return h["name"], inst["id"]
+    raise AssertionError("no prod hello instance runs")
+
+
+def _digest(p: Platform, env: str) -> str:
+    return str(p.api(f"/api/v1/environments/{env}/apps/hello")["components"][0]["digest"])
+
+
+def test_fresh_platform_reports_no_drift(p: Platform) -> None:
+    r = p.cli("drift")
+    assert r.returncode == 0, r.stderr
+    assert "No drift" in r.stdout
+    status = p.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "prod" in status.stdout and "staging" in status.stdout and "aws-1" in status.stdout
+
+
+def test_out_of_band_instance_is_unexpected_and_stays_in_report_mode(p: Platform) -> None:
+    digest = p.digests["demo/hello:2.0.0"]
+    admin = p.hosts["aws-1"].admin
+    r = p.cli("host", "exec", "--admin", admin, "run", "--env", "staging", "--app", "hello", "--component", "web",
+              "--id", "staging/hello/web/by-hand", f"{p.registry_host}/demo/hello@{digest}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    item = wait_for_drift(p, category="Unexpected", env="staging", instance="staging/hello/web/by-hand")
+    assert item["host"] == "aws-1" and item["expected"] == "absent" and item["since"] > 0
+    drift = p.cli("drift", "--env", "staging")
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    assert "Unexpected" in drift.stdout and "staging/hello/web/by-hand" in drift.stdout
+    # staging is `sync.mode: report`: several heartbeats later it is still reported and still running
+    time.sleep(HEARTBEAT * 6)
+    assert any(i["instance"] == "staging/hello/web/by-hand" for i in p.counted("staging"))
+    assert any(i["id"] == "staging/hello/web/by-hand" for i in p.instances("aws-1"))
+    stop = p.cli("host", "exec", "--admin", admin, "stop", "staging/hello/web/by-hand")
+    assert stop.returncode == 0, stop.stderr
+    wait_until(lambda: not p.counted("staging"), timeout=10, what="staging clean again")
+
+
+def test_config_changed_out_of_band_is_healed_in_heal_mode(p: Platform) -> None:
+    host, instance = _prod_instance(p)
+    before = time.time()
+    r = p.cli("host", "exec", "--admin", p.hosts[host].admin, "set-config", instance, "GREETING=hacked")
+    assert r.returncode == 0, r.stderr
+    drifted = wait_until(
+        lambda: _events(p, "DriftConfigMismatch", before), timeout=10, what="ConfigMismatch event"
+    )
+    assert drifted[0]["env"] == "prod" and drifted[0]["host"] == host
+    wait_until(
+        lambda: [e for e in _events(p, "Healed", before) if host in e["message"]], timeout=10, what="heal"
+    )
+
+    def restored() -> bool:
+        inst = next(i for i in p.instances(host) if i["id"] == instance)
+        return inst["config"].get("GREETING") == "hi from prod" and inst["status"] == "Running"
+
+    wait_until(restored, timeout=15, what="config restored by heal")
+    wait_until(lambda: not p.counted("prod"), timeout=10, what="prod clean again")
+    report = p.cli("drift", "--env", "prod")
+    assert report.returncode == 0
+    assert "ConfigMismatch" in report.stdout and "Healed" in report.stdout  # what was healed, and when
+
+
+def test_invalid_commit_is_rejected_and_the_older_revision_stays(p: Platform) -> None:
+    applied = p.applied()
+    bad = p.commit({"manifests/prod/apps/hello.yaml": hello_app("prod", "demo/hello:1.0.0", "x") + "  replicaz: 3\n"},
+                   "a commit with a typo")  # fmt: skip
+    item = wait_for_drift(p, category="RevisionRejected", env="prod", expected=bad)
+    assert item["actual"] == applied and "replicaz" in item["message"]
+    assert p.applied() == applied
+    r = p.cli("drift", "--env", "prod", "-o", "json")
+    assert r.returncode == 2
+    p.git("revert", "--no-edit", "HEAD")
+    p.git("push", "-q", "origin", "HEAD:main")
+    fixed = p.git("rev-parse", "HEAD").strip()
+    wait_until(lambda: p.applied() == fixed, timeout=15, what="the fix applied")
+    wait_until(lambda: not p.counted(), timeout=10, what="no drift after the fix")
+
+
+def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
+    staging_digest = _digest(p, "staging")
+    assert staging_digest == p.digests["demo/hello:2.0.0"] != _digest(p, "prod")
+    head = p.git("ls-remote", str(p.remote), "main").split()[0]
+    refused = p.cli("promote", "hello", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 1
+    assert "requires an approval" in refused.stderr and "FAIL  approval" in refused.stderr
+    dry = p.cli("promote", "hello", "--from", "staging", "--to", "prod", "--approve", "alice", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"+    image: demo/hello@{staging_digest}   # promotion pins this" in dry.stdout
+    assert p.git("ls-remote", str(p.remote), "main").split()[0] == head
+    done = p.cli("promote", "hello", "--from", "staging", "--to", "prod", "--approve", "alice")
+    assert done.returncode == 0, done.stderr
+    message = p.git("--git-dir", str(p.remote), "log", "-1", "--format=%B", "main")
+    trailers = parse_trailers(message)
+    assert message.startswith("promote(hello): staging -> prod")
+    assert trailers["Promoted-Digest"] == [f"web={staging_digest}"] and trailers["Approved-By"] == ["alice"]
+    wait_until(
+        lambda: _digest(p, "prod") == staging_digest and p.healthy(),
+        timeout=30,
+        what="prod runs the promoted digest",
+    )
+
+
+def test_rollback_restores_the_previous_applied_revision(p: Platform) -> None:
+    history = p.api("/api/v1/history?env=prod&app=hello")["history"]
+    assert history[0]["message"].startswith("promote(hello)")
+    previous = history[1]["revision"]
+    rejected = p.git("--git-dir", str(p.remote), "log", "--format=%H", "--grep=^a commit with a typo", "main").strip()
+    never = p.cli("rollback", "hello", "--env", "prod", "--to", rejected)
+    assert never.returncode == 1 and f"revision {rejected} was never applied to prod" in never.stderr
+    r = p.cli("rollback", "hello", "--env", "prod", "--to", previous[:10], "--reason", "2.0.0 misbehaves")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: _digest(p, "prod") == p.digests["demo/hello:1.0.0"] and p.healthy(), timeout=30,
+               what="prod back on 1.0.0")  # fmt: skip
+    log = p.git("--git-dir", str(p.remote), "log", "--format=%s", "-3", "main").splitlines()
+    assert log[0] == f"rollback(hello): prod to {previous[:12]}" and log[1].startswith("promote(hello)")
+    listed = p.cli("history", "--env", "prod", "hello")
+    assert listed.returncode == 0 and "rollback(hello)" in listed.stdout.splitlines()[1]
+
+
+def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
+    p.git("pull", "-q", "--rebase", "origin", "main")
+    path = p.work / "manifests/prod/apps/hello.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("hi from prod", "bonjour").replace("replicas: 2", "replicas: 3"))
+    try:
+        r = p.cli("diff", "--env", "prod", "--exit-code", cwd=p.work)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "config GREETING: 'hi from prod' -> 'bonjour'" in r.stdout
+        assert "+ start  prod/hello/web/2" in r.stdout and "1 to start, 2 to update, 0 to stop." in r.stdout
+        same = p.cli("diff", "--env", "prod", "HEAD", cwd=p.work)
+        assert same.returncode == 0 and "no changes" in same.stdout
+    finally:
+        path.write_text(original)
+
+
+def test_killed_host_is_reported_lost(p: Platform) -> None:
+    p.hosts["edge-1"].proc.kill()
+    item = wait_for_drift(p, category="HostLost", host="edge-1", timeout=15)
+    assert item["actual"] == "Lost"
+    r = p.cli("drift", "-o", "json")
+    assert r.returncode == 2
+    status = p.cli("status")
+    assert "Lost" in status.stdout
