@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmark the host runtime: component start cold (pull + compile) and warm (from the compiled
+cache), and instances held per host process with their RSS.
+
+    python hack/bench/host.py [--instances 10000] [--runs 30] [--append hack/bench/RESULTS.md]
+
+Starts a CNCF registry (/usr/bin/docker-registry) on loopback, pushes the `hello` example with
+oras-py, then measures with the host's own code (puller, engine, compiled cache, runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from reconciler.control import InstanceSpec  # noqa: E402
+from reconciler.host.cache import CompiledCache  # noqa: E402
+from reconciler.host.engine import WasmEngine  # noqa: E402
+from reconciler.host.puller import RegistryAccess, pull_component  # noqa: E402
+from reconciler.host.runtime import ComponentInstance, HttpRequest, RuntimeDefaults  # noqa: E402
+from tests.host.conftest import Registry, start_registry  # noqa: E402
+from tests.support.components import build, variant  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
+
+
+class NoLinks:
+    def link_target(self, *, env: str, app: str, component: str) -> None:
+        return None
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def spec(image: str, n: int = 0) -> InstanceSpec:
+    return InstanceSpec(id=f"bench/app/web/{n}", env="bench", app="app", component="web", image=image,
+                        digest=image.rpartition("@")[2], config={"GREETING": "hi"}, route="/hello")  # fmt: skip
+
+
+def measure_starts(work: Path, runs: int) -> dict[str, float]:
+    port = free_port()
+    proc = start_registry(work / "registry", port)
+    try:
+        registry = Registry(host=f"127.0.0.1:{port}", root=work / "registry")
+        images = [registry.push("hello", variant("hello", f"bench-{i}"), tag=f"b{i}") for i in range(runs)]
+        engine = WasmEngine(cache=CompiledCache(root=work / "cache", engine_key="bench", max_bytes=1 << 30))
+        access = RegistryAccess()
+        cold, warm = [], []
+        for image in images:  # cold: every digest is new: pull + verify + compile + cache + instantiate
+            s = spec(image)
+            t = time.perf_counter()
+            component = engine.load(
+                digest=s.digest,
+                fetch=lambda s=s: pull_component(image=s.image, digest=s.digest, access=access),
+                progress=lambda _m: None,
+            )
+            ComponentInstance(spec=s, component=component, engine=engine, links=NoLinks(), defaults=RuntimeDefaults())
+            cold.append(time.perf_counter() - t)
+        for image in images:  # warm: the same digests again, from the on-disk compiled cache
+            s = spec(image)
+            t = time.perf_counter()
+            component = engine.load(digest=s.digest, fetch=lambda: b"", progress=lambda _m: None)
+            inst = ComponentInstance(spec=s, component=component, engine=engine, links=NoLinks(), defaults=RuntimeDefaults())
+            warm.append(time.perf_counter() - t)
+        assert engine.compilations == runs and engine.cache_hits == runs
+        calls = []
+        request = HttpRequest("GET", "/hello", [], b"")
+        for _ in range(200):
+            t = time.perf_counter()
+            inst.handle(request)
+            calls.append(time.perf_counter() - t)
+        engine.close()
+        return {"cold_ms": statistics.median(cold) * 1e3, "warm_ms": statistics.median(warm) * 1e3,
+                "call_us": statistics.median(calls) * 1e6}  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def measure_instances(count: int) -> dict[str, float]:
+    engine = WasmEngine(cache=None)
+    component = engine.compile(build("hello"), what="hello")
+    image = f"127.0.0.1:1/demo/hello@sha256:{'0' * 64}"
+    gc.collect()
+    before = rss_bytes()
+    t = time.perf_counter()
+    held = [
+        ComponentInstance(spec=spec(image, n), component=component, engine=engine, links=NoLinks(),
+                          defaults=RuntimeDefaults())  # fmt: skip
+        for n in range(count)
+    ]
+    elapsed = time.perf_counter() - t
+    after = rss_bytes()
+    # every instance really serves
+    assert held[-1].handle(HttpRequest("GET", "/hello", [], b"")).body == b"hi from /hello"
+    engine.close()
+    return {"instances": count, "rss_total_mib": after / 2**20, "rss_delta_mib": (after - before) / 2**20,
+            "per_instance_kib": (after - before) / count / 1024, "start_all_s": elapsed}  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instances", type=int, default=10_000)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--append", type=Path, default=None, help="append the figures to this Markdown file")
+    p.add_argument("--only-instances", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.only_instances:  # child process: a clean RSS baseline
+        r = measure_instances(args.instances)
+        print(" ".join(f"{k}={v}" for k, v in r.items()))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        starts = measure_starts(Path(tmp), args.runs)
+    out = subprocess.run([sys.executable, __file__, "--only-instances", "--instances", str(args.instances)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    held = {k: float(v) for k, v in (x.split("=") for x in out.split())}
+    machine = f"{platform.machine()}, {os.cpu_count()} cpus (shared), Linux {platform.release()}, Python {platform.python_version()}"
+    lines = [
+        f"### {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC — `python hack/bench/host.py --runs {args.runs} --instances {args.instances}`",
+        f"- machine: {machine}",
+        f"- cold start (pull from local registry + verify + compile + cache + instantiate), median of {args.runs}: "
+        f"**{starts['cold_ms']:.2f} ms** (goal < 50 ms)",
+        f"- warm start (compiled cache + instantiate), median of {args.runs}: **{starts['warm_ms']:.3f} ms** (goal < 1 ms)",
+        f"- call of the hello handler (in-process, no HTTP), median of 200: {starts['call_us']:.0f} µs",
+        f"- {int(held['instances'])} instances of hello held in one process: RSS {held['rss_total_mib']:.0f} MiB total, "
+        f"+{held['rss_delta_mib']:.0f} MiB for the instances ({held['per_instance_kib']:.1f} KiB each), "
+        f"started in {held['start_all_s']:.1f} s (goal < 512 MiB)",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.append:
+        existing = args.append.read_text() if args.append.exists() else "# Benchmark results\n"
+        if "## Host" not in existing:
+            existing = existing.rstrip() + "\n\n## Host\n"
+        head, _, tail = existing.partition("## Host\n")
+        # keep other sections where they are: insert right under the heading
+        args.append.write_text(head + "## Host\n\n" + text + "\n" + tail)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
