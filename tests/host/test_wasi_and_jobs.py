@@ -1,0 +1,86 @@
+"""WASI capabilities only as the manifest allows (config reaches WASI programs as environment), and
+command components (`wasi:cli/run`) run as jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import wasmtime
+
+from tests.host.conftest import Registry, instance, start_host, write_desired
+
+# an HTTP handler that imports wasi:cli/environment and answers with the first variable's value
+ENV_HANDLER = r"""
+(component
+  (import "wasi:cli/environment@0.2.0" (instance $env
+    (export "get-environment" (func (result (list (tuple string string)))))))
+  (core module $Mem
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get $align))))
+      (global.set $heap (i32.add (local.get $p) (local.get $nsz)))
+      (local.get $p))
+    (func (export "reset") (param i32) (global.set $heap (i32.const 1024))))
+  (core instance $mem (instantiate $Mem))
+  (alias export $env "get-environment" (func $getenv))
+  (core func $getenv_lower (canon lower (func $getenv) (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))))
+  (core module $Main
+    (import "env" "memory" (memory 1))
+    (import "wasi" "get-environment" (func $getenv (param i32)))
+    (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (local $elem i32)
+      (call $getenv (i32.const 64))
+      (local.set $elem (i32.load (i32.const 64)))
+      (i32.store16 (i32.const 96) (i32.const 200))
+      (i32.store (i32.const 100) (i32.const 0)) (i32.store (i32.const 104) (i32.const 0))
+      (i32.store (i32.const 108) (i32.load (i32.add (local.get $elem) (i32.const 8))))
+      (i32.store (i32.const 112) (i32.load (i32.add (local.get $elem) (i32.const 12))))
+      (i32.const 96)))
+  (core instance $main (instantiate $Main
+    (with "env" (instance $mem))
+    (with "wasi" (instance (export "get-environment" (func $getenv_lower))))))
+  (type $header (tuple string string))
+  (type $request (record (field "method" string) (field "path" string) (field "headers" (list $header)) (field "body" (list u8))))
+  (type $response (record (field "status" u16) (field "headers" (list $header)) (field "body" (list u8))))
+  (func $handle (param "req" $request) (result $response)
+    (canon lift (core func $main "handle") (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))
+                (post-return (core func $mem "reset"))))
+  (instance $handler (export "request" (type $request)) (export "response" (type $response)) (export "handle" (func $handle)))
+  (export "driftless:http/handler@0.1.0" (instance $handler))
+)
+"""
+
+
+def test_wasi_imports_need_a_capability_and_config_becomes_environment(
+    tmp_path: Path, registry: Registry
+) -> None:
+    image = registry.push("envhandler", wasmtime.wat2wasm(ENV_HANDLER))
+    desired = tmp_path / "desired.json"
+    write_desired(
+        desired,
+        1,
+        [
+            instance(image, component="denied", route="/denied", config={"SECRET": "x"}),
+            instance(image, component="allowed", route="/allowed", config={"MOTTO": "from the manifest"},
+                     capabilities=["wasi:cli/environment"]),  # fmt: skip
+        ],
+    )
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        denied = host.wait_status("dev/demo/denied/0", "Failed")
+        assert "imports wasi:cli/environment@0.2.0, which its manifest does not allow" in denied["lastError"]
+        assert "add wasi:cli/environment to the component's capabilities" in denied["lastError"]
+        host.wait_status("dev/demo/allowed/0", "Running")
+        r = host.get("/allowed")
+        assert (r.status_code, r.text) == (200, "from the manifest")
+
+
+def test_a_command_component_runs_as_a_job(tmp_path: Path, images: dict[str, str]) -> None:
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(images["job"], component="job")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        status = host.wait_status("dev/demo/job/0", "Completed")
+        assert "lastError" not in status  # the report leaves out empty fields
+        assert "job dev/demo/job/0 completed" in host.proc.log()
