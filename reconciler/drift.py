@@ -114,6 +114,38 @@ class Rejection:
     since: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeployedImage:
+    """A component as applied: the image written in Git and the digest it was resolved to."""
+
+    env: str
+    app: str
+    component: str
+    image: str
+    digest: str
+
+
+def tag_observations(
+    *, deployed: Sequence[DeployedImage], current: Mapping[str, str]
+) -> list[TagObservation]:
+    """TagObservations for every component declared by tag (not pinned) whose tag ``current`` knows.
+
+    ``current`` maps an image as written (``demo/hello:1.0.0``) to the digest its tag points to
+    now (e.g. ``reconciler.tags.resolve`` of the tagged images); pinned images are skipped.
+    """
+    out = []
+    for d in deployed:
+        if "@" in d.image or d.image not in current:
+            continue
+        out.append(
+            TagObservation(
+                env=d.env, app=d.app, component=d.component, image=d.image,
+                deployed_digest=d.digest, current_digest=current[d.image],
+            )
+        )  # fmt: skip
+    return out
+
+
 def compute_drift(
     *,
     desired: Mapping[str, HostDesiredState],

@@ -7,6 +7,7 @@ drifts, 1 error (e.g. the reconciler is not reachable).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from driftless.commands.status import (
     short,
     table,
 )
+from driftless.endpoints import default_registry_url
 from driftless.errors import DriftlessError
 
 EXIT_CLEAN = 0
@@ -34,6 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="only these categories (repeatable), e.g. Missing, Unexpected, VersionMismatch",
+    )
+    p.add_argument(
+        "--tags",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also ask the registry where deployed tags point now (TagMoved; default on)",
+    )
+    p.add_argument(
+        "--registry", default=None, metavar="URL", help="registry for --tags (default: from `driftless up`)"
     )
     p.add_argument(
         "--recent",
@@ -59,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if args.category:
         wanted = {c.lower() for c in args.category}
         items = [i for i in items if str(i.get("category", "")).lower() in wanted]
+    if args.tags and (not args.category or "tagmoved" in {c.lower() for c in args.category}):
+        items += tag_drift(
+            client, env=args.env, registry_url=args.registry or default_registry_url(), known=items
+        )
     counted = sum(1 for i in items if i.get("category") != "Pending")
     recent = recent_heals(client, env=args.env, minutes=args.recent)
     if args.output == "json":
@@ -68,6 +83,48 @@ def run(args: argparse.Namespace) -> int:
         if recent:
             print(render_recent(recent, minutes=args.recent))
     return EXIT_DRIFTING if counted else EXIT_CLEAN
+
+
+def tag_drift(
+    client: ControlClient, *, env: str | None, registry_url: str, known: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """TagMoved items found by asking the registry now where each deployed tag points.
+
+    The reconciler pins a tag to the digest it resolved when it applied the revision; a tag
+    moved since then is drift the CLI can see by itself. Items the reconciler already reports
+    are not repeated. A registry that does not answer is a warning, not an error.
+    """
+    from reconciler import tags
+    from reconciler.drift import DeployedImage, compute_drift, tag_observations
+
+    envs = (
+        [env]
+        if env
+        else [
+            str(e.get("name")) for e in (client.get("/api/v1/environments") or {}).get("environments") or []
+        ]
+    )
+    deployed = []
+    for e in envs:
+        for a in (client.get(f"/api/v1/environments/{e}/apps") or {}).get("apps") or []:
+            for c in a.get("components") or []:
+                if c.get("image") and c.get("digest"):
+                    deployed.append(
+                        DeployedImage(env=e, app=str(a.get("app")), component=str(c.get("name")),
+                                      image=str(c["image"]), digest=str(c["digest"]))
+                    )  # fmt: skip
+    tagged = sorted({d.image for d in deployed if "@" not in d.image})
+    current: dict[str, str] = {}
+    for image in tagged:
+        try:
+            current.update(tags.resolve([image], registry_url=registry_url))
+        except (tags.UnknownImage, tags.RegistryUnreachable) as exc:
+            print(f"warning: cannot check tag {image}: {exc}", file=sys.stderr)
+    found = compute_drift(
+        desired={}, hosts={}, tags=tag_observations(deployed=deployed, current=current), now=time.time()
+    )
+    seen = {(i.get("category"), i.get("env"), i.get("app"), i.get("component")) for i in known}
+    return [i.to_json() for i in found if (str(i.category), i.env, i.app, i.component) not in seen]
 
 
 def recent_heals(client: ControlClient, *, env: str | None, minutes: float) -> list[dict[str, Any]]:

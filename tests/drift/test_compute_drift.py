@@ -13,12 +13,14 @@ from reconciler.control import (
     InstanceStatus,
 )
 from reconciler.drift import (
+    DeployedImage,
     DriftCategory,
     DriftItem,
     HostObservation,
     Rejection,
     TagObservation,
     compute_drift,
+    tag_observations,
 )
 
 D1 = "sha256:" + "1" * 64
@@ -268,6 +270,18 @@ def test_tag_moved() -> None:
         D2,
     )
     assert "demo/hello:1.0.0" in item.message
+
+
+def test_tag_observations_skip_pinned_and_unknown_images() -> None:
+    deployed = [
+        DeployedImage(env="prod", app="hello", component="web", image="demo/hello:1.0.0", digest=D1),
+        DeployedImage(env="prod", app="hello", component="api", image=f"demo/api@{D1}", digest=D1),
+        DeployedImage(env="prod", app="hello", component="db", image="demo/db:1", digest=D1),
+    ]
+    [obs] = tag_observations(deployed=deployed, current={"demo/hello:1.0.0": D2})
+    assert (obs.component, obs.deployed_digest, obs.current_digest) == ("web", D1, D2)
+    [item] = drift({}, {}, tags=[obs])
+    assert item.category is DriftCategory.TAG_MOVED
 
 
 def test_revision_rejected_keeps_its_since_and_first_error() -> None:

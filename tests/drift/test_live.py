@@ -6,6 +6,7 @@ without counted drift for the next, except the last (it kills a host).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -128,7 +129,9 @@ def test_rollback_restores_the_previous_applied_revision(p: Platform) -> None:
     history = p.api("/api/v1/history?env=prod&app=hello")["history"]
     assert history[0]["message"].startswith("promote(hello)")
     previous = history[1]["revision"]
-    rejected = p.git("--git-dir", str(p.remote), "log", "--format=%H", "--grep=^a commit with a typo", "main").strip()
+    rejected = p.git(
+        "--git-dir", str(p.remote), "log", "--format=%H", "--grep=^a commit with a typo", "main"
+    ).strip()
     never = p.cli("rollback", "hello", "--env", "prod", "--to", rejected)
     assert never.returncode == 1 and f"revision {rejected} was never applied to prod" in never.stderr
     r = p.cli("rollback", "hello", "--env", "prod", "--to", previous[:10], "--reason", "2.0.0 misbehaves")
@@ -155,6 +158,27 @@ def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
         assert same.returncode == 0 and "no changes" in same.stdout
     finally:
         path.write_text(original)
+
+
+def test_moved_tag_is_reported(p: Platform) -> None:
+    from registry.client import push_component
+    from tests.support.components import variant
+
+    deployed = p.digests["demo/hello:2.0.0"]
+    moved = push_component(f"{p.registry_host}/demo/hello:2.0.0", variant("hello", "2.0.0-rebuilt"))
+    assert moved != deployed
+    r = p.cli("drift", "--env", "staging", "-o", "json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    [item] = [i for i in json.loads(r.stdout)["items"] if i["category"] == "TagMoved"]
+    assert (item["env"], item["app"], item["component"]) == ("staging", "hello", "web")
+    assert (item["expected"], item["actual"]) == (deployed, moved)
+    assert "demo/hello:2.0.0" in item["message"]
+    # the remedy the message suggests: pin the digest that runs
+    pinned = p.commit({"manifests/staging/apps/hello.yaml": hello_app("staging", f"demo/hello@{deployed}", "hi from staging")},
+                      "pin hello in staging")  # fmt: skip
+    wait_until(lambda: p.applied() == pinned, timeout=15, what="the pin applied")
+    back = p.cli("drift", "--env", "staging")
+    assert back.returncode == 0, back.stdout
 
 
 def test_killed_host_is_reported_lost(p: Platform) -> None:
