@@ -132,6 +132,7 @@ class HostAgent:
             "inflight": sum(i.inflight for i in self.supervisor.serving()),
             "compilations": self.engine.compilations,
             "cacheHits": self.engine.cache_hits,
+            "memoryHits": self.engine.memory_hits,
             "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,
             "engine": self.engine.settings,
         }

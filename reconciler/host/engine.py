@@ -7,6 +7,7 @@ import logging
 import platform
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from importlib.metadata import version as dist_version
 
@@ -42,7 +43,12 @@ class WasmEngine:
         self.cache = cache
         self.compilations = 0
         self.cache_hits = 0
+        self.memory_hits = 0
         self._lock = threading.Lock()
+        # instances of one digest share one loaded Component (code mapped once); per-digest locks
+        # make concurrent starts of a digest compile it once
+        self._loaded: weakref.WeakValueDictionary[str, wc.Component] = weakref.WeakValueDictionary()
+        self._digest_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
         self._ticker.start()
@@ -58,7 +64,21 @@ class WasmEngine:
         return max(1, int(timeout_ms / 1000 / EPOCH_TICK_SECONDS) + 1)
 
     def load(self, *, digest: str, fetch: Callable[[], bytes], progress: Callable[[str], None]) -> wc.Component:
-        """The component for ``digest``: deserialized from the compiled cache, else fetched and compiled."""
+        """The component for ``digest``: already loaded, deserialized from the compiled cache, else
+        fetched and compiled (then cached)."""
+        with self._lock:
+            lock = self._digest_locks.setdefault(digest, threading.Lock())
+        with lock:
+            component = self._loaded.get(digest)
+            if component is not None:
+                with self._lock:
+                    self.memory_hits += 1
+                return component
+            component = self._load(digest=digest, fetch=fetch, progress=progress)
+            self._loaded[digest] = component
+            return component
+
+    def _load(self, *, digest: str, fetch: Callable[[], bytes], progress: Callable[[str], None]) -> wc.Component:
         if self.cache is not None:
             cached = self.cache.lookup(digest)
             if cached is not None:

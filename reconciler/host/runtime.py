@@ -190,7 +190,10 @@ class ComponentInstance:
         def call(_store: wasmtime.Store, *args: Any) -> Any:
             target = self._links.link_target(env=self.spec.env, app=self.spec.app, component=to_component)
             if target is None:
-                raise HostError(f"link {interface} -> {to_component}: no running {to_component} instance on this host")
+                raise Unavailable(
+                    f"link {interface} -> {to_component}: no running {to_component} instance on this host",
+                    reason="link",
+                )
             return target.invoke(interface, fn, list(args))
 
         return call
@@ -331,7 +334,11 @@ class ComponentInstance:
         """Account a trap: the poisoned store is dropped, a fresh one replaces it (a restart)."""
         cause = _first_cause(exc)
         limits = self.spec.limits
-        if "all fuel consumed" in cause:
+        if isinstance(exc, Unavailable):  # raised by a linked component (or its absence)
+            reason, text = exc.reason, f"{self.tag}: {exc}"
+        elif isinstance(exc, HostError):
+            reason, text = "link", f"{self.tag}: {exc}"
+        elif "all fuel consumed" in cause:
             reason, text = "fuel", f"{self.tag} ran out of fuel ({limits.fuel} units per call)"
         elif "interrupt" in cause:
             reason, text = "deadline", f"{self.tag} exceeded its deadline of {self.timeout_ms} ms per call"

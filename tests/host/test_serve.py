@@ -48,6 +48,22 @@ def test_serves_hello_with_config_and_a_linked_frontend(tmp_path: Path, images: 
         assert host.admin_get("/api/v1/instances")["observedGeneration"] == 1
 
 
+def test_a_link_to_a_component_that_is_not_running_answers_503(tmp_path: Path, images: dict[str, str]) -> None:
+    desired = tmp_path / "desired.json"
+    link = [{"interface": "driftless:demo/greeter", "to": "greeter"}]
+    write_desired(desired, 1, [instance(images["frontend"], component="frontend", route="/f", links=link)])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/frontend/0", "Running")
+        r = host.get("/f/ada")
+        assert r.status_code == 503
+        assert r.json()["reason"] == "link"
+        assert "no running greeter instance" in r.json()["error"]
+        # the greeter arrives with the next generation: the same frontend now answers
+        write_desired(desired, 2, [instance(images["frontend"], component="frontend", route="/f", links=link),
+                                   instance(images["greeter"], component="greeter")])  # fmt: skip
+        wait_until(lambda: host.get("/f/ada").text == "Hello, ada!", timeout=15, what="link served")
+
+
 def test_config_change_in_the_desired_file_replaces_the_instance(tmp_path: Path, images: dict[str, str]) -> None:
     desired = tmp_path / "desired.yaml"
     write_desired(desired, 1, [instance(images["hello"], component="web", route="/h")])
