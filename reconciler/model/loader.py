@@ -85,16 +85,20 @@ class _TreeLoader:
         self.env_folders: list[str] = []
 
     def run(self) -> ManifestTree:
+        top_dirs: set[str] = set()
         for entry in self.reader.list(""):
             if entry.name.startswith("."):
                 continue  # .git, .github, editor files
             if entry.kind == "dir":
+                top_dirs.add(entry.name)
                 self._env_folder(entry.name)
             elif entry.kind in ("outside", "broken"):
                 self._bad_link(entry.name, entry)
         if not self.env_folders:
+            nested = "manifests" in top_dirs
             self.problems.append(_folder_problem(".", "no environment folders found: expected "
-                                                      "<env>/environment.yaml (e.g. dev/environment.yaml)",
+                                                      "<env>/environment.yaml (e.g. dev/environment.yaml)"
+                                                 + ("; did you mean the manifests/ folder inside it?" if nested else ""),
                                                  code="empty-tree"))
         self._semantic_checks()
         tree = ManifestTree()
@@ -105,8 +109,8 @@ class _TreeLoader:
                 apps.setdefault(record.app.name, record.app)
         for folder in self.env_folders:
             tree.applications.setdefault(folder, {})
-        for folder, record in self.envs.items():
-            _record_locations(tree.locations, folder, record.doc)
+        for folder, env_record in self.envs.items():
+            _record_locations(tree.locations, folder, env_record.doc)
         for folder, records in self.apps.items():
             for record in reversed(records):  # the first of duplicate names is the one kept
                 _record_locations(tree.locations, f"{folder}/{record.app.name}", record.doc)

@@ -103,7 +103,7 @@ class _Converter:
 
     def _map(self, node: CommentedMap, path: PathKey) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        data = node.lc.data
+        data = node.lc.data or {}
         for key, value in node.items():
             name = key if isinstance(key, str) else str(_scalar(key))
             child = (*path, name)
@@ -116,7 +116,7 @@ class _Converter:
 
     def _seq(self, node: CommentedSeq, path: PathKey) -> list[Any]:
         out: list[Any] = []
-        data = node.lc.data
+        data = node.lc.data or {}
         for i, value in enumerate(node):
             child = (*path, i)
             where = data.get(i)
@@ -188,8 +188,8 @@ def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Probl
             index += 1
             continue
         doc = Document(file=file, data=None, index=index)
-        if isinstance(node, (CommentedMap, CommentedSeq)):
-            doc.start = (node.lc.line + 1, node.lc.col + 1)
+        if isinstance(node, (CommentedMap, CommentedSeq)) and node.lc.line is not None:
+            doc.start = (node.lc.line + 1, (node.lc.col or 0) + 1)
         try:
             doc.data = _Converter(doc).convert(node, ())
         except _TooBig as exc:
@@ -198,6 +198,11 @@ def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Probl
             continue
         except RecursionError:
             problems.append(_unlocated(file, "YAML is nested too deeply to read", code="yaml-syntax"))
+            index += 1
+            continue
+        except Exception as exc:  # an odd node shape ruamel accepted; report it, never crash
+            problems.append(_unlocated(file, f"YAML could not be read: {_one_line(str(exc))}", code="yaml-syntax",
+                                       line=doc.start[0]))
             index += 1
             continue
         docs.append(doc)

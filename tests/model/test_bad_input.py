@@ -88,8 +88,10 @@ def test_symlinks_inside_the_tree_are_followed_and_broken_ones_reported(tree: Pa
         ("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
          + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i-1}'] * 10)}]\n" for i in range(1, 7)), "too-large", 1),
         ("[" * 5000 + "]" * 5000, "yaml-syntax", 1),
+        ("kind: !custom Application\nmetadata: !tagged [x]\nspec: !!set {a}\n", "missing-field", 1),
     ],
-    ids=["empty", "comments-only", "tab", "unterminated", "control-char", "alias-loop", "alias-bomb", "deep"],
+    ids=["empty", "comments-only", "tab", "unterminated", "control-char", "alias-loop", "alias-bomb", "deep",
+         "tags"],
 )
 def test_odd_yaml_gets_one_located_problem(tree: Path, text: str, code: str, line: int) -> None:
     (tree / "dev" / "apps" / "odd.yaml").write_text(text)
@@ -110,3 +112,6 @@ def test_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
     assert "is a file" in load_tree(tmp_path / "file.yaml").problems[0].message
     (tmp_path / "empty").mkdir()
     assert [p.code for p in load_tree(tmp_path / "empty").problems] == ["empty-tree"]
+    (tmp_path / "repo" / "manifests" / "dev").mkdir(parents=True)
+    (tmp_path / "repo" / "manifests" / "dev" / "environment.yaml").write_text(ENV)
+    assert "did you mean the manifests/ folder" in load_tree(tmp_path / "repo").problems[0].message
