@@ -135,6 +135,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self._component_api: bool | None = None
+        self._fresh_reports: set[str] = set()  # hosts that reported to this process
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -467,6 +468,7 @@ class Engine:
             host.state = READY
             self.event(reason="HostReturned", host=rep.name, message=f"host {rep.name} reports again")
             self.trigger()
+        self._fresh_reports.add(rep.name)
         previous = self.reports.get(rep.name)
         if previous is None or previous[0] != rep:
             self._reports_dirty.add(rep.name)
@@ -687,7 +689,9 @@ class Engine:
                     and item.instance not in crashing and self.hosts.get(item.host, None) is not None
                     and self.hosts[item.host].state == READY):
                 rep = self.reports.get(item.host)
-                if rep is not None and rep[0].observed_generation >= self.generation(item.host):
+                # only on a fresh report (not one restored from before a restart) of the current generation
+                if (rep is not None and item.host in self._fresh_reports
+                        and rep[0].observed_generation >= self.generation(item.host)):
                     hosts.add(item.host)
         to_heal = set()
         for host in hosts:

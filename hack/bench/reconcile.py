@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Reconciler benchmarks (figures go to hack/bench/RESULTS.md under "## Reconciler").
+
+    python hack/bench/reconcile.py [push|scale|planner|all] [--apps 1000] [--hosts 100]
+
+push     git push -> all 3 local `driftless host` processes report the new digest Running (goal < 1 s)
+scale    1000 applications onto 100 simulated hosts (lightweight asyncio clients of the real control
+         API in this process) until all apps are Ready (goal < 10 s)
+planner  planner time for 10,000 hosts and 100,000 instances (goal < 1 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from reconciler.control import RUNNING  # noqa: E402
+from reconciler.model.types import (  # noqa: E402
+    Application,
+    Component,
+    Environment,
+    ManifestTree,
+    Spread,
+    SpreadRequirement,
+)
+from reconciler.planner import HostInfo, plan  # noqa: E402
+from tests.reconciler.platform import (  # noqa: E402
+    GitRepo,
+    Reconciler,
+    Registry,
+    application,
+    environment,
+    new_token,
+    with_custom_section,
+)
+from tests.support.components import build  # noqa: E402
+from tests.support.procs import DriftlessProcess, free_port, wait_until  # noqa: E402
+
+
+def bench_planner(*, hosts: int = 10_000, instances: int = 100_000, apps: int = 10_000) -> dict[str, float]:
+    clouds = ("aws", "gcp", "azure", "edge")
+    host_infos = [HostInfo(name=f"h{i:05d}", labels={"cloud": clouds[i % 4], "zone": f"z{i % 16}"},
+                           max_instances=100) for i in range(hosts)]
+    per_app = instances // apps
+    env = Environment(name="prod")
+    applications = {}
+    for a in range(apps):
+        reqs = (SpreadRequirement(labels={"cloud": clouds[a % 4]}, weight=2),
+                SpreadRequirement(labels={"cloud": clouds[(a + 1) % 4]}, weight=1))
+        comp = Component(name="web", image="demo/hello:1.0.0", placement=Spread(replicas=per_app, requirements=reqs),
+                         expose=f"/a{a}")
+        applications[f"app{a:05d}"] = Application(name=f"app{a:05d}", env="prod", components=(comp,))
+    tree = ManifestTree(revision="r", environments={"prod": env}, applications={"prod": applications})
+    digests = {"demo/hello:1.0.0": "sha256:" + "a" * 64}
+    t0, c0 = time.perf_counter(), time.process_time()
+    first = plan(tree=tree, digests=digests, hosts=host_infos, previous={}, registry="127.0.0.1:5000")
+    cold, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
+    placed = sum(len(v) for v in first.desired.values())
+    t0, c0 = time.perf_counter(), time.process_time()
+    again = plan(tree=tree, digests=digests, hosts=host_infos, previous=first.desired, registry="127.0.0.1:5000")
+    warm, warm_cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert again.desired == first.desired, "a replan with nothing changed must not move anything"
+    return {"hosts": hosts, "instances": placed, "cold_s": round(cold, 3), "cold_cpu_s": round(cold_cpu, 3),
+            "replan_s": round(warm, 3), "replan_cpu_s": round(warm_cpu, 3)}
+
+
+def bench_push(*, rounds: int = 5) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        registry = Registry(root / "registry", root).start()
+        hosts: list[DriftlessProcess] = []
+        rec = None
+        try:
+            registry.push("demo/hello:1.0.0", build("hello"))
+            git = GitRepo(root / "git")
+            token = new_token(root / "token")
+            comp = {"name": "web", "image": "demo/hello:1.0.0", "expose": "/hello",
+                    "placement": {"daemon": {"perHost": 1}}}
+            git.push({"prod/environment.yaml": environment("prod"),
+                      "prod/apps/hello.yaml": application("hello", [comp])}, "first")
+            rec = Reconciler(repo=git.bare, registry=registry.url, data=root / "rec", log_dir=root, token_file=token,
+                             heartbeat=1.0).start()
+            for name, label in (("aws", "cloud=aws"), ("gcp", "cloud=gcp"), ("edge", "tier=edge")):
+                args = ["host", "--control", rec.url, "--token-file", str(token), "--name", name, "--label", label,
+                        "--listen", f"127.0.0.1:{free_port()}", "--data", str(root / name), "--heartbeat", "1"]
+                hosts.append(DriftlessProcess(args, log_dir=root, name=f"host-{name}").start())
+            wait_until(lambda: rec.app("prod", "hello")["health"] == "Healthy", timeout=30, what="first deploy")
+            times = []
+            for r in range(rounds):
+                tag = f"1.0.{r + 1}"
+                digest = registry.push(f"demo/hello:{tag}", with_custom_section(build("hello"), tag.encode()))
+                comp = {**comp, "image": f"demo/hello:{tag}"}
+                t0 = time.perf_counter()
+                git.push({"prod/apps/hello.yaml": application("hello", [comp])}, f"hello {tag}")
+
+                def serving(digest: str = digest) -> bool:
+                    found = [i for h in ("aws", "gcp", "edge")
+                             for i in (rec.host(h)["report"] or {}).get("instances", [])]
+                    return len(found) == 3 and all(i["digest"] == digest and i["status"] == RUNNING for i in found)
+
+                wait_until(serving, timeout=30, interval=0.005, what="new digest on all hosts")
+                times.append(time.perf_counter() - t0)
+            return {"rounds": rounds, "median_s": statistics.median(times), "max_s": max(times), "min_s": min(times)}
+        finally:
+            for h in hosts:
+                h.stop()
+            if rec:
+                rec.stop()
+            registry.stop()
+
+
+async def _sim_host(session: object, control: str, token: str, name: str, stop: asyncio.Event) -> None:
+    import aiohttp
+
+    assert isinstance(session, aiohttp.ClientSession)
+    headers = {"Authorization": f"Bearer {token}"}
+    reg = {"name": name, "labels": {"cloud": ("aws", "gcp")[int(name[1:]) % 2]},
+           "capacity": {"memoryBytes": 1 << 32, "maxInstances": 1000}, "interfaces": [], "version": "sim"}
+    async with session.post(f"{control}/api/v1/hosts/register", json=reg, headers=headers) as r:
+        r.raise_for_status()
+    generation = 0
+    instances: list[dict[str, object]] = []
+
+    async def report() -> None:
+        body = {"name": name, "observedGeneration": generation, "instances": instances}
+        async with session.post(f"{control}/api/v1/hosts/{name}/report", json=body, headers=headers) as r:
+            await r.read()
+
+    async def heartbeat() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            await report()
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        while not stop.is_set():
+            async with session.get(f"{control}/api/v1/hosts/{name}/desired?after={generation}&wait=2",
+                                   headers=headers) as r:
+                if r.status != 200:
+                    continue
+                doc = await r.json()
+            generation = doc["generation"]
+            instances = [{"id": i["id"], "env": i["env"], "app": i["app"], "component": i["component"],
+                          "digest": i["digest"], "status": RUNNING, "config": i.get("config", {}),
+                          "route": i.get("route"), "startedAt": time.time()} for i in doc["instances"]]
+            await report()
+    finally:
+        beat.cancel()
+
+
+def bench_scale(*, apps: int = 1000, hosts: int = 100) -> dict[str, float]:
+    import aiohttp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        registry = Registry(root / "registry", root).start()
+        rec = None
+        try:
+            registry.push("demo/hello:1.0.0", build("hello"))
+            git = GitRepo(root / "git")
+            token = new_token(root / "token")
+            git.push({"prod/environment.yaml": environment("prod")}, "empty environment")
+            rec = Reconciler(repo=git.bare, registry=registry.url, data=root / "rec", log_dir=root, token_file=token,
+                             heartbeat=2.0).start()
+
+            async def main() -> float:
+                stop = asyncio.Event()
+                conn = aiohttp.TCPConnector(limit=0)
+                async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
+                    tasks = [asyncio.create_task(_sim_host(session, rec.url, token.read_text(), f"h{i:03d}", stop))
+                             for i in range(hosts)]
+                    await asyncio.sleep(1.0)
+                    files: dict[str, str | None] = {}
+                    for a in range(apps):
+                        comp = {"name": "web", "image": "demo/hello:1.0.0", "expose": f"/a{a}",
+                                "placement": {"spread": {"replicas": 2}}}
+                        files[f"prod/apps/a{a:04d}.yaml"] = application(f"a{a:04d}", [comp])
+                    git.write(files)
+                    t0 = time.perf_counter()
+                    await asyncio.to_thread(git.push, {}, f"{apps} applications")
+                    while True:
+                        async with session.get(f"{rec.url}/api/v1/environments/prod") as r:
+                            env = await r.json()
+                        ready = [a for a in env["apps"] if a["health"] == "Healthy" and a["sync"] == "Synced"]
+                        if len(env["apps"]) == apps and len(ready) == apps:
+                            elapsed = time.perf_counter() - t0
+                            break
+                        await asyncio.sleep(0.05)
+                    stop.set()
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    return elapsed
+
+            elapsed = asyncio.run(main())
+            return {"apps": apps, "hosts": hosts, "instances": apps * 2, "all_ready_s": elapsed}
+        finally:
+            if rec:
+                rec.stop()
+            registry.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", nargs="?", default="all", choices=["push", "scale", "planner", "all"])
+    ap.add_argument("--apps", type=int, default=1000)
+    ap.add_argument("--hosts", type=int, default=100)
+    args = ap.parse_args()
+    results = {}
+    if args.which in ("planner", "all"):
+        results["planner"] = bench_planner()
+        print(json.dumps({"planner": results["planner"]}), flush=True)
+    if args.which in ("push", "all"):
+        results["push"] = bench_push()
+        print(json.dumps({"push": results["push"]}), flush=True)
+    if args.which in ("scale", "all"):
+        results["scale"] = bench_scale(apps=args.apps, hosts=args.hosts)
+        print(json.dumps({"scale": results["scale"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
