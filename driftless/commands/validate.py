@@ -1,6 +1,6 @@
 """``driftless validate [PATH] [-o text|json] [--registry URL]``: check a manifests tree before ``git push``.
 
-Exit 0 when valid (warnings allowed), 1 when any error. Text output is one line per problem,
+Exit 0 when valid (warnings allowed; ``--strict`` makes them errors), 1 when any error. Text output is one line per problem,
 ``file:line:col: level: message (path)``, then a summary; ``-o json`` prints a list of problems.
 """
 
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", metavar="URL",
                         help="also check that images exist and links fit the components' WIT imports/exports, "
                              "asking this registry (e.g. http://127.0.0.1:5000)")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings as errors (exit 1 when there is any problem)")
     parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES, metavar="N",
                         help=f"refuse manifest files larger than this (default {DEFAULT_MAX_FILE_BYTES})")
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         problems.extend(check_registry(tree, registry_url=args.registry))
     problems = [_under(root, p) for p in problems]
     problems.sort(key=lambda p: (p.file, p.line, p.column))
+    if args.strict:
+        problems = [replace(p, level="error") for p in problems]
     errors = sum(p.level == "error" for p in problems)
     if args.output == "json":
         json.dump([p.to_json() for p in problems], sys.stdout, indent=2)

@@ -40,6 +40,8 @@ def test_warnings_alone_exit_0(tmp_path: Path) -> None:
     result = validate(str(tree))
     assert result.returncode == 0
     assert "warning: dev/apps/README.md is not read" in result.stdout
+    strict = validate(str(tree), "--strict")
+    assert strict.returncode == 1 and "error: dev/apps/README.md is not read" in strict.stdout
 
 
 def test_json_output_is_a_list_of_problems() -> None:
