@@ -22,6 +22,7 @@ from typing import Any
 from driftless.endpoints import default_data_dir
 from driftless.errors import NotReachable, Refused, UsageError
 
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?)?B?$", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
               "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}  # fmt: skip
@@ -129,10 +130,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.control and args.desired:
         raise UsageError("give either --control (a reconciler) or --desired (a static file), not both")
+    name = args.name or socket.gethostname()
+    if not HOST_NAME_RE.match(name):
+        raise UsageError(
+            f"host name {name!r} is not valid: use letters, digits, '.', '_' and '-' (at most 253)",
+            hint="pass --name edge-1",
+        )
+    data = args.data or (default_data_dir() / f"host-{name}")
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use data directory {data}: {exc.strerror}", hint="pass a writable --data DIR") from None
     if not args.control and not args.desired:
         print("driftless host: no --control or --desired: running only what the admin API starts", file=sys.stderr)
-    name = args.name or socket.gethostname()
-    data = args.data or (default_data_dir() / f"host-{name}")
     options = HostOptions(
         name=name,
         data=data,

@@ -105,3 +105,9 @@ def test_bad_options_give_one_clear_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "either --control" in r.stderr
     assert "Traceback" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "driftless", "host", "--name", "a/b", "--data", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "host name 'a/b' is not valid" in r.stderr
