@@ -111,6 +111,38 @@ def rollback(
         return _rollback_in(wc, push=push, **kwargs)
 
 
+def _app_files_at(wc: WorkingCopy, *, revision: str, apps_dir: str, app: str) -> dict[str, str]:
+    """The files under ``apps_dir`` at ``revision`` that declare ``app``, with their content."""
+    found: dict[str, str] = {}
+    for rel in wc.list_files(revision=revision, under=apps_dir):
+        if not rel.endswith((".yaml", ".yml")):
+            continue
+        content = (wc.show(revision=revision, path=rel) or b"").decode("utf-8", errors="replace")
+        if app in application_name(content):
+            found[rel] = content
+    return found
+
+
+def _was_applied(
+    wc: WorkingCopy, target: str, files: dict[str, str], applied: Sequence[str], apps_dir: str, app: str
+) -> bool:
+    """``target`` is in ``applied``, or declares the app exactly as an applied revision did.
+
+    The history lists the revisions that changed an environment; a commit that changed only
+    other environments left this app as the applied revision before it had it.
+    """
+    if any(r and target.startswith(r) for r in applied):
+        return True
+    for revision in applied:
+        try:
+            full = wc.resolve(revision)
+        except Refused:
+            continue  # no longer on the branch
+        if _app_files_at(wc, revision=full, apps_dir=apps_dir, app=app) == files:
+            return True
+    return False
+
+
 async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /api/v1/rollback``: applied revisions come from the engine's history; Git work runs in a thread."""
     app, env, to = (required_text(body, k) for k in ("app", "env", "to"))
@@ -141,19 +173,13 @@ def _rollback_in(
 ) -> RollbackResult:
     target = wc.resolve(to_revision)
     head = wc.head()
-    if applied_revisions is not None and not any(r and target.startswith(r) for r in applied_revisions):
+    apps_dir = f"{subdir}/{env}/apps"
+    old = _app_files_at(wc, revision=target, apps_dir=apps_dir, app=app)
+    if applied_revisions is not None and not _was_applied(wc, target, old, applied_revisions, apps_dir, app):
         raise Refused(
             f"revision {to_revision} was never applied to {env}",
             hint=f"pick one from `driftless history --env {env} {app}`, or pass --any-revision",
         )
-    apps_dir = f"{subdir}/{env}/apps"
-    old: dict[str, str] = {}
-    for rel in wc.list_files(revision=target, under=apps_dir):
-        if not rel.endswith((".yaml", ".yml")):
-            continue
-        content = (wc.show(revision=target, path=rel) or b"").decode("utf-8", errors="replace")
-        if app in application_name(content):
-            old[rel] = content
     if not old:
         raise Refused(
             f"application {app} did not exist in {env} at {target[:12]}",

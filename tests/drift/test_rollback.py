@@ -67,6 +67,24 @@ def test_only_applied_revisions_when_history_is_given(history: tuple[Path, Path,
     assert ok.committed and remote_file(remote, APP) == PROD_HELLO
 
 
+def test_a_revision_that_left_the_app_as_applied_counts_as_applied(
+    history: tuple[Path, Path, list[str]],
+) -> None:
+    remote, work, (seed, v2, v3) = history
+    # a commit that touched only staging: the history of prod does not list it, but prod's hello
+    # there is exactly what v3 applied
+    other = commit_file(work, "manifests/staging/apps/extra.yaml", "# nothing\n", "staging only")
+    v4 = commit_file(work, APP, PROD_HELLO.replace("hello:1.0.0", "hello:4.0.0"), "hello 4.0.0")
+    with pytest.raises(Refused, match="never applied"):
+        rollback(
+            repo=str(remote), app="hello", env="prod", to_revision=other, applied_revisions=[seed, v2, v4]
+        )
+    rolled = rollback(
+        repo=str(remote), app="hello", env="prod", to_revision=other, applied_revisions=[v3, v4]
+    )
+    assert rolled.committed and "hello:3.0.0" in remote_file(remote, APP)
+
+
 def test_app_deleted_later_is_re_added(history: tuple[Path, Path, list[str]]) -> None:
     remote, work, (_, v2, _) = history
     sh("rm", "-q", APP, cwd=work)
