@@ -120,6 +120,9 @@ def _problems(doc: Document, error: ValidationError, path: PathKey) -> list[Prob
     if validator == "minimum":
         return [doc.problem(path, f"{where} must be at least {schema.get('minimum')}, not {value!r}",
                             code="invalid-value")]
+    if validator == "maximum":
+        return [doc.problem(path, f"{where} must be at most {schema.get('maximum')}, not {value!r}",
+                            code="invalid-value")]
     if validator == "minItems":
         return [doc.problem(path, f"{where} must have at least {schema.get('minItems')} item(s)",
                             code="invalid-value")]

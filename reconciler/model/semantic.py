@@ -15,6 +15,7 @@ from reconciler.model.types import Application, Component, Daemon, Environment, 
 from reconciler.model.yamldoc import Document, PathKey
 
 WASM_PAGE = 64 * 1024
+MAX_WASM32_MEMORY = 4 * 1024**3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,8 +251,11 @@ def _check_limits(doc: Document, component: Component, path: PathKey) -> list[Pr
     if limits.memory_bytes is not None and limits.memory_bytes < WASM_PAGE:
         problems.append(doc.problem((*path, "memory"), "memory is below one Wasm page (64Ki): the component could not "
                                                        "even start; use at least 64Ki", code="invalid-value"))
+    if limits.memory_bytes is not None and limits.memory_bytes > MAX_WASM32_MEMORY:
+        problems.append(doc.problem((*path, "memory"), "memory is above 4Gi, the most a 32-bit Wasm memory can "
+                                                       "address: use at most 4Gi", code="invalid-value"))
     if limits.timeout_ms is not None and limits.timeout_ms == 0:
-        problems.append(doc.problem((*path, "timeout"), "timeout is 0: every call would fail; use e.g. 500ms",
+        problems.append(doc.problem((*path, "timeout"), "timeout is under 1ms: every call would fail; use e.g. 500ms",
                                     code="invalid-value"))
     return problems
 

@@ -115,3 +115,21 @@ def test_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
     (tmp_path / "repo" / "manifests" / "dev").mkdir(parents=True)
     (tmp_path / "repo" / "manifests" / "dev" / "environment.yaml").write_text(ENV)
     assert "did you mean the manifests/ folder" in load_tree(tmp_path / "repo").problems[0].message
+
+
+def test_limits_a_wasm_instance_could_never_honour(tree: Path) -> None:
+    (tree / "dev" / "apps" / "limits.yaml").write_text("""apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {name: limits}
+spec:
+  components:
+    - {name: a, image: "demo/a:1.0.0", limits: {memory: 5Gi, timeout: 0.1ms}}
+    - {name: b, image: "demo/b:1.0.0", limits: {memory: "1000"}}
+    - {name: c, image: "demo/c:1.0.0", limits: {memory: 4Gi, timeout: 0.6ms, fuel: 9223372036854775807}}
+""")
+    found = [(p.line, p.path, p.message.split(":")[0]) for p in load_tree(tree).problems]
+    assert found == [
+        (6, "spec.components[0].limits.memory", "memory is above 4Gi, the most a 32-bit Wasm memory can address"),
+        (6, "spec.components[0].limits.timeout", "timeout is under 1ms"),
+        (7, "spec.components[1].limits.memory", "memory is below one Wasm page (64Ki)"),
+    ]
