@@ -93,7 +93,7 @@ class WasmEngine:
         data = fetch()
         component = self.compile(data, what=digest)
         if self.cache is not None:
-            self.cache.store(digest, component.serialize())
+            self.cache.store(digest, bytes(component.serialize()))
         return component
 
     def compile(self, data: bytes, *, what: str) -> wc.Component:

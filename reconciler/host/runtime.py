@@ -278,10 +278,9 @@ class ComponentInstance:
             slot = self._take_slot()
             self._arm(slot)
             record = wc.Record()
-            record.method = request.method
-            record.path = request.path
-            record.headers = request.headers
-            record.body = request.body
+            record.__dict__.update(
+                method=request.method, path=request.path, headers=request.headers, body=request.body
+            )
             try:
                 out = slot.handle(slot.store, record)  # type: ignore[misc]
             except Exception as exc:
@@ -301,7 +300,7 @@ class ComponentInstance:
             slot = self._take_slot()
             self._arm(slot)
             index = self.component.get_export_index(fn, self.component.get_export_index(name))
-            func = slot.instance.get_func(slot.store, index)
+            func = slot.instance.get_func(slot.store, index) if index is not None else None
             if func is None:
                 self._give_back(slot)
                 raise HostError(f"{self.tag} export {name} has no function {fn}")
@@ -318,10 +317,11 @@ class ComponentInstance:
         with self._admitted():
             slot = self._take_slot()
             self._arm(slot)
-            func = slot.instance.get_func(
-                slot.store, self.component.get_export_index("run", self.component.get_export_index(self.run_export))
-            )
-            assert func is not None
+            index = self.component.get_export_index("run", self.component.get_export_index(self.run_export))
+            func = slot.instance.get_func(slot.store, index) if index is not None else None
+            if func is None:
+                self._give_back(slot)
+                raise HostError(f"{self.tag} exports {self.run_export} without a run function")
             try:
                 result = func(slot.store)
             except Exception as exc:
