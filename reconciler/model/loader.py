@@ -55,18 +55,18 @@ def load_revision(
         repo = git.Repo(repo_path)
     except (git.NoSuchPathError, git.InvalidGitRepositoryError) as exc:
         raise RevisionNotFound(f"{repo_path} is not a Git repository", hint=str(exc) or None) from exc
-    try:
-        commit = repo.commit(revision)
-    except (git.BadName, ValueError, git.BadObject) as exc:
-        raise RevisionNotFound(f"revision {revision!r} not found in {repo_path}") from exc
-    reader = GitTreeReader(commit, subdir)
-    kind, _ = reader._resolve("")
-    if kind != "dir":
-        tree = ManifestTree(problems=[_folder_problem(
-            subdir or ".", f"commit {commit.hexsha[:12]} has no folder '{subdir}'", code="not-found")])
-    else:
-        tree = _load(reader, max_file_bytes=max_file_bytes)
-    tree.revision = commit.hexsha
+    with repo:  # closes gitpython's persistent `git cat-file` processes: the reconciler calls this for ever
+        try:
+            commit = repo.commit(revision)
+        except (git.BadName, ValueError, git.BadObject) as exc:
+            raise RevisionNotFound(f"revision {revision!r} not found in {repo_path}") from exc
+        reader = GitTreeReader(commit, subdir)
+        if not reader.is_folder(""):
+            tree = ManifestTree(problems=[_folder_problem(
+                subdir or ".", f"commit {commit.hexsha[:12]} has no folder '{subdir}'", code="not-found")])
+        else:
+            tree = _load(reader, max_file_bytes=max_file_bytes)
+        tree.revision = commit.hexsha
     return tree
 
 

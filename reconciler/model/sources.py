@@ -104,6 +104,9 @@ class GitTreeReader:
             return "file", obj
         return "other", obj  # a submodule
 
+    def is_folder(self, rel: str) -> bool:
+        return self._resolve(rel)[0] == "dir"
+
     def list(self, rel: str) -> list[Entry]:
         kind, folder = self._resolve(rel)
         if kind != "dir" or folder is None:

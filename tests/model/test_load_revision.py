@@ -95,3 +95,12 @@ def test_missing_revision_repository_or_folder(work: Path, tmp_path: Path) -> No
 def test_size_limit_applies_to_blobs(work: Path) -> None:
     tree = load_revision(work, "HEAD", max_file_bytes=100)
     assert tree.problems and all(p.code in ("too-large", "empty-tree") for p in tree.problems)
+
+
+def test_no_git_processes_are_left_behind(work: Path) -> None:
+    import os
+
+    for _ in range(5):
+        assert load_revision(work, "HEAD").ok
+    children = subprocess.run(["ps", "-o", "args=", "--ppid", str(os.getpid())], capture_output=True, text=True)
+    assert "cat-file" not in children.stdout
