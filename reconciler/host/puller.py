@@ -1,7 +1,9 @@
 """Pull a component from an OCI registry by digest, verifying every byte (distribution API, urllib).
 
 Plain http for registries on loopback (127.0.0.0/8, localhost, ::1) or named in ``insecure``;
-https otherwise (``ca_file`` adds a CA). Basic-auth credentials when ``username`` is set.
+https otherwise (``ca_file`` adds a CA). Basic-auth credentials when ``username`` is set; a
+``WWW-Authenticate: Bearer`` challenge is answered with a token from its realm (anonymous, or with
+the same credentials), as docker/oras do.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import base64
 import hashlib
 import ipaddress
 import json
+import re
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -80,16 +84,52 @@ def pull_component(
     base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
     context = ssl.create_default_context(cafile=access.ca_file) if scheme == "https" else None
 
+    basic = (
+        "Basic " + base64.b64encode(f"{access.username}:{access.password or ''}".encode()).decode()
+        if access.username
+        else None
+    )
+    authorization: list[str | None] = [basic]  # becomes "Bearer ..." after a token challenge
+
+    def open_url(url: str, headers: dict[str, str]) -> tuple[bytes, str]:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=access.timeout, context=context
+        ) as resp:
+            return resp.read(), resp.headers.get("Content-Type", "")
+
+    def bearer_token(challenge: str) -> str | None:
+        """Token auth (distribution, ghcr.io, zot): ask the realm for a pull token."""
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            return None
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+        headers = {"User-Agent": "driftless-host"}
+        if basic:
+            headers["Authorization"] = basic
+        body, _ = open_url(f"{realm}?{query}" if query else realm, headers)
+        answer = json.loads(body)
+        token = answer.get("token") or answer.get("access_token")
+        return f"Bearer {token}" if token else None
+
     def get(url: str, accept: str, what: str) -> tuple[bytes, str]:
         headers = {"Accept": accept, "User-Agent": "driftless-host"}
-        if access.username:
-            token = base64.b64encode(f"{access.username}:{access.password or ''}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+        if authorization[0]:
+            headers["Authorization"] = authorization[0]
         try:
-            with urllib.request.urlopen(
-                urllib.request.Request(url, headers=headers), timeout=access.timeout, context=context
-            ) as resp:
-                return resp.read(), resp.headers.get("Content-Type", "")
+            try:
+                return open_url(url, headers)
+            except urllib.error.HTTPError as exc:
+                challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
+                if exc.code != 401 or not challenge.lower().startswith("bearer") or "Bearer" in headers.get(
+                    "Authorization", ""
+                ):
+                    raise
+                token = bearer_token(challenge)
+                if token is None:
+                    raise
+                authorization[0] = headers["Authorization"] = token
+                return open_url(url, headers)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise PullError(
