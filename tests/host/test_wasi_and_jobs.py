@@ -8,6 +8,7 @@ from pathlib import Path
 import wasmtime
 
 from tests.host.conftest import Registry, instance, start_host, write_desired
+from tests.support.procs import wait_until
 
 # an HTTP handler that imports wasi:cli/environment and answers with the first variable's value
 ENV_HANDLER = r"""
@@ -84,3 +85,67 @@ def test_a_command_component_runs_as_a_job(tmp_path: Path, images: dict[str, str
         status = host.wait_status("dev/demo/job/0", "Completed")
         assert "lastError" not in status  # the report leaves out empty fields
         assert "job dev/demo/job/0 completed" in host.proc.log()
+
+
+# an HTTP handler that logs its request path through driftless:http/log and answers 204
+LOG_HANDLER = r"""
+(component
+  (import "driftless:http/log@0.1.0" (instance $log (export "log" (func (param "message" string)))))
+  (core module $Mem
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get $align))))
+      (global.set $heap (i32.add (local.get $p) (local.get $nsz)))
+      (local.get $p))
+    (func (export "reset") (param i32) (global.set $heap (i32.const 1024))))
+  (core instance $mem (instantiate $Mem))
+  (alias export $log "log" (func $logf))
+  (core func $log_lower (canon lower (func $logf) (memory (core memory $mem "memory"))))
+  (core module $Main
+    (import "env" "memory" (memory 1))
+    (import "host" "log" (func $log (param i32 i32)))
+    (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (call $log (local.get 2) (local.get 3))
+      (i32.store16 (i32.const 96) (i32.const 204))
+      (i32.store (i32.const 100) (i32.const 0)) (i32.store (i32.const 104) (i32.const 0))
+      (i32.store (i32.const 108) (i32.const 0)) (i32.store (i32.const 112) (i32.const 0))
+      (i32.const 96)))
+  (core instance $main (instantiate $Main
+    (with "env" (instance $mem))
+    (with "host" (instance (export "log" (func $log_lower))))))
+  (type $header (tuple string string))
+  (type $request (record (field "method" string) (field "path" string) (field "headers" (list $header)) (field "body" (list u8))))
+  (type $response (record (field "status" u16) (field "headers" (list $header)) (field "body" (list u8))))
+  (func $handle (param "req" $request) (result $response)
+    (canon lift (core func $main "handle") (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))
+                (post-return (core func $mem "reset"))))
+  (instance $handler (export "request" (type $request)) (export "response" (type $response)) (export "handle" (func $handle)))
+  (export "driftless:http/handler@0.1.0" (instance $handler))
+)
+"""
+
+
+def test_component_log_lines_are_tagged_and_capacity_is_enforced(
+    tmp_path: Path, registry: Registry, images: dict[str, str]
+) -> None:
+    image = registry.push("logger", wasmtime.wat2wasm(LOG_HANDLER))
+    desired = tmp_path / "desired.json"
+    write_desired(
+        desired,
+        1,
+        [
+            instance(image, component="logger", route="/log"),
+            instance(images["hello"], component="web", route="/hello"),
+            instance(images["hello"], component="extra", route="/extra"),
+        ],
+    )
+    with start_host(tmp_path, "--desired", str(desired), "--max-instances", "2") as host:
+        host.wait_status("dev/demo/logger/0", "Running")
+        host.wait_status("dev/demo/web/0", "Running")
+        full = host.wait_status("dev/demo/extra/0", "Failed")
+        assert "capacity of 2 instances is full" in full["lastError"]
+        assert host.get("/log/some/where").status_code == 204
+        wait_until(lambda: "[dev/demo/logger] /log/some/where" in host.proc.log(), timeout=5, what="tagged log line")
