@@ -302,7 +302,9 @@ def _declared_instance(
     converging: bool,
     starting_grace: bool,
 ) -> None:
-    where = dict(env=spec.env, app=spec.app, component=spec.component, host=host_name, instance=spec.id)
+    where: dict[str, Any] = dict(
+        env=spec.env, app=spec.app, component=spec.component, host=host_name, instance=spec.id
+    )
     if converging:
         if (
             got is None

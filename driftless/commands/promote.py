@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, TextIO
 
 from driftless.client import ControlClient
 from driftless.commands.status import add_control_argument, paint, print_json, short
@@ -78,20 +79,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_gates(gates: list[dict[str, object]], *, file: object = None) -> None:
+def print_gates(gates: list[dict[str, Any]], *, file: TextIO | None = None) -> None:
     out = file or sys.stdout
-    print("Gates:", file=out)  # type: ignore[call-overload]
+    print("Gates:", file=out)
     for g in gates:
         mark = paint("pass", "green") if g.get("passed") else paint("FAIL", "red")
-        print(f"  {mark}  {g.get('name', ''):<15} {g.get('message', '')}", file=out)  # type: ignore[call-overload]
+        print(f"  {mark}  {g.get('name', ''):<15} {g.get('message', '')}", file=out)
 
 
-def print_text(r: dict[str, object], *, repo: str, branch: str) -> None:
+def print_text(r: dict[str, Any], *, repo: str, branch: str) -> None:
     print(
         f"Promote {r['app']}: {r['from']} -> {r['to']} (source revision {short(str(r.get('sourceRevision') or ''))})"
     )
-    print_gates(list(r.get("gates") or []))  # type: ignore[arg-type]
-    changes = list(r.get("changes") or [])  # type: ignore[call-overload]
+    print_gates(list(r.get("gates") or []))
+    changes = list(r.get("changes") or [])
     if not changes:
         print(f"\n{r['to']} already declares the digests {r['from']} runs: nothing to commit.")
         return
@@ -110,4 +111,3 @@ def print_text(r: dict[str, object], *, repo: str, branch: str) -> None:
         print(f"\nCommitted {commit} and pushed to {branch} of {repo}; the reconciler rolls it out.")
     else:
         print(f"\nCommitted {commit} in {repo} (not pushed: run `git push` there to roll it out).")
-

@@ -10,6 +10,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from reconciler.gitops import parse_trailers
 from tests.drift.conftest import HEARTBEAT, Platform, hello_app, wait_for_drift
 from tests.support.procs import wait_until
@@ -123,6 +125,24 @@ def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
         timeout=30,
         what="prod runs the promoted digest",
     )
+
+
+def test_promote_and_rollback_through_the_api(p: Platform) -> None:
+    from driftless.client import ApiError, ControlClient
+
+    client = ControlClient(base_url=p.control)
+    head = p.git("ls-remote", str(p.remote), "main").split()[0]
+    dry = client.post(
+        "/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod", "approve": "bob", "dryRun": True}
+    )
+    assert dry["dryRun"] is True and dry["commit"] is None and all(g["passed"] for g in dry["gates"])
+    with pytest.raises(ApiError) as refused:
+        client.post("/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod"})
+    assert refused.value.status == 409 and "requires an approval" in str(refused.value)
+    with pytest.raises(ApiError) as bad:
+        client.post("/api/v1/rollback", {"app": "hello", "env": "prod"})
+    assert bad.value.status == 400 and "'to' is required" in str(bad.value)
+    assert p.git("ls-remote", str(p.remote), "main").split()[0] == head
 
 
 def test_rollback_restores_the_previous_applied_revision(p: Platform) -> None:
