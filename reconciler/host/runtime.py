@@ -115,6 +115,8 @@ class ComponentInstance:
                 f"{self.tag} has route {spec.route} but exports no {HANDLER_INTERFACE}; "
                 "build it for the driftless:http/http-handler world or remove `expose`"
             )
+        if self.handler_export:
+            self._check_handler_shape(exports[self.handler_export])
         self._handle_index = (
             component.get_export_index("handle", component.get_export_index(self.handler_export))
             if self.handler_export
@@ -122,6 +124,22 @@ class ComponentInstance:
         )
         self.linker = self._build_linker()
         self._idle.append(self._new_slot())  # instantiate once now: a broken component fails at start
+
+    def _check_handler_shape(self, extern: Any) -> None:
+        """The handler must match the WIT (reconciler/host/wit/http.wit), else calls could never work."""
+        wanted = "handle: func(req: request{method, path, headers, body}) -> response{status, headers, body}"
+        try:
+            func = extern.ty.exports(self._engine.engine)["handle"].ty
+            (param,) = func.params
+            request = [name for name, _ in param[1].fields]
+            response = [name for name, _ in func.result.fields]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            request = response = []
+        if request != ["method", "path", "headers", "body"] or response != ["status", "headers", "body"]:
+            raise MissingImport(
+                f"{self.tag} exports {self.handler_export} but not as the host's WIT defines it ({wanted}); "
+                "build it against reconciler/host/wit/http.wit"
+            )
 
     # -- wiring ---------------------------------------------------------------------------------
     def _build_linker(self) -> wc.Linker:

@@ -13,6 +13,21 @@ from tests.host.conftest import Registry, instance, start_host, start_registry, 
 from tests.support.components import build, variant
 from tests.support.procs import free_port, wait_until
 
+# exports the handler interface with the wrong shape: handle(string) -> string
+WRONG_SHAPE = r"""
+(component
+  (core module $M
+    (memory (export "memory") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func (export "handle") (param i32 i32) (result i32) (i32.const 8)))
+  (core instance $i (instantiate $M))
+  (func $handle (param "input" string) (result string)
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (instance $h (export "handle" (func $handle)))
+  (export "driftless:http/handler@0.1.0" (instance $h))
+)
+"""
+
 
 def _blob_path(registry: Registry, data: bytes) -> Path:
     hexdigest = hashlib.sha256(data).hexdigest()
@@ -27,6 +42,7 @@ def test_each_bad_instance_fails_alone_with_a_clear_error(tmp_path: Path, regist
     not_wasm = registry.push("notwasm", b"#!/bin/sh\necho definitely not wasm\n")
     core = registry.push("core", wasmtime.wat2wasm("(module)"))
     unknown = f"{registry.host}/demo/nope@sha256:{'0' * 64}"
+    wrong = registry.push("wrongshape", wasmtime.wat2wasm(WRONG_SHAPE))
     desired = tmp_path / "desired.json"
     write_desired(
         desired,
@@ -38,19 +54,21 @@ def test_each_bad_instance_fails_alone_with_a_clear_error(tmp_path: Path, regist
             instance(core, component="core"),
             instance(images["frontend"], component="frontend", route="/front"),  # no link to a greeter
             instance(unknown, component="unknown"),
+            instance(wrong, component="wrong", route="/wrong"),
         ],
     )
     with start_host(tmp_path, "--desired", str(desired)) as host:
         host.wait_status("dev/demo/web/0", "Running")
         errors = {
             c: host.wait_status(f"dev/demo/{c}/0", "Failed")["lastError"]
-            for c in ("corrupt", "notwasm", "core", "frontend", "unknown")
+            for c in ("corrupt", "notwasm", "core", "frontend", "unknown", "wrong")
         }
         assert "expected" in errors["corrupt"] and "different bytes than the pinned digest" in errors["corrupt"]
         assert "not WebAssembly" in errors["notwasm"]
         assert "core Wasm module, not a component" in errors["core"]
         assert "imports driftless:demo/greeter" in errors["frontend"] and "add a link" in errors["frontend"]
         assert "not found" in errors["unknown"] and "404" in errors["unknown"]
+        assert "not as the host's WIT defines it" in errors["wrong"]
         assert host.get("/hello").text == "hello from /hello"
         # a failed instance has no route: its path is simply not served
         assert host.get("/corrupt").status_code == 404
