@@ -23,6 +23,10 @@ BACKOFF_MIN_CAP = 2.0
 BACKOFF_MAX = 30.0
 
 
+class Rejected(Exception):
+    """The reconciler refused the registration (bad token, invalid document): retried with backoff."""
+
+
 class Reregister(Exception):
     """The reconciler does not know this host (404) or rejected the token (401)."""
 
@@ -81,8 +85,8 @@ class ControlClient:
             except Reregister as exc:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
-                message = f"{type(exc).__name__}: {exc}"
+            except (Rejected, TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+                message = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
                 if self.connected or message != self._last_failure:
                     log.warning("reconciler %s unreachable or refusing (%s); keeping what runs, retrying", self.url, message)
                 self._last_failure = message
@@ -96,9 +100,10 @@ class ControlClient:
         body = self.registration().to_json()
         async with self._session.post(f"{self.url}{PREFIX}/hosts/register", json=body, headers=self._headers()) as r:
             if r.status == 401:
-                raise aiohttp.ClientResponseError(r.request_info, (), status=401, message="token rejected (401)")
+                raise Rejected("the reconciler rejected the join token (401); check --token / --token-file")
             if r.status >= 300:
-                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
+                text = (await r.text())[:300]
+                raise Rejected(f"the reconciler refused the registration ({r.status}): {text}")
             answer = await r.json()
         if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
             self.heartbeat = float(answer["heartbeatSeconds"])

@@ -50,3 +50,17 @@ def test_host_follows_the_reconciler_and_survives_its_outage(
             assert host.get("/hello").text == "howdy from /hello"
     finally:
         reconciler.stop()
+
+
+def test_a_wrong_token_is_reported_clearly(tmp_path: Path) -> None:
+    git = GitRepo(tmp_path / "git")
+    git.push({"prod/environment.yaml": environment("prod")}, "empty")
+    reconciler = Reconciler(repo=git.bare, registry="http://127.0.0.1:9", data=tmp_path / "rec", log_dir=tmp_path,
+                            token_file=new_token(tmp_path / "token"), heartbeat=0.5).start()  # fmt: skip
+    try:
+        with start_host(tmp_path, "--control", reconciler.url, name="intruder") as host:
+            wait_until(lambda: "rejected the join token (401)" in host.proc.log(), timeout=10, what="clear log line")
+            assert host.admin_get("/api/v1/status")["connected"] is False
+            assert "Traceback" not in host.proc.log()
+    finally:
+        reconciler.stop()
