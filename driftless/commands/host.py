@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from driftless.endpoints import default_data_dir
+from driftless.endpoints import default_data_dir, load_up_json
 from driftless.errors import NotReachable, Refused, UsageError
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -87,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Out-of-band changes through a host's admin API; they last until the "
                                     "next desired generation arrives.")  # fmt: skip
     ex.add_argument("--admin", required=True, metavar="URL", help="admin API URL, e.g. http://127.0.0.1:9081")
-    ex.add_argument("--token", dest="exec_token", help="host token (default: $DRIFTLESS_TOKEN)")
+    ex.add_argument("--token", dest="exec_token",
+                    help="host token (default: $DRIFTLESS_TOKEN, else the token of a local `driftless up`)")
     ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE")
     ex.add_argument("--json", action="store_true", help="print JSON")
     acts = ex.add_subparsers(dest="exec_action", metavar="ACTION", required=True)
@@ -169,9 +170,23 @@ def run(args: argparse.Namespace) -> int:
     return run_host(options)
 
 
+def _exec_token(args: argparse.Namespace) -> str | None:
+    """--token, --token-file, $DRIFTLESS_TOKEN, else the token of a local `driftless up`."""
+    token = _token(args.exec_token, args.exec_token_file)
+    if token:
+        return token
+    token_file = load_up_json().get("tokenFile")
+    if token_file:
+        try:
+            return Path(token_file).read_text().strip() or None
+        except OSError:
+            return None
+    return None
+
+
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     url = args.admin.rstrip("/") + path
-    token = _token(args.exec_token, args.exec_token_file)
+    token = _exec_token(args)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

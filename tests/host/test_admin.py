@@ -4,6 +4,7 @@ the next desired generation arrives, which makes the instance set exactly the de
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,19 @@ def test_admin_api_wants_the_token_and_clear_input(tmp_path: Path, images: dict[
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert r.returncode == 1 and "not reachable" in r.stderr
+
+
+def test_exec_finds_the_token_of_a_local_driftless_up(tmp_path: Path) -> None:
+    with start_host(tmp_path) as host:
+        token_file = tmp_path / "token"
+        token_file.write_text(host.token + "\n")
+        data = tmp_path / "up-data"
+        data.mkdir()
+        (data / "up.json").write_text(json.dumps({"tokenFile": str(token_file)}))
+        env = {k: v for k, v in os.environ.items() if k != "DRIFTLESS_TOKEN"}
+        r = subprocess.run(
+            [sys.executable, "-m", "driftless", "host", "exec", "--admin", host.admin, "status"],
+            capture_output=True, text=True, timeout=30, env={**env, "DRIFTLESS_DATA": str(data)},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["name"] == "h1"
