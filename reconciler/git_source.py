@@ -7,7 +7,10 @@ fetch at once, with no webhook and no polling delay.
 
 from __future__ import annotations
 
+import io
 import logging
+import subprocess
+import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +54,25 @@ class GitSource:
                 detail = getattr(exc, "stderr", "") or str(exc)
                 raise GitError(f"cannot fetch branch {self.branch!r} from {self.url}: {detail.strip()}") from exc
             return self.info(commit)
+
+    def export(self, revision: str, subdir: str, dest: Path) -> Path:
+        """Extract ``subdir`` of ``revision`` into ``dest``; the folder it lands in.
+
+        Raises :class:`GitError`, or ``tarfile.TarError`` when the tree holds links (the caller
+        then reads it blob by blob, which judges links properly)."""
+        paths = [] if subdir in ("", ".") else [subdir]
+        proc = subprocess.run(["git", "--git-dir", str(self.mirror), "archive", "--format=tar", revision, *paths],
+                              capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode(errors="replace").strip()
+            if "did not match" in stderr:
+                return dest / subdir  # missing folder: the loader says so, with a clear problem
+            raise GitError(f"git archive {revision[:12]} failed: {stderr}")
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
+            if any(m.issym() or m.islnk() for m in archive.getmembers()):
+                raise tarfile.TarError("the tree holds links")
+            archive.extractall(dest, filter="data")
+        return dest / subdir if paths else dest
 
     def commit_info(self, revision: str) -> CommitInfo:
         with self._lock:
