@@ -1,30 +1,34 @@
 """YAML text -> plain Python documents that remember where every key and value was written.
 
-ruamel.yaml's round-trip loader keeps line/column on maps and sequences; we copy the data into
-plain dicts/lists/scalars (so jsonschema and the converters see ordinary values) and keep the
-positions in a side table keyed by the path of each node.
+PyYAML's composer (libyaml, in C: ~30x faster than a pure-Python round-trip loader) gives a node
+tree with a start mark on every node; we build plain dicts/lists/scalars from it (so jsonschema and
+the converters see ordinary values) and keep 1-based positions in a side table keyed by the path of
+each node. Duplicate keys, merge keys (``<<``), aliases and custom tags are handled here.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.model.types import Problem
 
 PathKey = tuple[str | int, ...]
 
-# ruamel recurses per nesting level; deep "[[[[..." costs seconds before Python's recursion limit stops it
+# the composer recurses per nesting level; deep "[[[[..." is refused up front, with its position
 MAX_FLOW_DEPTH = 100
 # aliases can make a small file expand enormously ("billion laughs"); refuse past this many nodes
 MAX_NODES = 100_000
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STANDARD_SCALARS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")
+)
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 @dataclass(slots=True)
@@ -81,72 +85,81 @@ class _TooBig(Exception):
     pass
 
 
+class _SelfReference(Exception):
+    pass
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: tuple[int, int], second: tuple[int, int]) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
 class _Converter:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.count = 0
         self.active: set[int] = set()
+        self.scalars = SafeConstructor()
 
-    def convert(self, node: Any, path: PathKey) -> Any:
+    def convert(self, node: Node, path: PathKey) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
             raise _TooBig(f"the document expands to more than {MAX_NODES} nodes (aliases?)")
-        if isinstance(node, (CommentedMap, CommentedSeq)):
-            if id(node) in self.active:
-                raise _TooBig("the document refers to itself through an alias")
-            self.active.add(id(node))
-            try:
-                return self._map(node, path) if isinstance(node, CommentedMap) else self._seq(node, path)
-            finally:
-                self.active.discard(id(node))
-        return _scalar(node)
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
+        if id(node) in self.active:
+            raise _SelfReference("the document contains itself through an alias: YAML manifests must be trees")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._map(node, path)
+            return [self._item(child, path, i) for i, child in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
 
-    def _map(self, node: CommentedMap, path: PathKey) -> dict[str, Any]:
+    def _item(self, node: Node, path: PathKey, index: int) -> Any:
+        child = (*path, index)
+        self.doc.values[child] = _mark(node)
+        return self.convert(node, child)
+
+    def _map(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        data = node.lc.data or {}
-        for key, value in node.items():
-            name = key if isinstance(key, str) else str(_scalar(key))
-            child = (*path, name)
-            where = data.get(key)
-            if where is not None:
-                self.doc.keys[child] = (where[0] + 1, where[1] + 1)
-                self.doc.values[child] = (where[2] + 1, where[3] + 1)
-            out[name] = self.convert(value, child)
+        merged: list[MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                merged.extend(n for n in sources if isinstance(n, MappingNode))
+                continue
+            key = self._key(key_node)
+            child = (*path, key)
+            if key in out:
+                raise _DuplicateKey(key, self.doc.keys[child], _mark(key_node))
+            self.doc.keys[child] = _mark(key_node)
+            self.doc.values[child] = _mark(value_node)
+            out[key] = self.convert(value_node, child)
+        for source in merged:  # explicit keys win over merged ones, earlier merges over later ones
+            for key, value in self._map(source, path).items():
+                out.setdefault(key, value)
         return out
 
-    def _seq(self, node: CommentedSeq, path: PathKey) -> list[Any]:
-        out: list[Any] = []
-        data = node.lc.data or {}
-        for i, value in enumerate(node):
-            child = (*path, i)
-            where = data.get(i)
-            if where is not None:
-                self.doc.values[child] = (where[0] + 1, where[1] + 1)
-            out.append(self.convert(value, child))
-        return out
+    def _key(self, node: Node) -> str:
+        if isinstance(node, ScalarNode):
+            value = self._scalar(node)
+            return value if isinstance(value, str) else str(node.value)
+        return "<a mapping>" if isinstance(node, MappingNode) else "<a list>"  # "? [a, b]: ..." keys
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag not in _STANDARD_SCALARS:
+            return str(node.value)  # custom tags ("!foo bar") keep their text
+        try:
+            return self.scalars.construct_object(node)
+        except (ConstructorError, ValueError):
+            return str(node.value)
 
 
-def _scalar(value: Any) -> Any:
-    """ruamel's scalar subclasses -> plain str/int/float/bool/None; dates stay dates (schema says "quote it")."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value
-    if hasattr(value, "value"):  # TaggedScalar from a custom tag such as "!foo bar": keep the text
-        return str(value.value)
-    return str(value)
-
-
-def _new_yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Problem]]:
@@ -158,67 +171,61 @@ def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Probl
         line, column = _line_col(text, too_deep)
         return [], [Problem(level="error", file=file, line=line, column=column, path="", code="yaml-syntax",
                             message=f"YAML is nested more than {MAX_FLOW_DEPTH} levels deep here: flatten it")]
-    stream: Iterator[Any] = iter(_new_yaml().load_all(text))
-    index = 0
+    stream: Iterator[Node] = iter(yaml.compose_all(text, Loader=_LOADER))
+    index = -1
     while True:
+        index += 1
         try:
             node = next(stream)
         except StopIteration:
             break
-        except MarkedYAMLError as exc:
-            problems.append(_syntax_problem(exc, file=file))
-            break
-        except ReaderError as exc:
+        except yaml.reader.ReaderError as exc:
             line, column = _line_col(text, exc.position)
             problems.append(Problem(
                 level="error", file=file, line=line, column=column, path="", code="yaml-syntax",
                 message=f"YAML may not contain the control character {_codepoint(exc.character)}; remove it",
             ))
             break
-        except YAMLError as exc:
-            problems.append(_unlocated(file, f"YAML error: {_one_line(str(exc))}", code="yaml-syntax"))
+        except yaml.MarkedYAMLError as exc:
+            problems.append(_syntax_problem(exc, file=file))
             break
-        except RecursionError:
-            problems.append(_unlocated(file, "YAML is nested too deeply to read", code="yaml-syntax"))
-            break
-        except Exception as exc:  # ruamel raises a few plain errors on odd input; report, never crash
+        except Exception as exc:  # libyaml raises a few plain errors on odd input; report, never crash
             problems.append(_unlocated(file, f"YAML could not be read: {_one_line(str(exc))}", code="yaml-syntax"))
             break
-        if node is None:
-            index += 1
-            continue
-        doc = Document(file=file, data=None, index=index)
-        if isinstance(node, (CommentedMap, CommentedSeq)) and node.lc.line is not None:
-            doc.start = (node.lc.line + 1, (node.lc.col or 0) + 1)
+        if isinstance(node, ScalarNode) and node.tag.endswith(":null") and node.value in ("", "~"):
+            continue  # an empty document (a stray "---")
+        doc = Document(file=file, data=None, index=index, start=_mark(node))
         try:
             doc.data = _Converter(doc).convert(node, ())
+        except _DuplicateKey as exc:
+            problems.append(Problem(
+                level="error", file=file, line=exc.second[0], column=exc.second[1], path="", code="duplicate-key",
+                message=f"duplicate key '{exc.key}' (first at line {exc.first[0]}): each key may appear once "
+                        "in a mapping; remove or merge one"))
+            continue
         except _TooBig as exc:
             problems.append(_unlocated(file, f"{exc}; refused", code="too-large", line=doc.start[0]))
-            index += 1
+            continue
+        except _SelfReference as exc:
+            problems.append(_unlocated(file, str(exc), code="yaml-syntax", line=doc.start[0]))
             continue
         except RecursionError:
-            problems.append(_unlocated(file, "YAML is nested too deeply to read", code="yaml-syntax"))
-            index += 1
+            problems.append(_unlocated(file, "YAML is nested too deeply to read", code="yaml-syntax",
+                                       line=doc.start[0]))
             continue
-        except Exception as exc:  # an odd node shape ruamel accepted; report it, never crash
+        except Exception as exc:  # an odd node shape the composer accepted; report it, never crash
             problems.append(_unlocated(file, f"YAML could not be read: {_one_line(str(exc))}", code="yaml-syntax",
                                        line=doc.start[0]))
-            index += 1
             continue
         docs.append(doc)
-        index += 1
     return docs, problems
 
 
-def _syntax_problem(exc: MarkedYAMLError, *, file: str) -> Problem:
+def _syntax_problem(exc: yaml.MarkedYAMLError, *, file: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     parts = [p for p in (exc.context, exc.problem) if p]
     what = "; ".join(_one_line(p) for p in parts) or "invalid YAML"
-    if "duplicate key" in what or type(exc).__name__ == "DuplicateKeyError":
-        message = f"duplicate key: {what}; each key may appear once in a mapping"
-        return Problem(level="error", file=file, line=line, column=column, path="", message=message,
-                       code="duplicate-key")
     return Problem(level="error", file=file, line=line, column=column, path="",
                    message=f"YAML syntax error: {what}", code="yaml-syntax")
 

@@ -84,7 +84,7 @@ def test_symlinks_inside_the_tree_are_followed_and_broken_ones_reported(tree: Pa
         ("kind: Application\n\tmetadata: {}\n", "yaml-syntax", 2),
         ("a: 1\nb: 'unterminated\n", "yaml-syntax", 3),
         ("apiVersion: x\nkind: \x07\n", "yaml-syntax", 2),
-        ("a: &a [*a, *a]\n", "missing-field", 1),  # a self-referring alias is data, not a crash
+        ("x: 1\na: &a [*a, *a]\n", "yaml-syntax", 1),  # a list that contains itself
         ("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
          + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i-1}'] * 10)}]\n" for i in range(1, 7)), "too-large", 1),
         ("[" * 5000 + "]" * 5000, "yaml-syntax", 1),
@@ -133,3 +133,47 @@ spec:
         (6, "spec.components[0].limits.timeout", "timeout is under 1ms"),
         (7, "spec.components[1].limits.memory", "memory is below one Wasm page (64Ki)"),
     ]
+
+
+def test_anchors_and_merge_keys_share_settings(tree: Path) -> None:
+    (tree / "dev" / "apps" / "merge.yaml").write_text("""apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {name: merge}
+spec:
+  components:
+    - &base
+      name: a
+      image: "demo/a:1.0.0"
+      limits: &limits {memory: 16Mi, timeout: 1s}
+    - <<: *base
+      name: b
+      limits:
+        <<: *limits
+        timeout: 2s
+        memry: 1Mi
+""")
+    problems = [p for p in load_tree(tree).problems if p.file == "dev/apps/merge.yaml"]
+    assert [(p.line, p.column, p.code, p.path) for p in problems] == [
+        (15, 9, "unknown-field", "spec.components[1].limits.memry")
+    ]
+    (tree / "dev" / "apps" / "merge.yaml").write_text(
+        (tree / "dev" / "apps" / "merge.yaml").read_text().replace("        memry: 1Mi\n", ""))
+    app = load_tree(tree).applications["dev"]["merge"]
+    a, b = app.components
+    assert (a.limits.memory_bytes, a.limits.timeout_ms) == (16 * 1024 * 1024, 1000)
+    assert (b.name, b.image, b.limits.memory_bytes, b.limits.timeout_ms) == ("b", "demo/a:1.0.0", 16 * 1024 * 1024, 2000)
+
+
+def test_duplicate_and_complex_keys(tree: Path) -> None:
+    (tree / "dev" / "apps" / "keys.yaml").write_text(
+        "apiVersion: driftless.dev/v1alpha1\nkind: Application\nmetadata: {name: keys}\n"
+        "spec:\n  components:\n    - name: a\n      image: demo/a:1.0.0\n      name: b\n")
+    (tree / "dev" / "apps" / "complex.yaml").write_text(
+        "apiVersion: driftless.dev/v1alpha1\nkind: Application\nmetadata: {name: complex}\n"
+        "spec:\n  components: [{name: a, image: 'demo/a:1.0.0'}]\n  ? [a, b]\n  : 1\n")
+    found = {p.file: p for p in load_tree(tree).problems}
+    dup = found["dev/apps/keys.yaml"]
+    assert (dup.code, dup.line, dup.column) == ("duplicate-key", 8, 7)
+    assert "duplicate key 'name' (first at line 6)" in dup.message
+    complex_key = found["dev/apps/complex.yaml"]
+    assert (complex_key.code, complex_key.line) == ("unknown-field", 6)

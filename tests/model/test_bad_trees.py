@@ -36,7 +36,7 @@ EXPECTED: dict[str, list[Expected]] = {
         ("dev/apps/empty.yaml", 1, 1, "warning", "empty-file"),
         ("dev/apps/kinds.yaml", 2, 7, "error", "unknown-kind"),
         ("dev/apps/kinds.yaml", 5, 13, "error", "unknown-api-version"),
-        ("dev/apps/kinds.yaml", 1, 1, "error", "wrong-type"),  # a document that is a plain string
+        ("dev/apps/kinds.yaml", 10, 1, "error", "wrong-type"),  # a document that is a plain string
         ("dev/apps/kinds.yaml", 12, 1, "error", "wrong-type"),  # a document that is a list
     ],
     "semantic": [
