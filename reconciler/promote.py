@@ -36,10 +36,10 @@ import asyncio
 import difflib
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -47,7 +47,9 @@ from ruamel.yaml.error import YAMLError
 
 from driftless.errors import Refused
 from driftless.reference import DIGEST_RE, ReferenceError, parse
-from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy, temporary_clone
+from reconciler.gitops import PushConflict, WorkingCopy, is_working_copy, open_working_copy, temporary_clone
+
+T = TypeVar("T")
 
 # -- public types ----------------------------------------------------------------------------
 
@@ -152,8 +154,20 @@ def promote(
             f"{repo} is a remote, not a working copy: without --push the commit would be lost",
             hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
         )
-    with temporary_clone(remote=repo, branch=branch) as wc:
-        return _promote_in(wc, push=push, **kwargs)
+    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: _promote_in(wc, push=push, **kwargs))
+
+
+def with_fresh_clone(*, repo: str, branch: str, work: Callable[[WorkingCopy], T], attempts: int = 3) -> T:
+    """Run ``work`` in a fresh clone; when its push conflicts (someone changed the same lines),
+    run it again on the new head: the change is recomputed, so no one's commit is lost."""
+    for attempt in range(1, attempts + 1):
+        with temporary_clone(remote=repo, branch=branch) as wc:
+            try:
+                return work(wc)
+            except PushConflict:
+                if attempt == attempts:
+                    raise
+    raise AssertionError("unreachable")
 
 
 async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +266,7 @@ def _promote_in(
     )  # fmt: skip
     if dry_run or not changes:
         return result
-    (wc.path / located.file).write_text(text, encoding="utf-8")
+    (wc.path / located.file).write_bytes(text.encode("utf-8"))  # bytes: keep CRLF files as they are
     commit = wc.commit(message=message, paths=[located.file], author=author)
     if push:
         commit = wc.push()
@@ -411,7 +425,10 @@ def _source_digests(source_status: Mapping[str, Any]) -> dict[str, str]:
 
 # -- the manifests ---------------------------------------------------------------------------
 
-_yaml = YAML(typ="rt")
+def _yaml() -> YAML:
+    """A new round-trip loader per use: ruamel.yaml instances are not thread-safe (the API runs
+    promotions in threads)."""
+    return YAML(typ="rt")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -432,7 +449,7 @@ def read_promotion_policy(root: Path, *, subdir: str, env: str) -> PolicyView:
             hint="check --to (the environment folders are under " + subdir + "/)",
         )
     try:
-        doc = _yaml.load(env_file.read_text(encoding="utf-8"))
+        doc = _yaml().load(env_file.read_text(encoding="utf-8"))
     except YAMLError as exc:
         raise Refused(f"{env_file.relative_to(root)} is not valid YAML: {exc}".splitlines()[0]) from None
     spec = doc.get("spec") if isinstance(doc, Mapping) else None
@@ -461,7 +478,7 @@ def application_name(text: str) -> list[str]:
     """Names of the Application documents in ``text`` (a file may hold several)."""
     names = []
     try:
-        for doc in _yaml.load_all(text):
+        for doc in _yaml().load_all(text):
             if isinstance(doc, Mapping) and doc.get("kind") == "Application":
                 meta = doc.get("metadata")
                 if isinstance(meta, Mapping) and meta.get("name"):
@@ -474,11 +491,11 @@ def application_name(text: str) -> list[str]:
 def find_app(root: Path, *, subdir: str, env: str, app: str) -> LocatedApp:
     """The target Application: its file, and where each component's ``image:`` value is written."""
     for path in app_files(root, subdir=subdir, env=env):
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
         if app not in application_name(text):
             continue
         rel = str(path.relative_to(root))
-        docs = list(_yaml.load_all(text))
+        docs = list(_yaml().load_all(text))
         if len(docs) != 1:
             raise Refused(
                 f"{rel} holds {len(docs)} YAML documents; promotion rewrites files with one Application",

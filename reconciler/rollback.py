@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftless.errors import Refused
-from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy, temporary_clone
-from reconciler.promote import app_files, application_name, optional_text, required_text
+from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy
+from reconciler.promote import app_files, application_name, optional_text, required_text, with_fresh_clone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,8 +107,7 @@ def rollback(
             f"{repo} is a remote, not a working copy: without --push the commit would be lost",
             hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
         )
-    with temporary_clone(remote=repo, branch=branch) as wc:
-        return _rollback_in(wc, push=push, **kwargs)
+    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: _rollback_in(wc, push=push, **kwargs))
 
 
 def _app_files_at(wc: WorkingCopy, *, revision: str, apps_dir: str, app: str) -> dict[str, str]:
@@ -187,7 +186,7 @@ def _rollback_in(
         )
     current: dict[str, str] = {}
     for path in app_files(wc.path, subdir=subdir, env=env):
-        content = path.read_text(encoding="utf-8")
+        content = path.read_bytes().decode("utf-8", errors="replace")
         if app in application_name(content):
             current[str(path.relative_to(wc.path))] = content
     for rel, content in [*old.items(), *current.items()]:
@@ -238,7 +237,7 @@ def _rollback_in(
             path.unlink()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(old[change.path], encoding="utf-8")
+            path.write_bytes(old[change.path].encode("utf-8"))
     commit = wc.commit(message=message, paths=[f.path for f in files], author=author)
     if push:
         commit = wc.push()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,71 @@ def test_parse_duration(text: Any, seconds: float) -> None:
 def test_parse_duration_rejects_nonsense(text: Any) -> None:
     with pytest.raises(Refused, match="not a duration"):
         parse_duration(text)
+
+
+def test_racing_promotions_of_the_same_app_both_land(repo: Path) -> None:
+    """Both change the same line: the loser of the push race recomputes its change on the new head."""
+    other_web = "sha256:" + "d" * 64
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def go(web: str) -> None:
+        try:
+            start.wait()
+            run(repo, source_status=status(web=web, greeter=GREETER))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(d,)) for d in (WEB, other_web)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    log = remote_log(repo, "%B")
+    landed = [line.split("=", 1)[1] for line in log if line.startswith("Promoted-Digest: web=")]
+    assert sorted(landed) == sorted([WEB, other_web])  # two promotion commits, none lost
+    last = sh("log", "-1", "--format=%B", "main", cwd=repo)
+    assert f"demo/hello@{parse_trailers(last)['Promoted-Digest'][0].split('=', 1)[1]}" in remote_file(
+        repo, "manifests/prod/apps/hello.yaml"
+    )
+
+
+def test_crlf_file_keeps_its_line_endings(tmp_path: Path) -> None:
+    from tests.drift.gitrepo import TREE
+
+    files = dict(TREE)
+    files["manifests/prod/apps/hello.yaml"] = PROD_HELLO.replace("\n", "\r\n")
+    remote, _ = seed_bare_repo(tmp_path, files)
+    sh("config", "core.autocrlf", "false", cwd=remote)
+    run(remote)
+    raw = subprocess.run(
+        ["git", "show", "main:manifests/prod/apps/hello.yaml"], cwd=remote, capture_output=True, check=True
+    ).stdout
+    assert (
+        raw
+        == PROD_HELLO.replace("image: demo/hello:1.0.0", f"image: demo/hello@{WEB}")
+        .replace('"127.0.0.1:5000/demo/greeter:1.0.0"', f'"127.0.0.1:5000/demo/greeter@{GREETER}"')
+        .replace("\n", "\r\n")
+        .encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (PROD_HELLO + "---\nkind: Application\nmetadata: {name: more}\n", "holds 2 YAML documents"),
+        (
+            PROD_HELLO.replace(
+                "image: demo/hello:1.0.0   # bumped by promotion", "image: &img demo/hello:1.0.0"
+            ).replace('"127.0.0.1:5000/demo/greeter:1.0.0"', "*img"),
+            "cannot rewrite in place",
+        ),
+    ],
+)
+def test_files_promotion_cannot_rewrite_safely_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    from tests.drift.gitrepo import TREE
+
+    remote, _ = seed_bare_repo(tmp_path, {**TREE, "manifests/prod/apps/hello.yaml": text})
+    with pytest.raises(Refused, match=words):
+        run(remote)
