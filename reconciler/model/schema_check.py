@@ -81,10 +81,6 @@ def _problems(doc: Document, error: ValidationError, path: PathKey) -> list[Prob
     if validator == "additionalProperties" and isinstance(value, dict):
         known = list(schema.get("properties", {}))
         extras = [k for k in value if k not in known]
-        if not known:  # a string map whose values are the wrong type
-            return [doc.problem((*path, k), f"{_name((*path, k))} must be a string, not {_describe(value[k])}"
-                                + _quote_hint(value[k]), code="wrong-type") for k in extras
-                    if not _string_ok(value[k], schema.get("additionalProperties"))]
         return [
             doc.problem((*path, k), f"unknown field '{k}' in {where}{did_you_mean(k, known)}; "
                                     f"known fields: {', '.join(known)}", code="unknown-field", key=True)
@@ -134,10 +130,6 @@ def _problems(doc: Document, error: ValidationError, path: PathKey) -> list[Prob
     if validator == "uniqueItems":
         return [doc.problem(path, f"{where} lists the same value more than once", code="duplicate-name")]
     return [doc.problem(path, f"{where}: {error.message}", code="invalid")]
-
-
-def _string_ok(value: Any, schema: Any) -> bool:
-    return isinstance(value, str) or not (isinstance(schema, dict) and schema.get("type") == "string")
 
 
 def _name(path: PathKey) -> str:
