@@ -28,6 +28,10 @@ CONFIG_INTERFACE = "driftless:http/config"
 LOG_INTERFACE = "driftless:http/log"
 RUN_INTERFACE = "wasi:cli/run"
 UNLIMITED_FUEL = 2**63 - 1
+# WASI interfaces granted without a capability: stream plumbing, and stdout/stderr, which only
+# reach the host's log (tagged). Everything else (environment, clocks, random, filesystem,
+# sockets...) must be named in the manifest's capabilities.
+ALWAYS_ALLOWED_WASI = frozenset({"wasi:io/error", "wasi:io/streams", "wasi:io/poll", "wasi:cli/stdout", "wasi:cli/stderr"})
 TRAP_WINDOW_SECONDS = 30.0
 TRAPS_BEFORE_BACKOFF = 5
 MAX_BACKOFF_SECONDS = 60.0
@@ -146,7 +150,7 @@ class ComponentInstance:
         linker = wc.Linker(self._engine.engine)
         imports = self.component.type.imports(self._engine.engine)
         wasi = [n for n in imports if n.startswith("wasi:")]
-        allowed = {unversioned(c) for c in self.spec.capabilities}
+        allowed = {unversioned(c) for c in self.spec.capabilities} | ALWAYS_ALLOWED_WASI
         denied = [n for n in wasi if unversioned(n) not in allowed]
         if denied:
             raise CapabilityDenied(
