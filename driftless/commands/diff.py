@@ -79,11 +79,19 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(result.to_json())
     else:
-        print(render(result.to_json(), what=args.revision or "the working tree"))
+        print(
+            render(
+                result.to_json(),
+                what=args.revision
+                or (f"{short(tree.revision)} (HEAD)" if tree.revision else "the working tree"),
+            )
+        )
     return 2 if args.exit_code and result.changes else 0
 
 
 def _load(args: argparse.Namespace) -> Any:
+    """The tree to diff: REVISION of a repository, else the working tree, else HEAD of the Git remote."""
+    from reconciler.gitops import is_working_copy
     from reconciler.model.loader import load_revision, load_tree
 
     if args.revision:
@@ -92,15 +100,20 @@ def _load(args: argparse.Namespace) -> Any:
             raise DriftlessError("no repository to read the revision from", hint="pass --repo PATH")
         return load_revision(Path(repo), args.revision, subdir=args.path)
     root = Path(args.repo) if args.repo else _toplevel(Path.cwd())
-    if root is None:
-        raise DriftlessError(
-            "not inside a Git working copy: nothing to diff",
-            hint="run it in a clone of the manifests repository, or pass --repo PATH or a REVISION",
-        )
-    folder = root / args.path
-    if not folder.is_dir():
-        raise DriftlessError(f"{folder} does not exist", hint="pass --path (the manifests folder) or --repo")
-    return load_tree(folder)
+    if root is not None and is_working_copy(root):
+        folder = root / args.path
+        if not folder.is_dir():
+            raise DriftlessError(
+                f"{folder} does not exist", hint="pass --path (the manifests folder) or --repo"
+            )
+        return load_tree(folder)
+    remote = args.repo or default_git_remote()
+    if remote:
+        return load_revision(Path(remote), "HEAD", subdir=args.path)
+    raise DriftlessError(
+        "not inside a Git working copy: nothing to diff",
+        hint="run it in a clone of the manifests repository, or pass --repo PATH or a REVISION",
+    )
 
 
 def _toplevel(cwd: Path) -> Path | None:

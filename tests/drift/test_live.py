@@ -176,6 +176,8 @@ def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
         assert "+ start  prod/hello/web/2" in r.stdout and "1 to start, 2 to update, 0 to stop." in r.stdout
         same = p.cli("diff", "--env", "prod", "HEAD", cwd=p.work)
         assert same.returncode == 0 and "no changes" in same.stdout
+        outside = p.cli("diff", cwd=p.root)  # not in a clone: HEAD of the Git remote
+        assert outside.returncode == 0 and "(HEAD)" in outside.stdout and "no changes" in outside.stdout
     finally:
         path.write_text(original)
 
