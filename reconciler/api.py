@@ -389,8 +389,10 @@ def _delegate(module: str, function: str) -> Handler:
         except TypeError as exc:
             return _error(400, f"invalid {function} request: {exc}")
         except Exception as exc:
-            from driftless.errors import DriftlessError
+            from driftless.errors import DriftlessError, UsageError
 
+            if isinstance(exc, UsageError):
+                return _error(400, str(exc), hint=exc.hint)
             if isinstance(exc, DriftlessError):
                 return _error(409, str(exc), hint=exc.hint)
             raise

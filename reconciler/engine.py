@@ -138,6 +138,7 @@ class Engine:
         self.ready = False
         self._component_api: bool | None = None
         self._fresh_reports: set[str] = set()  # hosts that reported to this process
+        self._restart_grace_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -168,6 +169,7 @@ class Engine:
 
     def _restore(self) -> None:
         now = time.time()
+        self._restart_grace_until = now + max(15.0, 3 * self.settings.heartbeat * self.settings.lost_after)
         for name, row in self.store.hosts().items():
             # every known host gets a fresh grace period: a restart must not declare them Lost
             self.hosts[name] = HostState(registration=row.registration, registered_at=row.registered_at, last_seen=now)
@@ -545,7 +547,11 @@ class Engine:
     def _check_lost(self) -> None:
         limit = self.settings.heartbeat * self.settings.lost_after
         now = time.time()
-        lost = [n for n, h in self.hosts.items() if h.state == READY and now - h.last_seen > limit]
+        # after a restart, hosts reconnect with their own retry backoff: give the ones we knew a
+        # longer grace before moving their instances (which would restart them elsewhere)
+        restarting = now < self._restart_grace_until
+        lost = [n for n, h in self.hosts.items() if h.state == READY and now - h.last_seen > limit
+                and not (restarting and n not in self._fresh_reports)]
         for name in lost:
             self.hosts[name].state = LOST
             self.event(type="Warning", reason="HostLost", host=name,

@@ -295,6 +295,13 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     assert request(f"{url}/hooks/generic", method="POST", headers={"Authorization": f"Bearer {w.token}"})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST")[0] == 401
     assert request(f"{url}/api/v1/sync", method="POST")[0] == 202
+    status, body = request(f"{url}/api/v1/promote", method="POST", body=b'{"app": "shop"}')
+    assert status == 400 and "'from'" in body["error"]
+    status, body = request(f"{url}/api/v1/promote", method="POST",
+                           body=b'{"app": "nope", "from": "prod", "to": "prod"}')
+    assert status == 409 and "nope" in body["error"]
+    status, body = request(f"{url}/api/v1/rollback", method="POST", body=b'[]')
+    assert status == 400 and "JSON object" in body["error"]
     metrics = request(f"{url}/metrics")[1].decode()
     for name in ("driftless_reconcile_duration_seconds_bucket", 'driftless_apps{env="prod",sync="Synced",health="Healthy"} 1',
                  "driftless_git_fetch_errors_total 0", 'driftless_hosts{state="Ready"} 4', "driftless_drift_items"):

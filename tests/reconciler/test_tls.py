@@ -1,0 +1,57 @@
+"""The control API over TLS: a host that trusts the CA registers; one that does not is refused the
+handshake; plain HTTP gets nothing."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.reconciler.platform import GitRepo, Reconciler, application, environment, new_token
+from tests.support.procs import DriftlessProcess, wait_until
+
+
+def make_cert(root: Path) -> tuple[Path, Path]:
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_control_api(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    git = GitRepo(tmp_path / "git")
+    git.push({"prod/environment.yaml": environment("prod"), "prod/apps/none.yaml": application("none", [])}, "empty")
+    token_file = new_token(tmp_path / "token")
+    rec = Reconciler(repo=git.bare, registry="http://127.0.0.1:9", data=tmp_path / "rec", log_dir=tmp_path,
+                     token_file=token_file, extra=["--tls-cert", str(cert), "--tls-key", str(key)])
+    url = rec.url.replace("http://", "https://")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    proc = DriftlessProcess(rec.args, log_dir=tmp_path, name="reconciler-tls").start()
+    try:
+        def healthz() -> bool:
+            with urllib.request.urlopen(f"{url}/healthz", context=trusted, timeout=2) as r:
+                return r.status == 200
+
+        wait_until(healthz, timeout=20, what="TLS healthz")
+        body = json.dumps({"name": "h1", "labels": {}, "capacity": {"memoryBytes": 1, "maxInstances": 1}}).encode()
+        req = urllib.request.Request(f"{url}/api/v1/hosts/register", data=body, method="POST", headers={
+            "Authorization": f"Bearer {token_file.read_text()}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=trusted, timeout=5) as r:
+            assert json.loads(r.read())["heartbeatSeconds"] > 0
+        with pytest.raises(urllib.error.URLError) as info:
+            urllib.request.urlopen(f"{url}/healthz", context=ssl.create_default_context(), timeout=5)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(url.replace("https://", "http://") + "/healthz", timeout=5).close()
+        assert token_file.read_text() not in proc.log()
+    finally:
+        proc.stop()
