@@ -1,6 +1,7 @@
-"""``driftless validate [PATH] [-o text|json] [--registry URL]``: check a manifests tree before ``git push``.
+"""``driftless validate [PATH] [-o text|json] [--registry URL] [--strict]``: check manifests before ``git push``.
 
-Exit 0 when valid (warnings allowed; ``--strict`` makes them errors), 1 when any error. Text output is one line per problem,
+PATH is a tree (one folder per environment) or a single manifest file. Exit 0 when valid (warnings
+allowed; ``--strict`` makes them errors), 1 when any error. Text output is one line per problem,
 ``file:line:col: level: message (path)``, then a summary; ``-o json`` prints a list of problems.
 """
 
@@ -8,16 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.model import DEFAULT_MAX_FILE_BYTES, Problem, check_registry, load_tree
+from reconciler.model import (
+    DEFAULT_MAX_FILE_BYTES,
+    ManifestTree,
+    Problem,
+    check_file,
+    check_registry,
+    load_tree,
+)
+from reconciler.model.loader import ENVIRONMENT_FILES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", default="manifests", metavar="PATH",
-                        help="the manifests tree: one folder per environment (default: manifests)")
+                        help="the manifests tree (one folder per environment), or one manifest file "
+                             "(default: manifests)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
                         help="text (one line per problem, default) or json (a list of problems)")
     parser.add_argument("--registry", metavar="URL",
@@ -30,28 +39,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = Path(args.path)
-    tree = load_tree(root, max_file_bytes=args.max_file_bytes)
-    problems = list(tree.problems)
-    if args.registry and tree.applications:
-        problems.extend(check_registry(tree, registry_url=args.registry))
-    problems = [_under(root, p) for p in problems]
-    problems.sort(key=lambda p: (p.file, p.line, p.column))
+    path = Path(args.path)
+    if path.is_file():
+        problems, summary = _one_file(path, args)
+    else:
+        tree = load_tree(path, max_file_bytes=args.max_file_bytes)
+        problems = [_under(path, p) for p in [*tree.problems, *_registry_problems(tree, args)]]
+        apps = sum(len(a) for a in tree.applications.values())
+        summary = f"{len(tree.environments)} environment(s), {apps} application(s)"
     if args.strict:
         problems = [replace(p, level="error") for p in problems]
+    problems.sort(key=lambda p: (p.file, p.line, p.column))
     errors = sum(p.level == "error" for p in problems)
     if args.output == "json":
-        json.dump([p.to_json() for p in problems], sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print(json.dumps([p.to_json() for p in problems], indent=2))
     else:
         for p in problems:
             print(_line(p))
-        warnings = len(problems) - errors
-        apps = sum(len(a) for a in tree.applications.values())
         verdict = "invalid" if errors else "valid"
-        print(f"{root}: {verdict}: {len(tree.environments)} environment(s), {apps} application(s), "
-              f"{errors} error(s), {warnings} warning(s)")
+        print(f"{path}: {verdict}: {summary}, {errors} error(s), {len(problems) - errors} warning(s)")
     return 1 if errors else 0
+
+
+def _one_file(path: Path, args: argparse.Namespace) -> tuple[list[Problem], str]:
+    """A file inside a tree (<root>/<env>/environment.yaml or <root>/<env>/apps/x.yaml) is checked with
+    its tree, so environment rules apply; any other file is checked on its own."""
+    resolved = path.resolve()
+    env_folder = resolved.parent.parent if resolved.parent.name == "apps" else resolved.parent
+    in_tree = resolved.parent.name == "apps" or resolved.name in ENVIRONMENT_FILES
+    if in_tree and any((env_folder / name).is_file() for name in ENVIRONMENT_FILES):
+        root = env_folder.parent
+        tree = load_tree(root, max_file_bytes=args.max_file_bytes)
+        rel = resolved.relative_to(root).as_posix()
+        mine = [p for p in [*tree.problems, *_registry_problems(tree, args)] if p.file == rel]
+        return [replace(p, file=str(path)) for p in mine], "checked with its tree"
+    problems = check_file(path, max_file_bytes=args.max_file_bytes)
+    return [replace(p, file=str(path)) for p in problems], "checked on its own"
+
+
+def _registry_problems(tree: ManifestTree, args: argparse.Namespace) -> list[Problem]:
+    if not args.registry or not tree.applications:
+        return []
+    return check_registry(tree, registry_url=args.registry)
 
 
 def _under(root: Path, problem: Problem) -> Problem:

@@ -6,10 +6,17 @@ Public face (everything else in this package is machinery)::
 
     load_tree(root, *, max_file_bytes=1 MiB) -> ManifestTree          a directory such as manifests/
     load_revision(repo_path, revision, *, subdir="manifests") -> ManifestTree   straight from a Git commit
-    check_registry(tree, *, registry_url, auth=None) -> list[Problem]  images exist, links fit WIT imports/exports
+    check_registry(tree, *, registry_url, credentials=None) -> list[Problem]  images exist, links fit WIT imports/exports
+    check_file(path, *, max_file_bytes=1 MiB) -> list[Problem]         one file on its own
 """
 
-from reconciler.model.loader import DEFAULT_MAX_FILE_BYTES, RevisionNotFound, load_revision, load_tree
+from reconciler.model.loader import (
+    DEFAULT_MAX_FILE_BYTES,
+    RevisionNotFound,
+    check_file,
+    load_revision,
+    load_tree,
+)
 from reconciler.model.registry_check import check_registry
 from reconciler.model.types import (
     Application,
@@ -32,6 +39,7 @@ from reconciler.model.types import (
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "RevisionNotFound",
+    "check_file",
     "check_registry",
     "load_revision",
     "load_tree",

@@ -70,6 +70,32 @@ def load_revision(
     return tree
 
 
+def check_file(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Problem]:
+    """Problems of one manifest file on its own, outside a tree: YAML, schema, and the checks that need
+    no other file (names, images, placement, links, routes within the file). Problem files are the
+    file's name. Checks that need the tree (registries allowed, promotion sources, layout) are skipped."""
+    path = Path(path)
+    loader = _TreeLoader(DirectoryReader(path.parent), max_file_bytes=max_file_bytes)
+    try:
+        entry = Entry(path.name, "file", size=path.stat().st_size)
+    except OSError as exc:
+        return [_folder_problem(path.name, f"{path} could not be read: {exc.strerror or exc}", code="unreadable")]
+    records: list[AppRecord] = []
+    for doc in loader._documents(path.name, entry):
+        kind = loader._checked_kind(doc)
+        if kind is None or not loader._schema_ok(doc, kind):
+            if kind == "Application":
+                loader.problems.extend(check_raw_images(None, doc))
+            continue
+        if kind == "Application":
+            app = convert.to_application(doc.data, env="", source=doc.file)
+            paths = tuple(("spec", "components", i) for i in range(len(app.components)))
+            records.append(AppRecord(app=app, doc=doc, component_paths=paths))
+    loader.problems.extend(check_applications(None, records))
+    loader.problems.extend(check_routes({}, {"": records}))
+    return sorted(loader.problems, key=lambda p: (p.line, p.column, p.level, p.message))
+
+
 def _load(reader: TreeReader, *, max_file_bytes: int) -> ManifestTree:
     loader = _TreeLoader(reader, max_file_bytes=max_file_bytes)
     return loader.run()

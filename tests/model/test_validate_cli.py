@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,27 @@ def test_missing_path_and_bad_option() -> None:
     assert "/nonexistent/manifests does not exist" in result.stdout
     bad = validate("-o", "xml")
     assert bad.returncode == 2 and "invalid choice: 'xml'" in bad.stderr
+
+
+def test_one_file_inside_a_tree_is_checked_with_its_tree(tmp_path: Path) -> None:
+    ok = validate("manifests/prod/apps/greeter.yaml")
+    assert ok.returncode == 0 and "valid: checked with its tree" in ok.stdout
+    tree = tmp_path / "m"
+    shutil.copytree(EXAMPLE_MANIFESTS, tree)
+    hello = tree / "dev" / "apps" / "hello.yaml"
+    hello.write_text(hello.read_text().replace("demo/hello:1.0.0", "ghcr.io/acme/hello:1.0.0"))
+    result = validate(str(hello))
+    # the registry rule lives in dev/environment.yaml: only a tree-aware check can find it
+    assert result.returncode == 1
+    assert f"{hello}:13:14: error: registry 'ghcr.io' is not allowed in environment 'dev'" in result.stdout
+
+
+def test_one_file_outside_a_tree_is_checked_on_its_own(tmp_path: Path) -> None:
+    loose = tmp_path / "shop.yaml"
+    loose.write_text((FIXTURES / "bad" / "semantic" / "dev" / "apps" / "shop.yaml").read_text())
+    result = validate(str(loose), "-o", "json")
+    assert result.returncode == 1
+    codes = sorted({p["code"] for p in json.loads(result.stdout)})
+    assert codes == ["bad-image", "duplicate-name", "overlapping-requirements", "route-collision", "self-link",
+                     "unknown-component", "unpinned-image", "zero-replicas", "zero-weights"]
+    assert all(p["file"] == str(loose) for p in json.loads(result.stdout))
