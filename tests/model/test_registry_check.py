@@ -114,3 +114,20 @@ def test_unreachable_registry_is_said_once(tmp_path: Path) -> None:
         ("registry-unreachable", "error", "dev/apps/greeter.yaml", "spec.components[0].image")
     ]
     assert f"registry {url} is not reachable" in problems[0].message and problems[0].line == 10
+
+
+def test_digest_references_are_checked_too(registry_url: str, tmp_path: Path) -> None:
+    digest = client.resolve("demo/hello:1.0.0", registry_url=registry_url)
+    assert digest is not None
+    missing = "sha256:" + "0" * 64
+    app = f"""apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {{name: pinned}}
+spec:
+  components:
+    - {{name: good, image: "demo/hello@{digest}", expose: /good}}
+    - {{name: gone, image: "demo/hello@{missing}", expose: /gone}}
+"""
+    tree = load_tree(_tree(tmp_path, {"pinned": app}))
+    assert tree.ok
+    assert [(p.line, p.code) for p in check_registry(tree, registry_url=registry_url)] == [(7, "image-not-found")]
