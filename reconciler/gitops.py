@@ -10,6 +10,7 @@ becomes a :class:`GitError` that says which command failed and why.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -33,17 +34,30 @@ class PushConflict(Refused):
     """Someone else changed the same lines in the meantime; rebasing could not apply our commit."""
 
 
+@functools.cache
+def _configured_identity() -> bool:
+    """Whether git already knows who commits (user.name and user.email in the git config)."""
+    probe = {**os.environ, "LC_ALL": "C"}
+    got = [
+        subprocess.run(["git", "config", "--get", key], capture_output=True, env=probe).returncode == 0
+        for key in ("user.name", "user.email")
+    ]
+    return all(got)
+
+
 def _env() -> dict[str, str]:
-    name, email = DEFAULT_IDENTITY
-    return {
+    env = {
         **os.environ,
-        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", name),
-        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", email),
-        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", name),
-        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", email),
         "GIT_TERMINAL_PROMPT": "0",
-        "LC_ALL": "C",  # parse git's messages in one language
-    }
+        "LC_ALL": "C",
+    }  # LC_ALL: parse git's messages in one language
+    if not _configured_identity():
+        # no identity configured (CI, containers): commit as "driftless" rather than fail
+        name, email = DEFAULT_IDENTITY
+        for role in ("AUTHOR", "COMMITTER"):
+            env.setdefault(f"GIT_{role}_NAME", name)
+            env.setdefault(f"GIT_{role}_EMAIL", email)
+    return env
 
 
 def git(
