@@ -112,7 +112,8 @@ class _TreeLoader:
 
     def run(self) -> ManifestTree:
         top_dirs: set[str] = set()
-        for entry in self.reader.list(""):
+        top_entries = self._list("")
+        for entry in top_entries:
             if entry.name.startswith("."):
                 continue  # .git, .github, editor files
             if entry.kind == "dir":
@@ -121,10 +122,13 @@ class _TreeLoader:
             elif entry.kind in ("outside", "broken"):
                 self._bad_link(entry.name, entry)
         if not self.env_folders:
-            nested = "manifests" in top_dirs
+            hint = ""
+            if "manifests" in top_dirs:
+                hint = "; did you mean the manifests/ folder inside it?"
+            elif any(e.name in ENVIRONMENT_FILES for e in top_entries):
+                hint = "; this looks like one environment's folder: give the folder above it"
             self.problems.append(_folder_problem(".", "no environment folders found: expected "
-                                                      "<env>/environment.yaml (e.g. dev/environment.yaml)"
-                                                 + ("; did you mean the manifests/ folder inside it?" if nested else ""),
+                                                      f"<env>/environment.yaml (e.g. dev/environment.yaml){hint}",
                                                  code="empty-tree"))
         self._semantic_checks()
         tree = ManifestTree()
@@ -144,7 +148,7 @@ class _TreeLoader:
         return tree
 
     def _env_folder(self, folder: str) -> None:
-        entries = {e.name: e for e in self.reader.list(folder)}
+        entries = {e.name: e for e in self._list(folder)}
         env_file = next((entries[n] for n in ENVIRONMENT_FILES if n in entries), None)
         apps_dir = entries.get("apps")
         if env_file is None:
@@ -181,7 +185,7 @@ class _TreeLoader:
             self.problems.append(_folder_problem(rel_dir, f"{rel_dir} must be a folder of YAML files",
                                                  code="not-read"))
             return
-        for entry in self.reader.list(rel_dir):
+        for entry in self._list(rel_dir):
             rel = f"{rel_dir}/{entry.name}"
             if entry.name.startswith("."):
                 continue  # .gitkeep and friends
@@ -197,6 +201,14 @@ class _TreeLoader:
             else:
                 for doc in self._documents(rel, entry):
                     self._application_doc(folder, doc)
+
+    def _list(self, rel: str) -> list[Entry]:
+        try:
+            return self.reader.list(rel)
+        except OSError as exc:
+            self.problems.append(_folder_problem(rel or ".", f"folder {rel or '.'} could not be read: "
+                                                             f"{exc.strerror or exc}", code="unreadable"))
+            return []
 
     def _environment_file(self, folder: str, rel: str, entry: Entry) -> None:
         if entry.kind in ("outside", "broken"):

@@ -115,6 +115,7 @@ def test_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
     (tmp_path / "repo" / "manifests" / "dev").mkdir(parents=True)
     (tmp_path / "repo" / "manifests" / "dev" / "environment.yaml").write_text(ENV)
     assert "did you mean the manifests/ folder" in load_tree(tmp_path / "repo").problems[0].message
+    assert "one environment's folder" in load_tree(tmp_path / "repo" / "manifests" / "dev").problems[0].message
 
 
 def test_limits_a_wasm_instance_could_never_honour(tree: Path) -> None:
