@@ -10,8 +10,11 @@ paths under ``--root``::
       repositories/<name>/_manifests/tags/<tag>            a tag; content: the manifest digest
       repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex2>
                                                            manifest <hex2> has subject <hex>; content: its descriptor
-      uploads/<uuid>/data                                  bytes of an upload session received so far
-      uploads/<uuid>/state.json                            {"repository", "size", "started"}: what is committed
+      uploads/<id>/data                                    bytes of an upload session received so far
+      uploads/<id>/state.json                              {"repository", "size", "started"}: what is committed
+      uploads/<id>/closed                                  the session completed or was cancelled (empty file)
+      uploads/_secret                                      key that signs upload ids (a session with no bytes
+                                                           yet lives only in its signed id: POST writes nothing)
       components/<alg>/<hex>.json                          wasm inspection (kind, imports, exports) of layer <hex>
       quarantine/<alg>-<hex>                               corrupt blobs moved aside by fsck
       _tmp/                                                temp files, renamed into place (same filesystem)
@@ -60,6 +63,10 @@ def key(kind: str, *, repo: str = "", digest: str = "", tag: str = "", upload: s
             return f"uploads/{upload}/data"
         case "upload-state":
             return f"uploads/{upload}/state.json"
+        case "upload-closed":
+            return f"uploads/{upload}/closed"
+        case "upload-secret":
+            return "uploads/_secret"
         case "uploads":
             return "uploads"
         case "component":

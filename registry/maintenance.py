@@ -3,8 +3,8 @@
 GC marks from every tag: a tagged manifest, the children of an index, a manifest's config and layers,
 and every referrer whose subject is alive (recursively); it sweeps the rest. Anything written within
 the grace period (blobs, manifest revisions, blob links) is kept, so a push in progress — blobs
-uploaded, manifest not yet put — survives a GC run alongside a serving registry. Upload sessions are
-never touched. fsck re-hashes every blob and moves corrupt ones to ``quarantine/``.
+uploaded, manifest not yet put — survives a GC run alongside a serving registry. Open upload
+sessions are never touched; the markers of closed ones expire with the grace period. fsck re-hashes every blob and moves corrupt ones to ``quarantine/``.
 """
 
 from __future__ import annotations
@@ -111,6 +111,11 @@ def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: 
             report.links.append(f"{repo}@{digest}")
             if not dry_run:
                 storage.delete(link)
+    # markers of closed upload sessions (they stop a completed id being reused) expire with the grace
+    for upload_id in registry.upload_ids():
+        closed = key("upload-closed", upload=upload_id)
+        if storage.stat(closed) is not None and not recent(closed) and not dry_run:
+            storage.delete(key("upload", upload=upload_id))
     for digest in all_blob_digests(storage):
         if digest in marked:
             continue

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import select
 import signal
 import ssl
 import threading
@@ -52,7 +54,8 @@ ROUTE = re.compile(
 COMPONENTS_PREFIX = "/v2/_driftless/components/"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BASE_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
-CHUNK = 1 << 20
+THREADED_SENDFILE_MIN = 4 << 20  # blobs this big are sent from a worker thread
+FLUSH_EVERY = 8 << 20  # bytes between background fdatasyncs of a streamed upload
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +310,9 @@ class RegistryApp:
         storage_key = self.registry.blob_key(digest)
         path = self.registry.storage.local_path(storage_key)
         if path is not None:
+            if (st.size >= THREADED_SENDFILE_MIN and request.method == "GET" and "Range" not in request.headers
+                    and request.transport is not None and request.transport.get_extra_info("sslcontext") is None):
+                return await _threaded_sendfile(request, path, st.size, headers)
             return web.FileResponse(path, headers=headers)
         data = self.registry.storage.get(storage_key)
         try:
@@ -428,21 +434,75 @@ class RegistryApp:
 
 
 async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
+    """Body -> hasher and writer in one pass. Every FLUSH_EVERY bytes a background fdatasync starts,
+    so the disk writes overlap the network and the final fsync at commit only has the tail to do."""
     declared = request.content_length
     received = 0
+    fileno = getattr(writer, "fileno", None)
+    loop = asyncio.get_running_loop()
+    flushing: asyncio.Future[None] | None = None
+    next_flush = FLUSH_EVERY
     try:
-        async for chunk in request.content.iter_chunked(CHUNK):
+        async for chunk in request.content.iter_any():
             hasher.update(chunk)
             writer.write(chunk)
             received += len(chunk)
+            if fileno is not None and received >= next_flush and (flushing is None or flushing.done()):
+                next_flush = received + FLUSH_EVERY
+                flushing = loop.run_in_executor(None, os.fdatasync, fileno)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
         raise RegistryError("BLOB_UPLOAD_INVALID", f"the request body was cut short: {exc}") from None
+    finally:
+        if flushing is not None:
+            await asyncio.shield(flushing)
     if declared is not None and received != declared:
         raise RegistryError(
             "SIZE_INVALID", f"Content-Length says {declared} bytes but {received} arrived"
         )
+
+
+async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
+                             headers: dict[str, str]) -> web.StreamResponse:
+    """Serve a whole large blob with os.sendfile on a worker thread rather than on the event loop.
+
+    The kernel's copy runs in the calling thread; on the loop every big download shares one core,
+    on worker threads they spread over all cores. The loop writes the headers, waits until they
+    have left, and keeps its hands off the socket until the thread is done.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise RegistryError("BLOB_UNKNOWN", "the blob was deleted while being served") from None
+    try:
+        response = web.StreamResponse(status=200, headers=headers)
+        response.content_length = size
+        await response.prepare(request)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        while transport.get_write_buffer_size():  # the headers must be out before the thread writes
+            await asyncio.sleep(0)
+        sock = transport.get_extra_info("socket")
+        await asyncio.get_running_loop().run_in_executor(None, _sendfile_blocking, sock.fileno(), f.fileno(), size)
+        await response.write_eof()
+        return response
+    finally:
+        f.close()
+
+
+def _sendfile_blocking(out_fd: int, in_fd: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(out_fd, in_fd, offset, size - offset)
+        except BlockingIOError:
+            select.select([], [out_fd], [], 30)
+            continue
+        if sent == 0:
+            raise ConnectionResetError("the client went away")
+        offset += sent
 
 
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:

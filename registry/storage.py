@@ -187,6 +187,12 @@ class FilesystemStorage:
             raise FileNotFoundError(key) from None
 
     def put(self, key: str, data: bytes) -> None:
+        if not data:  # an empty marker has no partial state: create it in place, skip the temp file
+            target = self.root / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            _fsync_dir(target.parent)
+            return
         w = _FileWriter(self, key, None)
         try:
             w.write(data)

@@ -9,8 +9,10 @@ crash harmless: content first, then the links that make it reachable (revision, 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -32,7 +34,8 @@ INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_LIST)
 EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_NAME_LENGTH = 255
-UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# 32 hex random, 8 hex start time, 24 hex HMAC over both and the repository
+UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 HASHERS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
@@ -133,6 +136,7 @@ class Registry:
         self._manifest_cache_size = manifest_cache_size
         # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
         self._upload_hashers: dict[str, tuple[int, Any]] = {}
+        self._secret: bytes | None = None
 
     # -- repositories -------------------------------------------------------------------------------
     def repository_exists(self, repo: str) -> bool:
@@ -206,11 +210,25 @@ class Registry:
         return actual
 
     # -- upload sessions ----------------------------------------------------------------------------
+    def _upload_secret(self) -> bytes:
+        if self._secret is None:
+            try:
+                self._secret = self.storage.get(key("upload-secret"))
+            except FileNotFoundError:
+                self.storage.put(key("upload-secret"), secrets.token_bytes(32))
+                self._secret = self.storage.get(key("upload-secret"))  # another process may have won the race
+        return self._secret
+
+    def _sign(self, repo: str, nonce_and_time: str) -> str:
+        mac = hmac.new(self._upload_secret(), f"{repo}\n{nonce_and_time}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:24]
+
     def start_upload(self, repo: str) -> UploadState:
-        state = UploadState(id=uuid.uuid4().hex, repository=repo, size=0, started=time.time())
-        self.storage.put(key("upload-data", upload=state.id), b"")
-        self._save_upload(state)
-        return state
+        """A new session. Nothing is written: until its first chunk a session is its signed id, so
+        it survives restarts for free and POST costs no disk round trip."""
+        started = int(time.time())
+        body = f"{uuid.uuid4().hex}{started:08x}"
+        return UploadState(id=body + self._sign(repo, body), repository=repo, size=0, started=float(started))
 
     def _save_upload(self, state: UploadState) -> None:
         self.storage.put(
@@ -219,13 +237,15 @@ class Registry:
         )
 
     def upload(self, repo: str, upload_id: str) -> UploadState:
-        if UPLOAD_ID_RE.match(upload_id):
-            try:
-                data = json.loads(self.storage.get(key("upload-state", upload=upload_id)))
-            except (FileNotFoundError, ValueError):
-                data = None
-            if data and data.get("repository") == repo:
-                return UploadState(upload_id, repo, int(data["size"]), float(data["started"]))
+        if UPLOAD_ID_RE.match(upload_id) and hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40])):
+            if self.storage.stat(key("upload-closed", upload=upload_id)) is None:
+                try:
+                    data = json.loads(self.storage.get(key("upload-state", upload=upload_id)))
+                    return UploadState(upload_id, repo, int(data["size"]), float(data["started"]))
+                except FileNotFoundError:  # no chunk yet
+                    return UploadState(upload_id, repo, 0, float(int(upload_id[32:40], 16)))
+                except (ValueError, KeyError, TypeError):
+                    pass
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", {"repository": repo, "upload": upload_id[:64]})
 
     def upload_ids(self) -> list[str]:
@@ -241,6 +261,8 @@ class Registry:
         if held is not None and held[0] == state.size:
             return held[1]
         h = hashlib.sha256()
+        if state.size == 0:
+            return h
         self._hash_stored(key("upload-data", upload=state.id), h, limit=state.size)
         return h
 
@@ -275,8 +297,11 @@ class Registry:
         self.cancel_upload(state)
 
     def cancel_upload(self, state: UploadState) -> None:
+        """Close the session (completed or cancelled): its bytes go, a marker stops the id from being reused."""
         self._upload_hashers.pop(state.id, None)
-        self.storage.delete(key("upload", upload=state.id))
+        self.storage.delete(key("upload-data", upload=state.id))
+        self.storage.delete(key("upload-state", upload=state.id))
+        self.storage.put(key("upload-closed", upload=state.id), b"")
 
     def _hash_stored(self, k: str, hasher: Any, *, limit: int | None = None) -> None:
         remaining = limit

@@ -368,3 +368,16 @@ def test_base_endpoint_and_api_version_header(oci: Oci) -> None:
     r = oci.get("/v2/")
     assert r.status_code == 200
     assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_pull_large_blob_keeps_connection_usable(oci: Oci) -> None:
+    """Big blobs are sent with sendfile from a worker thread; the connection must stay healthy."""
+    data = hashlib.sha256(b"big").digest() * (5 * 1024 * 1024 // 32 + 7)
+    digest = oci.push_blob("conf/large", data)
+    for _ in range(2):  # same keep-alive connection
+        r = oci.get(f"/v2/conf/large/blobs/{digest}")
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["Content-Length"] == str(len(data))
+    r = oci.get(f"/v2/conf/large/blobs/{digest}", headers={"Range": "bytes=5000000-5000009"})
+    assert r.status_code == 206 and r.content == data[5000000:5000010]
+    assert oci.head(f"/v2/conf/large/blobs/{digest}").headers["Content-Length"] == str(len(data))
