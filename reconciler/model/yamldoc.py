@@ -8,6 +8,8 @@ each node. Duplicate keys, merge keys (``<<``), aliases and custom tags are hand
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ _STANDARD_SCALARS = frozenset(
     f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")
 )
 _MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 @dataclass(slots=True)
@@ -71,13 +74,16 @@ class Document:
 
 
 def format_path(path: PathKey) -> str:
-    """("spec", "components", 0, "image") -> "spec.components[0].image"."""
+    """("spec", "components", 0, "image") -> "spec.components[0].image"; odd keys are quoted:
+    ("metadata", "labels", "example.com/tier") -> 'metadata.labels["example.com/tier"]'."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += "[" + json.dumps(part) + "]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
 
 
