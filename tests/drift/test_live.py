@@ -30,6 +30,16 @@ def _prod_instance(p: Platform) -> tuple[str, str]:
     raise AssertionError("no prod hello instance runs")
 
 
+def _soaked(p: Platform, seconds: float = 1.2) -> None:
+    """Wait until hello in staging has been Healthy for prod's minSoak (1s)."""
+
+    def ok() -> bool:
+        since = p.api("/api/v1/environments/staging/apps/hello").get("healthySince")
+        return since is not None and time.time() - since >= seconds
+
+    wait_until(ok, timeout=15, interval=0.1, what="staging soaked")
+
+
 def _digest(p: Platform, env: str) -> str:
     return str(p.api(f"/api/v1/environments/{env}/apps/hello")["components"][0]["digest"])
 
@@ -61,6 +71,25 @@ def test_out_of_band_instance_is_unexpected_and_stays_in_report_mode(p: Platform
     stop = p.cli("host", "exec", "--admin", admin, "stop", "staging/hello/web/by-hand")
     assert stop.returncode == 0, stop.stderr
     wait_until(lambda: not p.counted("staging"), timeout=10, what="staging clean again")
+
+
+def test_stopped_instance_is_missing_until_a_new_generation_in_report_mode(p: Platform) -> None:
+    host, instance = next(
+        (h["name"], i["id"])
+        for h in p.api("/api/v1/hosts")["hosts"]
+        for i in (h.get("report") or {}).get("instances") or []
+        if i["id"].startswith("staging/hello/web/")
+    )
+    r = p.cli("host", "exec", "--admin", p.hosts[host].admin, "stop", instance)
+    assert r.returncode == 0, r.stderr
+    item = wait_for_drift(p, category="Missing", env="staging", instance=instance)
+    assert item["host"] == host and item["actual"] == "absent"
+    time.sleep(HEARTBEAT * 6)  # report mode: nobody restarts it
+    assert any(i["instance"] == instance for i in p.counted("staging"))
+    # a new desired generation (any change in Git for that environment) brings it back
+    p.commit({"manifests/staging/apps/hello.yaml": hello_app("staging", "demo/hello:2.0.0", "hi again from staging")},
+             "staging: new greeting")  # fmt: skip
+    wait_until(lambda: not p.counted("staging"), timeout=15, what="staging converged again")
 
 
 def test_config_changed_out_of_band_is_healed_in_heal_mode(p: Platform) -> None:
@@ -106,6 +135,7 @@ def test_invalid_commit_is_rejected_and_the_older_revision_stays(p: Platform) ->
 def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
     staging_digest = _digest(p, "staging")
     assert staging_digest == p.digests["demo/hello:2.0.0"] != _digest(p, "prod")
+    _soaked(p)
     head = p.git("ls-remote", str(p.remote), "main").split()[0]
     refused = p.cli("promote", "hello", "--from", "staging", "--to", "prod")
     assert refused.returncode == 1
@@ -131,6 +161,7 @@ def test_promote_and_rollback_through_the_api(p: Platform) -> None:
     from driftless.client import ApiError, ControlClient
 
     client = ControlClient(base_url=p.control)
+    _soaked(p)
     head = p.git("ls-remote", str(p.remote), "main").split()[0]
     dry = client.post(
         "/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod", "approve": "bob", "dryRun": True}
