@@ -15,7 +15,7 @@ from reconciler.model import Application, Environment, load_tree
 from reconciler.model.convert import DERIVED, FIELD_MAP, STRUCTURAL
 from reconciler.model.types import Daemon, Spread
 from reconciler.model.yamldoc import parse_documents
-from tests.model.conftest import EXAMPLE_MANIFESTS, GOOD_TREES
+from tests.model.conftest import EXAMPLE_MANIFESTS, FIXTURES, GOOD_TREES
 
 KINDS = ("Environment", "Application")
 
@@ -135,7 +135,7 @@ def test_example_manifests_are_the_documented_demo() -> None:
 
 
 def test_full_fixture_sets_every_field() -> None:
-    tree = load_tree(GOOD_TREES[0].parent / "full")
+    tree = load_tree(FIXTURES / "good" / "full")
     edge = tree.environments["edge"]
     assert edge.host_selector.match_labels == {"tier": "edge"}
     assert edge.registries == ("registry.example.com", "127.0.0.1:5000")
