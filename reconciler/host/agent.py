@@ -216,7 +216,7 @@ class HostAgent:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.control is not None and self.control.registered.is_set():
             try:
-                await asyncio.wait_for(self._final_report(), timeout=2)
+                await self.control.final_report(timeout=2)
             except Exception:  # best effort: the reconciler notices a missing host anyway
                 pass
         for r in runners:
@@ -225,14 +225,6 @@ class HostAgent:
         self.pool.shutdown(wait=False, cancel_futures=True)
         print(f"driftless host {self.options.name}: stopped", flush=True)
         return 0
-
-    async def _final_report(self) -> None:
-        import aiohttp
-
-        assert self.control is not None
-        async with aiohttp.ClientSession() as session:
-            self.control._session = session
-            await self.control.send_report()
 
     def _recover(self) -> None:
         """Static stability: serve the last desired state at once, without waiting for anyone."""

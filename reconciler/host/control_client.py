@@ -151,6 +151,12 @@ class ControlClient:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("report failed: %s", exc)
 
+    async def final_report(self, *, timeout: float) -> None:
+        """One last report on the way out (its own session: the loops are stopped by then)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            self._session = session
+            await self.send_report()
+
     async def send_report(self) -> None:
         assert self._session is not None
         report = self.report()

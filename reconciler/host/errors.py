@@ -29,6 +29,10 @@ class MissingImport(HostError):
     """The component imports something this host does not provide (and no link wires it)."""
 
 
+class Incompatible(HostError):
+    """The component exports a host interface with another shape than the WIT defines."""
+
+
 class CapabilityDenied(HostError):
     """The component imports a WASI interface its manifest does not allow."""
 

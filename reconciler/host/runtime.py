@@ -19,7 +19,7 @@ from wasmtime import component as wc
 
 from reconciler.control import InstanceSpec
 from reconciler.host.engine import WasmEngine
-from reconciler.host.errors import CapabilityDenied, HostError, MissingImport, Unavailable
+from reconciler.host.errors import CapabilityDenied, HostError, Incompatible, MissingImport, Unavailable
 
 log = logging.getLogger("driftless.host")
 
@@ -115,7 +115,7 @@ class ComponentInstance:
         self.run_export = next((n for n in exports if unversioned(n) == RUN_INTERFACE), None)
         self.exports = tuple(exports)
         if spec.route and not self.handler_export:
-            raise MissingImport(
+            raise Incompatible(
                 f"{self.tag} has route {spec.route} but exports no {HANDLER_INTERFACE}; "
                 "build it for the driftless:http/http-handler world or remove `expose`"
             )
@@ -140,7 +140,7 @@ class ComponentInstance:
         except (AttributeError, KeyError, TypeError, ValueError):
             request = response = []
         if request != ["method", "path", "headers", "body"] or response != ["status", "headers", "body"]:
-            raise MissingImport(
+            raise Incompatible(
                 f"{self.tag} exports {self.handler_export} but not as the host's WIT defines it ({wanted}); "
                 "build it against reconciler/host/wit/http.wit"
             )
