@@ -66,7 +66,12 @@ def test_a_link_to_a_component_that_is_not_running_answers_503(tmp_path: Path, i
 
 def test_config_change_in_the_desired_file_replaces_the_instance(tmp_path: Path, images: dict[str, str]) -> None:
     desired = tmp_path / "desired.yaml"
-    write_desired(desired, 1, [instance(images["hello"], component="web", route="/h")])
+    image = images["hello"]
+    desired.write_text(  # YAML, with host and generation left to their defaults (--name, 1)
+        "instances:\n"
+        "  - id: dev/demo/web/0\n    env: dev\n    app: demo\n    component: web\n"
+        f"    image: {image}\n    digest: {image.rpartition('@')[2]}\n    route: /h\n"
+    )
     with start_host(tmp_path, "--desired", str(desired)) as host:
         host.wait_status("dev/demo/web/0", "Running")
         assert host.get("/h").text == "hello from /h"
