@@ -294,6 +294,7 @@ def push_component(ref: str | refs.Reference, wasm: bytes, *, registry_url: str 
                    created: str | None = None, insecure: bool = False) -> str:
     """Push ``wasm`` as a CNCF wasm OCI artifact to ``ref`` (tag or digest); returns the manifest digest."""
     t = target(ref, registry_url=registry_url)
+    wasm = bytes(wasm)  # wasmtime.wat2wasm returns a bytearray
     config_bytes, manifest_bytes, _ = wasm_artifact(wasm, created=created, annotations=annotations)
     session = _session(t, credentials, insecure)
     push_blob(session, t.ref.repository, wasm)
