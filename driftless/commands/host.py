@@ -51,6 +51,7 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", metavar="URL", help="reconciler URL to connect out to (e.g. http://10.0.0.5:8080)")
+    p.add_argument("--control-ca", metavar="FILE", help="CA bundle to trust for an https reconciler")
     p.add_argument("--desired", type=Path, metavar="FILE",
                    help="standalone: run the HostDesiredState in FILE (JSON/YAML), re-read when it changes")
     p.add_argument("--token", help="join token (default: $DRIFTLESS_TOKEN); also protects the admin API")
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         data=data,
         listen=args.listen,
         control=args.control,
+        control_ca=args.control_ca,
         token=_token(args.token, args.token_file),
         desired_file=args.desired,
         labels=dict(args.label),

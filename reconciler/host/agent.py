@@ -52,6 +52,7 @@ class HostOptions:
     data: Path
     listen: tuple[str, int]
     control: str | None = None
+    control_ca: str | None = None  # CA bundle for an https reconciler with its own CA
     token: str | None = None
     desired_file: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -188,6 +189,8 @@ class HostAgent:
             runners.append(admin)
             host, port = self.options.admin_listen
             print(f"driftless host {self.options.name}: admin API on http://{host}:{port}", flush=True)
+            if not self.options.token:
+                log.warning("the admin API has no token: anyone who can reach %s:%d can change this host", host, port)
 
         tasks = [asyncio.create_task(self._retry_loop())]
         if self.options.control:
@@ -199,6 +202,7 @@ class HostAgent:
                 observed_generation=lambda: self.supervisor.observed_generation,
                 on_desired=self.on_desired,
                 heartbeat=self.options.heartbeat,
+                ca_file=self.options.control_ca,
             )
             tasks.append(asyncio.create_task(self.control.run()))
         if self.options.desired_file:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -42,8 +43,10 @@ class ControlClient:
         observed_generation: Callable[[], int],
         on_desired: Callable[[HostDesiredState], None],
         heartbeat: float,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.token = token
         self.registration = registration
         self.report = report
@@ -65,7 +68,8 @@ class ControlClient:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 15, connect=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             reporter = asyncio.create_task(self._report_loop())
             try:
@@ -153,7 +157,8 @@ class ControlClient:
 
     async def final_report(self, *, timeout: float) -> None:
         """One last report on the way out (its own session: the loops are stopped by then)."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector) as session:
             self._session = session
             await self.send_report()
 

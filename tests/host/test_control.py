@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.host.conftest import Registry, start_host
 from tests.reconciler.platform import GitRepo, Reconciler, application, environment, new_token
-from tests.support.procs import wait_until
+from tests.support.procs import DriftlessProcess, wait_until
 
 
 def test_host_follows_the_reconciler_and_survives_its_outage(
@@ -64,3 +64,30 @@ def test_a_wrong_token_is_reported_clearly(tmp_path: Path) -> None:
             assert "Traceback" not in host.proc.log()
     finally:
         reconciler.stop()
+
+
+def test_host_registers_with_a_tls_reconciler_it_trusts(tmp_path: Path) -> None:
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    git = GitRepo(tmp_path / "git")
+    git.push({"prod/environment.yaml": environment("prod")}, "empty")
+    token_file = new_token(tmp_path / "token")
+    reconciler = Reconciler(repo=git.bare, registry="http://127.0.0.1:9", data=tmp_path / "rec", log_dir=tmp_path,
+                            token_file=token_file, extra=["--tls-cert", str(cert), "--tls-key", str(key)])  # fmt: skip
+    proc = DriftlessProcess(reconciler.args, log_dir=tmp_path, name="reconciler-tls").start()
+    url = reconciler.url.replace("http://", "https://")
+    try:
+        with start_host(tmp_path, "--control", url, "--control-ca", str(cert), name="tls-1",
+                        token_file=token_file) as host:  # fmt: skip
+            wait_until(lambda: "registered with reconciler" in host.proc.log(), timeout=20, what="registered")
+            assert host.admin_get("/api/v1/status")["connected"] is True
+        with start_host(tmp_path, "--control", url, name="untrusting", token_file=token_file) as host:
+            wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in host.proc.log(), timeout=20, what="refused handshake")
+    finally:
+        proc.stop()
