@@ -18,6 +18,11 @@ from registry.client import Credentials, RegistryClientError, Session
 HTTP_HANDLER = "driftless:http/handler"
 HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
 TIMEOUT_SECONDS = 5.0
+# WASI interfaces every host grants without a capability (the same set as
+# reconciler.host.runtime.ALWAYS_ALLOWED_WASI; a test keeps them equal without importing wasmtime here)
+ALWAYS_ALLOWED_WASI = frozenset(
+    {"wasi:io/error", "wasi:io/streams", "wasi:io/poll", "wasi:cli/stdout", "wasi:cli/stderr"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,10 @@ class ComponentInfo:
     kind: str
     imports: tuple[str, ...]
     exports: tuple[str, ...]
+
+
+def _unversioned(name: str) -> str:
+    return name.split("@", 1)[0]
 
 
 def interface_matches(declared: str, recorded: str) -> bool:
@@ -160,7 +169,8 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
             if name.startswith(HOST_PROVIDED_NAMESPACE) or ":" not in name:
                 continue
             if name.startswith("wasi:"):
-                if not any(interface_matches(c, name) for c in component.capabilities):
+                granted = {_unversioned(c) for c in component.capabilities} | ALWAYS_ALLOWED_WASI
+                if _unversioned(name) not in granted:
                     problems.append(_problem(
                         tree, env, app, f"{base}.capabilities",
                         f"'{component.name}' imports {name}, which its capabilities do not grant: the host will "

@@ -84,7 +84,8 @@ def test_missing_images_and_miswired_links_are_located(registry_url: str, tmp_pa
 
 
 WASI_USER = """(component
-  (import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func (result (list string)))))))"""
+  (import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func (result (list string))))))
+  (import "wasi:cli/stdout@0.2.0" (instance (export "get-stdout" (func (result u32))))))"""
 
 
 def test_imports_need_links_or_capabilities(registry_url: str, tmp_path: Path) -> None:
@@ -99,11 +100,20 @@ spec:
     - {name: lonely, image: "demo/frontend:1.0.0"}
     - {name: envy, image: "demo/envy:1.0.0"}
     - {name: granted, image: "demo/envy:1.0.0", capabilities: [wasi:cli/environment]}
+    - {name: versioned, image: "demo/envy:1.0.0", capabilities: ["wasi:cli/environment@0.2.3"]}
 """
     tree = load_tree(_tree(tmp_path, {"imports": app}))
     assert tree.ok
     found = sorted((p.line, p.code) for p in check_registry(tree, registry_url=registry_url))
+    # wasi:cli/stdout needs no capability (the host always grants it); versions are not compared, as on hosts
     assert found == [(6, "unlinked-import"), (7, "missing-capability")]
+
+
+def test_always_granted_wasi_matches_the_host() -> None:
+    from reconciler.host.runtime import ALWAYS_ALLOWED_WASI as HOST_GRANTS
+    from reconciler.model.registry_check import ALWAYS_ALLOWED_WASI
+
+    assert ALWAYS_ALLOWED_WASI == HOST_GRANTS
 
 
 def test_unreachable_registry_is_said_once(tmp_path: Path) -> None:
