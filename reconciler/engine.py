@@ -103,6 +103,7 @@ class Engine:
         self.reports: dict[str, tuple[HostReport, float]] = {}
         self.tree: ManifestTree | None = None
         self.digests: dict[str, str] = {}
+        self.current_tags: dict[str, str] = {}  # image -> digest its tag points to now
         self.applied: dict[str, Any] | None = None  # {"revision","message","author","appliedAt"}
         self.head: CommitInfo | None = None
         self.rejected: Rejected | None = None
@@ -233,6 +234,7 @@ class Engine:
         started = time.perf_counter()
         steps: list[Callable[[Context], Awaitable[None]]] = [
             self._step_fetch, self._step_load, self._step_resolve, self._step_plan, self._step_publish,
+            self._step_watch_tags,
         ]
         try:
             for step in steps:
@@ -270,6 +272,22 @@ class Engine:
             self.event(type="Warning", reason="FetchFailed", message=str(exc))
             raise Transient(str(exc)) from exc
         self.head = ctx.head
+
+    async def _step_watch_tags(self, ctx: Context) -> None:
+        """Where the applied revision's tags point now (for TagMoved drift); never fails the reconcile."""
+        tree = self.tree
+        if tree is None or not ctx.fetch:
+            return
+        images = {c.image for apps in tree.applications.values() for a in apps.values() for c in a.components
+                  if "@" not in c.image}
+        current: dict[str, str] = {}
+        for image in sorted(images):
+            try:
+                current.update(await asyncio.to_thread(tags_mod.resolve, [image], registry_url=self.settings.registry))
+            except (tags_mod.UnknownImage, tags_mod.RegistryUnreachable):
+                continue
+        self.current_tags = current
+        self._status_dirty = True
 
     async def _step_load(self, ctx: Context) -> None:
         head = ctx.head
@@ -668,9 +686,16 @@ class Engine:
         if not self.drift_available:
             return
         try:
+            deployed = [
+                drift_mod.DeployedImage(env=env, app=app.name, component=c.name, image=c.image,
+                                        digest=self.digests.get(c.image, ""))
+                for env, apps in (self.tree.applications.items() if self.tree else ())
+                for app in apps.values() for c in app.components
+            ]
             items = drift_mod.compute_drift(
                 desired={h: d for h, (d, _) in self.published.items()},
                 hosts=self._observations(),
+                tags=drift_mod.tag_observations(deployed=deployed, current=self.current_tags),
                 rejections=self._rejections(),
                 first_seen=self.first_seen,
                 now=now,

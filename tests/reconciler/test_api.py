@@ -247,6 +247,23 @@ def test_prune_and_prune_off(world: World) -> None:
     assert any("/extra/" in i for ids in w.placement().values() for i in ids)
 
 
+def test_moved_tag_is_reported_not_deployed(world: World) -> None:
+    w = world
+    from tests.reconciler.platform import with_custom_section
+
+    deployed = w.reconciler.app("prod", "shop")["components"][0]["digest"]
+    moved = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"moved"))
+    assert moved != deployed
+    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST")[0] == 202
+    drift = wait_until(lambda: [i for i in w.reconciler.get("/api/v1/drift?env=prod")["items"]
+                                if i["category"] == "TagMoved"], timeout=10, what="TagMoved")
+    assert drift[0]["app"] == "shop" and moved in drift[0]["actual"] + drift[0]["expected"] + drift[0]["message"]
+    # what runs stays pinned to the digest resolved when the commit was applied
+    assert w.reconciler.app("prod", "shop")["components"][0]["digest"] == deployed
+    metrics = request(f"{w.reconciler.url}/metrics")[1].decode()
+    assert 'driftless_drift_items{env="prod",category="TagMoved"} 1' in metrics
+
+
 def test_restart_resumes_without_new_generations(world: World) -> None:
     w = world
     gens = {h: w.reconciler.host(h)["generation"] for h in w.hosts}
