@@ -114,6 +114,19 @@ class WorkingCopy:
         return git("log", "-1", "--format=%B", revision, cwd=self.path).stdout.decode()
 
     # -- writing ------------------------------------------------------------------------------
+    def ensure_unmodified(self, paths: Sequence[str]) -> None:
+        """Refuse to touch files with uncommitted changes: they would end up in our commit."""
+        r = git("status", "--porcelain", "--", *paths, cwd=self.path)
+        dirty = [line[3:] for line in r.stdout.decode().splitlines() if line.strip()]
+        if dirty:
+            raise Refused(
+                f"{', '.join(dirty)} in {self.path} has uncommitted changes",
+                hint="commit or stash them first",
+            )
+
+    def current_branch(self) -> str:
+        return git("rev-parse", "--abbrev-ref", "HEAD", cwd=self.path).stdout.decode().strip()
+
     def commit(self, *, message: str, paths: Sequence[str], author: str | None = None) -> str:
         """Commit exactly ``paths`` (added, changed or deleted) with ``message``; return the new commit id."""
         git("add", "-A", "--", *paths, cwd=self.path)
@@ -148,7 +161,7 @@ class WorkingCopy:
                 raise GitError(f"git push to {self.branch} failed: {_last_line(last)}")
             time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))  # let the winner's ref update settle
             git("fetch", "-q", self.remote, self.branch, cwd=self.path)
-            rb = git("rebase", "-q", "FETCH_HEAD", cwd=self.path, check=False)
+            rb = git("rebase", "-q", "--autostash", "FETCH_HEAD", cwd=self.path, check=False)
             if rb.returncode != 0:
                 git("rebase", "--abort", cwd=self.path, check=False)
                 raise PushConflict(

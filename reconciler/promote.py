@@ -147,14 +147,38 @@ def promote(
         subdir=subdir, app=app, from_env=from_env, to_env=to_env, source_status=source_status,
         approver=approver, dry_run=dry_run, now=now, author=author,
     )  # fmt: skip
-    if not push and is_working_copy(repo):
-        return _promote_in(open_working_copy(repo, branch=branch), push=False, **kwargs)
+    return in_repository(
+        repo=repo,
+        branch=branch,
+        push=push,
+        dry_run=dry_run,
+        work=lambda wc, p: _promote_in(wc, push=p, **kwargs),
+    )
+
+
+def in_repository(
+    *, repo: str, branch: str, push: bool, dry_run: bool, work: Callable[[WorkingCopy, bool], T]
+) -> T:
+    """Run ``work(working_copy, push)`` where the commit belongs.
+
+    A local working copy is used in place (its branch must be ``branch``), and pushed to its
+    ``origin`` when ``push``. Anything else is a remote: cloned fresh, and ``push`` is required
+    (unless it is a dry run) since a commit in a temporary clone would be lost.
+    """
+    if is_working_copy(repo):
+        wc = open_working_copy(repo, branch=branch)
+        if wc.current_branch() != branch:
+            raise Refused(
+                f"{wc.path} has {wc.current_branch()!r} checked out, not {branch!r}",
+                hint=f"git switch {branch} there, or pass --branch",
+            )
+        return work(wc, push)
     if not push and not dry_run:
         raise Refused(
             f"{repo} is a remote, not a working copy: without --push the commit would be lost",
             hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
         )
-    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: _promote_in(wc, push=push, **kwargs))
+    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: work(wc, push))
 
 
 def with_fresh_clone(*, repo: str, branch: str, work: Callable[[WorkingCopy], T], attempts: int = 3) -> T:
@@ -266,6 +290,7 @@ def _promote_in(
     )  # fmt: skip
     if dry_run or not changes:
         return result
+    wc.ensure_unmodified([located.file])
     (wc.path / located.file).write_bytes(text.encode("utf-8"))  # bytes: keep CRLF files as they are
     commit = wc.commit(message=message, paths=[located.file], author=author)
     if push:
@@ -424,6 +449,7 @@ def _source_digests(source_status: Mapping[str, Any]) -> dict[str, str]:
 
 
 # -- the manifests ---------------------------------------------------------------------------
+
 
 def _yaml() -> YAML:
     """A new round-trip loader per use: ruamel.yaml instances are not thread-safe (the API runs

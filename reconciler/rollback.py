@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftless.errors import Refused
-from reconciler.gitops import WorkingCopy, is_working_copy, open_working_copy
-from reconciler.promote import app_files, application_name, optional_text, required_text, with_fresh_clone
+from reconciler.gitops import WorkingCopy
+from reconciler.promote import app_files, application_name, in_repository, optional_text, required_text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,14 +100,13 @@ def rollback(
         subdir=subdir, app=app, env=env, to_revision=to_revision, applied_revisions=applied_revisions,
         dry_run=dry_run, author=author, reason=reason,
     )  # fmt: skip
-    if not push and is_working_copy(repo):
-        return _rollback_in(open_working_copy(repo, branch=branch), push=False, **kwargs)
-    if not push and not dry_run:
-        raise Refused(
-            f"{repo} is a remote, not a working copy: without --push the commit would be lost",
-            hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
-        )
-    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: _rollback_in(wc, push=push, **kwargs))
+    return in_repository(
+        repo=repo,
+        branch=branch,
+        push=push,
+        dry_run=dry_run,
+        work=lambda wc, p: _rollback_in(wc, push=p, **kwargs),
+    )
 
 
 def _app_files_at(wc: WorkingCopy, *, revision: str, apps_dir: str, app: str) -> dict[str, str]:
@@ -231,6 +230,7 @@ def _rollback_in(
     )  # fmt: skip
     if dry_run or not files:
         return result
+    wc.ensure_unmodified([f.path for f in files])
     for change in files:
         path = wc.path / change.path
         if change.action == "delete":

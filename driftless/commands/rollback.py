@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repo",
         default=None,
-        help="Git remote or local clone of the manifests (default: from `driftless up`)",
+        help="manifests repository: a Git remote (cloned fresh) or a local clone (committed in place, "
+        "pushed to its origin); default: the one `driftless up` serves",
     )
     p.add_argument("--branch", default="main", help="branch (default main)")
     p.add_argument(

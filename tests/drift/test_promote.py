@@ -301,3 +301,29 @@ def test_files_promotion_cannot_rewrite_safely_are_refused(tmp_path: Path, text:
     remote, _ = seed_bare_repo(tmp_path, {**TREE, "manifests/prod/apps/hello.yaml": text})
     with pytest.raises(Refused, match=words):
         run(remote)
+
+
+def test_a_local_clone_is_used_in_place_and_pushed_to_its_origin(repo: Path, tmp_path: Path) -> None:
+    local = tmp_path / "mine"
+    sh("clone", "-q", str(repo), str(local))
+    (local / "notes.txt").write_text("my own uncommitted work\n")  # untouched by the promotion
+    result = run(local)  # push=True by default
+    assert result.pushed and sh("rev-parse", "main", cwd=repo).strip() == result.committed
+    assert sh("rev-parse", "HEAD", cwd=local).strip() == result.committed
+    assert (local / "notes.txt").read_text() == "my own uncommitted work\n"
+
+
+def test_a_local_clone_with_edits_in_the_file_or_on_another_branch_is_refused(
+    repo: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "mine"
+    sh("clone", "-q", str(repo), str(local))
+    target = local / "manifests/prod/apps/hello.yaml"
+    target.write_text(target.read_text() + "# my edit\n")
+    with pytest.raises(Refused, match="has uncommitted changes"):
+        run(local)
+    assert target.read_text().endswith("# my edit\n")
+    sh("checkout", "-q", "--", "manifests/prod/apps/hello.yaml", cwd=local)
+    sh("switch", "-q", "-c", "feature", cwd=local)
+    with pytest.raises(Refused, match="has 'feature' checked out, not 'main'"):
+        run(local)
