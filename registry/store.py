@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -134,6 +135,7 @@ class Registry:
         # manifests are immutable by digest, so caching their bytes is always correct
         self._manifest_cache: OrderedDict[str, bytes] = OrderedDict()
         self._manifest_cache_size = manifest_cache_size
+        self._cache_lock = threading.Lock()
         # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
         self._upload_hashers: dict[str, tuple[int, Any]] = {}
         self._secret: bytes | None = None
@@ -344,9 +346,10 @@ class Registry:
                 body = self.storage.get(key("blob", digest=digest))
             except FileNotFoundError:
                 raise self._unknown_manifest(repo, reference) from None
-            self._manifest_cache[digest] = body
-            if len(self._manifest_cache) > self._manifest_cache_size:
-                self._manifest_cache.popitem(last=False)
+            with self._cache_lock:  # the component endpoint reads manifests from worker threads
+                self._manifest_cache[digest] = body
+                if len(self._manifest_cache) > self._manifest_cache_size:
+                    self._manifest_cache.popitem(last=False)
         return StoredManifest(digest=digest, media_type=media_type, body=body)
 
     def has_manifest(self, repo: str, digest: str) -> bool:

@@ -381,3 +381,16 @@ def test_pull_large_blob_keeps_connection_usable(oci: Oci) -> None:
     r = oci.get(f"/v2/conf/large/blobs/{digest}", headers={"Range": "bytes=5000000-5000009"})
     assert r.status_code == 206 and r.content == data[5000000:5000010]
     assert oci.head(f"/v2/conf/large/blobs/{digest}").headers["Content-Length"] == str(len(data))
+
+
+def test_push_manifest_by_digest_with_tag_parameters(oci: Oci) -> None:
+    _, manifest = oci.image("conf/tag-param", None)
+    body = json.dumps({**manifest, "annotations": {"v": "2"}}).encode()
+    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(body)}?tag=a&tag=b", content=body,
+                headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201
+    assert oci.get("/v2/conf/tag-param/tags/list").json()["tags"] == ["a", "b"]
+    assert oci.head("/v2/conf/tag-param/manifests/b").headers["Docker-Content-Digest"] == sha256(body)
+    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(body)}?tag=-bad", content=body,
+                headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"

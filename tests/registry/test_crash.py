@@ -75,3 +75,27 @@ def test_sigkill_mid_upload_then_restart(tmp_path: Path) -> None:
             assert c.get(f"/v2/crash/app/blobs/{sha256(big)}").content == big
     finally:
         proc2.stop()
+
+
+def test_empty_session_survives_restart_and_ids_are_signed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc, port = start_registry(root, tmp_path)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        loc = c.post("/v2/crash/empty/blobs/uploads/").headers["Location"]
+    proc.kill()
+    proc2, port2 = start_registry(root, tmp_path)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=30) as c:
+            status = c.get(loc)
+            assert status.status_code == 204 and status.headers["Range"] == "0-0"
+            upload_id = loc.rsplit("/", 1)[1]
+            forged = upload_id[:-1] + ("0" if upload_id[-1] != "0" else "1")
+            assert c.get(loc.replace(upload_id, forged)).status_code == 404
+            assert c.get(f"/v2/crash/other/blobs/uploads/{upload_id}").status_code == 404
+            r = c.put(loc, params={"digest": sha256(b"late")}, content=b"late")
+            assert r.status_code == 201
+            # a closed session stays closed
+            assert c.get(loc).status_code == 404
+            assert c.put(loc, params={"digest": sha256(b"again")}, content=b"again").status_code == 404
+    finally:
+        proc2.stop()

@@ -85,8 +85,13 @@ def test_gc_marks_from_tags_and_keeps_recent(tmp_path: Path) -> None:
     assert storage.stat(key("layer-link", repo="app", digest=orphan)) is None
     assert reg.blob_stat("other", fresh).size == len(b"pushed a moment ago")
 
+    closed = reg.start_upload("app")
+    reg.cancel_upload(closed)  # leaves a marker so the id cannot be reused
+    assert (root / key("upload-closed", upload=closed.id)).exists()
     again = driftless("registry", "gc", "--root", str(root), "--grace", "0s")
     assert "deleted 1 blobs" in again.stdout  # only the fresh orphan, now past a zero grace
+    assert not (root / key("upload", upload=closed.id)).exists()
+    assert reg.upload("app", upload.id).size == len(b"in progress")
 
 
 def test_gc_and_fsck_usage_errors(tmp_path: Path) -> None:
