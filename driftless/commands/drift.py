@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    wanted = _categories(args.category)
     client = ControlClient(base_url=args.control)
     if args.env:
         # an unknown environment is a mistake, not "no drift"
@@ -67,10 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if doc.get("available") is False:
         raise DriftlessError("this reconciler does not compute drift yet", hint="upgrade the reconciler")
     items: list[dict[str, Any]] = list(doc.get("items") or [])
-    if args.category:
-        wanted = {c.lower() for c in args.category}
+    if wanted:
         items = [i for i in items if str(i.get("category", "")).lower() in wanted]
-    if args.tags and (not args.category or "tagmoved" in {c.lower() for c in args.category}):
+    if args.tags and (not wanted or "tagmoved" in wanted):
         items += tag_drift(
             client, env=args.env, registry_url=args.registry or default_registry_url(), known=items
         )
@@ -83,6 +83,20 @@ def run(args: argparse.Namespace) -> int:
         if recent:
             print(render_recent(recent, minutes=args.recent))
     return EXIT_DRIFTING if counted else EXIT_CLEAN
+
+
+def _categories(given: list[str] | None) -> set[str]:
+    """The lower-cased categories asked for (empty: all); an unknown one is an error."""
+    from reconciler.drift import DriftCategory
+
+    known = {str(c).lower(): str(c) for c in DriftCategory}
+    unknown = [c for c in given or () if c.lower() not in known]
+    if unknown:
+        # exit 1, not argparse's 2: 2 means "drifting" to scripts
+        raise DriftlessError(
+            f"unknown drift category {', '.join(unknown)}; known: {', '.join(known.values())}"
+        )
+    return {c.lower() for c in given or ()}
 
 
 def tag_drift(

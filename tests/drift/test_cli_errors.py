@@ -80,3 +80,9 @@ def test_no_push_into_a_remote_is_refused(tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert "without --push the commit would be lost" in r.stderr
+
+
+def test_unknown_drift_category_is_exit_1_not_2(tmp_path: Path) -> None:
+    r = cli("drift", "--category", "Nope", "--control", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "unknown drift category Nope; known: Missing, Unexpected" in r.stderr
