@@ -152,8 +152,14 @@ class HostAgent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        def on_signal() -> None:
+            if done.is_set():  # a second signal: the operator does not want to wait for the drain
+                print(f"driftless host {self.options.name}: second signal, exiting without draining", flush=True)
+                os._exit(1)
+            done.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, done.set)
+            loop.add_signal_handler(sig, on_signal)
 
         self._recover()
         ingress = web.AppRunner(
