@@ -156,13 +156,14 @@ class RegistryApp:
                 status=500,
                 content_type="application/json",
             )
+        sent = getattr(response, "blob_bytes", None)  # a FileResponse knows its length only once prepared
         self.metrics.observe(
             route,
             request.method,
             response.status,
             time.perf_counter() - started,
             request.content_length or 0,
-            response.content_length or 0,
+            (sent if sent is not None else response.content_length or 0) if request.method != "HEAD" else 0,
         )
         return response
 
@@ -190,6 +191,9 @@ class RegistryApp:
         if not path.startswith("/v2/"):
             raise RegistryError("UNSUPPORTED", f"no such endpoint: {path[:200]}", status=404)
         self._authorize(request)
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # authorised: tell the client to send the body (there is no router to do it for us)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if path == "/v2/_catalog":
             self._methods(method, ("GET",))
             return "catalog", self._catalog(request)
@@ -313,7 +317,9 @@ class RegistryApp:
             if (st.size >= THREADED_SENDFILE_MIN and request.method == "GET" and "Range" not in request.headers
                     and request.transport is not None and request.transport.get_extra_info("sslcontext") is None):
                 return await _threaded_sendfile(request, path, st.size, headers)
-            return web.FileResponse(path, headers=headers)
+            response = web.FileResponse(path, headers=headers)
+            response.blob_bytes = _range_length(request, st.size)  # type: ignore[attr-defined]
+            return response
         data = self.registry.storage.get(storage_key)
         try:
             rng = request.http_range
@@ -461,6 +467,14 @@ async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
         raise RegistryError(
             "SIZE_INVALID", f"Content-Length says {declared} bytes but {received} arrived"
         )
+
+
+def _range_length(request: web.BaseRequest, size: int) -> int:
+    try:
+        start, stop, _ = request.http_range.indices(size)
+    except ValueError:
+        return 0
+    return max(0, stop - start)
 
 
 async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,

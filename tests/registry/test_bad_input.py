@@ -210,3 +210,15 @@ def test_concurrent_pushes_of_the_same_blob_and_tag(server: Server, oci: Oci) ->
     final = oci.get("/v2/bad/race/manifests/latest")
     assert final.content in bodies  # one of them, whole
     assert final.headers["Docker-Content-Digest"] == sha256(final.content)
+
+
+def test_expect_100_continue(server: Server, oci: Oci) -> None:
+    """curl and some SDKs wait for '100 Continue' before sending a body."""
+    data = b"expecting" * 1000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(f"POST /v2/bad/expect/blobs/uploads/?digest={sha256(data)} HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(data)
+        assert s.recv(65536).startswith(b"HTTP/1.1 201")
+    assert oci.get(f"/v2/bad/expect/blobs/{sha256(data)}").content == data

@@ -100,6 +100,10 @@ def test_metrics(server: Server, oci: Oci) -> None:
     oci.image("metrics/app", "v1")
     oci.get("/v2/metrics/app/manifests/v1")
     oci.get("/v2/metrics/app/manifests/absent")
+    blob = oci.push_blob("metrics/app", b"m" * 100_000)
+    before = _sent_bytes(oci.get("/metrics").text)
+    assert oci.get(f"/v2/metrics/app/blobs/{blob}").status_code == 200
+    assert _sent_bytes(oci.get("/metrics").text) - before >= 100_000
     text = oci.get("/metrics").text
     assert 'driftless_registry_requests_total{route="manifest",method="GET",status="200"}' in text
     assert 'driftless_registry_requests_total{route="manifest",method="GET",status="404"}' in text
@@ -108,6 +112,11 @@ def test_metrics(server: Server, oci: Oci) -> None:
     assert int(received[0].split()[1]) > 0
     storage = [line for line in text.splitlines() if line.startswith("driftless_registry_storage_bytes ")]
     assert int(storage[0].split()[1]) > 0
+
+
+def _sent_bytes(text: str) -> int:
+    [line] = [x for x in text.splitlines() if x.startswith("driftless_registry_sent_bytes_total ")]
+    return int(line.split()[1])
 
 
 @pytest.mark.parametrize("args, needle", [
