@@ -215,9 +215,11 @@ def _exec(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=2))
             return 0
         print(f"observed generation {out.get('observedGeneration')}")
-        for i in out.get("instances", []):
+        instances = out.get("instances", [])
+        width = max([len(i["id"]) for i in instances] + [10])
+        for i in instances:
             flag = "" if i.get("managed", True) else " (unmanaged)"
-            print(f"{i['id']:<40} {i['status']:<10} {i.get('digest', '')[:19]:<20} {i.get('route') or '-'}"
+            print(f"{i['id']:<{width}}  {i['status']:<10} {i.get('digest', '')[:19]:<20} {i.get('route') or '-'}"
                   f" restarts={i.get('restarts', 0)}{flag}")  # fmt: skip
             if i.get("lastError"):
                 print(f"    last error: {i['lastError']}")
