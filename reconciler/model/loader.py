@@ -60,7 +60,7 @@ def load_revision(
             commit = repo.commit(revision)
         except (git.BadName, ValueError, git.BadObject) as exc:
             raise RevisionNotFound(f"revision {revision!r} not found in {repo_path}") from exc
-        reader = GitTreeReader(commit, subdir)
+        reader = GitTreeReader(repo, commit, subdir, max_blob_bytes=max_file_bytes)
         if not reader.is_folder(""):
             tree = ManifestTree(problems=[_folder_problem(
                 subdir or ".", f"commit {commit.hexsha[:12]} has no folder '{subdir}'", code="not-found")])
