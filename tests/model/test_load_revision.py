@@ -104,3 +104,15 @@ def test_no_git_processes_are_left_behind(work: Path) -> None:
         assert load_revision(work, "HEAD").ok
     children = subprocess.run(["ps", "-o", "args=", "--ppid", str(os.getpid())], capture_output=True, text=True)
     assert "cat-file" not in children.stdout
+
+
+def test_tree_at_the_repository_root(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "flat")
+    flat = tmp_path / "flat"
+    shutil.copytree(EXAMPLE_MANIFESTS, flat, dirs_exist_ok=True)
+    (flat / "README.md").write_text("manifests at the top\n")
+    git(flat, "add", "-A")
+    git(flat, "commit", "-q", "-m", "flat")
+    tree = load_revision(flat, "HEAD", subdir="")
+    assert tree.ok and set(tree.environments) == {"dev", "staging", "prod"}
+    assert tree.applications == load_tree(EXAMPLE_MANIFESTS).applications
