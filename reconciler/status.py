@@ -112,6 +112,7 @@ def app_views(
         if host_states.get(host) == "Ready" and (reports.get(host) is None or reports[host].observed_generation < doc.generation)
     }
 
+    any_ready = any(state == "Ready" for state in host_states.values())
     views: dict[tuple[str, str], AppView] = {}
     for env_name, apps in tree.applications.items():
         for app_name, app in apps.items():
@@ -157,7 +158,9 @@ def app_views(
                 )
             for u in missing.get((env_name, app_name), []):
                 in_sync = False
-                if u.missing:
+                if u.missing and not any_ready:
+                    progressing.append(f"{u.component}: waiting for hosts to register")
+                elif u.missing:
                     degraded.append(f"{u.component}: {u.missing} replica(s) not placed: {u.reason}")
             if leftovers.get((env_name, app_name)):
                 in_sync = False
