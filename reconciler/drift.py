@@ -170,8 +170,10 @@ def compute_drift(
     items: list[DriftItem] = []
 
     def add(category: DriftCategory, *, default_since: float | None = None, **fields: Any) -> None:
-        probe = DriftItem(category=category, **fields)
-        since = seen.get(probe.key)
+        key = "|".join(
+            (category, *(fields.get(k, "") for k in ("env", "app", "component", "host", "instance")))
+        )
+        since = seen.get(key)
         if since is None:
             since = default_since if default_since else now
         items.append(DriftItem(category=category, since=since, **fields))
