@@ -300,7 +300,7 @@ class _TreeLoader:
             self.problems.append(_folder_problem(rel, message, code="symlink-outside"))
         else:
             self.problems.append(_folder_problem(rel, f"{rel} is a symlink to {entry.target!r}, which does not "
-                                                      "exist", code="broken-symlink"))
+                                                      "exist or loops back to itself", code="broken-symlink"))
 
     def _semantic_checks(self) -> None:
         self.problems.extend(check_environments(self.envs.values()))

@@ -49,7 +49,10 @@ class DirectoryReader:
         target = ""
         if path.is_symlink():
             target = str(path.readlink())
-            resolved = path.resolve()
+            try:
+                resolved = path.resolve()
+            except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+                return Entry(path.name, "broken", target=target)
             if not resolved.is_relative_to(self.root):
                 return Entry(path.name, "outside", target=target)
             if not resolved.exists():

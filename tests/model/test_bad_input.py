@@ -71,9 +71,16 @@ def test_symlinks_inside_the_tree_are_followed_and_broken_ones_reported(tree: Pa
     (tree / "shared" / "app.yaml").write_text(APP.replace("NAME", "shared"))
     (tree / "dev" / "apps" / "shared.yaml").symlink_to(Path("..") / ".." / "shared" / "app.yaml")
     (tree / "dev" / "apps" / "gone.yaml").symlink_to(tree / "nowhere.yaml")
+    (tree / "dev" / "apps" / "ping.yaml").symlink_to("pong.yaml")
+    (tree / "dev" / "apps" / "pong.yaml").symlink_to("ping.yaml")
+    (tree / "loop").symlink_to(".")
     loaded = load_tree(tree)
     assert set(loaded.applications["dev"]) == {"ok", "shared"}
-    assert [(p.code, p.file) for p in loaded.problems] == [("broken-symlink", "dev/apps/gone.yaml")]
+    assert [(p.code, p.file) for p in loaded.problems] == [
+        ("broken-symlink", "dev/apps/gone.yaml"),
+        ("broken-symlink", "dev/apps/ping.yaml"),
+        ("broken-symlink", "dev/apps/pong.yaml"),
+    ]
 
 
 @pytest.mark.parametrize(
