@@ -70,6 +70,8 @@ def test_symlinks_in_a_commit_stay_inside_the_tree(work: Path) -> None:
     (apps / "up.yaml").symlink_to("../../../outside.yaml")
     (work / "outside.yaml").write_text("kind: Application\n")
     (apps / "copy.yaml").symlink_to("../../staging/apps/greeter.yaml")
+    (apps / "ping.yaml").symlink_to("pong.yaml")
+    (apps / "pong.yaml").symlink_to("ping.yaml")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "links")
     tree = load_revision(work, "HEAD")
@@ -78,6 +80,8 @@ def test_symlinks_in_a_commit_stay_inside_the_tree(work: Path) -> None:
         ("dev/apps/greeter.yaml", "duplicate-name"),
         ("dev/apps/greeter.yaml", "route-collision"),
         ("dev/apps/passwd.yaml", "symlink-outside"),
+        ("dev/apps/ping.yaml", "broken-symlink"),
+        ("dev/apps/pong.yaml", "broken-symlink"),
         ("dev/apps/up.yaml", "symlink-outside"),
     ]
 
