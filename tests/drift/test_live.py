@@ -116,6 +116,19 @@ def test_config_changed_out_of_band_is_healed_in_heal_mode(p: Platform) -> None:
     assert "ConfigMismatch" in report.stdout and "Healed" in report.stdout  # what was healed, and when
 
 
+def test_out_of_band_instance_is_removed_in_heal_mode(p: Platform) -> None:
+    digest = p.digests["demo/hello:1.0.0"]
+    before = time.time()
+    r = p.cli("host", "exec", "--admin", p.hosts["gcp-1"].admin, "run", "--env", "prod", "--app", "hello",
+              "--component", "web", "--id", "prod/hello/web/by-hand", f"{p.registry_host}/demo/hello@{digest}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: [e for e in _events(p, "DriftUnexpected", before) if "by-hand" in e["message"]], timeout=10,
+               what="Unexpected drift event")  # fmt: skip
+    wait_until(lambda: all(i["id"] != "prod/hello/web/by-hand" for i in p.instances("gcp-1")), timeout=15,
+               what="the instance removed by heal")  # fmt: skip
+    wait_until(lambda: not p.counted("prod"), timeout=10, what="prod clean again")
+
+
 def test_invalid_commit_is_rejected_and_the_older_revision_stays(p: Platform) -> None:
     applied = p.applied()
     bad = p.commit({"manifests/prod/apps/hello.yaml": hello_app("prod", "demo/hello:1.0.0", "x") + "  replicaz: 3\n"},
