@@ -221,7 +221,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
+    return (f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; load average {load:.1f} at the end (machine shared with other work)")
+
+
+def _distribution_version() -> str:
+    try:
+        out = subprocess.run([DISTRIBUTION, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return out.split()[-1] if out.split() else "unknown version"
+    except OSError:
+        return "unknown version"
 
 
 def main() -> int:
@@ -310,7 +320,8 @@ def main() -> int:
             f"\n### {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}\n\n"
             f"- machine: {machine()}\n- command: `{command.strip()}`\n"
             f"- load: pushes with one http.client connection; pulls and manifests with {load_tool}; "
-            f"distribution = `{DISTRIBUTION}` (Debian docker-registry) with filesystem storage\n\n{table}\n"
+            f"distribution = `{DISTRIBUTION}` ({_distribution_version()}) with filesystem storage; "
+            f"each figure is the mean of {args.rounds} alternating slices of {args.seconds / args.rounds:.0f} s per server\n\n{table}\n"
         )
         text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
         if "## Registry" not in text:
