@@ -311,6 +311,8 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     assert request(f"{url}/hooks/gitlab", method="POST", body=payload, headers={"X-Gitlab-Token": "no"})[0] == 401
     assert request(f"{url}/hooks/generic", method="POST", headers={"Authorization": f"Bearer {w.token}"})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST")[0] == 401
+    assert request(f"{url}/hooks/generic", method="POST", body=payload, headers={"X-Signature-256": sig})[0] == 202
+    assert request(f"{url}/hooks/generic", method="POST", body=payload + b" ", headers={"X-Signature-256": sig})[0] == 401
     assert request(f"{url}/api/v1/sync", method="POST")[0] == 202
     status, body = request(f"{url}/api/v1/promote", method="POST", body=b'{"app": "shop"}')
     assert status == 400 and "'from'" in body["error"]
