@@ -167,9 +167,9 @@ def check_storage(storage: Storage) -> FsckReport:
             if not registry.has_blob(digest):
                 report.missing.append(f"{repo}@{digest}: manifest content is missing")
         for tag in registry.tags(repo):
-            digest = registry.tag_digest(repo, tag)
-            if not digest or not registry.has_manifest(repo, digest):
-                report.missing.append(f"{repo}:{tag}: tag points to missing manifest {digest}")
+            target = registry.tag_digest(repo, tag)
+            if not target or not registry.has_manifest(repo, target):
+                report.missing.append(f"{repo}:{tag}: tag points to missing manifest {target}")
         for digest in _digests_under(storage, key("layer-links", repo=repo)):
             if not registry.has_blob(digest):
                 report.missing.append(f"{repo}@{digest}: linked blob is missing")
