@@ -186,6 +186,10 @@ def test_promote_and_rollback_through_the_api(p: Platform) -> None:
     with pytest.raises(ApiError) as bad:
         client.post("/api/v1/rollback", {"app": "hello", "env": "prod"})
     assert bad.value.status == 400 and "'to' is required" in str(bad.value)
+    seed = p.api("/api/v1/history?env=prod&app=hello")["history"][-1]["revision"]
+    back = client.post("/api/v1/rollback", {"app": "hello", "env": "prod", "to": seed, "dryRun": True})
+    assert back["toRevision"] == seed and back["commit"] is None
+    assert back["files"] == [{"path": "manifests/prod/apps/hello.yaml", "action": "restore"}]
     assert p.git("ls-remote", str(p.remote), "main").split()[0] == head
 
 
