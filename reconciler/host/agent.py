@@ -75,7 +75,8 @@ class HostAgent:
         options.data.mkdir(parents=True, exist_ok=True)
         self.desired_path = options.data / "desired.json"
         self.labels = host_labels(options.labels)
-        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="wasm")
+        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="wasm-call")
+        self.start_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasm-start")
         self.engine = WasmEngine(cache=None)
         # the engine settings are known only once the engine exists: key the cache on them
         self.engine.cache = CompiledCache(
@@ -87,7 +88,8 @@ class HostAgent:
             engine=self.engine,
             access=options.access,
             defaults=options.defaults,
-            pool=self.pool,
+            start_pool=self.start_pool,
+            call_pool=self.pool,
             drain_seconds=options.drain_seconds,
             on_change=self._changed,
             max_instances=options.max_instances,
@@ -233,6 +235,7 @@ class HostAgent:
             await r.cleanup()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.start_pool.shutdown(wait=False, cancel_futures=True)
         print(f"driftless host {self.options.name}: stopped", flush=True)
         return 0
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.control import (
@@ -57,7 +57,6 @@ class Entry:
     seq: int = 0  # start attempt counter: results of stale attempts are dropped
     retry_in: float = RETRY_FIRST_SECONDS
     retry_at: float | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class Supervisor:
@@ -67,7 +66,8 @@ class Supervisor:
         engine: WasmEngine,
         access: RegistryAccess,
         defaults: RuntimeDefaults,
-        pool: ThreadPoolExecutor,
+        start_pool: ThreadPoolExecutor,
+        call_pool: ThreadPoolExecutor,
         drain_seconds: float,
         on_change: Callable[[], None],
         max_instances: int,
@@ -75,7 +75,8 @@ class Supervisor:
         self.engine = engine
         self.access = access
         self.defaults = defaults
-        self.pool = pool
+        self.start_pool = start_pool  # pulls, compiles, instantiations: never starve the ingress's calls
+        self.call_pool = call_pool
         self.drain_seconds = drain_seconds
         self.on_change = on_change
         self.max_instances = max_instances
@@ -98,8 +99,10 @@ class Supervisor:
         for spec in desired.instances[: self.max_instances]:
             self.ensure(spec, managed=True)
         for spec in desired.instances[self.max_instances :]:
-            entry = self.entries.setdefault(spec.id, Entry(spec=spec, managed=True))
-            entry.state, entry.error = FAILED, f"host capacity of {self.max_instances} instances is full"
+            self.remove(spec.id)
+            self.entries[spec.id] = Entry(
+                spec=spec, managed=True, state=FAILED, error=f"host capacity of {self.max_instances} instances is full"
+            )
         log.info("converging to generation %d (%d instances)", desired.generation, len(desired.instances))
         self.on_change()
 
@@ -124,7 +127,7 @@ class Supervisor:
     async def _run_start(self, entry: Entry, seq: int, spec: InstanceSpec) -> None:
         loop = asyncio.get_running_loop()
         try:
-            instance = await loop.run_in_executor(self.pool, self._build, spec, entry.managed)
+            instance = await loop.run_in_executor(self.start_pool, self._build, spec, entry.managed)
         except HostError as exc:
             if entry.seq == seq and self.entries.get(spec.id) is entry:
                 self._failed(entry, exc)
@@ -166,7 +169,7 @@ class Supervisor:
 
     async def _run_job(self, entry: Entry, instance: ComponentInstance) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self.pool, instance.run_job)
+            await asyncio.get_running_loop().run_in_executor(self.call_pool, instance.run_job)
         except HostError as exc:
             if entry.instance is instance:
                 entry.state, entry.error = FAILED, str(exc)
