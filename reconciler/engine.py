@@ -296,6 +296,14 @@ class Engine:
         if self.rejected and head.revision == self.rejected.revision:
             ctx.outcome = "rejected"
             return  # stalled: no retry until a new commit
+        signers = self.settings.allowed_signers
+        if signers is not None:
+            why = await asyncio.to_thread(self.git.verify_signature, head.revision, allowed_signers=signers)
+            if why is not None:
+                self._reject(head, [_error_json("", 0, f"commit {head.revision[:12]} is not signed by an allowed key "
+                                                       f"(--allowed-signers {signers}): {why}", code="unsigned")])
+                ctx.outcome = "rejected"
+                return
         try:
             tree = await asyncio.to_thread(self._load, head.revision)
         except Transient:

@@ -74,6 +74,19 @@ class GitSource:
             archive.extractall(dest, filter="data")
         return dest / subdir if paths else dest
 
+    def verify_signature(self, revision: str, *, allowed_signers: Path) -> str | None:
+        """None when ``revision`` carries a valid SSH signature by a key of ``allowed_signers``
+        (git's allowed-signers format), else why not."""
+        proc = subprocess.run(
+            ["git", "--git-dir", str(self.mirror), "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}",
+             "verify-commit", revision],
+            capture_output=True, text=True, timeout=60,
+        )
+        if proc.returncode == 0:
+            return None
+        detail = (proc.stderr.strip().splitlines() or ["no signature"])[-1]
+        return detail
+
     def commit_info(self, revision: str) -> CommitInfo:
         with self._lock:
             return self.info(self._repo().commit(revision))

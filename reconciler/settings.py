@@ -22,3 +22,4 @@ class Settings:
     history_limit: int = 20  # applied revisions kept per environment
     grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
+    allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied

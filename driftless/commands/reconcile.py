@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", type=int, default=20, help="applied revisions kept per environment (default 20)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds a converging instance is Pending before it counts as drift (default 10)")
+    p.add_argument("--allowed-signers", type=Path, default=None,
+                   help="apply only commits SSH-signed by a key in FILE (git allowed-signers format)")
     p.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, help="private key of --tls-cert (PEM)")
 
@@ -40,6 +42,15 @@ def _secret(path: Path | None, option: str) -> str | None:
     if not value:
         raise UsageError(f"{option} {path} is empty", hint="write a long random token into it")
     return value
+
+
+def _signers(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise UsageError(f"--allowed-signers {path} is not a file",
+                         hint='one line per key: "<email> ssh-ed25519 AAAA..." (git allowed-signers format)')
+    return path.resolve()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
         read_token=_secret(args.read_token_file, "--read-token-file"),
         history_limit=args.history,
         grace_seconds=args.grace,
+        allowed_signers=_signers(args.allowed_signers),
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))
