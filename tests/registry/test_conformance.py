@@ -394,3 +394,43 @@ def test_push_manifest_by_digest_with_tag_parameters(oci: Oci) -> None:
     r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(body)}?tag=-bad", content=body,
                 headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"
+
+
+def test_referrers_artifact_type_fallbacks_and_index_referrer(oci: Oci) -> None:
+    """As in the conformance suite: artifactType from config.mediaType when absent, and an index referrer."""
+    subject_digest, manifest = oci.image("conf/ref-kinds", "v1")
+    subject = {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(json.dumps(manifest))}
+    config = b'{"kind": "sbom"}'
+    blob = oci.push_blob("conf/ref-kinds", b"sbom data")
+    by_config = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                 "config": {"mediaType": "application/vnd.example.sbom.config", "digest": oci.push_blob(
+                     "conf/ref-kinds", config), "size": len(config)},
+                 "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": 9}],
+                 "subject": subject, "annotations": {"org.opencontainers.conformance.test": "config"}}
+    body = json.dumps(by_config).encode()
+    r = oci.put(f"/v2/conf/ref-kinds/manifests/{sha256(body)}", content=body, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201 and r.headers["OCI-Subject"] == subject_digest
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": "application/vnd.food.stand",
+             "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body)}],
+             "subject": subject, "annotations": {"org.opencontainers.conformance.test": "index"}}
+    index_body = json.dumps(index).encode()
+    r = oci.put(f"/v2/conf/ref-kinds/manifests/{sha256(index_body)}", content=index_body,
+                headers={"Content-Type": OCI_INDEX})
+    assert r.status_code == 201 and r.headers["OCI-Subject"] == subject_digest
+    found = {d["digest"]: d for d in oci.get(f"/v2/conf/ref-kinds/referrers/{subject_digest}").json()["manifests"]}
+    assert found[sha256(body)]["artifactType"] == "application/vnd.example.sbom.config"
+    assert found[sha256(index_body)] == {"mediaType": OCI_INDEX, "digest": sha256(index_body), "size": len(index_body),
+                                         "artifactType": "application/vnd.food.stand",
+                                         "annotations": {"org.opencontainers.conformance.test": "index"}}
+    r = oci.get(f"/v2/conf/ref-kinds/referrers/{subject_digest}", params={"artifactType": "application/vnd.food.stand"})
+    assert [d["digest"] for d in r.json()["manifests"]] == [sha256(index_body)]
+
+
+def test_pull_invalid_reference_is_not_found(oci: Oci) -> None:
+    oci.image("conf/invalid-ref", "v1")
+    for method in ("GET", "HEAD"):
+        r = oci.request(method, "/v2/conf/invalid-ref/manifests/.INVALID_MANIFEST_NAME")
+        assert r.status_code == 404
+    r = oci.put("/v2/conf/invalid-ref/manifests/sha256:totallywrong", content=b"{}",
+                headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
