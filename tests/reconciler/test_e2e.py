@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,11 +45,14 @@ class Platform:
                                      log_dir=root, token_file=self.token_file, heartbeat=0.5)
         self.hosts: dict[str, DriftlessProcess] = {}
         self.ingress: dict[str, str] = {}
+        self.admin: dict[str, str] = {}
 
     def start_host(self, name: str) -> None:
-        port = free_port()
+        port, admin = free_port(), free_port()
         args = ["host", "--control", self.reconciler.url, "--token-file", str(self.token_file), "--name", name,
-                "--listen", f"127.0.0.1:{port}", "--data", str(self.root / "hosts" / name), "--heartbeat", "0.5"]
+                "--listen", f"127.0.0.1:{port}", "--data", str(self.root / "hosts" / name), "--heartbeat", "0.5",
+                "--admin-listen", f"127.0.0.1:{admin}"]
+        self.admin[name] = f"http://127.0.0.1:{admin}"
         for k, v in HOSTS[name].items():
             args += ["--label", f"{k}={v}"]
         self.hosts[name] = DriftlessProcess(args, log_dir=self.root, name=f"host-{name}").start()
@@ -210,6 +214,21 @@ def test_reconciler_restart_restarts_no_component(platform: Platform) -> None:
     time.sleep(1.5)
     assert {h: p.reconciler.host(h)["generation"] for h in HOSTS} == gens
     assert running() == before
+
+
+def test_instance_stopped_by_hand_is_healed(platform: Platform) -> None:
+    p = platform
+    victim = next(i for i in p.desired("aws") if "/hello/" in i)
+    req = urllib.request.Request(f"{p.admin['aws']}/api/v1/instances?id={urllib.parse.quote(victim)}",
+                                 method="DELETE", headers={"Authorization": f"Bearer {p.token_file.read_text()}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status in (200, 202, 204)
+    wait_until(lambda: victim not in p.report("aws"), timeout=10, what="instance gone from the report")
+    # sync.mode heal: the reconciler republishes and the host starts it again
+    wait_until(lambda: p.report("aws").get(victim, {}).get("status") == "Running", timeout=20, what="healed")
+    events = p.reconciler.get("/api/v1/events?env=prod&limit=1000")["events"]
+    assert any(e["reason"] == "Healed" for e in p.reconciler.get("/api/v1/events?limit=1000")["events"]), events[-5:]
+    assert any(e["reason"] == "DriftMissing" and victim in e["message"] for e in events)
 
 
 def test_killed_host_is_rescheduled(platform: Platform) -> None:
