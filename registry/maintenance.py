@@ -3,8 +3,9 @@
 GC marks from every tag: a tagged manifest, the children of an index, a manifest's config and layers,
 and every referrer whose subject is alive (recursively); it sweeps the rest. Anything written within
 the grace period (blobs, manifest revisions, blob links) is kept, so a push in progress — blobs
-uploaded, manifest not yet put — survives a GC run alongside a serving registry. Open upload
-sessions are never touched; the markers of closed ones expire with the grace period. fsck re-hashes every blob and moves corrupt ones to ``quarantine/``.
+uploaded, manifest not yet put — survives a GC run alongside a serving registry. Upload sessions in
+progress are never touched; one that has received nothing for ``stale_upload_seconds`` (default a
+day) is abandoned and removed, and the markers of closed ones expire with the grace period. fsck re-hashes every blob and moves corrupt ones to ``quarantine/``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class GcReport:
     blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, size) deleted or to delete
     manifests: list[str] = field(default_factory=list)  # "repo@digest"
     links: list[str] = field(default_factory=list)  # "repo@digest" blob links
+    uploads: list[str] = field(default_factory=list)  # "repo upload-id" sessions abandoned long ago
     kept_recent: int = 0
     dry_run: bool = False
 
@@ -51,7 +53,8 @@ def all_blob_digests(storage: Storage) -> list[str]:
     return out
 
 
-def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: bool = False,
+                    stale_upload_seconds: float = 86400.0) -> GcReport:
     registry = Registry(storage)
     report = GcReport(dry_run=dry_run)
     cutoff = time.time() - grace_seconds
@@ -111,11 +114,24 @@ def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: 
             report.links.append(f"{repo}@{digest}")
             if not dry_run:
                 storage.delete(link)
-    # markers of closed upload sessions (they stop a completed id being reused) expire with the grace
+    # markers of closed upload sessions (they stop a completed id being reused) expire with the grace;
+    # a session that has not received a byte for stale_upload_seconds is abandoned, not in progress
+    stale_cutoff = time.time() - max(stale_upload_seconds, grace_seconds)
     for upload_id in registry.upload_ids():
         closed = key("upload-closed", upload=upload_id)
-        if storage.stat(closed) is not None and not recent(closed) and not dry_run:
-            storage.delete(key("upload", upload=upload_id))
+        if storage.stat(closed) is not None:
+            if not recent(closed) and not dry_run:
+                storage.delete(key("upload", upload=upload_id))
+            continue
+        state = storage.stat(key("upload-state", upload=upload_id))
+        if state is not None and state.modified < stale_cutoff:
+            try:
+                repo = json.loads(storage.get(key("upload-state", upload=upload_id))).get("repository", "?")
+            except (FileNotFoundError, ValueError, AttributeError):
+                repo = "?"
+            report.uploads.append(f"{repo} {upload_id}")
+            if not dry_run:
+                storage.delete(key("upload", upload=upload_id))
     for digest in all_blob_digests(storage):
         if digest in marked:
             continue

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gc.add_argument("--root", type=Path, required=True, help="storage directory")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.add_argument("--grace", default="10m", help="keep anything written more recently than this (e.g. 30s, 10m, 2h; default 10m)")
+    gc.add_argument("--stale-uploads", default="24h", metavar="DURATION",
+                    help="remove upload sessions that received nothing for this long (default 24h)")
 
     fsck = sub.add_parser("fsck", help="re-hash every blob; quarantine corrupt ones (exit 1 if any problem)")
     fsck.add_argument("--root", type=Path, required=True, help="storage directory")
@@ -36,10 +38,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     return (m["v6"] or m["host"] or "127.0.0.1"), int(m["port"])
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, *, option: str = "--grace") -> float:
     m = re.match(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$", text.strip())
     if m is None:
-        raise UsageError(f"--grace {text!r} is not a duration", hint="use a number with s, m, h or d, e.g. 10m")
+        raise UsageError(f"{option} {text!r} is not a duration", hint="use a number with s, m, h or d, e.g. 10m")
     return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2] or "s"]
 
 
@@ -94,7 +96,8 @@ def _gc(args: argparse.Namespace) -> int:
     from registry.storage import FilesystemStorage
 
     storage = FilesystemStorage(_existing_root(args.root))
-    report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run)
+    report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run,
+                             stale_upload_seconds=parse_duration(args.stale_uploads, option="--stale-uploads"))
     verb = "would delete" if args.dry_run else "deleted"
     for item in report.manifests:
         print(f"{verb} manifest {item}")
@@ -102,11 +105,13 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"{verb} blob link {item}")
     for digest, size in report.blobs:
         print(f"{verb} blob {digest} ({size} bytes)")
+    for item in report.uploads:
+        print(f"{verb} abandoned upload session {item}")
     if not args.dry_run:
         storage.clean_temp(older_than=parse_duration(args.grace))
     print(
         f"gc: {verb} {len(report.blobs)} blobs ({report.freed_bytes} bytes), {len(report.manifests)} manifests, "
-        f"{len(report.links)} blob links; kept {report.kept_recent} recent items (grace {args.grace})"
+        f"{len(report.links)} blob links, {len(report.uploads)} abandoned uploads; kept {report.kept_recent} recent items (grace {args.grace})"
     )
     return 0
 

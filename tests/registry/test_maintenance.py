@@ -80,7 +80,7 @@ def test_gc_marks_from_tags_and_keeps_recent(tmp_path: Path) -> None:
     assert reg.get_manifest("app", "v1").digest == tagged
     assert [d["digest"] for d in reg.referrers("app", tagged)] == [sig_of_tagged]
     assert not reg.has_manifest("app", untagged)
-    assert reg.upload("app", upload.id).size == len(b"in progress")  # uploads are never collected
+    assert reg.upload("app", upload.id).size == len(b"in progress")
     # the blob link of the orphan went too, the fresh one stays
     assert storage.stat(key("layer-link", repo="app", digest=orphan)) is None
     assert reg.blob_stat("other", fresh).size == len(b"pushed a moment ago")
@@ -92,6 +92,11 @@ def test_gc_marks_from_tags_and_keeps_recent(tmp_path: Path) -> None:
     assert "deleted 1 blobs" in again.stdout  # only the fresh orphan, now past a zero grace
     assert not (root / key("upload", upload=closed.id)).exists()
     assert reg.upload("app", upload.id).size == len(b"in progress")
+    # a session untouched for two days is abandoned, not in progress
+    _age_everything(root / "uploads", seconds=2 * 86400)
+    r = driftless("registry", "gc", "--root", str(root), "--stale-uploads", "1d")
+    assert f"deleted abandoned upload session app {upload.id}" in r.stdout
+    assert not (root / key("upload", upload=upload.id)).exists()
 
 
 def test_gc_and_fsck_usage_errors(tmp_path: Path) -> None:
