@@ -294,8 +294,12 @@ class Engine:
         if head is None or (self.applied and head.revision == self.applied["revision"] and self.tree is not None):
             return
         if self.rejected and head.revision == self.rejected.revision:
-            ctx.outcome = "rejected"
-            return  # stalled: no retry until a new commit
+            # stalled: no retry until a new commit; except a missing image, which a push to the
+            # registry can fix: that commit is tried again at each poll, sync or webhook
+            waiting_for_image = all(e.get("code") == "unknown-image" for e in self.rejected.errors)
+            if not (waiting_for_image and ctx.fetch):
+                ctx.outcome = "rejected"
+                return
         signers = self.settings.allowed_signers
         if signers is not None:
             why = await asyncio.to_thread(self.git.verify_signature, head.revision, allowed_signers=signers)

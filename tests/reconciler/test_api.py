@@ -181,6 +181,11 @@ def test_invalid_commit_is_rejected_and_last_good_stays(world: World) -> None:
     assert env["revision"] == good
     metrics = request(f"{w.reconciler.url}/metrics")[1].decode()
     assert "driftless_revision_rejected 1" in metrics
+    # the same commit applies once the image exists (no new commit needed)
+    w.registry.push("demo/nothere:9.9.9", build("hello"))
+    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST")[0] == 202
+    wait_until(lambda: w.reconciler.get("/api/v1/environments/prod")["revision"] == bad2, timeout=10,
+               what="commit applied once its image was pushed")
     # fixed: applied, rejection cleared
     fixed = w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1),
                                                                         image="demo/hello:2.0.0")])}, "fixed")
