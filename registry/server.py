@@ -320,18 +320,33 @@ class RegistryApp:
             response = web.FileResponse(path, headers=headers)
             response.blob_bytes = _range_length(request, st.size)  # type: ignore[attr-defined]
             return response
-        data = self.registry.storage.get(storage_key)
-        try:
-            rng = request.http_range
-        except ValueError:
-            rng = slice(None, None)
-        if rng.start is None and rng.stop is None:
-            return web.Response(body=data, headers=headers)
-        start, stop, _ = rng.indices(st.size)
-        if start >= st.size or start >= stop:
-            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{st.size}"})
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{st.size}"
-        return web.Response(status=206, body=data[start:stop], headers=headers)
+        # a driver without local files (an object store): stream from its reader
+        start, stop = 0, st.size
+        status = 200
+        if "Range" in request.headers:
+            try:
+                start, stop, _ = request.http_range.indices(st.size)
+            except ValueError:
+                start, stop = st.size, st.size
+            if start >= stop:
+                return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{st.size}"})
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{st.size}"
+            status = 206
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = stop - start
+        await response.prepare(request)
+        if request.method != "HEAD":
+            with self.registry.storage.reader(storage_key) as f:
+                f.seek(start)
+                remaining = stop - start
+                while remaining > 0:
+                    chunk = f.read(min(1 << 20, remaining))
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                    remaining -= len(chunk)
+        await response.write_eof()
+        return response
 
     async def _start_upload(self, request: web.BaseRequest, name: str) -> web.Response:
         query = request.query
@@ -556,9 +571,11 @@ def _ssl_context(options: ServerOptions) -> ssl.SSLContext | None:
     return ctx
 
 
-async def start(options: ServerOptions) -> tuple[web.BaseRunner, str]:
-    """Start serving on the running loop; returns the runner (``await runner.cleanup()`` stops) and the URL."""
-    app = make_handler(options)
+async def start(options: ServerOptions, *, storage: Storage | None = None) -> tuple[web.BaseRunner, str]:
+    """Start serving on the running loop; returns the runner (``await runner.cleanup()`` stops) and the URL.
+
+    ``storage`` replaces the filesystem driver under ``options.root`` (e.g. ``MemoryStorage()``)."""
+    app = make_handler(options, storage=storage)
     server = web.Server(app.handle, access_log=None, handler_cancellation=True)
     runner = web.ServerRunner(server, access_log=None)
     await runner.setup()
@@ -603,7 +620,7 @@ class RunningRegistry:
         self._thread.join(10)
 
 
-def serve_in_thread(options: ServerOptions) -> RunningRegistry:
+def serve_in_thread(options: ServerOptions, *, storage: Storage | None = None) -> RunningRegistry:
     """Run the registry on a background thread's event loop (port 0 picks a free port); stop() ends it."""
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}
@@ -612,7 +629,7 @@ def serve_in_thread(options: ServerOptions) -> RunningRegistry:
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            ready["runner"], ready["url"] = loop.run_until_complete(start(options))
+            ready["runner"], ready["url"] = loop.run_until_complete(start(options, storage=storage))
         except BaseException as exc:
             ready["error"] = exc
             started.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat as stat_module
 import threading
 import time
 import uuid
@@ -175,7 +176,7 @@ class FilesystemStorage:
             st = os.stat(self.root / key)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not os.path.isfile(self.root / key):
+        if not stat_module.S_ISREG(st.st_mode):
             return None
         return Stat(st.st_size, st.st_mtime)
 

@@ -156,3 +156,36 @@ def test_filesystem_writes_leave_no_partial_file(tmp_path: Path) -> None:
     abandoned.write(b"crash")
     assert fs.clean_temp() == 1
     abandoned.cancel()
+
+
+def test_server_over_a_driver_without_local_files(tmp_path: Path) -> None:
+    """The HTTP server only needs the Storage protocol: blobs stream from the driver's reader."""
+    import httpx
+
+    from registry.server import ServerOptions, serve_in_thread
+
+    running = serve_in_thread(ServerOptions(root=tmp_path / "unused", port=0), storage=MemoryStorage())
+    try:
+        with httpx.Client(base_url=running.url, timeout=10) as c:
+            data = bytes(range(256)) * 10
+            digest = digest_of(data)
+            assert c.post("/v2/mem/app/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+            loc = c.post("/v2/mem/app/blobs/uploads/").headers["Location"]
+            loc = c.patch(loc, content=b"{}", headers={"Content-Range": "0-1"}).headers["Location"]
+            assert c.put(loc, params={"digest": digest_of(b"{}")}).status_code == 201
+            r = c.get(f"/v2/mem/app/blobs/{digest}")
+            assert r.status_code == 200 and r.content == data
+            r = c.get(f"/v2/mem/app/blobs/{digest}", headers={"Range": "bytes=100-199"})
+            assert r.status_code == 206 and r.content == data[100:200]
+            assert r.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+            assert c.get(f"/v2/mem/app/blobs/{digest}", headers={"Range": "bytes=9999-"}).status_code == 416
+            assert c.head(f"/v2/mem/app/blobs/{digest}").headers["Content-Length"] == str(len(data))
+            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(b"{}"), "size": 2},
+                        "layers": [{"mediaType": "application/octet-stream", "digest": digest, "size": len(data)}]}
+            assert c.put("/v2/mem/app/manifests/v1", json=manifest,
+                         headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+            assert c.get("/v2/mem/app/tags/list").json()["tags"] == ["v1"]
+        assert not (tmp_path / "unused").exists()  # nothing touched the filesystem
+    finally:
+        running.stop()
