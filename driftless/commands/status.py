@@ -135,14 +135,50 @@ def run(args: argparse.Namespace) -> int:
         environments = [e for e in environments if e.get("name") == args.env]
         served = set(environments[0].get("hosts") or [])
         hosts = [h for h in hosts if h.get("name") in served]
+    drifting = _drift_counts(client)
     if args.output == "json":
-        print_json({"source": envs_doc.get("source"), "environments": environments, "hosts": hosts})
+        print_json(
+            {
+                "source": envs_doc.get("source"),
+                "environments": environments,
+                "hosts": hosts,
+                "drift": drifting,
+            }
+        )
         return 0
-    print(render(source=envs_doc.get("source") or {}, environments=environments, hosts=hosts))
+    print(render(source=envs_doc.get("source") or {}, environments=environments, hosts=hosts, drift=drifting))
     return 0
 
 
-def render(*, source: dict[str, Any], environments: list[dict[str, Any]], hosts: list[dict[str, Any]]) -> str:
+def _drift_counts(client: ControlClient) -> dict[str, int]:
+    """Counted drift items per environment (an older reconciler without drift: none)."""
+    try:
+        doc = client.get("/api/v1/drift") or {}
+    except DriftlessError:
+        return {}
+    counts: dict[str, int] = {}
+    for item in doc.get("items") or []:
+        if item.get("category") != "Pending":
+            env = str(item.get("env") or "")
+            counts[env] = counts.get(env, 0) + 1
+    return counts
+
+
+def _worst_health(apps: list[dict[str, Any]]) -> str:
+    healths = {str(a.get("health") or "Unknown") for a in apps}
+    for h in ("Degraded", "Unknown", "Progressing"):
+        if h in healths:
+            return h
+    return "Healthy" if apps else "-"
+
+
+def render(
+    *,
+    source: dict[str, Any],
+    environments: list[dict[str, Any]],
+    hosts: list[dict[str, Any]],
+    drift: dict[str, int] | None = None,
+) -> str:
     now = time.time()
     out: list[str] = []
     applied = (source.get("applied") or {}) if isinstance(source, dict) else {}
@@ -157,7 +193,6 @@ def render(*, source: dict[str, Any], environments: list[dict[str, Any]], hosts:
     app_rows = []
     for e in environments:
         apps = e.get("apps") or []
-        degraded = sum(1 for a in apps if a.get("health") != "Healthy")
         out_of_sync = sum(1 for a in apps if a.get("sync") != "Synced")
         sync_mode = (e.get("sync") or {}).get("mode", "-")
         promotion = e.get("promotion") or {}
@@ -166,7 +201,8 @@ def render(*, source: dict[str, Any], environments: list[dict[str, Any]], hosts:
                 str(e.get("name")),
                 short(e.get("revision")),
                 "OutOfSync" if out_of_sync else "Synced",
-                "Degraded" if degraded else "Healthy",
+                _worst_health(apps),
+                str((drift or {}).get(str(e.get("name")), 0)),
                 sync_mode,
                 str(len(e.get("hosts") or [])),
                 str(len(apps)),
@@ -190,7 +226,7 @@ def render(*, source: dict[str, Any], environments: list[dict[str, Any]], hosts:
                              f"unplaced: {u.get('message') or u.get('reason') or u}"])  # fmt: skip
     out.append(
         table(
-            ["ENVIRONMENT", "REVISION", "SYNC", "HEALTH", "MODE", "HOSTS", "APPS", "PROMOTION"],
+            ["ENVIRONMENT", "REVISION", "SYNC", "HEALTH", "DRIFT", "MODE", "HOSTS", "APPS", "PROMOTION"],
             env_rows,
             colour_columns=(2, 3),
         )  # fmt: skip

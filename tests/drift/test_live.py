@@ -51,6 +51,9 @@ def test_fresh_platform_reports_no_drift(p: Platform) -> None:
     status = p.cli("status")
     assert status.returncode == 0, status.stderr
     assert "prod" in status.stdout and "staging" in status.stdout and "aws-1" in status.stdout
+    assert status.stdout.splitlines()[2].split()[:5] == ["ENVIRONMENT", "REVISION", "SYNC", "HEALTH", "DRIFT"]
+    envs = {line.split()[0]: line.split() for line in status.stdout.splitlines()[3:5]}
+    assert envs["prod"][2:5] == ["Synced", "Healthy", "0"]
 
 
 def test_out_of_band_instance_is_unexpected_and_stays_in_report_mode(p: Platform) -> None:
@@ -257,5 +260,7 @@ def test_killed_host_is_reported_lost(p: Platform) -> None:
     assert item["actual"] == "Lost"
     r = p.cli("drift", "-o", "json")
     assert r.returncode == 2
-    status = p.cli("status")
-    assert "Lost" in status.stdout
+    status = p.cli("status", "-o", "json")
+    doc = json.loads(status.stdout)
+    assert {h["name"]: h["state"] for h in doc["hosts"]}["edge-1"] == "Lost"
+    assert sum(doc["drift"].values()) >= 1
