@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.reconciler.platform import GitRepo, Reconciler, application, environment, new_token
-from tests.support.procs import DriftlessProcess, wait_until
+from tests.support.procs import DriftlessProcess, free_port, wait_until
 
 
 def make_cert(root: Path) -> tuple[Path, Path]:
@@ -52,6 +52,20 @@ def test_tls_control_api(tmp_path: Path) -> None:
         assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(url.replace("https://", "http://") + "/healthz", timeout=5).close()
+        # a real host agent connects over TLS, trusting the reconciler's certificate
+        host = DriftlessProcess(["host", "--control", url, "--control-ca", str(cert), "--token-file", str(token_file),
+                                 "--name", "tls-host", "--listen", f"127.0.0.1:{free_port()}", "--data",
+                                 str(tmp_path / "host"), "--heartbeat", "0.5"], log_dir=tmp_path, name="host-tls")
+        host.start()
+        try:
+            def host_state() -> str:
+                with urllib.request.urlopen(f"{url}/api/v1/hosts/tls-host", context=trusted, timeout=2) as r:
+                    doc = json.loads(r.read())
+                return str(doc["state"]) if doc["report"] else ""
+
+            wait_until(lambda: host_state() == "Ready", timeout=20, what="host registered and reporting over TLS")
+        finally:
+            host.stop()
         assert token_file.read_text() not in proc.log()
     finally:
         proc.stop()
