@@ -297,25 +297,25 @@ def _plan(
 
     # Phase 2: place what is missing, least loaded host first.
     for want in wants:
-        env, app, comp = want.env.name, want.app.name, want.component.name
+        env_name, app_name, comp_name = want.env.name, want.app.name, want.component.name
         if want.daemon:
             group = want.groups[0][0]
             full = 0
             for host in group.hosts:
-                have = want.placed.setdefault(host, [])
+                on_host = want.placed.setdefault(host, [])
                 i = 0
-                while len(have) < want.per_host:
+                while len(on_host) < want.per_host:
                     ordinal = f"{host}.{i}"
                     i += 1
-                    if ordinal in have:
+                    if ordinal in on_host:
                         continue
                     if not load.room(host):
-                        full += want.per_host - len(have)
+                        full += want.per_host - len(on_host)
                         break
                     load.add(host)
-                    have.append(ordinal)
+                    on_host.append(ordinal)
             if full:
-                unplaced.append(Unplaced(env=env, app=app, component=comp, missing=full, reason="hosts are full (maxInstances)"))
+                unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=full, reason="hosts are full (maxInstances)"))
             continue
         used = {o for ords in want.placed.values() for o in ords}
         next_ordinal = 0
@@ -325,9 +325,10 @@ def _plan(
             missing = n - have
             avoid = {h for h, o in want.placed.items() if o}
             while missing > 0:
-                host = load.pick(group, avoid)
-                if host is None:
+                picked = load.pick(group, avoid)
+                if picked is None:
                     break
+                host = picked
                 while str(next_ordinal) in used:
                     next_ordinal += 1
                 ordinal = str(next_ordinal)
@@ -338,7 +339,7 @@ def _plan(
                 missing -= 1
             if missing > 0:
                 reason = "no Ready host matches" if not group.hosts else "matching hosts are full (maxInstances)"
-                unplaced.append(Unplaced(env=env, app=app, component=comp, missing=missing, reason=reason))
+                unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=missing, reason=reason))
 
     # Link targets on every host that runs a link source.
     by_component = {(w.env.name, w.app.name, w.component.name): w for w in wants}

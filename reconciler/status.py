@@ -128,10 +128,11 @@ def app_views(
                 ready = 0
                 errors: list[str] = []
                 for host, spec in entries:
-                    inst = running.get(host, {}).get(spec.id)
-                    if host_states.get(host) != "Ready" or inst is None:
+                    found = running.get(host, {}).get(spec.id)
+                    if host_states.get(host) != "Ready" or found is None:
                         in_sync = False
                         continue
+                    inst = found
                     if inst.digest != spec.digest or dict(inst.config) != dict(spec.config):
                         in_sync = False
                     if inst.status == RUNNING and inst.digest == spec.digest:

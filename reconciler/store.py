@@ -213,7 +213,8 @@ class Store:
         return Event(id=event_id, at=at, type=type, reason=reason, env=env, app=app, host=host, message=message, revision=revision)
 
     def events(self, *, env: str | None = None, since: float | None = None, limit: int = 100) -> list[Event]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if env:
             where.append("(env=? OR env='')")
             args.append(env)
