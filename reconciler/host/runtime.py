@@ -88,8 +88,10 @@ class ComponentInstance:
         links: LinkResolver,
         defaults: RuntimeDefaults,
         managed: bool = True,
+        on_trap: Callable[[], None] = lambda: None,
     ) -> None:
         self.spec = spec
+        self._on_trap = on_trap  # thread-safe: called from worker threads
         self.managed = managed
         self.component = component
         self._engine = engine
@@ -379,6 +381,7 @@ class ComponentInstance:
                 self.backoff_until = now + min(MAX_BACKOFF_SECONDS, 2.0 ** self._backoffs)
                 self._traps = []
         log.warning("%s (restart %d)", text, self.restarts)
+        self._on_trap()
         try:
             self._give_back(self._new_slot())
         except HostError as again:

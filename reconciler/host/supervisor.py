@@ -87,6 +87,7 @@ class Supervisor:
         self._rr = itertools.count()
         self._oob = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -124,8 +125,13 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _changed_from_thread(self) -> None:
+        """A trap in a worker thread: report at once (restarts and lastError changed)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.on_change)
+
     async def _run_start(self, entry: Entry, seq: int, spec: InstanceSpec) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             instance = await loop.run_in_executor(self.start_pool, self._build, spec, entry.managed)
         except HostError as exc:
@@ -164,8 +170,9 @@ class Supervisor:
 
         component = self.engine.load(digest=spec.digest, fetch=fetch, progress=progress)
         return ComponentInstance(
-            spec=spec, component=component, engine=self.engine, links=self, defaults=self.defaults, managed=managed
-        )
+            spec=spec, component=component, engine=self.engine, links=self, defaults=self.defaults, managed=managed,
+            on_trap=self._changed_from_thread,
+        )  # fmt: skip
 
     async def _run_job(self, entry: Entry, instance: ComponentInstance) -> None:
         try:
