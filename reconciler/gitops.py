@@ -6,6 +6,10 @@ becomes a :class:`GitError` that says which command failed and why.
         (wc.path / "manifests/prod/apps/hello.yaml").write_text(...)
         wc.commit(message="...", paths=["manifests/prod/apps/hello.yaml"])
         wc.push()        # on a non-fast-forward: fetch, rebase, push again (bounded)
+
+    in_repository(repo=..., branch="main", push=True, dry_run=False, work=lambda wc, push: ...)
+        # where a commit belongs: a local clone in place, or a fresh clone of a remote; a change
+        # whose push conflicts is recomputed on the new head (with_fresh_clone)
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import random
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from driftless.errors import DriftlessError, Refused
 
 DEFAULT_IDENTITY = ("driftless", "driftless@localhost")
+T = TypeVar("T")
 
 
 class GitError(DriftlessError):
@@ -229,3 +235,41 @@ def parse_trailers(message: str) -> dict[str, list[str]]:
         if sep:
             out.setdefault(key.strip(), []).append(value.strip())
     return out
+
+
+def in_repository(
+    *, repo: str, branch: str, push: bool, dry_run: bool, work: Callable[[WorkingCopy, bool], T]
+) -> T:
+    """Run ``work(working_copy, push)`` where the commit belongs.
+
+    A local working copy is used in place (its branch must be ``branch``), and pushed to its
+    ``origin`` when ``push``. Anything else is a remote: cloned fresh, and ``push`` is required
+    (unless it is a dry run) since a commit in a temporary clone would be lost.
+    """
+    if is_working_copy(repo):
+        wc = open_working_copy(repo, branch=branch)
+        if wc.current_branch() != branch:
+            raise Refused(
+                f"{wc.path} has {wc.current_branch()!r} checked out, not {branch!r}",
+                hint=f"git switch {branch} there, or pass --branch",
+            )
+        return work(wc, push)
+    if not push and not dry_run:
+        raise Refused(
+            f"{repo} is a remote, not a working copy: without --push the commit would be lost",
+            hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
+        )
+    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: work(wc, push))
+
+
+def with_fresh_clone(*, repo: str, branch: str, work: Callable[[WorkingCopy], T], attempts: int = 3) -> T:
+    """Run ``work`` in a fresh clone; when its push conflicts (someone changed the same lines),
+    run it again on the new head: the change is recomputed, so no one's commit is lost."""
+    for attempt in range(1, attempts + 1):
+        with temporary_clone(remote=repo, branch=branch) as wc:
+            try:
+                return work(wc)
+            except PushConflict:
+                if attempt == attempts:
+                    raise
+    raise AssertionError("unreachable")

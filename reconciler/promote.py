@@ -36,10 +36,10 @@ import asyncio
 import difflib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -47,9 +47,7 @@ from ruamel.yaml.error import YAMLError
 
 from driftless.errors import Refused
 from driftless.reference import DIGEST_RE, ReferenceError, parse
-from reconciler.gitops import PushConflict, WorkingCopy, is_working_copy, open_working_copy, temporary_clone
-
-T = TypeVar("T")
+from reconciler.gitops import WorkingCopy, in_repository
 
 # -- public types ----------------------------------------------------------------------------
 
@@ -154,44 +152,6 @@ def promote(
         dry_run=dry_run,
         work=lambda wc, p: _promote_in(wc, push=p, **kwargs),
     )
-
-
-def in_repository(
-    *, repo: str, branch: str, push: bool, dry_run: bool, work: Callable[[WorkingCopy, bool], T]
-) -> T:
-    """Run ``work(working_copy, push)`` where the commit belongs.
-
-    A local working copy is used in place (its branch must be ``branch``), and pushed to its
-    ``origin`` when ``push``. Anything else is a remote: cloned fresh, and ``push`` is required
-    (unless it is a dry run) since a commit in a temporary clone would be lost.
-    """
-    if is_working_copy(repo):
-        wc = open_working_copy(repo, branch=branch)
-        if wc.current_branch() != branch:
-            raise Refused(
-                f"{wc.path} has {wc.current_branch()!r} checked out, not {branch!r}",
-                hint=f"git switch {branch} there, or pass --branch",
-            )
-        return work(wc, push)
-    if not push and not dry_run:
-        raise Refused(
-            f"{repo} is a remote, not a working copy: without --push the commit would be lost",
-            hint="pass --push (the default), --dry-run to preview, or --repo PATH of a local clone",
-        )
-    return with_fresh_clone(repo=repo, branch=branch, work=lambda wc: work(wc, push))
-
-
-def with_fresh_clone(*, repo: str, branch: str, work: Callable[[WorkingCopy], T], attempts: int = 3) -> T:
-    """Run ``work`` in a fresh clone; when its push conflicts (someone changed the same lines),
-    run it again on the new head: the change is recomputed, so no one's commit is lost."""
-    for attempt in range(1, attempts + 1):
-        with temporary_clone(remote=repo, branch=branch) as wc:
-            try:
-                return work(wc)
-            except PushConflict:
-                if attempt == attempts:
-                    raise
-    raise AssertionError("unreachable")
 
 
 async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftless.errors import Refused
-from reconciler.gitops import WorkingCopy
-from reconciler.promote import app_files, application_name, in_repository, optional_text, required_text
+from reconciler.gitops import WorkingCopy, in_repository
+from reconciler.promote import app_files, application_name, optional_text, required_text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
