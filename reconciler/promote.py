@@ -33,6 +33,7 @@ every other byte of the file stays as it was.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import re
 import time
@@ -255,11 +256,7 @@ def _promote_in(
     commit = wc.commit(message=message, paths=[located.file], author=author)
     if push:
         commit = wc.push()
-    return PromotionResult(**{**_fields(result), "committed": commit, "pushed": push})
-
-
-def _fields(result: PromotionResult) -> dict[str, Any]:
-    return {name: getattr(result, name) for name in PromotionResult.__dataclass_fields__}
+    return dataclasses.replace(result, committed=commit, pushed=push)
 
 
 # -- gates -----------------------------------------------------------------------------------
