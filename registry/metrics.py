@@ -13,8 +13,8 @@ BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class Metrics:
     def __init__(self, *, blobs_dir: Path | None = None) -> None:
         self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
-        # route -> [bucket counts..., +Inf count], sum
-        self.latency: dict[str, list[float]] = {}
+        # (route, status) -> [bucket counts..., +Inf count, sum]
+        self.latency: dict[tuple[str, int], list[float]] = {}
         self.bytes_in = 0
         self.bytes_out = 0
         self._blobs_dir = blobs_dir
@@ -22,9 +22,9 @@ class Metrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         self.requests[(route, method, status)] += 1
-        hist = self.latency.get(route)
+        hist = self.latency.get((route, status))
         if hist is None:
-            hist = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+            hist = self.latency[(route, status)] = [0.0] * (len(BUCKETS) + 2)
         for i, bound in enumerate(BUCKETS):
             if seconds <= bound:
                 hist[i] += 1
@@ -61,18 +61,19 @@ class Metrics:
         for (route, method, status), n in sorted(self.requests.items()):
             lines.append(f'driftless_registry_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}')
         lines += [
-            "# HELP driftless_registry_request_duration_seconds Request latency by route.",
+            "# HELP driftless_registry_request_duration_seconds Request latency by route and status.",
             "# TYPE driftless_registry_request_duration_seconds histogram",
         ]
-        for route, hist in sorted(self.latency.items()):
+        for (route, status), hist in sorted(self.latency.items()):
+            labels = f'route="{route}",status="{status}"'
             cumulative = 0.0
             for i, bound in enumerate(BUCKETS):
                 cumulative += hist[i]
-                lines.append(f'driftless_registry_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {int(cumulative)}')
+                lines.append(f'driftless_registry_request_duration_seconds_bucket{{{labels},le="{bound}"}} {int(cumulative)}')
             cumulative += hist[len(BUCKETS)]
-            lines.append(f'driftless_registry_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {int(cumulative)}')
-            lines.append(f'driftless_registry_request_duration_seconds_sum{{route="{route}"}} {hist[-1]:.6f}')
-            lines.append(f'driftless_registry_request_duration_seconds_count{{route="{route}"}} {int(cumulative)}')
+            lines.append(f'driftless_registry_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(cumulative)}')
+            lines.append(f'driftless_registry_request_duration_seconds_sum{{{labels}}} {hist[-1]:.6f}')
+            lines.append(f'driftless_registry_request_duration_seconds_count{{{labels}}} {int(cumulative)}')
         size, count = self._storage_size()
         lines += [
             "# HELP driftless_registry_received_bytes_total Request body bytes received.",

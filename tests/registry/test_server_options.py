@@ -107,7 +107,8 @@ def test_metrics(server: Server, oci: Oci) -> None:
     text = oci.get("/metrics").text
     assert 'driftless_registry_requests_total{route="manifest",method="GET",status="200"}' in text
     assert 'driftless_registry_requests_total{route="manifest",method="GET",status="404"}' in text
-    assert 'driftless_registry_request_duration_seconds_bucket{route="manifest",le="+Inf"}' in text
+    assert 'driftless_registry_request_duration_seconds_bucket{route="manifest",status="404",le="+Inf"}' in text
+    assert 'driftless_registry_request_duration_seconds_count{route="manifest",status="200"}' in text
     received = [line for line in text.splitlines() if line.startswith("driftless_registry_received_bytes_total ")]
     assert int(received[0].split()[1]) > 0
     storage = [line for line in text.splitlines() if line.startswith("driftless_registry_storage_bytes ")]
