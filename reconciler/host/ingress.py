@@ -4,6 +4,7 @@ instances, run the call in a worker thread, and turn limits into 503 with a reas
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ from reconciler.host.errors import HostError, Unavailable
 from reconciler.host.runtime import HttpRequest
 from reconciler.host.supervisor import Supervisor
 
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 # headers aiohttp computes itself; a component's values would contradict the real body
 _SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection"}
 
@@ -47,8 +49,11 @@ def make_ingress_app(
             return _json_error(502, str(exc), instance=instance.spec.id)
         out = web.Response(status=response.status, body=response.body)
         for name, value in response.headers:
-            if name.lower() not in _SKIP_RESPONSE_HEADERS:
-                out.headers.add(name, value)
+            if name.lower() in _SKIP_RESPONSE_HEADERS:
+                continue
+            if not _TOKEN_RE.match(name) or any(c in value for c in "\r\n\0"):
+                return _json_error(502, f"{instance.tag} answered an invalid header {name!r}", instance=instance.spec.id)
+            out.headers.add(name, value)
         return out
 
     app = web.Application(client_max_size=max_body_bytes)

@@ -339,5 +339,5 @@ class Supervisor:
 def _route_matches(route: str, path: str) -> bool:
     if route in ("", "/"):
         return True
-    route = route.rstrip("/")
+    route = "/" + route.strip("/")
     return path == route or path.startswith(route + "/") or path.startswith(route + "?")

@@ -10,7 +10,7 @@ from pathlib import Path
 import wasmtime
 
 from tests.host.conftest import Registry, instance, start_host, start_registry, write_desired
-from tests.support.components import build, variant
+from tests.support.components import SOURCES, build, variant
 from tests.support.procs import free_port, wait_until
 
 # exports the handler interface with the wrong shape: handle(string) -> string
@@ -43,6 +43,10 @@ def test_each_bad_instance_fails_alone_with_a_clear_error(tmp_path: Path, regist
     core = registry.push("core", wasmtime.wat2wasm("(module)"))
     unknown = f"{registry.host}/demo/nope@sha256:{'0' * 64}"
     wrong = registry.push("wrongshape", wasmtime.wat2wasm(WRONG_SHAPE))
+    # hello, but answering with the header name "content type" (a space: not a valid field name)
+    bad_header = registry.push(
+        "badheader", wasmtime.wat2wasm((SOURCES / "hello.wat").read_text().replace('"content-type"', '"content type"'))
+    )
     desired = tmp_path / "desired.json"
     write_desired(
         desired,
@@ -55,6 +59,7 @@ def test_each_bad_instance_fails_alone_with_a_clear_error(tmp_path: Path, regist
             instance(images["frontend"], component="frontend", route="/front"),  # no link to a greeter
             instance(unknown, component="unknown"),
             instance(wrong, component="wrong", route="/wrong"),
+            instance(bad_header, component="badheader", route="/badheader"),
         ],
     )
     with start_host(tmp_path, "--desired", str(desired)) as host:
@@ -70,6 +75,10 @@ def test_each_bad_instance_fails_alone_with_a_clear_error(tmp_path: Path, regist
         assert "not found" in errors["unknown"] and "404" in errors["unknown"]
         assert "not as the host's WIT defines it" in errors["wrong"]
         assert host.get("/hello").text == "hello from /hello"
+        host.wait_status("dev/demo/badheader/0", "Running")
+        r = host.get("/badheader")
+        assert r.status_code == 502
+        assert "invalid header 'content type'" in r.json()["error"]
         # a failed instance has no route: its path is simply not served
         assert host.get("/corrupt").status_code == 404
         assert host.proc.alive()

@@ -52,3 +52,4 @@ def test_routes_match_at_segment_boundaries() -> None:
     assert _route_matches("/hello/", "/hello/x")
     assert not _route_matches("/hello", "/hellox")
     assert _route_matches("/", "/anything")
+    assert _route_matches("hello", "/hello/x")  # a route without its leading slash still works
