@@ -52,3 +52,19 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path, images: dict[str, str]) 
         assert host.proc.proc is not None
         assert host.proc.proc.wait(20) == 0
         assert "draining in-flight calls" in host.proc.log()
+
+
+def test_a_failed_replacement_keeps_the_previous_version_serving(
+    tmp_path: Path, registry: Registry, images: dict[str, str]
+) -> None:
+    broken = registry.push("broken", b"this is not wasm at all")
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(images["hello"], component="web", route="/web")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running")
+        write_desired(desired, 2, [instance(broken, component="web", route="/web")])
+        status = host.wait_status("dev/demo/web/0", "Failed")
+        assert "not WebAssembly" in status["lastError"]
+        assert "still serving the previous version" in status["lastError"]
+        assert status["digest"] == broken.rpartition("@")[2]  # what it should run, not what it runs
+        assert host.get("/web").text == "hello from /web"
