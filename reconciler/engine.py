@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import tarfile
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 
 from driftless.reference import parse
 from reconciler import drift as drift_mod
+from reconciler import healing
 from reconciler import tags as tags_mod
 from reconciler.control import (
     BACKOFF,
@@ -45,9 +45,6 @@ from reconciler.status import DEGRADED, HEALTHY, SYNCED, AppView, Condition, app
 from reconciler.store import Store
 
 log = logging.getLogger("driftless.reconciler")
-
-HEAL_CATEGORIES = {"Missing", "VersionMismatch", "ConfigMismatch", "Unexpected"}
-
 
 class Transient(Exception):
     """Git or the registry did not answer; the reconcile is retried with backoff."""
@@ -130,7 +127,7 @@ class Engine:
         self._reports_dirty: set[str] = set()
         self._seen_dirty = False
         self._waiters: dict[str, asyncio.Event] = {}
-        self._heal_next: dict[str, tuple[float, float]] = {}  # host -> (not before, backoff)
+        self._heal_schedule: dict[str, healing.HealSchedule] = {}
         self._retry_at: float | None = None
         self._retry_backoff = 0.5
         self._next_poll = 0.0
@@ -728,42 +725,31 @@ class Engine:
         self.drift_items = self._heal(items, now)
 
     def _heal(self, items: list[drift_mod.DriftItem], now: float) -> list[drift_mod.DriftItem]:
-        """In heal-mode environments, republish to hosts with drift, with backoff per host (no thrashing)."""
+        """In heal-mode environments, republish to hosts with drift (see reconciler.healing)."""
         if self.tree is None:
             return items
-        heal_envs = {n for n, e in self.tree.environments.items() if e.sync.mode == SyncMode.HEAL}
-        crashing = {
-            i.id for rep, _ in self.reports.values() for i in rep.instances if i.status in (FAILED, BACKOFF, STARTING)
-        }
-        hosts: set[str] = set()
-        healed: list[drift_mod.DriftItem] = []
-        for item in items:
-            if (item.env in heal_envs and item.host and str(item.category) in HEAL_CATEGORIES
-                    and item.instance not in crashing and self.hosts.get(item.host, None) is not None
-                    and self.hosts[item.host].state == READY):
-                rep = self.reports.get(item.host)
-                # only on a fresh report (not one restored from before a restart) of the current generation
-                if (rep is not None and item.host in self._fresh_reports
-                        and rep[0].observed_generation >= self.generation(item.host)):
-                    hosts.add(item.host)
-        to_heal = set()
-        for host in hosts:
-            not_before, backoff = self._heal_next.get(host, (0.0, max(2.0, 2 * self.settings.heartbeat)))
-            if now >= not_before:
-                to_heal.add(host)
-                self._heal_next[host] = (now + backoff, min(backoff * 2, 300.0))
-        for host in set(self._heal_next) - hosts:
-            del self._heal_next[host]
-        for item in items:
-            if item.host in to_heal and str(item.category) in HEAL_CATEGORIES and item.env in heal_envs:
-                healed.append(dataclasses.replace(item, healed_at=now))
-            else:
-                healed.append(item)
-        if to_heal:
-            self.heals += len(to_heal)
-            log.info("event=heal hosts=%s", ",".join(sorted(to_heal)))
-            self.trigger(heal=to_heal)
-        return healed
+        busy = {i.id for rep, _ in self.reports.values() for i in rep.instances if i.status in (FAILED, BACKOFF, STARTING)}
+        # only on a fresh report (not one restored from before a restart) of the current generation
+        eligible = {
+            name for name, h in self.hosts.items()
+            if h.state == READY and name in self._fresh_reports and name in self.reports
+            and self.reports[name][0].observed_generation >= self.generation(name)
+        }  # fmt: skip
+        decision = healing.decide(
+            items=items,
+            heal_envs={n for n, e in self.tree.environments.items() if e.sync.mode == SyncMode.HEAL},
+            eligible_hosts=eligible,
+            busy_instances=busy,
+            schedule=self._heal_schedule,
+            now=now,
+            base=max(2.0, 2 * self.settings.heartbeat),
+        )
+        self._heal_schedule = decision.schedule
+        if decision.hosts:
+            self.heals += len(decision.hosts)
+            log.info("event=heal hosts=%s", ",".join(sorted(decision.hosts)))
+            self.trigger(heal=set(decision.hosts))
+        return list(decision.items)
 
     # ------------------------------------------------------------------ events
     def event(self, *, reason: str, message: str, type: str = "Normal", env: str = "", app: str = "",
