@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="capacity: memory to advertise (default: the machine's)")
     p.add_argument("--cache-size", type=parse_size, default=1 << 30, metavar="SIZE",
                    help="bound of the compiled-component cache, LRU (default 1Gi)")
+    p.add_argument("--memory-reservation", type=parse_size, default=None, metavar="SIZE",
+                   help="address space reserved per linear memory (default wasmtime's 4Gi); e.g. 64Mi for "
+                        "hosts with very many instances or a small address space")
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long in-flight calls may finish on replacement and SIGTERM (default 30)")
     p.add_argument("--default-timeout", type=int, default=30_000, metavar="MS",
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         memory_bytes=args.memory,
         cache_max_bytes=args.cache_size,
+        memory_reservation=args.memory_reservation,
         drain_seconds=args.drain_timeout,
         defaults=RuntimeDefaults(timeout_ms=args.default_timeout, max_concurrency=args.default_concurrency),
     )

@@ -40,12 +40,20 @@ class NoLinks:
         return None
 
 
-def rss_bytes() -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes() -> int:
+    return _status_kib("VmRSS")
+
+
+def vm_bytes() -> int:
+    return _status_kib("VmSize")
 
 
 def spec(image: str, n: int = 0) -> InstanceSpec:
@@ -128,13 +136,14 @@ def measure_http(work: Path, image: str) -> tuple[float, float]:
         proc.stop()
 
 
-def measure_instances(count: int) -> dict[str, float]:
-    engine = WasmEngine(cache=None)
+def measure_instances(count: int, reservation: int | None = None) -> dict[str, float]:
+    engine = WasmEngine(cache=None, memory_reservation=reservation)
     component = engine.compile(build("hello"), what="hello")
     image = f"127.0.0.1:1/demo/hello@sha256:{'0' * 64}"
     gc.collect()
     before = rss_bytes()
     t = time.perf_counter()
+    vm_before = vm_bytes()
     held = [
         ComponentInstance(spec=spec(image, n), component=component, engine=engine, links=NoLinks(),
                           defaults=RuntimeDefaults())  # fmt: skip
@@ -142,11 +151,13 @@ def measure_instances(count: int) -> dict[str, float]:
     ]
     elapsed = time.perf_counter() - t
     after = rss_bytes()
+    vm_after = vm_bytes()
     # every instance really serves
     assert held[-1].handle(HttpRequest("GET", "/hello", [], b"")).body == b"hi from /hello"
     engine.close()
     return {"instances": count, "rss_total_mib": after / 2**20, "rss_delta_mib": (after - before) / 2**20,
-            "per_instance_kib": (after - before) / count / 1024, "start_all_s": elapsed}  # fmt: skip
+            "per_instance_kib": (after - before) / count / 1024, "start_all_s": elapsed,
+            "vm_delta_gib": (vm_after - vm_before) / 2**30}  # fmt: skip
 
 
 def main() -> int:
@@ -155,9 +166,10 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--append", type=Path, default=None, help="append the figures to this Markdown file")
     p.add_argument("--only-instances", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--reservation", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.only_instances:  # child process: a clean RSS baseline
-        r = measure_instances(args.instances)
+        r = measure_instances(args.instances, args.reservation)
         print(" ".join(f"{k}={v}" for k, v in r.items()))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +177,9 @@ def main() -> int:
     out = subprocess.run([sys.executable, __file__, "--only-instances", "--instances", str(args.instances)],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     held = {k: float(v) for k, v in (x.split("=") for x in out.split())}
+    out = subprocess.run([sys.executable, __file__, "--only-instances", "--instances", str(args.instances),
+                          "--reservation", str(64 << 20)], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    small = {k: float(v) for k, v in (x.split("=") for x in out.split())}
     machine = f"{platform.machine()}, {os.cpu_count()} cpus (shared), Linux {platform.release()}, Python {platform.python_version()}"
     lines = [
         f"### {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC — `python hack/bench/host.py --runs {args.runs} --instances {args.instances}`",
@@ -177,7 +192,9 @@ def main() -> int:
         f"{starts['http_ms']:.2f} ms; process start to first 200 (cold pull + compile): {starts['host_start_s']:.2f} s",
         f"- {int(held['instances'])} instances of hello held in one process: RSS {held['rss_total_mib']:.0f} MiB total, "
         f"+{held['rss_delta_mib']:.0f} MiB for the instances ({held['per_instance_kib']:.1f} KiB each), "
-        f"started in {held['start_all_s']:.1f} s (goal < 512 MiB)",
+        f"started in {held['start_all_s']:.1f} s, {held['vm_delta_gib']:.0f} GiB of address space (goal < 512 MiB)",
+        f"- the same with `--memory-reservation 64Mi`: RSS +{small['rss_delta_mib']:.0f} MiB, "
+        f"{small['vm_delta_gib']:.0f} GiB of address space",
     ]
     text = "\n".join(lines)
     print(text)

@@ -63,6 +63,7 @@ class HostOptions:
     max_instances: int = 10_000
     memory_bytes: int | None = None
     cache_max_bytes: int = 1 << 30
+    memory_reservation: int | None = None
     drain_seconds: float = 30.0
     defaults: RuntimeDefaults = field(default_factory=RuntimeDefaults)
     max_body_bytes: int = 16 << 20
@@ -77,7 +78,7 @@ class HostAgent:
         self.labels = host_labels(options.labels)
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="wasm-call")
         self.start_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasm-start")
-        self.engine = WasmEngine(cache=None)
+        self.engine = WasmEngine(cache=None, memory_reservation=options.memory_reservation)
         # the engine settings are known only once the engine exists: key the cache on them
         self.engine.cache = CompiledCache(
             root=options.data / "cache", engine_key=self.engine.settings, max_bytes=options.cache_max_bytes

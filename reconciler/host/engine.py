@@ -34,12 +34,20 @@ def wasmtime_version() -> str:
 class WasmEngine:
     """The host's engine. ``load`` gives a Component from the cache or compiles (and caches) it."""
 
-    def __init__(self, *, cache: CompiledCache | None) -> None:
+    def __init__(self, *, cache: CompiledCache | None, memory_reservation: int | None = None) -> None:
         config = wasmtime.Config()
         config.consume_fuel = True  # per-call fuel limits
         config.epoch_interruption = True  # per-call wall-time deadlines
+        if memory_reservation is not None:
+            # each linear memory reserves this much address space (wasmtime's default: 4 GiB + guard);
+            # smaller lets many thousands of stores fit in a process's address space, at the price of
+            # explicit bounds checks and moving memories when they grow past it
+            config.memory_reservation = memory_reservation
+            config.memory_guard_size = 64 << 10
         self.engine = wasmtime.Engine(config)
         self.settings = f"wasmtime {wasmtime_version()}; {platform.machine()}; fuel=1; epoch=1"
+        if memory_reservation is not None:
+            self.settings += f"; reservation={memory_reservation}"
         self.cache = cache
         self.compilations = 0
         self.cache_hits = 0

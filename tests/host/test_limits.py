@@ -24,7 +24,8 @@ def test_limits_answer_503_with_a_reason_and_the_host_lives_on(tmp_path: Path, i
             instance(images["hog"], component="hog", route="/hog", limits={"memoryBytes": 4 << 20}),
         ],
     )
-    with start_host(tmp_path, "--desired", str(desired)) as host:
+    # a small address-space reservation per memory: memories grow past it by moving, limits still hold
+    with start_host(tmp_path, "--desired", str(desired), "--memory-reservation", "1Mi") as host:
         for component in ("web", "fuel", "deadline", "hog"):
             host.wait_status(f"dev/demo/{component}/0", "Running")
 
