@@ -91,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Out-of-band changes through a host's admin API; they last until the "
                                     "next desired generation arrives.")  # fmt: skip
     ex.add_argument("--admin", required=True, metavar="URL", help="admin API URL, e.g. http://127.0.0.1:9081")
-    ex.add_argument("--token", dest="exec_token",
+    ex.add_argument("--token", dest="exec_token", metavar="TOKEN",
                     help="host token (default: $DRIFTLESS_TOKEN, else the token of a local `driftless up`)")
     ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE")
     ex.add_argument("--json", action="store_true", help="print JSON")
