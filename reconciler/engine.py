@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import sqlite3
 import tarfile
 import tempfile
 import time
@@ -22,8 +24,9 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from driftless.errors import UsageError
 from driftless.reference import parse
 from reconciler import drift as drift_mod
 from reconciler import healing
@@ -90,8 +93,13 @@ def _kv(d: dict[str, str]) -> str:
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.data / "state.db", history_limit=settings.history_limit)
+        self._lock_file = _lock_data_dir(settings.data)
+        try:
+            self.store = Store(settings.data / "state.db", history_limit=settings.history_limit)
+        except sqlite3.Error as exc:
+            self._lock_file.close()
+            raise UsageError(f"cannot open the reconciler state {settings.data / 'state.db'}: {exc}",
+                             hint="give a writable --data directory") from exc
         self.git = GitSource(url=settings.repo, branch=settings.branch, mirror=settings.data / "git" / "mirror.git")
         self.registry_host = tags_mod.registry_host(settings.registry)
         # state
@@ -164,6 +172,7 @@ class Engine:
         self._flush()
         await asyncio.to_thread(self.git.close)
         self.store.close()
+        self._lock_file.close()
 
     def _restore(self) -> None:
         now = time.time()
@@ -799,6 +808,22 @@ class Engine:
             info[labels(revision=self.applied["revision"])] = 1.0
         out.gauge_by("driftless_applied_revision_info", "The Git revision applied.", info)
         return out.text()
+
+
+def _lock_data_dir(data: Path) -> IO[str]:
+    """One reconciler per data directory: two would publish conflicting generations."""
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        lock = open(data / "reconciler.lock", "a+")
+    except OSError as exc:
+        raise UsageError(f"cannot use --data {data}: {exc.strerror or exc}", hint="give a writable directory") from exc
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock.close()
+        raise UsageError(f"another reconciler is using --data {data}",
+                         hint="stop it, or give this one its own data directory") from exc
+    return lock
 
 
 def _error_json(file: str, line: int, message: str, *, code: str = "invalid", column: int = 1) -> dict[str, Any]:
