@@ -44,6 +44,9 @@ def test_unreachable_git_is_retried_then_applied(tmp_path: Path) -> None:
         second = run_cli("--repo", str(repo), "--data", str(tmp_path / "rec"), "--registry", registry.url,
                          "--token-file", str(tmp_path / "token"), "--listen", "127.0.0.1:1")
         assert second.returncode == 2 and "another reconciler" in second.stderr
+        taken = run_cli("--repo", str(repo), "--data", str(tmp_path / "rec2"), "--registry", registry.url,
+                        "--token-file", str(tmp_path / "token"), "--listen", f"127.0.0.1:{rec.port}")
+        assert taken.returncode == 2 and "cannot listen" in taken.stderr and "Traceback" not in taken.stderr
     finally:
         rec.stop()
         registry.stop()
