@@ -5,12 +5,14 @@ Library entry point (the reconciler's ``POST /api/v1/promote`` and ``driftless p
     promote(*, repo: str, branch: str = "main", subdir: str = "manifests", app: str,
             from_env: str, to_env: str, source_status: Mapping[str, Any],
             approver: str | None = None, dry_run: bool = False, push: bool = True,
-            now: float | None = None, author: str | None = None) -> PromotionResult
+            now: float | None = None, author: str | None = None,
+            source_drift: Sequence[Mapping[str, Any]] | None = None) -> PromotionResult
 
     repo           Git remote (URL or path of a bare repo) when ``push``; a local working copy
                    when not ``push`` (the commit lands there, unpushed)
     source_status  GET /api/v1/environments/{from_env}/apps/{app} of the reconciler:
                    {"revision", "sync", "health", "healthySince", "components": [{"name", "image", "digest"}]}
+    source_drift   GET /api/v1/drift?env={from_env} items, when known: adds the gate "no-drift"
     returns        PromotionResult (``to_json()``); raises PromotionRefused (a ``Refused``, with
                    ``gates`` and ``to_json()``) when a gate fails, GitError/PushConflict on Git trouble.
 
@@ -138,13 +140,14 @@ def promote(
     push: bool = True,
     now: float | None = None,
     author: str | None = None,
+    source_drift: Sequence[Mapping[str, Any]] | None = None,
 ) -> PromotionResult:
     now = time.time() if now is None else now
     if from_env == to_env:
         raise Refused(f"cannot promote {app} from {from_env} to itself", hint="--from and --to must differ")
     kwargs: dict[str, Any] = dict(
         subdir=subdir, app=app, from_env=from_env, to_env=to_env, source_status=source_status,
-        approver=approver, dry_run=dry_run, now=now, author=author,
+        approver=approver, dry_run=dry_run, now=now, author=author, source_drift=source_drift,
     )  # fmt: skip
     return in_repository(
         repo=repo,
@@ -171,6 +174,7 @@ async def handle_request(*, engine: Any, body: Mapping[str, Any]) -> dict[str, A
         promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,
         to_env=to_env, source_status=status, approver=approver, dry_run=bool(body.get("dryRun", False)),
         push=True, author=optional_text(body, "author"),
+        source_drift=[i.to_json() for i in getattr(engine, "drift_items", ()) if i.env == from_env],
     )  # fmt: skip
     return result.to_json()
 
@@ -203,6 +207,7 @@ def _promote_in(
     push: bool,
     now: float,
     author: str | None,
+    source_drift: Sequence[Mapping[str, Any]] | None,
 ) -> PromotionResult:
     policy = read_promotion_policy(wc.path, subdir=subdir, env=to_env)
     located = find_app(wc.path, subdir=subdir, env=to_env, app=app)
@@ -210,7 +215,7 @@ def _promote_in(
     gates = check_gates(
         policy=policy, from_env=from_env, to_env=to_env, app=app, source_status=source_status,
         target_components=[c for c, _ in located.images], approver=approver, now=now,
-        target_images=dict(located.images),
+        target_images=dict(located.images), source_drift=source_drift,
     )  # fmt: skip
     failed = [g for g in gates if not g.passed]
     if failed:
@@ -284,8 +289,14 @@ def check_gates(
     approver: str | None,
     now: float,
     target_images: Mapping[str, str] | None = None,
+    source_drift: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Gate]:
-    """Every gate, passed or not, in the order a person would check them."""
+    """Every gate, passed or not, in the order a person would check them.
+
+    ``source_drift`` (DriftItem JSON of the source environment, when known) adds the gate
+    ``no-drift``: the source must run exactly what it declares (no Missing, VersionMismatch,
+    ConfigMismatch or Unexpected instance of the app), else its digests prove little.
+    """
     gates: list[Gate] = []
     if not policy.present:
         gates.append(
@@ -376,11 +387,37 @@ def check_gates(
                 message=f"{from_env} runs a digest for every component of {app}",
             )
         )
+    if source_drift is not None:
+        drifting = [
+            i
+            for i in source_drift
+            if i.get("app") == app and i.get("env") == from_env and i.get("category") in SOURCE_DRIFT
+        ]
+        gates.append(
+            Gate(
+                name="no-drift",
+                passed=not drifting,
+                message=(
+                    f"{app} in {from_env} drifts: "
+                    + "; ".join(
+                        f"{i.get('category')} {i.get('instance') or i.get('component')}" for i in drifting[:3]
+                    )
+                    + (f" (and {len(drifting) - 3} more)" if len(drifting) > 3 else "")
+                    if drifting
+                    else f"{app} in {from_env} runs what it declares"
+                ),
+            )
+        )
     return gates
+
+
+# drift in the source that makes "the digests it runs" uncertain
+SOURCE_DRIFT = ("Missing", "VersionMismatch", "ConfigMismatch", "Unexpected")
 
 
 def _hint_for(gate: Gate) -> str:
     return {
+        "no-drift": "see `driftless drift --env` of the source; fix or heal it first",
         "promotion-from": "set spec.promotion.from in the target environment.yaml, or promote from the environment it names",
         "synced": "wait until the source has applied its newest revision (`driftless status`)",
         "healthy": "fix the source first (`driftless status`, `driftless drift`)",

@@ -60,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
             result_json = client.post("/api/v1/promote", {k: v for k, v in body.items() if v is not None})
         else:
             status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
+            drift = (client.get("/api/v1/drift", env=args.from_env) or {}).get("items")
             result = promote(
                 repo=str(repo), branch=args.branch, subdir=args.path, app=args.app, from_env=args.from_env,
                 to_env=args.to_env, source_status=status, approver=args.approve, dry_run=args.dry_run,
-                push=args.push, author=args.author,
+                push=args.push, author=args.author, source_drift=drift,
             )  # fmt: skip
             result_json = result.to_json()
     except PromotionRefused as refused:

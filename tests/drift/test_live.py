@@ -158,6 +158,7 @@ def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
     assert "requires an approval" in refused.stderr and "FAIL  approval" in refused.stderr
     dry = p.cli("promote", "hello", "--from", "staging", "--to", "prod", "--approve", "alice", "--dry-run")
     assert dry.returncode == 0, dry.stderr
+    assert "pass  no-drift" in dry.stdout  # the CLI gives the source's drift to the gates
     assert f"+    image: demo/hello@{staging_digest}   # promotion pins this" in dry.stdout
     assert p.git("ls-remote", str(p.remote), "main").split()[0] == head
     done = p.cli("promote", "hello", "--from", "staging", "--to", "prod", "--approve", "alice")

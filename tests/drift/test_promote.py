@@ -131,6 +131,21 @@ def test_refusals_name_the_failed_gate_and_change_nothing(
     assert sh("rev-parse", "main", cwd=repo) == head
 
 
+def test_drift_in_the_source_blocks_promotion(repo: Path) -> None:
+    drifting = [
+        {"category": "VersionMismatch", "env": "staging", "app": "hello", "instance": "staging/hello/web/1"},
+        {"category": "Unexpected", "env": "staging", "app": "other", "instance": "x"},  # another app: ignored
+        {"category": "TagMoved", "env": "staging", "app": "hello", "component": "web"},  # not about what runs
+    ]
+    with pytest.raises(
+        PromotionRefused, match="hello in staging drifts: VersionMismatch staging/hello/web/1"
+    ) as info:
+        run(repo, source_drift=drifting)
+    assert [g.name for g in info.value.gates if not g.passed] == ["no-drift"]
+    ok = run(repo, source_drift=drifting[1:], dry_run=True)
+    assert [g.name for g in ok.gates][-1] == "no-drift" and all(g.passed for g in ok.gates)
+
+
 def test_refusal_when_the_source_runs_another_repository(repo: Path) -> None:
     st = status()
     st["components"][0]["image"] = f"127.0.0.1:5000/demo/other@{WEB}"
