@@ -246,6 +246,13 @@ def test_killed_host_is_rescheduled(platform: Platform) -> None:
     assert sorted(app["components"][0]["hosts"]) == sorted(survivors)
     for h in survivors:
         assert fetch(f"{p.ingress[h]}/api") == (200, "api from /api")
+    # it comes back (same data directory, so it remembers its old instances): it gets a fresh
+    # desired state, its stale api instance is removed, and nothing moves back to it
+    p.hosts[victim].start()
+    wait_until(lambda: p.reconciler.host(victim)["state"] == "Ready" and p.reconciler.host(victim)["report"]
+               and not any("/api/" in i for i in p.report(victim)), timeout=20, what="returned without stale instances")
+    assert fetch(f"{p.ingress[victim]}/api")[0] == 404
+    assert sorted(p.reconciler.app("prod", "api")["components"][0]["hosts"]) == sorted(survivors)
 
 
 def test_prune_removes_what_git_no_longer_declares(platform: Platform) -> None:
