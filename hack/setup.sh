@@ -29,7 +29,8 @@ stamp=.venv/.driftless-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing driftless and its test dependencies into .venv" >&2
   python -m pip install -q --upgrade pip >/dev/null
-  python -m pip install -q -e ".[test]"
+  python -m pip install -q -e ".[test]" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
+  python -c "import driftless, wasmtime, oras, aiohttp" || { echo "setup: installation failed" >&2; exit 1; }
   touch "$stamp"
 fi
 if [ -f hack/build-components.py ]; then

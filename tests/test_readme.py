@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 UP_PORTS = (5000, 8080, 8081, 8082, 8083, 9081, 9082, 9083)
