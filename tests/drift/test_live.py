@@ -235,6 +235,7 @@ def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
 
 
 def test_moved_tag_is_reported(p: Platform) -> None:
+    from driftless.client import ControlClient
     from registry.client import push_component
     from tests.support.components import variant
 
@@ -247,12 +248,19 @@ def test_moved_tag_is_reported(p: Platform) -> None:
     assert (item["env"], item["app"], item["component"]) == ("staging", "hello", "web")
     assert (item["expected"], item["actual"]) == (deployed, moved)
     assert "demo/hello:2.0.0" in item["message"]
+    # the reconciler sees it too at its next fetch (here: asked for at once), in the API and as an event
+    before = time.time()
+    ControlClient(base_url=p.control).post("/api/v1/sync", {})
+    served = wait_for_drift(p, category="TagMoved", env="staging", component="web")
+    assert (served["expected"], served["actual"]) == (deployed, moved)
+    wait_until(lambda: _events(p, "DriftTagMoved", before - 60), timeout=10, what="TagMoved event")
     # the remedy the message suggests: pin the digest that runs
     pinned = p.commit({"manifests/staging/apps/hello.yaml": hello_app("staging", f"demo/hello@{deployed}", "hi from staging")},
                       "pin hello in staging")  # fmt: skip
     wait_until(lambda: p.applied() == pinned, timeout=15, what="the pin applied")
-    back = p.cli("drift", "--env", "staging")
-    assert back.returncode == 0, back.stdout
+    wait_until(
+        lambda: p.cli("drift", "--env", "staging").returncode == 0, timeout=15, what="no drift once pinned"
+    )
 
 
 def test_killed_host_is_reported_lost(p: Platform) -> None:
