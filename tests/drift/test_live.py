@@ -54,6 +54,10 @@ def test_fresh_platform_reports_no_drift(p: Platform) -> None:
     assert status.stdout.splitlines()[2].split()[:5] == ["ENVIRONMENT", "REVISION", "SYNC", "HEALTH", "DRIFT"]
     envs = {line.split()[0]: line.split() for line in status.stdout.splitlines()[3:5]}
     assert envs["prod"][2:5] == ["Synced", "Healthy", "0"]
+    for command in (["status", "--env", "nope"], ["drift", "--env", "nope"], ["history", "--env", "nope"]):
+        wrong = p.cli(*command)
+        assert wrong.returncode == 1, command  # never 2: for drift that would mean "drifting"
+        assert "environment 'nope' not found; known: prod, staging" in wrong.stderr
 
 
 def test_out_of_band_instance_is_unexpected_and_stays_in_report_mode(p: Platform) -> None:
