@@ -477,8 +477,10 @@ class Engine:
         self.unplaced = ctx.plan.unplaced
         if not changed:
             return
-        await asyncio.to_thread(self.store.save_published, changed)
+        # memory first, in the same step as the tree and unplaced: status never sees a new tree
+        # with the old documents; hosts are told only once the documents are on disk
         self.published.update(changed)
+        await asyncio.to_thread(self.store.save_published, changed)
         self.generations_published += len(changed)
         for host, (doc, _) in sorted(changed.items()):
             self._notify(host)

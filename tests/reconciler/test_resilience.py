@@ -39,7 +39,8 @@ def test_unreachable_git_is_retried_then_applied(tmp_path: Path) -> None:
         assert post(f"{rec.url}/api/v1/sync") == 202
         env = wait_until(lambda: rec.get("/api/v1/environments/prod"), timeout=15, what="applied after retry")
         assert env["revision"] == rev
-        assert rec.get("/api/v1/environments")["source"]["lastError"] is None
+        wait_until(lambda: rec.get("/api/v1/environments")["source"]["lastError"] is None, timeout=10,
+                   what="error cleared")
         # one reconciler per data directory
         second = run_cli("--repo", str(repo), "--data", str(tmp_path / "rec"), "--registry", registry.url,
                          "--token-file", str(tmp_path / "token"), "--listen", "127.0.0.1:1")
