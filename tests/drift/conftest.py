@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -205,7 +206,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             proc = DriftlessProcess(
                 ["host", "--control", p.control, "--token-file", str(token_file), "--name", name,
                  "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{admin_port}",
-                 "--data", str(root / "hosts" / name), "--heartbeat", str(HEARTBEAT), "--label", labels],
+                 "--data", str(root / "hosts" / name), "--heartbeat", str(HEARTBEAT), "--label", labels,
+                 "--drain-timeout", "1"],
                 log_dir=logs, name=f"host-{name}",
             ).start()  # fmt: skip
             started.append(proc)
@@ -214,8 +216,23 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         wait_until(lambda: not p.counted(), timeout=10, interval=0.2, what="no drift on a fresh platform")
         yield p
     finally:
+        # SIGTERM every host at once, so their graceful stops overlap, then the rest in reverse order
+        hosts = [proc for proc in started if proc.name.startswith("host-")]
+        for proc in hosts:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        for proc in hosts:
+            _wait_or_kill(proc, timeout=max(0.1, deadline - time.monotonic()))
         for proc in reversed(started):
             proc.stop(timeout=5)
+
+
+def _wait_or_kill(proc: DriftlessProcess, *, timeout: float) -> None:
+    try:
+        if proc.proc is not None:
+            proc.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @pytest.fixture(scope="module")
