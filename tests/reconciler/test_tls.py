@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -66,8 +67,12 @@ def test_tls_control_api(tmp_path: Path) -> None:
         host.start()
         try:
             def host_state() -> str:
-                with urllib.request.urlopen(f"{url}/api/v1/hosts/tls-host", context=trusted, timeout=2) as r:
-                    doc = json.loads(r.read())
+                try:
+                    with urllib.request.urlopen(f"{url}/api/v1/hosts/tls-host", context=trusted, timeout=2) as r:
+                        doc = json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    e.close()  # 404 until it registers; an HTTPError holds the socket
+                    return ""
                 return str(doc["state"]) if doc["report"] else ""
 
             wait_until(lambda: host_state() == "Ready", timeout=20, what="host registered and reporting over TLS")
