@@ -462,6 +462,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ready", "applied": (engine.applied or {}).get("revision")})
 
 
+@read_auth
 async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(text=_engine(request).metrics_text(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Format": "text/plain; version=0.0.4"})

@@ -433,7 +433,7 @@ class Engine:
             if not last or last[0]["apps"] != apps:
                 self.store.add_history(env=env_name, revision=head.revision, applied_at=now, message=head.message,
                                        author=head.author, apps=apps)
-            if previous_tree is None or _env_changed(previous_tree, tree, env_name, self.digests):
+            if previous_tree is None or _env_changed(previous_tree, tree, env_name):
                 self.event(reason="Applied", env=env_name, revision=head.revision,
                            message=f"revision {head.revision[:12]} applied: {head.message}")
 
@@ -840,10 +840,6 @@ def _problem_json(p: Any) -> dict[str, Any]:
     return d
 
 
-def _env_changed(old: ManifestTree, new: ManifestTree, env: str, digests: dict[str, str]) -> bool:
+def _env_changed(old: ManifestTree, new: ManifestTree, env: str) -> bool:
     return old.environments.get(env) != new.environments.get(env) or \
         old.applications.get(env) != new.applications.get(env)
-
-
-def mirror_path(data: Path) -> Path:
-    return data / "git" / "mirror.git"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,3 +73,31 @@ def test_bad_options_are_one_clear_line(tmp_path: Path) -> None:
     assert out.returncode == 2 and "HOST:PORT" in out.stderr
     out = run_cli(*base, "--token-file", str(token), "--tls-cert", str(token))
     assert out.returncode == 2 and "--tls-key" in out.stderr
+
+
+def test_read_token_protects_read_endpoints(tmp_path: Path) -> None:
+    read = tmp_path / "read-token"
+    read.write_text("reader-secret")
+    token = new_token(tmp_path / "token")
+    rec = Reconciler(repo=tmp_path / "nothing.git", registry="http://127.0.0.1:9", data=tmp_path / "rec",
+                     log_dir=tmp_path, token_file=token, extra=["--read-token-file", str(read)]).start()
+
+    def status(path: str, bearer: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{rec.url}{path}", headers=headers), timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            e.close()
+            return e.code
+
+    try:
+        for path in ("/api/v1/environments", "/api/v1/hosts", "/api/v1/events", "/metrics"):
+            assert status(path) == 401
+            assert status(path, "wrong") == 401
+            assert status(path, "reader-secret") == 200
+            assert status(path, token.read_text()) == 200
+        assert status("/healthz") == 200
+        assert "reader-secret" not in (rec.proc.log() if rec.proc else "")
+    finally:
+        rec.stop()
