@@ -23,6 +23,7 @@ import signal
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ COMPONENTS_PREFIX = "/v2/_driftless/components/"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BASE_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 THREADED_SENDFILE_MIN = 4 << 20  # blobs this big are sent from a worker thread
+SENDFILE_THREADS = 8  # concurrent big downloads on threads; more go out from the event loop
+SEND_STALL_SECONDS = 60  # a download that accepts nothing for this long is dropped
 FLUSH_EVERY = 8 << 20  # bytes between background fdatasyncs of a streamed upload
 
 
@@ -315,6 +318,7 @@ class RegistryApp:
         path = self.registry.storage.local_path(storage_key)
         if path is not None:
             if (st.size >= THREADED_SENDFILE_MIN and request.method == "GET" and "Range" not in request.headers
+                    and _sendfile_active < SENDFILE_THREADS
                     and request.transport is not None and request.transport.get_extra_info("sslcontext") is None):
                 return await _threaded_sendfile(request, path, st.size, headers)
             response = web.FileResponse(path, headers=headers)
@@ -372,13 +376,14 @@ class RegistryApp:
         hasher = new_hasher(digest)
         try:
             await _stream(request, writer, hasher)
-            actual = f"{digest.split(':')[0]}:{hasher.hexdigest()}"
-            if actual == digest:
-                await asyncio.get_running_loop().run_in_executor(None, writer.commit)
-            self.registry.commit_blob(name, writer, digest, actual)
         except BaseException:
             writer.cancel()
             raise
+        actual = f"{digest.split(':')[0]}:{hasher.hexdigest()}"
+        if actual == digest:
+            # shielded: once verified, the commit (fsync + rename) finishes even if the client leaves
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, writer.commit))
+        self.registry.commit_blob(name, writer, digest, actual)
 
     async def _upload(self, request: web.BaseRequest, name: str, upload_id: str) -> web.Response:
         method = request.method
@@ -451,7 +456,8 @@ class RegistryApp:
                 "SIZE_INVALID",
                 f"Content-Range announced {expected_length} bytes but {writer.size - state.size} arrived; the chunk was discarded",
             )
-        return await loop.run_in_executor(None, self.registry.commit_chunk, state, writer, hasher)
+        # shielded: the chunk is complete, so it is recorded even if the client leaves now
+        return await asyncio.shield(loop.run_in_executor(None, self.registry.commit_chunk, state, writer, hasher))
 
 
 async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
@@ -492,6 +498,52 @@ def _range_length(request: web.BaseRequest, size: int) -> int:
     return max(0, stop - start)
 
 
+class _ThreadedSend:
+    """One download sent with os.sendfile on a worker thread, which owns (and closes) its descriptors.
+
+    The descriptors are the thread's own duplicates, so a cancelled request can never make it write
+    to a reused fd; ``abort`` (from the loop, when the client is gone) wakes a thread that waits on
+    a stalled client through a pipe, so it returns at once.
+    """
+
+    def __init__(self, out_fd: int, in_fd: int, size: int) -> None:
+        self.out_fd, self.in_fd, self.size = out_fd, in_fd, size
+        self._wake_r, self._wake_w = os.pipe()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self) -> None:
+        try:
+            offset = 0
+            while offset < self.size:
+                try:
+                    sent = os.sendfile(self.out_fd, self.in_fd, offset, self.size - offset)
+                except BlockingIOError:
+                    readable, writable, _ = select.select([self._wake_r], [self.out_fd], [], SEND_STALL_SECONDS)
+                    if readable:
+                        raise ConnectionAbortedError("the download was aborted") from None
+                    if not writable:
+                        raise TimeoutError(f"the client took no data for {SEND_STALL_SECONDS} s") from None
+                    continue
+                if sent == 0:
+                    raise ConnectionResetError("the client went away")
+                offset += sent
+        finally:
+            with self._lock:
+                self._closed = True
+                for fd in (self.in_fd, self.out_fd, self._wake_r, self._wake_w):
+                    os.close(fd)
+
+    def abort(self) -> None:
+        with self._lock:
+            if not self._closed:
+                os.write(self._wake_w, b"x")
+
+
+_SENDFILE_POOL = ThreadPoolExecutor(max_workers=SENDFILE_THREADS, thread_name_prefix="driftless-sendfile")
+_sendfile_active = 0  # touched only on the event loop
+
+
 async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
                              headers: dict[str, str]) -> web.StreamResponse:
     """Serve a whole large blob with os.sendfile on a worker thread rather than on the event loop.
@@ -500,8 +552,9 @@ async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
     on worker threads they spread over all cores. The loop writes the headers, waits until they
     have left, and keeps its hands off the socket until the thread is done.
     """
+    global _sendfile_active
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        in_fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise RegistryError("BLOB_UNKNOWN", "the blob was deleted while being served") from None
     try:
@@ -513,25 +566,27 @@ async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
             raise ConnectionResetError("connection lost")
         while transport.get_write_buffer_size():  # the headers must be out before the thread writes
             await asyncio.sleep(0)
-        sock = transport.get_extra_info("socket")
-        await asyncio.get_running_loop().run_in_executor(None, _sendfile_blocking, sock.fileno(), f.fileno(), size)
-        await response.write_eof()
+        out_fd = os.dup(transport.get_extra_info("socket").fileno())
+    except BaseException:
+        os.close(in_fd)
+        raise
+    sender = _ThreadedSend(out_fd, in_fd, size)
+    _sendfile_active += 1
+    try:
+        # shielded: a cancelled request must not cancel a job that has not started, whose run() is
+        # what closes the descriptors; abort() makes it return at once instead
+        await asyncio.shield(asyncio.wrap_future(_SENDFILE_POOL.submit(sender.run)))
+    except asyncio.CancelledError:  # the client disconnected: release the thread now
+        sender.abort()
+        raise
+    except OSError:  # the client went away or stalled (TimeoutError is an OSError): drop the connection
+        response.force_close()
+        transport.close()
         return response
     finally:
-        f.close()
-
-
-def _sendfile_blocking(out_fd: int, in_fd: int, size: int) -> None:
-    offset = 0
-    while offset < size:
-        try:
-            sent = os.sendfile(out_fd, in_fd, offset, size - offset)
-        except BlockingIOError:
-            select.select([], [out_fd], [], 30)
-            continue
-        if sent == 0:
-            raise ConnectionResetError("the client went away")
-        offset += sent
+        _sendfile_active -= 1
+    await response.write_eof()
+    return response
 
 
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:

@@ -222,3 +222,33 @@ def test_expect_100_continue(server: Server, oci: Oci) -> None:
         s.sendall(data)
         assert s.recv(65536).startswith(b"HTTP/1.1 201")
     assert oci.get(f"/v2/bad/expect/blobs/{sha256(data)}").content == data
+
+
+def test_client_hanging_up_mid_download(server: Server, oci: Oci) -> None:
+    """Big blobs go out from a worker thread; clients that leave early must not leak or upset anything."""
+    import os
+
+    from tests.support.procs import wait_until
+
+    data = os.urandom(6 * 1024 * 1024)
+    digest = oci.push_blob("bad/hangup", data)
+    fd_dir = f"/proc/{server.proc.pid}/fd"
+    oci.get(f"/v2/bad/hangup/blobs/{digest}")
+    before = len(os.listdir(fd_dir))
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(f"GET /v2/bad/hangup/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    assert oci.get(f"/v2/bad/hangup/blobs/{digest}").content == data
+    def fds() -> list[str]:
+        out = []
+        for f in os.listdir(fd_dir):
+            try:
+                out.append(os.readlink(f"{fd_dir}/{f}"))
+            except FileNotFoundError:
+                pass
+        return sorted(out)
+
+    wait_until(lambda: len(os.listdir(fd_dir)) <= before + 1, timeout=10,
+               what=f"the server's descriptors to be closed: {before} before, now {fds()}")
