@@ -35,6 +35,7 @@ from reconciler.control import (
     BACKOFF,
     FAILED,
     STARTING,
+    STOPPING,
     HostDesiredState,
     HostRegistration,
     HostReport,
@@ -739,7 +740,8 @@ class Engine:
         """In heal-mode environments, republish to hosts with drift (see reconciler.healing)."""
         if self.tree is None:
             return items
-        busy = {i.id for rep, _ in self.reports.values() for i in rep.instances if i.status in (FAILED, BACKOFF, STARTING)}
+        busy = {i.id for rep, _ in self.reports.values() for i in rep.instances
+                if i.status in (FAILED, BACKOFF, STARTING, STOPPING)}
         # only on a fresh report (not one restored from before a restart) of the current generation
         eligible = {
             name for name, h in self.hosts.items()
