@@ -122,6 +122,8 @@ class Platform:
         wanted += [(f"host {h.name} admin", h.admin_port) for h in self.hosts]
         for what, port in wanted:
             with socket.socket() as s:
+                # like the servers themselves: connections of a previous run in TIME_WAIT are no conflict
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any, TextIO
 
 from driftless.client import ControlClient
 from driftless.commands.status import add_control_argument, paint, print_json, short
 from driftless.endpoints import default_git_remote
+from driftless.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,12 +45,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--author", default=None, help='commit author, "Name <email>" (default: git identity)')
     p.add_argument(
+        "--wait",
+        metavar="DURATION",
+        default=None,
+        help="wait up to DURATION (e.g. 60s, 5m) for gates that pass with time (synced, healthy, min-soak, "
+        "no-drift) instead of refusing at once",
+    )
+    p.add_argument(
         "-o", "--output", choices=("text", "json"), default="text", help="output format (default text)"
     )
     add_control_argument(p)
 
 
+# Gates that can pass by themselves while the source soaks; `--wait` waits for these only.
+TIME_GATES = frozenset({"synced", "healthy", "min-soak", "no-drift"})
+
+
 def run(args: argparse.Namespace) -> int:
+    from reconciler.promote import PromotionRefused
+
+    if args.wait is None:
+        return _promote_once(args)
+    deadline = time.monotonic() + _seconds(args.wait)
+    while True:
+        try:
+            return _promote_once(args, quiet_refusal=True)
+        except PromotionRefused as refused:
+            failed = [g for g in refused.to_json()["gates"] if not g.get("passed")]
+            waitable = all(g.get("name") in TIME_GATES for g in failed)
+            if not waitable or time.monotonic() >= deadline:
+                if args.output != "json":
+                    print_gates(refused.to_json()["gates"], file=sys.stderr)
+                raise
+            if args.output != "json":
+                print("waiting: " + "; ".join(str(g.get("message", "")) for g in failed), file=sys.stderr)
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _seconds(text: str) -> float:
+    from reconciler.model.quantities import duration_seconds
+
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise UsageError(f"--wait: {exc}") from None
+
+
+def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> int:
     from reconciler.promote import PromotionRefused, promote
 
     client = ControlClient(base_url=args.control)
@@ -68,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
             result_json = result.to_json()
     except PromotionRefused as refused:
+        if quiet_refusal:
+            raise
         if args.output == "json":
             print_json(refused.to_json())
         else:
