@@ -1,0 +1,124 @@
+"""`driftless up`: the whole platform in one process tree; Ctrl-C stops it; started again it resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import free_port
+
+
+def _start_up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "driftless", "up", "--data", str(data), "--hosts", "3",
+            "--registry-port", str(ports["registry"]), "--control-port", str(ports["control"]),
+            "--host-port", str(ports["host"]), "--admin-port", str(ports["admin"]), "--heartbeat", "1"]
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_up(proc: subprocess.Popen[bytes], log: Path, *, runs: int) -> str:
+    deadline = time.monotonic() + 90
+    while log.read_text().count("Driftless is up") < runs:
+        assert proc.poll() is None, f"driftless up exited:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"not up in 90 s:\n{log.read_text()}"
+        time.sleep(0.2)
+    return log.read_text()
+
+
+def _interrupt(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def _consecutive_ports(n: int) -> int:
+    """A start port with n free ports after it (the hosts take consecutive ports)."""
+    for _ in range(50):
+        start = free_port()
+        if start + n < 65535 and all(_free(start + i) for i in range(n)):
+            return start
+    raise AssertionError("no run of free ports")
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.timeout(240)
+def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ports = {"registry": free_port(), "control": free_port(), "host": _consecutive_ports(3),
+             "admin": _consecutive_ports(3)}
+    log = tmp_path / "up.log"
+
+    first = _start_up(data, ports, log)
+    try:
+        out = _wait_up(first, log, runs=1)
+        info = json.loads((data / "up.json").read_text())
+        assert info["registry"] == f"http://127.0.0.1:{ports['registry']}"
+        assert info["reconciler"] == f"http://127.0.0.1:{ports['control']}"
+        assert Path(info["git"]).joinpath("HEAD").exists()
+        assert [h["labels"] for h in info["hosts"]] == [
+            {"cloud": "aws", "region": "us-east-1"}, {"cloud": "gcp", "region": "europe-west1"}, {"tier": "edge"}]
+        assert "pushed" in out and "seeded" in out
+        # every host serves dev/hello (a daemon), the edge host the linked greeter app of prod
+        for h in info["hosts"]:
+            assert "Hello from dev" in _get(f"{h['ingress']}/dev/hello")
+        assert "Hello" in _get(f"{info['hosts'][2]['ingress']}/greet")
+        hooks = (Path(info["git"]) / "hooks" / "post-receive").read_text()
+        assert "/hooks/generic" in hooks
+    finally:
+        code = _interrupt(first)
+    assert code == 0
+    assert not (data / "up.json").exists(), "a stopped platform leaves no stale endpoints"
+    assert "==> stopped" in log.read_text()
+
+    # started again on the same data directory: nothing re-pushed or re-seeded, the apps come back
+    log.write_text("")
+    second = _start_up(data, ports, log)
+    try:
+        out = _wait_up(second, log, runs=1)
+        assert "resuming Driftless" in out
+        assert "pushed" not in out and "seeded" not in out
+        info = json.loads((data / "up.json").read_text())
+        assert "Hello from prod" in _get(f"{info['hosts'][0]['ingress']}/hello")
+    finally:
+        assert _interrupt(second) == 0
+
+
+def test_up_refuses_a_busy_port_with_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "driftless", "up", "--data", str(tmp_path / "d"),
+                            "--registry-port", str(port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"error: port {port} for the registry is already in use" in r.stderr
+    assert "Traceback" not in r.stderr
