@@ -130,11 +130,12 @@ class ComponentRecord:
 
 
 class Registry:
-    def __init__(self, storage: Storage, *, manifest_cache_size: int = 4096) -> None:
+    def __init__(self, storage: Storage, *, manifest_cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.storage = storage
         # manifests are immutable by digest, so caching their bytes is always correct
         self._manifest_cache: OrderedDict[str, bytes] = OrderedDict()
-        self._manifest_cache_size = manifest_cache_size
+        self._manifest_cache_budget = manifest_cache_bytes
+        self._manifest_cache_used = 0
         self._cache_lock = threading.Lock()
         # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
         self._upload_hashers: dict[str, tuple[int, Any]] = {}
@@ -272,6 +273,8 @@ class Registry:
         writer.commit()
         new = UploadState(state.id, state.repository, writer.size, state.started)
         self._save_upload(new)
+        if len(self._upload_hashers) > 10_000:  # abandoned sessions: forget them, a resume re-reads the bytes
+            self._upload_hashers.clear()
         self._upload_hashers[state.id] = (new.size, hasher)
         return new
 
@@ -346,10 +349,14 @@ class Registry:
                 body = self.storage.get(key("blob", digest=digest))
             except FileNotFoundError:
                 raise self._unknown_manifest(repo, reference) from None
-            with self._cache_lock:  # the component endpoint reads manifests from worker threads
-                self._manifest_cache[digest] = body
-                if len(self._manifest_cache) > self._manifest_cache_size:
-                    self._manifest_cache.popitem(last=False)
+            if len(body) <= self._manifest_cache_budget // 16:  # a few huge manifests must not flush the rest
+                with self._cache_lock:  # the component endpoint reads manifests from worker threads
+                    if digest not in self._manifest_cache:
+                        self._manifest_cache[digest] = body
+                        self._manifest_cache_used += len(body)
+                    while self._manifest_cache_used > self._manifest_cache_budget:
+                        _, evicted = self._manifest_cache.popitem(last=False)
+                        self._manifest_cache_used -= len(evicted)
         return StoredManifest(digest=digest, media_type=media_type, body=body)
 
     def has_manifest(self, repo: str, digest: str) -> bool:
@@ -458,7 +465,10 @@ class Registry:
         if isinstance(subject, str) and DIGEST_RE.match(subject):
             self.storage.delete(key("referrer", repo=repo, subject=subject, digest=stored.digest))
         self.storage.delete(key("revision", repo=repo, digest=stored.digest))
-        self._manifest_cache.pop(stored.digest, None)
+        with self._cache_lock:
+            evicted = self._manifest_cache.pop(stored.digest, None)
+            if evicted is not None:
+                self._manifest_cache_used -= len(evicted)
 
     def tags(self, repo: str) -> list[str]:
         return [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
