@@ -321,9 +321,9 @@ class RegistryApp:
                     and _sendfile_active < SENDFILE_THREADS
                     and request.transport is not None and request.transport.get_extra_info("sslcontext") is None):
                 return await _threaded_sendfile(request, path, st.size, headers)
-            response = web.FileResponse(path, headers=headers)
-            response.blob_bytes = _range_length(request, st.size)  # type: ignore[attr-defined]
-            return response
+            file_response = web.FileResponse(path, headers=headers)
+            file_response.blob_bytes = _range_length(request, st.size)  # type: ignore[attr-defined]
+            return file_response
         # a driver without local files (an object store): stream from its reader
         start, stop = 0, st.size
         status = 200
