@@ -250,5 +250,5 @@ def test_client_hanging_up_mid_download(server: Server, oci: Oci) -> None:
                 pass
         return sorted(out)
 
-    wait_until(lambda: len(os.listdir(fd_dir)) <= before + 1, timeout=10,
+    wait_until(lambda: len(os.listdir(fd_dir)) <= before + 1, timeout=20,
                what=f"the server's descriptors to be closed: {before} before, now {fds()}")
