@@ -653,9 +653,10 @@ def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("registry serving %s (storage %s)", url, options.root)
         if on_ready:
             on_ready(url)
+        else:
+            log.info("registry serving %s (storage %s)", url, options.root)
         await stop.wait()
         await runner.cleanup()
 
