@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def bench_push(*, rounds: int = 5) -> dict[str, float]:
                 times.append(time.perf_counter() - t0)
             return {"rounds": rounds, "median_s": statistics.median(times), "max_s": max(times), "min_s": min(times)}
         finally:
+            for h in hosts:  # all at once: each drains on its own
+                h.signal(signal.SIGTERM)
             for h in hosts:
                 h.stop()
             if rec:

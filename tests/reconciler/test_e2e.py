@@ -7,6 +7,7 @@ The tests share one platform and run in order.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import urllib.error
@@ -59,6 +60,9 @@ class Platform:
         self.ingress[name] = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
+        # SIGTERM every host at once: each drains on its own, so they stop in parallel
+        for h in self.hosts.values():
+            h.signal(signal.SIGTERM)
         for h in self.hosts.values():
             h.stop()
         self.reconciler.stop()
