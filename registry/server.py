@@ -592,11 +592,17 @@ async def _threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
     parts = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise RegistryError("SIZE_INVALID", f"manifest is larger than the limit of {limit} bytes (4 MiB)", status=413)
-        parts.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise RegistryError("SIZE_INVALID", f"manifest is larger than the limit of {limit} bytes (4 MiB)",
+                                    status=413)
+            parts.append(chunk)
+    except (RegistryError, asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # the client hung up mid-body
+        raise RegistryError("MANIFEST_INVALID", f"the request body was cut short: {exc}") from None
     return b"".join(parts)
 
 

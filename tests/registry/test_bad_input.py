@@ -252,3 +252,15 @@ def test_client_hanging_up_mid_download(server: Server, oci: Oci) -> None:
 
     wait_until(lambda: len(os.listdir(fd_dir)) <= before + 1, timeout=20,
                what=f"the server's descriptors to be closed: {before} before, now {fds()}")
+
+
+def test_truncated_manifest_is_not_stored(server: Server, oci: Oci) -> None:
+    _, manifest = oci.image("bad/trunc-manifest", None)
+    body = json.dumps(manifest).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(f"PUT /v2/bad/trunc-manifest/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        s.shutdown(socket.SHUT_WR)
+        s.recv(65536)
+    assert oci.get("/v2/bad/trunc-manifest/manifests/v1").status_code == 404
+    assert "internal error" not in server.proc.log()
