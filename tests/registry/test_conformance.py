@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Oci, error_code, sha256
+from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Oci, Server, error_code, sha256
 
 # --- pull -------------------------------------------------------------------------------------------
 
@@ -434,3 +434,8 @@ def test_pull_invalid_reference_is_not_found(oci: Oci) -> None:
     r = oci.put("/v2/conf/invalid-ref/manifests/sha256:totallywrong", content=b"{}",
                 headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+
+
+def test_no_internal_error_was_logged(server: Server) -> None:
+    """Runs last in this module: nothing above made the server hit a bug (a 500)."""
+    assert "internal error" not in server.proc.log()
