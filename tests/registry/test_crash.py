@@ -99,3 +99,57 @@ def test_empty_session_survives_restart_and_ids_are_signed(tmp_path: Path) -> No
             assert c.put(loc, params={"digest": sha256(b"again")}, content=b"again").status_code == 404
     finally:
         proc2.stop()
+
+
+def test_sigkill_during_manifest_pushes_leaves_consistent_state(tmp_path: Path) -> None:
+    import json
+    import threading
+    import time
+
+    root = tmp_path / "root"
+    proc, port = start_registry(root, tmp_path)
+    pushed: list[str] = []
+    stop = threading.Event()
+
+    def pusher() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    config = json.dumps({"n": i}).encode()
+                    c.post("/v2/crash/tags/blobs/uploads/", params={"digest": sha256(config)}, content=config)
+                    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                                      "digest": sha256(config), "size": len(config)},
+                                           "layers": []}).encode()
+                    r = c.put(f"/v2/crash/tags/manifests/t{i % 7}", content=manifest,
+                              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                    if r.status_code == 201:
+                        pushed.append(r.headers["Docker-Content-Digest"])
+                except httpx.HTTPError:
+                    return
+                i += 1
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    wait_until(lambda: len(pushed) >= 20, timeout=30, what="some pushes")
+    proc.kill()
+    stop.set()
+    thread.join(10)
+    time.sleep(0.1)
+
+    proc2, port2 = start_registry(root, tmp_path)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=10) as c:
+            tags = c.get("/v2/crash/tags/tags/list").json()["tags"]
+            assert tags and set(tags) <= {f"t{i}" for i in range(7)}
+            for tag in tags:  # every visible tag points to a whole, valid manifest
+                r = c.get(f"/v2/crash/tags/manifests/{tag}")
+                assert r.status_code == 200
+                assert sha256(r.content) == r.headers["Docker-Content-Digest"]
+                json.loads(r.content)
+    finally:
+        proc2.stop()
+    fsck = subprocess.run([sys.executable, "-m", "driftless", "registry", "fsck", "--root", str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
