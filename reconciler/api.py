@@ -199,6 +199,7 @@ def source_json(engine: Engine) -> dict[str, Any]:
         "path": s.path,
         "head": engine.head.revision if engine.head else None,
         "applied": engine.applied,
+        "resolved": dict(sorted(engine.digests.items())),  # image as written -> digest, at the applied revision
         "rejected": engine.rejected.to_json() if engine.rejected else None,
         "lastReconcile": engine.last_reconcile,
         "lastError": engine.last_error,

@@ -115,6 +115,7 @@ def test_first_deploy_by_push_with_spread_by_weight(world: World) -> None:
     assert spec["route"] == "/hello" and spec["config"] == {"GREETING": "hi"}
     env = w.reconciler.get("/api/v1/environments/prod")
     assert env["revision"] == first and env["rejected"] is None
+    assert w.reconciler.get("/api/v1/environments")["source"]["resolved"] == {"demo/hello:1.0.0": w.hello1}
     assert env["apps"][0]["health"] == "Healthy"
     hist = w.reconciler.get("/api/v1/history?env=prod")["history"]
     assert hist[0]["revision"] == first and hist[0]["message"] == "first deploy"
