@@ -295,9 +295,12 @@ class Registry:
             )
         data_key = key("upload-data", upload=state.id)
         st = self.storage.stat(data_key)
-        if st is not None and st.size > state.size:  # leftovers of a crash after the last commit
-            self.storage.writer(data_key, append_at=state.size).commit()
-        self.storage.move(data_key, key("blob", digest=digest))
+        if st is None:  # an empty blob: the session never received a chunk
+            self.storage.put(key("blob", digest=digest), b"")
+        else:
+            if st.size > state.size:  # leftovers of a crash after the last commit
+                self.storage.writer(data_key, append_at=state.size).commit()
+            self.storage.move(data_key, key("blob", digest=digest))
         self.link_blob(state.repository, digest)
         self.cancel_upload(state)
 

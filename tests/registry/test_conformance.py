@@ -135,6 +135,18 @@ def test_push_chunked_then_put_without_body(oci: Oci) -> None:
     assert oci.head(f"/v2/conf/chunked2/blobs/{sha256(data)}").headers["Content-Length"] == str(len(data))
 
 
+def test_push_empty_blob(oci: Oci) -> None:
+    empty = sha256(b"")
+    loc = oci.post("/v2/conf/empty/blobs/uploads/").headers["Location"]
+    r = oci.put(loc, params={"digest": empty})
+    assert r.status_code == 201, r.text
+    r = oci.get(f"/v2/conf/empty/blobs/{empty}")
+    assert r.status_code == 200 and r.content == b"" and r.headers["Content-Length"] == "0"
+    r = oci.post("/v2/conf/empty2/blobs/uploads/", params={"digest": empty}, content=b"")
+    assert r.status_code == 201
+    assert oci.head(f"/v2/conf/empty2/blobs/{empty}").headers["Content-Length"] == "0"
+
+
 def test_push_cancel_upload(oci: Oci) -> None:
     loc = oci.post("/v2/conf/cancel/blobs/uploads/").headers["Location"]
     oci.patch(loc, content=b"partial", headers={"Content-Type": "application/octet-stream"})
