@@ -9,27 +9,27 @@ from driftless.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", required=True, help="Git URL or local repository path holding the manifests")
-    p.add_argument("--branch", default="main", help="branch to follow (default main)")
-    p.add_argument("--path", default="manifests", help="manifests folder inside the repository (default manifests)")
-    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT of the API (default 127.0.0.1:8080)")
-    p.add_argument("--data", type=Path, required=True, help="state directory (SQLite state, Git mirror)")
-    p.add_argument("--registry", required=True, help="platform registry URL, e.g. http://127.0.0.1:5000")
-    p.add_argument("--token-file", type=Path, required=True, help="file holding the join token hosts present")
-    p.add_argument("--interval", type=float, default=30.0, help="Git poll interval in seconds (default 30)")
-    p.add_argument("--heartbeat", type=float, default=3.0,
+    p.add_argument("--repo", required=True, metavar="URL_OR_PATH", help="Git URL or local repository path holding the manifests")
+    p.add_argument("--branch", default="main", metavar="NAME", help="branch to follow (default main)")
+    p.add_argument("--path", default="manifests", metavar="DIR", help="manifests folder inside the repository (default manifests)")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="HOST:PORT of the API (default 127.0.0.1:8080)")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="state directory (SQLite state, Git mirror)")
+    p.add_argument("--registry", required=True, metavar="URL", help="platform registry URL, e.g. http://127.0.0.1:5000")
+    p.add_argument("--token-file", type=Path, required=True, metavar="FILE", help="file holding the join token hosts present")
+    p.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="Git poll interval in seconds (default 30)")
+    p.add_argument("--heartbeat", type=float, default=3.0, metavar="SECONDS",
                    help="host heartbeat in seconds, told to hosts; Lost after 3 missed (default 3)")
-    p.add_argument("--webhook-secret-file", type=Path, default=None,
+    p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
                    help="secret for /hooks/github (HMAC), /hooks/gitlab (token) and /hooks/generic (HMAC or bearer)")
-    p.add_argument("--read-token-file", type=Path, default=None,
+    p.add_argument("--read-token-file", type=Path, default=None, metavar="FILE",
                    help="require this bearer token on read endpoints (default: open, for loopback)")
-    p.add_argument("--history", type=int, default=20, help="applied revisions kept per environment (default 20)")
-    p.add_argument("--grace", type=float, default=10.0,
+    p.add_argument("--history", type=int, default=20, metavar="N", help="applied revisions kept per environment (default 20)")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="seconds a converging instance is Pending before it counts as drift (default 10)")
-    p.add_argument("--allowed-signers", type=Path, default=None,
+    p.add_argument("--allowed-signers", type=Path, default=None, metavar="FILE",
                    help="apply only commits SSH-signed by a key in FILE (git allowed-signers format)")
-    p.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
-    p.add_argument("--tls-key", type=Path, default=None, help="private key of --tls-cert (PEM)")
+    p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
 
 def _secret(path: Path | None, option: str) -> str | None:
