@@ -312,6 +312,8 @@ class Registry:
         self.storage.put(key("upload-closed", upload=state.id), b"")
 
     def _hash_stored(self, k: str, hasher: Any, *, limit: int | None = None) -> None:
+        if limit == 0:  # nothing to read (a session with no chunk has no data file)
+            return
         remaining = limit
         with self.storage.reader(k) as f:
             while remaining is None or remaining > 0:

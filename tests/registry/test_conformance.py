@@ -142,6 +142,10 @@ def test_push_empty_blob(oci: Oci) -> None:
     assert r.status_code == 201, r.text
     r = oci.get(f"/v2/conf/empty/blobs/{empty}")
     assert r.status_code == 200 and r.content == b"" and r.headers["Content-Length"] == "0"
+    empty512 = "sha512:" + hashlib.sha512(b"").hexdigest()
+    loc = oci.post("/v2/conf/empty/blobs/uploads/").headers["Location"]
+    assert oci.put(loc, params={"digest": empty512}).status_code == 201
+    assert oci.get(f"/v2/conf/empty/blobs/{empty512}").content == b""
     r = oci.post("/v2/conf/empty2/blobs/uploads/", params={"digest": empty}, content=b"")
     assert r.status_code == 201
     assert oci.head(f"/v2/conf/empty2/blobs/{empty}").headers["Content-Length"] == "0"
