@@ -220,6 +220,8 @@ class HostAgent:
         await done.wait()
         log.info("stopping: draining in-flight calls (up to %.0fs)", self.options.drain_seconds)
         self.stopping = True
+        self.supervisor.shutting_down = True
+        self._changed()  # tell the reconciler at once that this host is going away
         await site.stop()  # no new connections; in-flight requests keep their connections
         left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)
         if left:

@@ -141,7 +141,10 @@ class ControlClient:
     async def _report_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.changed.wait(), timeout=self.heartbeat)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+                # races with the event being set (the host would never finish stopping)
+                async with asyncio.timeout(self.heartbeat):
+                    await self.changed.wait()
             except TimeoutError:
                 pass
             self.changed.clear()

@@ -88,6 +88,7 @@ class Supervisor:
         self._oob = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.shutting_down = False  # SIGTERM: every instance is reported Stopping while it drains
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -306,6 +307,8 @@ class Supervisor:
                 error = inst.last_error
                 if inst.in_backoff:
                     state = BACKOFF
+            if self.shutting_down:
+                state = STOPPING
             out.append(
                 InstanceStatus(
                     id=instance_id,

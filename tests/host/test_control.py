@@ -48,6 +48,7 @@ def test_host_follows_the_reconciler_and_survives_its_outage(
                        what="registered again")  # fmt: skip
             wait_until(lambda: reconciler.host("aws-1").get("state") == "Ready", timeout=15, what="Ready")
             assert host.get("/hello").text == "howdy from /hello"
+            assert host.proc.stop() == 0
     finally:
         reconciler.stop()
 
@@ -62,6 +63,7 @@ def test_a_wrong_token_is_reported_clearly(tmp_path: Path) -> None:
             wait_until(lambda: "rejected the join token (401)" in host.proc.log(), timeout=10, what="clear log line")
             assert host.admin_get("/api/v1/status")["connected"] is False
             assert "Traceback" not in host.proc.log()
+            assert host.proc.stop() == 0  # SIGTERM: a prompt, clean exit even while the control loop retries
     finally:
         reconciler.stop()
 
