@@ -34,6 +34,7 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_LIST)
 EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+GENERIC_CONTENT_TYPES = frozenset({"application/json", "application/octet-stream", "text/plain"})
 MAX_NAME_LENGTH = 255
 # 32 hex random, 8 hex start time, 24 hex HMAC over both and the repository
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -526,6 +527,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise RegistryError("MANIFEST_INVALID", f"schemaVersion must be 2, not {manifest.get('schemaVersion')!r}")
     declared = manifest.get("mediaType")
     content_type = (content_type or "").split(";")[0].strip() or None
+    if content_type in GENERIC_CONTENT_TYPES:  # says nothing about the manifest kind (curl, simple scripts)
+        content_type = None
     if declared is not None and content_type and declared != content_type:
         raise RegistryError(
             "MANIFEST_INVALID", f"Content-Type {content_type} does not match the manifest's mediaType {declared}"
