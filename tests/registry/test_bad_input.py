@@ -254,6 +254,14 @@ def test_client_hanging_up_mid_download(server: Server, oci: Oci) -> None:
                what=f"the server's descriptors to be closed: {before} before, now {fds()}")
 
 
+def test_generic_content_type_defers_to_the_manifest(oci: Oci) -> None:
+    """curl-style `Content-Type: application/json` does not contradict the manifest's own mediaType."""
+    _, manifest = oci.image("bad/generic-ct", None)
+    r = oci.put("/v2/bad/generic-ct/manifests/v1", json=manifest)  # httpx sends application/json
+    assert r.status_code == 201, r.text
+    assert oci.get("/v2/bad/generic-ct/manifests/v1").headers["Content-Type"] == OCI_MANIFEST
+
+
 def test_truncated_manifest_is_not_stored(server: Server, oci: Oci) -> None:
     _, manifest = oci.image("bad/trunc-manifest", None)
     body = json.dumps(manifest).encode()
