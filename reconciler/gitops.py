@@ -10,6 +10,9 @@ becomes a :class:`GitError` that says which command failed and why.
     in_repository(repo=..., branch="main", push=True, dry_run=False, work=lambda wc, push: ...)
         # where a commit belongs: a local clone in place, or a fresh clone of a remote; a change
         # whose push conflicts is recomputed on the new head (with_fresh_clone)
+
+    result = commit_change(wc, result, contents={path: new_bytes}, author=None, push=True)
+        # write (None: delete), commit and push a ChangeResult; returns it with the commit id
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import random
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from driftless.errors import DriftlessError, Refused
 
@@ -38,6 +41,30 @@ class GitError(DriftlessError):
 
 class PushConflict(Refused):
     """Someone else changed the same lines in the meantime; rebasing could not apply our commit."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeResult:
+    """What a promotion or a rollback did (or, on a dry run, would do) to the manifests repository."""
+
+    diff: str  # unified diff of the files changed
+    message: str  # the commit message (also for dry runs: what would be committed)
+    dry_run: bool
+    committed: str | None = None  # commit id; None on dry run or when nothing changes
+    pushed: bool = False
+
+    def change_json(self) -> dict[str, Any]:
+        """The JSON fields every result ends with."""
+        return {
+            "diff": self.diff,
+            "message": self.message,
+            "dryRun": self.dry_run,
+            "commit": self.committed,
+            "pushed": self.pushed,
+        }
+
+
+R = TypeVar("R", bound=ChangeResult)
 
 
 @functools.cache
@@ -273,3 +300,26 @@ def with_fresh_clone(*, repo: str, branch: str, work: Callable[[WorkingCopy], T]
                 if attempt == attempts:
                     raise
     raise AssertionError("unreachable")
+
+
+def commit_change(
+    wc: WorkingCopy, result: R, *, contents: Mapping[str, bytes | None], author: str | None, push: bool
+) -> R:
+    """Write ``contents`` (path relative to the repository root -> bytes, None to delete), commit
+    exactly those paths with ``result.message``, push when ``push``; ``result`` with the commit id.
+
+    Files with uncommitted changes are refused first: they would end up in our commit.
+    """
+    paths = list(contents)
+    wc.ensure_unmodified(paths)
+    for rel, data in contents.items():
+        path = wc.path / rel
+        if data is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)  # bytes: keep CRLF files as they are
+    commit = wc.commit(message=result.message, paths=paths, author=author)
+    if push:
+        commit = wc.push()
+    return replace(result, committed=commit, pushed=push)

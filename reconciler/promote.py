@@ -35,7 +35,6 @@ every other byte of the file stays as it was.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import difflib
 import re
 import time
@@ -50,7 +49,7 @@ from ruamel.yaml.error import YAMLError
 
 from driftless.errors import Refused
 from driftless.reference import DIGEST_RE, ReferenceError, parse
-from reconciler.gitops import WorkingCopy, in_repository
+from reconciler.gitops import ChangeResult, WorkingCopy, commit_change, in_repository
 
 # -- public types ----------------------------------------------------------------------------
 
@@ -77,7 +76,9 @@ class ImageChange:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PromotionResult:
+class PromotionResult(ChangeResult):
+    """Also ``diff`` (of ``file``), ``message``, ``dry_run``, ``committed``, ``pushed`` (ChangeResult)."""
+
     app: str
     from_env: str
     to_env: str
@@ -85,11 +86,6 @@ class PromotionResult:
     gates: tuple[Gate, ...]
     changes: tuple[ImageChange, ...]  # only the images that actually change
     file: str  # the target app's manifest, relative to the repository root
-    diff: str  # unified diff of the file
-    message: str  # the commit message (also for dry runs: what would be committed)
-    dry_run: bool
-    committed: str | None = None  # commit id, None on dry run or when nothing changes
-    pushed: bool = False
 
     @property
     def changed(self) -> bool:
@@ -104,11 +100,7 @@ class PromotionResult:
             "gates": [g.to_json() for g in self.gates],
             "changes": [c.to_json() for c in self.changes],
             "file": self.file,
-            "diff": self.diff,
-            "message": self.message,
-            "dryRun": self.dry_run,
-            "commit": self.committed,
-            "pushed": self.pushed,
+            **self.change_json(),
         }
 
 
@@ -256,12 +248,7 @@ def _promote_in(
     )  # fmt: skip
     if dry_run or not changes:
         return result
-    wc.ensure_unmodified([located.file])
-    (wc.path / located.file).write_bytes(text.encode("utf-8"))  # bytes: keep CRLF files as they are
-    commit = wc.commit(message=message, paths=[located.file], author=author)
-    if push:
-        commit = wc.push()
-    return dataclasses.replace(result, committed=commit, pushed=push)
+    return commit_change(wc, result, contents={located.file: text.encode("utf-8")}, author=author, push=push)
 
 
 # -- gates -----------------------------------------------------------------------------------
@@ -314,23 +301,9 @@ def check_gates(
         gates.append(Gate(name="promotion-from", passed=True, message=f"{to_env} promotes from {from_env}"))
 
     sync = source_status.get("sync")
-    gates.append(
-        Gate(
-            name="synced",
-            passed=sync == "Synced",
-            message=f"{app} in {from_env} is {sync or 'unknown'}"
-            + ("" if sync == "Synced" else ", not Synced"),
-        )
-    )
+    gates.append(_state_gate("synced", app=app, env=from_env, state=sync, wanted="Synced"))
     health = source_status.get("health")
-    gates.append(
-        Gate(
-            name="healthy",
-            passed=health == "Healthy",
-            message=f"{app} in {from_env} is {health or 'unknown'}"
-            + ("" if health == "Healthy" else ", not Healthy"),
-        )
-    )
+    gates.append(_state_gate("healthy", app=app, env=from_env, state=health, wanted="Healthy"))
     since = source_status.get("healthySince")
     soak = policy.min_soak_seconds
     if health != "Healthy" or not isinstance(since, int | float):
@@ -409,6 +382,15 @@ def check_gates(
             )
         )
     return gates
+
+
+def _state_gate(name: str, *, app: str, env: str, state: Any, wanted: str) -> Gate:
+    """The source app's ``state`` (its sync or its health) must be ``wanted``."""
+    return Gate(
+        name=name,
+        passed=state == wanted,
+        message=f"{app} in {env} is {state or 'unknown'}" + ("" if state == wanted else f", not {wanted}"),
+    )
 
 
 # drift in the source that makes "the digests it runs" uncertain

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftless.errors import Refused
-from reconciler.gitops import WorkingCopy, in_repository
+from reconciler.gitops import ChangeResult, WorkingCopy, commit_change, in_repository
 from reconciler.promote import app_files, application_name, optional_text, required_text
 
 
@@ -51,17 +51,15 @@ class FileChange:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RollbackResult:
+class RollbackResult(ChangeResult):
+    """Also ``diff``, ``message``, ``dry_run``, ``committed`` (None on a dry run or when the app is
+    already as it was) and ``pushed`` (ChangeResult)."""
+
     app: str
     env: str
     to_revision: str  # full commit id rolled back to
     from_revision: str  # branch head before the rollback
     files: tuple[FileChange, ...]
-    diff: str
-    message: str
-    dry_run: bool
-    committed: str | None = None  # None on dry run or when the app is already as it was
-    pushed: bool = False
 
     @property
     def changed(self) -> bool:
@@ -74,11 +72,7 @@ class RollbackResult:
             "toRevision": self.to_revision,
             "fromRevision": self.from_revision,
             "files": [f.to_json() for f in self.files],
-            "diff": self.diff,
-            "message": self.message,
-            "dryRun": self.dry_run,
-            "commit": self.committed,
-            "pushed": self.pushed,
+            **self.change_json(),
         }
 
 
@@ -230,18 +224,5 @@ def _rollback_in(
     )  # fmt: skip
     if dry_run or not files:
         return result
-    wc.ensure_unmodified([f.path for f in files])
-    for change in files:
-        path = wc.path / change.path
-        if change.action == "delete":
-            path.unlink()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(old[change.path].encode("utf-8"))
-    commit = wc.commit(message=message, paths=[f.path for f in files], author=author)
-    if push:
-        commit = wc.push()
-    return RollbackResult(
-        app=app, env=env, to_revision=target, from_revision=head, files=tuple(files), diff=result.diff,
-        message=message, dry_run=False, committed=commit, pushed=push,
-    )  # fmt: skip
+    contents = {f.path: None if f.action == "delete" else old[f.path].encode("utf-8") for f in files}
+    return commit_change(wc, result, contents=contents, author=author, push=push)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from driftless.client import ControlClient
@@ -24,26 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_env", required=True, metavar="ENV", help="source environment")
     p.add_argument("--to", dest="to_env", required=True, metavar="ENV", help="target environment")
     p.add_argument("--approve", metavar="NAME", default=None, help="approve (recorded as Approved-By: NAME)")
-    p.add_argument(
-        "--dry-run", action="store_true", help="show the diff and the commit message; change nothing"
-    )
-    p.add_argument(
-        "--push",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="push the commit (default); --no-push commits into --repo, which must be a local clone",
-    )
-    p.add_argument(
-        "--repo",
-        default=None,
-        help="manifests repository: a Git remote (cloned fresh) or a local clone (committed in place, "
-        "pushed to its origin); default: the one `driftless up` serves",
-    )
-    p.add_argument("--branch", default="main", help="branch (default main)")
-    p.add_argument(
-        "--path", default="manifests", help="manifests folder in the repository (default manifests)"
-    )
-    p.add_argument("--author", default=None, help='commit author, "Name <email>" (default: git identity)')
+    add_git_target_arguments(p)
     p.add_argument(
         "--wait",
         metavar="DURATION",
@@ -51,9 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="wait up to DURATION (e.g. 60s, 5m) for gates that pass with time (synced, healthy, min-soak, "
         "no-drift) instead of refusing at once",
     )
-    p.add_argument(
-        "-o", "--output", choices=("text", "json"), default="text", help="output format (default text)"
-    )
+    add_text_output_argument(p)
     add_control_argument(p)
 
 
@@ -95,21 +75,22 @@ def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> i
     from reconciler.promote import PromotionRefused, promote
 
     client = ControlClient(base_url=args.control)
-    repo = args.repo or default_git_remote()
+
+    def locally(repo: str) -> dict[str, Any]:
+        status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
+        drift = (client.get("/api/v1/drift", env=args.from_env) or {}).get("items")
+        return promote(
+            repo=repo, branch=args.branch, subdir=args.path, app=args.app, from_env=args.from_env,
+            to_env=args.to_env, source_status=status, approver=args.approve, dry_run=args.dry_run,
+            push=args.push, author=args.author, source_drift=drift,
+        ).to_json()  # fmt: skip
+
+    body = {"app": args.app, "from": args.from_env, "to": args.to_env, "approve": args.approve,
+            "dryRun": args.dry_run, "author": args.author}  # fmt: skip
     try:
-        if repo is None:
-            body = {"app": args.app, "from": args.from_env, "to": args.to_env, "approve": args.approve,
-                    "dryRun": args.dry_run, "author": args.author}  # fmt: skip
-            result_json = client.post("/api/v1/promote", {k: v for k, v in body.items() if v is not None})
-        else:
-            status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
-            drift = (client.get("/api/v1/drift", env=args.from_env) or {}).get("items")
-            result = promote(
-                repo=str(repo), branch=args.branch, subdir=args.path, app=args.app, from_env=args.from_env,
-                to_env=args.to_env, source_status=status, approver=args.approve, dry_run=args.dry_run,
-                push=args.push, author=args.author, source_drift=drift,
-            )  # fmt: skip
-            result_json = result.to_json()
+        result_json, where = change_in_repository(
+            args, client=client, endpoint="/api/v1/promote", body=body, locally=locally
+        )
     except PromotionRefused as refused:
         if quiet_refusal:
             raise
@@ -122,7 +103,7 @@ def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> i
         print_json(result_json)
         return 0
     assert isinstance(result_json, dict)
-    print_text(result_json, repo=str(repo) if repo else "the reconciler's repository", branch=args.branch)
+    print_text(result_json, repo=where, branch=args.branch)
     return 0
 
 
@@ -147,14 +128,76 @@ def print_text(r: dict[str, Any], *, repo: str, branch: str) -> None:
     for c in changes:
         print(f"  {c['component']}: {c['old']} -> {c['new']}")
     if r.get("dryRun"):
-        print("\nDry run: nothing committed. The change:\n")
-        print(str(r.get("diff") or ""), end="")
+        print_dry_run_diff(r)
         print("\nThe commit message would be:\n")
         for line in str(r.get("message") or "").splitlines():
             print(f"    {line}")
         return
+    print_committed(r, where=repo, branch=branch)
+
+
+# -- shared with `driftless rollback`: where the commit goes, and how the outcome is told ----------
+
+
+def add_git_target_arguments(p: argparse.ArgumentParser) -> None:
+    """--dry-run, --push/--no-push, --repo, --branch, --path, --author: where and how the commit is made."""
+    p.add_argument(
+        "--dry-run", action="store_true", help="show the diff and the commit message; change nothing"
+    )
+    p.add_argument(
+        "--push",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="push the commit (default); --no-push commits into --repo, which must be a local clone",
+    )
+    p.add_argument(
+        "--repo",
+        default=None,
+        help="manifests repository: a Git remote (cloned fresh) or a local clone (committed in place, "
+        "pushed to its origin); default: the one `driftless up` serves",
+    )
+    p.add_argument("--branch", default="main", help="branch (default main)")
+    p.add_argument(
+        "--path", default="manifests", help="manifests folder in the repository (default manifests)"
+    )
+    p.add_argument("--author", default=None, help='commit author, "Name <email>" (default: git identity)')
+
+
+def add_text_output_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+
+
+def change_in_repository(
+    args: argparse.Namespace,
+    *,
+    client: ControlClient,
+    endpoint: str,
+    body: dict[str, Any],
+    locally: Callable[[str], dict[str, Any]],
+) -> tuple[dict[str, Any], str]:
+    """Make the change with ``locally(repo)`` in --repo (default: the remote `driftless up` serves);
+    with no repository known, ask the reconciler (POST ``endpoint`` with ``body``, None values left out).
+
+    Returns the result JSON and where the commit went, in words for the text output.
+    """
+    repo = args.repo or default_git_remote()
+    if repo is None:
+        result = client.post(endpoint, {k: v for k, v in body.items() if v is not None})
+    else:
+        result = locally(str(repo))
+    return result, str(repo) if repo else "the reconciler's repository"
+
+
+def print_dry_run_diff(r: dict[str, Any]) -> None:
+    print("\nDry run: nothing committed. The change:\n")
+    print(str(r.get("diff") or ""), end="")
+
+
+def print_committed(r: dict[str, Any], *, where: str, branch: str) -> None:
     commit = short(str(r.get("commit") or ""))
     if r.get("pushed"):
-        print(f"\nCommitted {commit} and pushed to {branch} of {repo}; the reconciler rolls it out.")
+        print(f"\nCommitted {commit} and pushed to {branch} of {where}; the reconciler rolls it out.")
     else:
-        print(f"\nCommitted {commit} in {repo} (not pushed: run `git push` there to roll it out).")
+        print(f"\nCommitted {commit} in {where} (not pushed: run `git push` there to roll it out).")
