@@ -197,6 +197,7 @@ RUNNING = "Running"  # ready to serve
 FAILED = "Failed"  # could not start (bad digest, not a component, missing import...): see last_error
 BACKOFF = "BackOff"  # trapped repeatedly; waiting before the next restart
 STOPPING = "Stopping"  # draining in-flight calls
+COMPLETED = "Completed"  # a job (wasi:cli/run) that finished successfully
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
