@@ -35,7 +35,8 @@ from typing import Any
 
 from driftless.errors import DriftlessError, NotReachable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# the example manifests and component sources (symlinks into the checkout; copied into wheels)
+BUNDLED = Path(__file__).resolve().parent / "bundled"
 EXAMPLE_TAG = "1.0.0"
 # The components the example manifests use; pushed as demo/<name>:1.0.0 on first start.
 EXAMPLE_COMPONENTS = ("hello", "greeter", "frontend")
@@ -147,7 +148,7 @@ class Platform:
         """Create the bare repository from this checkout's manifests/ (first start only)."""
         if (self.git_dir / "HEAD").exists():
             return False
-        source = REPO_ROOT / "manifests"
+        source = BUNDLED / "manifests"
         if not source.is_dir():
             raise DriftlessError(f"cannot seed the Git repository: {source} not found")
         _git("init", "--bare", "--initial-branch=main", "-q", str(self.git_dir))
@@ -182,7 +183,7 @@ class Platform:
             ref = f"{self.registry_host}/demo/{name}:{EXAMPLE_TAG}"
             if client.resolve(ref) is not None:
                 continue
-            wat = REPO_ROOT / "examples" / "components" / f"{name}.wat"
+            wat = BUNDLED / "components" / f"{name}.wat"
             if not wat.is_file():
                 raise DriftlessError(f"example component source {wat} not found")
             client.push_component(ref, wasmtime.wat2wasm(wat.read_text()))
