@@ -5,8 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# git: the GitOps source; skopeo: a real OCI client in the tests; docker-registry: CNCF distribution,
+# the benchmark reference; curl, jq, openssl: used by the README walkthrough, hooks and TLS tests
 command -v git >/dev/null || need_apt+=(git)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v openssl >/dev/null || need_apt+=(openssl)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
