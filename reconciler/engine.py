@@ -372,8 +372,11 @@ class Engine:
             problems = [p for p in check_registry(tree, registry_url=self.settings.registry) if p.level == "error"]
         except Exception as exc:
             raise Transient(f"registry check failed: {exc!r}") from exc
-        if any("not reachable" in p.message for p in problems):
-            raise Transient(f"registry {self.settings.registry} not reachable for the component checks")
+        # the registry not answering (or not describing an image) says nothing about the commit: retry
+        unreachable = [p for p in problems if p.code == "registry-unreachable"]
+        if unreachable:
+            raise Transient(f"registry {self.settings.registry} could not answer the component checks: "
+                            f"{unreachable[0].message}")
         return [_problem_json(p) for p in problems]
 
     def _speaks_component_api(self, digests: dict[str, str]) -> bool:
