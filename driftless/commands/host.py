@@ -2,7 +2,7 @@
 
     driftless host --control URL --token T --name NAME --label cloud=aws --listen 127.0.0.1:8081 --data DIR
     driftless host --desired desired.yaml --listen 127.0.0.1:8081         # standalone, no reconciler
-    driftless host exec --admin http://127.0.0.1:9081 --token T ls|status|run|stop|set-config ...
+    driftless host exec --admin http://127.0.0.1:9081 --token T ls|status|run|stop|set-config|set-image ...
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sc = acts.add_parser("set-config", help="replace an instance's config (the instance restarts with it)")
     sc.add_argument("id")
     sc.add_argument("config", nargs="*", type=parse_pair, metavar="KEY=VALUE")
+    si = acts.add_parser(
+        "set-image", help="run an instance from another image (emergency hotfix; the instance restarts with it)",
+        description="Replace an instance with another image, rolling (the new one serves before the old one "
+                    "drains). A tag is resolved to its digest through the registry first. Lasts until the next "
+                    "desired generation: the reconciler reports it as VersionMismatch drift, or heals it.",
+    )  # fmt: skip
+    si.add_argument("id")
+    si.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO@sha256:... or REGISTRY/REPO:TAG (resolved to a digest)")
 
 
 def _token(explicit: str | None, path: Path | None) -> str | None:
@@ -254,4 +262,36 @@ def _exec(args: argparse.Namespace) -> int:
                     {"config": dict(args.config)})  # fmt: skip
         print(json.dumps(out, indent=2) if args.json else f"reconfigured {args.id}")
         return 0
+    if action == "set-image":
+        image, digest, resolved = _pinned_image(args.image)
+        out = _call(args, "PATCH", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}),
+                    {"image": image, "digest": digest})  # fmt: skip
+        if args.json:
+            print(json.dumps(out, indent=2))
+            return 0
+        if resolved:
+            print(f"resolved {args.image} to {digest}")
+        print(f"replacing {args.id} with {image} (until the next desired generation)")
+        return 0
     raise UsageError(f"unknown action {action}")
+
+
+def _pinned_image(text: str) -> tuple[str, str, bool]:
+    """(pinned image, digest, whether a tag was resolved) for ``set-image``'s IMAGE."""
+    from driftless.reference import ReferenceError, parse
+    from registry.client import resolve
+
+    try:
+        ref = parse(text)
+    except ReferenceError as exc:
+        raise UsageError(str(exc)) from None
+    if not ref.registry:
+        raise UsageError(f"{text} must be fully qualified: REGISTRY/REPO@sha256:... or REGISTRY/REPO:TAG",
+                         hint="the host pulls from the registry the reference names, e.g. 127.0.0.1:5000/demo/hello:2.0.0")  # fmt: skip
+    if ref.digest:
+        return text, ref.digest, False
+    digest = resolve(ref)  # NotReachable / RegistryClientError are clean one-line errors already
+    if not digest:
+        raise Refused(f"registry {ref.registry} has no {ref.repository}:{ref.identifier}",
+                      hint="push it first (`driftless push`), or pass a digest: REGISTRY/REPO@sha256:...")  # fmt: skip
+    return str(ref.pinned(digest)), digest, True

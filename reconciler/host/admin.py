@@ -1,11 +1,12 @@
-"""The host-local admin API (``--admin-listen``, bearer token): list, start out of band, stop and
-reconfigure instances. Out-of-band changes last until the next desired generation arrives.
+"""The host-local admin API (``--admin-listen``, bearer token): list, start out of band, stop,
+reconfigure and re-image instances. Out-of-band changes last until the next desired generation arrives.
 
     GET    /api/v1/status                      host, generation, compile/cache counters
     GET    /api/v1/instances                   {"observedGeneration": G, "instances": [InstanceStatus]}
     POST   /api/v1/instances                   InstanceSpec JSON (id optional) -> 201 {"instance": spec}
     DELETE /api/v1/instances?id=ID             -> 200 {"stopped": ID}
-    PATCH  /api/v1/instances?id=ID             {"config": {...}} -> 200 {"instance": spec}
+    PATCH  /api/v1/instances?id=ID             {"config": {...}} and/or {"image": "REG/REPO@sha256:...",
+                                               "digest": "sha256:..."} -> 200 {"instance": spec}
 """
 
 from __future__ import annotations
@@ -22,10 +23,48 @@ from reconciler.host.errors import HostError
 from reconciler.host.supervisor import Supervisor
 
 REQUIRED_FIELDS = ("image", "digest", "env", "app", "component")
+PATCH_FIELDS = frozenset({"config", "image", "digest"})
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _patch_from(body: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``Supervisor.change`` for a PATCH body; ValueError says what is wrong."""
+    unknown = sorted(set(body) - PATCH_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; PATCH accepts config, image and digest")
+    if not PATCH_FIELDS & set(body):
+        raise ValueError('body must give "config", "image" (with "digest"), or both')
+    change: dict[str, Any] = {}
+    if "config" in body:
+        config = body["config"]
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            raise ValueError('config must be {"KEY": "value", ...} with string values')
+        change["config"] = config
+    if "digest" in body and "image" not in body:
+        raise ValueError('digest needs the image: {"image": "REGISTRY/REPO@sha256:...", "digest": "sha256:..."}')
+    if "image" in body:
+        image = body["image"]
+        if not isinstance(image, str) or not image:
+            raise ValueError("image must be a string: REGISTRY/REPO@sha256:...")
+        try:
+            ref = parse(image)
+        except ReferenceError as exc:
+            raise ValueError(f"image: {exc}") from None
+        if ref.registry is None:
+            raise ValueError(f"image {image} must be fully qualified: REGISTRY/REPO@sha256:...")
+        if ref.digest is None:
+            raise ValueError(
+                f"image {image} is not pinned: give REGISTRY/REPO@sha256:... "
+                "(`driftless host exec set-image` resolves a tag to its digest)"
+            )
+        digest = body.get("digest", ref.digest)
+        if digest != ref.digest:
+            raise ValueError(f"digest {digest!r} does not match the digest of image {image} ({ref.digest})")
+        change["image"], change["digest"] = image, ref.digest
+    return change
 
 
 def make_admin_app(
@@ -104,11 +143,12 @@ def make_admin_app(
     async def patch(request: web.Request) -> web.Response:
         iid = instance_id(request)
         body = await read_json(request)
-        config = body.get("config")
-        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
-            return _error(400, "body must be {\"config\": {KEY: \"value\", ...}} with string values")
         try:
-            spec = supervisor.set_config(iid, config)
+            change = _patch_from(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            spec = supervisor.change(iid, **change)
         except KeyError:
             return _error(404, f"no instance {iid} on this host")
         return web.json_response({"instance": spec.to_json()})

@@ -219,12 +219,34 @@ class Supervisor:
         return spec
 
     def set_config(self, instance_id: str, config: dict[str, str]) -> InstanceSpec:
+        return self.change(instance_id, config=config)
+
+    def change(
+        self,
+        instance_id: str,
+        *,
+        config: dict[str, str] | None = None,
+        image: str | None = None,
+        digest: str | None = None,
+    ) -> InstanceSpec:
+        """Out of band: run ``instance_id`` with another config and/or another pinned image (an
+        emergency hotfix). Rolling replacement: what serves now keeps serving until the new spec
+        does, and keeps serving if it fails. Lasts until the next desired generation."""
         entry = self.entries.get(instance_id)
         if entry is None:
             raise KeyError(instance_id)
-        entry.spec = replace(entry.spec, config=dict(config))
+        if (image is None) != (digest is None):
+            raise ValueError("image and digest change together")
+        spec = entry.spec
+        if config is not None:
+            spec = replace(spec, config=dict(config))
+        if image is not None and digest is not None:
+            spec = replace(spec, image=image, digest=digest)
+        entry.spec = spec
         entry.retry_in, entry.retry_at = RETRY_FIRST_SECONDS, None
-        self._start(entry)  # rolling replacement with the new config
+        self._start(entry)
+        if image is not None:
+            log.warning("%s: out-of-band image %s (until the next desired generation)", instance_id, image)
         self.on_change()
         return entry.spec
 

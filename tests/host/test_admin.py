@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 
-from tests.host.conftest import Host, instance, start_host, write_desired
+from tests.host.conftest import Host, Registry, instance, start_host, write_desired
+from tests.support.components import variant
 from tests.support.procs import wait_until
 
 
@@ -96,3 +98,103 @@ def test_exec_finds_the_token_of_a_local_driftless_up(tmp_path: Path) -> None:
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["name"] == "h1"
+
+
+def _patch(host: Host, instance_id: str, body: object) -> httpx.Response:
+    return httpx.patch(host.admin + "/api/v1/instances", params={"id": instance_id}, json=body,
+                       headers={"Authorization": f"Bearer {host.token}"}, timeout=10)  # fmt: skip
+
+
+def test_set_image_replaces_rolling_and_lasts_until_the_next_generation(
+    tmp_path: Path, registry: Registry, images: dict[str, str]
+) -> None:
+    from registry.client import push_component
+
+    hotfix = push_component(f"{registry.host}/demo/slow:hotfix", variant("slow", "hotfix"))
+    declared = instance(images["slow"], component="web", route="/web", config={"WORK": "4000"})
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [declared])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running")
+        in_flight: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: in_flight.append(httpx.get(host.url + "/web", timeout=60)))
+        caller.start()
+        wait_until(lambda: host.admin_get("/api/v1/status")["inflight"] == 1, timeout=10, what="call in flight")
+
+        # a tag is resolved to its digest through the registry, then the instance is replaced rolling
+        r = _exec(host, "set-image", "dev/demo/web/0", f"{registry.host}/demo/slow:hotfix")
+        assert r.returncode == 0, r.stderr
+        assert f"resolved {registry.host}/demo/slow:hotfix to {hotfix}" in r.stdout
+        assert f"replacing dev/demo/web/0 with {registry.host}/demo/slow@{hotfix}" in r.stdout
+        status = wait_until(
+            lambda: (i := host.instances()["dev/demo/web/0"])["digest"] == hotfix and i["status"] == "Running" and i,
+            timeout=15, what="the hotfix digest running",
+        )  # fmt: skip
+        assert status["managed"] is True and status["config"] == {"WORK": "4000"}  # only the image changed
+        caller.join(60)
+        assert (in_flight[0].status_code, in_flight[0].text) == (200, "done")  # the old version finished its call
+        assert host.get("/web", params={"x": "1"}).text == "done"
+
+        # image and config in one replacement, from another repository, through the API
+        r = _patch(host, "dev/demo/web/0", {"image": images["hello"], "digest": images["hello"].rpartition("@")[2],
+                                            "config": {"GREETING": "patched"}})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.json()["instance"]["image"] == images["hello"]
+        wait_until(lambda: host.get("/web").text == "patched from /web", timeout=15, what="hello patched in")
+
+        # nothing reverts it between generations; the next generation brings the declared spec back
+        assert host.instances()["dev/demo/web/0"]["digest"] == images["hello"].rpartition("@")[2]
+        write_desired(desired, 2, [declared])
+        wait_until(
+            lambda: (i := host.instances()["dev/demo/web/0"])["digest"] == declared["digest"]
+            and i["status"] == "Running" and i["config"] == {"WORK": "4000"},
+            timeout=15, what="the declared digest back",
+        )  # fmt: skip
+
+
+def test_set_image_refuses_unclear_input_and_keeps_what_runs(
+    tmp_path: Path, registry: Registry, images: dict[str, str]
+) -> None:
+    hello, digest = images["hello"], images["hello"].rpartition("@")[2]
+    repo = hello.rpartition("@")[0]  # 127.0.0.1:PORT/demo/hello
+    other = "sha256:" + "0" * 64
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(hello, component="web", route="/web")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running")
+        refused = {
+            "not pinned": {"image": f"{repo}:1.0.0"},
+            "does not match the digest of image": {"image": hello, "digest": other},
+            "must be fully qualified": {"image": f"demo/hello@{digest}"},
+            "digest needs the image": {"digest": digest},
+            "unknown field(s) replicas": {"image": hello, "replicas": 2},
+            'body must give "config", "image"': {},
+            "image: repository": {"image": f"127.0.0.1:5000/Demo/Hello@{digest}"},
+            "config must be": {"config": {"WORK": 4}},
+        }
+        for expected, body in refused.items():
+            r = _patch(host, "dev/demo/web/0", body)
+            assert r.status_code == 400, (body, r.text)
+            assert expected in r.json()["error"], (body, r.json())
+        r = _patch(host, "dev/demo/nope/0", {"image": hello})
+        assert (r.status_code, r.json()["error"]) == (404, "no instance dev/demo/nope/0 on this host")
+
+        r = _exec(host, "set-image", "dev/demo/web/0", f"{repo}:no-such-tag")
+        assert r.returncode == 1 and "has no demo/hello:no-such-tag" in r.stderr, r.stderr
+        r = _exec(host, "set-image", "dev/demo/web/0", "demo/hello:1.0.0")
+        assert r.returncode == 2 and "must be fully qualified" in r.stderr
+        r = _exec(host, "set-image", "dev/demo/nope/0", hello)
+        assert r.returncode == 1 and "404" in r.stderr and "no instance dev/demo/nope/0" in r.stderr
+        assert "Traceback" not in r.stderr
+        status = host.instances()["dev/demo/web/0"]
+        assert (status["digest"], status["status"]) == (digest, "Running")  # nothing changed
+
+        # a well-formed digest the registry does not have: Failed, and the previous version keeps serving
+        r = _exec(host, "set-image", "dev/demo/web/0", f"{repo}@{other}")
+        assert r.returncode == 0, r.stderr
+        failed = host.wait_status("dev/demo/web/0", "Failed")
+        assert "not found" in failed["lastError"] and "still serving the previous version" in failed["lastError"]
+        assert host.get("/web").text == "hello from /web"
+        r = _exec(host, "set-image", "dev/demo/web/0", hello)
+        assert r.returncode == 0, r.stderr
+        assert host.wait_status("dev/demo/web/0", "Running")["digest"] == digest
