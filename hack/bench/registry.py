@@ -76,7 +76,9 @@ def start_distribution(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'distribution'}\n  delete:\n    enabled: true\n"
+        # as distribution's own shipped config: the in-memory blob descriptor cache is on
+        f"storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {tmp / 'distribution'}\n"
+        "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     proc = subprocess.Popen([DISTRIBUTION, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
