@@ -186,7 +186,7 @@ class Platform:
             wat = BUNDLED / "components" / f"{name}.wat"
             if not wat.is_file():
                 raise DriftlessError(f"example component source {wat} not found")
-            client.push_component(ref, wasmtime.wat2wasm(wat.read_text()))
+            client.push_component(ref, bytes(wasmtime.wat2wasm(wat.read_text())))
             pushed.append(ref)
         return pushed
 

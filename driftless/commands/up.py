@@ -10,9 +10,15 @@ import time
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from driftless.endpoints import default_data_dir
 from driftless.errors import DriftlessError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from driftless.platform import Platform
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,19 +93,16 @@ def run(args: argparse.Namespace) -> int:
             print("==> stopped", flush=True)
 
 
-def _get_json(url: str) -> object:
+def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=2) as r:
         return json.loads(r.read())
 
 
-def _wait_serving(platform: object, *, timeout: float, stopping: object) -> None:
+def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:
     """Wait until every host has registered and reports its instances Running (progress dots)."""
-    from driftless.platform import Platform
-
-    assert isinstance(platform, Platform)
     deadline = time.monotonic() + timeout
     print("==> waiting for hosts to pull, compile and serve the example apps ", end="", flush=True)
-    while time.monotonic() < deadline and not stopping():  # type: ignore[operator]
+    while time.monotonic() < deadline and not stopping():
         try:
             hosts = _get_json(f"{platform.control_url}/api/v1/hosts")
             items = hosts.get("hosts", hosts) if isinstance(hosts, dict) else hosts
@@ -122,10 +125,7 @@ def _wait_serving(platform: object, *, timeout: float, stopping: object) -> None
     print(" (still converging; `driftless status` shows progress)", flush=True)
 
 
-def _print_summary(platform: object, info: dict) -> None:
-    from driftless.platform import Platform
-
-    assert isinstance(platform, Platform)
+def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
     print()
     print("Driftless is up. What runs where:")
     try:
