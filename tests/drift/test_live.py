@@ -136,6 +136,86 @@ def test_out_of_band_instance_is_removed_in_heal_mode(p: Platform) -> None:
     wait_until(lambda: not p.counted("prod"), timeout=10, what="prod clean again")
 
 
+def _running(p: Platform, env: str) -> tuple[str, str]:
+    """(host, instance id) of a running hello instance in ``env``, from the hosts' reports."""
+    for h in p.api("/api/v1/hosts")["hosts"]:
+        for inst in (h.get("report") or {}).get("instances") or []:
+            if inst["id"].startswith(f"{env}/hello/web/") and inst["status"] == "Running":
+                return h["name"], inst["id"]
+    raise AssertionError(f"no {env} hello instance runs")
+
+
+def _reported(p: Platform, host: str, instance: str) -> dict[str, Any] | None:
+    """What ``host`` last reported to the reconciler about ``instance``."""
+    h = next(h for h in p.api("/api/v1/hosts")["hosts"] if h["name"] == host)
+    return next((i for i in (h.get("report") or {}).get("instances") or [] if i["id"] == instance), None)
+
+
+def test_image_set_out_of_band_is_a_version_mismatch_in_report_mode(p: Platform) -> None:
+    from registry.client import push_component
+    from tests.support.components import variant
+
+    declared = _digest(p, "staging")
+    hotfix = push_component(f"{p.registry_host}/demo/hello:2.0.0-hotfix", variant("hello", "staging-hotfix"))
+    assert hotfix != declared
+    host, instance = _running(p, "staging")
+    admin = p.hosts[host].admin
+    r = p.cli("host", "exec", "--admin", admin, "set-image", instance, f"{p.registry_host}/demo/hello:2.0.0-hotfix")
+    assert r.returncode == 0, r.stderr
+    assert f"resolved {p.registry_host}/demo/hello:2.0.0-hotfix to {hotfix}" in r.stdout
+    item = wait_for_drift(p, category="VersionMismatch", env="staging", instance=instance)
+    assert (item["host"], item["expected"], item["actual"]) == (host, declared, hotfix)
+    assert (item["app"], item["component"]) == ("hello", "web")
+    drift = p.cli("drift", "--env", "staging", "-o", "json")
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    [listed] = [i for i in json.loads(drift.stdout)["items"] if i["category"] == "VersionMismatch"]
+    assert (listed["instance"], listed["expected"], listed["actual"]) == (instance, declared, hotfix)
+    table = p.cli("drift", "--env", "staging")
+    assert table.returncode == 2 and "VersionMismatch" in table.stdout and instance in table.stdout
+    # report mode: several heartbeats later it is still reported, and the host still runs the hotfix
+    time.sleep(HEARTBEAT * 6)
+    assert any(i["category"] == "VersionMismatch" and i["instance"] == instance for i in p.counted("staging"))
+    running = next(i for i in p.instances(host) if i["id"] == instance)
+    assert (running["digest"], running["status"], running["managed"]) == (hotfix, "Running", True)
+    # the operator rolls the hotfix back by hand (pinned this time): no drift again
+    back = p.cli("host", "exec", "--admin", admin, "set-image", instance, f"{p.registry_host}/demo/hello@{declared}")
+    assert back.returncode == 0, back.stderr
+    wait_until(lambda: not p.counted("staging"), timeout=15, what="staging clean again")
+
+
+def test_image_set_out_of_band_is_healed_in_heal_mode(p: Platform) -> None:
+    from registry.client import push_component
+    from tests.support.components import variant
+
+    declared = _digest(p, "prod")
+    hotfix = push_component(f"{p.registry_host}/demo/hello:prod-hotfix", variant("hello", "prod-hotfix"))
+    assert hotfix != declared
+    host, instance = _prod_instance(p)
+    before = time.time()
+    r = p.cli("host", "exec", "--admin", p.hosts[host].admin, "set-image", instance,
+              f"{p.registry_host}/demo/hello@{hotfix}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    drifted = wait_until(
+        lambda: [e for e in _events(p, "DriftVersionMismatch", before) if instance in e["message"]],
+        timeout=10, what="VersionMismatch event",
+    )  # fmt: skip
+    assert drifted[0]["env"] == "prod" and drifted[0]["host"] == host
+    wait_until(
+        lambda: [e for e in _events(p, "Healed", before) if host in e["message"]], timeout=10, what="heal"
+    )
+
+    def healed() -> bool:
+        reported = _reported(p, host, instance)
+        return reported is not None and (reported["digest"], reported["status"]) == (declared, "Running")
+
+    wait_until(healed, timeout=15, what="the host reports the declared digest again")
+    assert next(i for i in p.instances(host) if i["id"] == instance)["digest"] == declared
+    wait_until(lambda: not p.counted("prod"), timeout=10, what="prod clean again")
+    report = p.cli("drift", "--env", "prod")
+    assert report.returncode == 0
+    assert "VersionMismatch" in report.stdout and "Healed" in report.stdout  # what was healed, and when
+
+
 def test_invalid_commit_is_rejected_and_the_older_revision_stays(p: Platform) -> None:
     applied = p.applied()
     bad = p.commit({"manifests/prod/apps/hello.yaml": hello_app("prod", "demo/hello:1.0.0", "x") + "  replicaz: 3\n"},
