@@ -136,10 +136,10 @@ def test_set_image_replaces_rolling_and_lasts_until_the_next_generation(
         assert host.get("/web", params={"x": "1"}).text == "done"
 
         # image and config in one replacement, from another repository, through the API
-        r = _patch(host, "dev/demo/web/0", {"image": images["hello"], "digest": images["hello"].rpartition("@")[2],
-                                            "config": {"GREETING": "patched"}})  # fmt: skip
-        assert r.status_code == 200, r.text
-        assert r.json()["instance"]["image"] == images["hello"]
+        resp = _patch(host, "dev/demo/web/0", {"image": images["hello"], "digest": images["hello"].rpartition("@")[2],
+                                               "config": {"GREETING": "patched"}})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["instance"]["image"] == images["hello"]
         wait_until(lambda: host.get("/web").text == "patched from /web", timeout=15, what="hello patched in")
 
         # nothing reverts it between generations; the next generation brings the declared spec back
@@ -173,11 +173,11 @@ def test_set_image_refuses_unclear_input_and_keeps_what_runs(
             "config must be": {"config": {"WORK": 4}},
         }
         for expected, body in refused.items():
-            r = _patch(host, "dev/demo/web/0", body)
-            assert r.status_code == 400, (body, r.text)
-            assert expected in r.json()["error"], (body, r.json())
-        r = _patch(host, "dev/demo/nope/0", {"image": hello})
-        assert (r.status_code, r.json()["error"]) == (404, "no instance dev/demo/nope/0 on this host")
+            resp = _patch(host, "dev/demo/web/0", body)
+            assert resp.status_code == 400, (body, resp.text)
+            assert expected in resp.json()["error"], (body, resp.json())
+        resp = _patch(host, "dev/demo/nope/0", {"image": hello})
+        assert (resp.status_code, resp.json()["error"]) == (404, "no instance dev/demo/nope/0 on this host")
 
         r = _exec(host, "set-image", "dev/demo/web/0", f"{repo}:no-such-tag")
         assert r.returncode == 1 and "has no demo/hello:no-such-tag" in r.stderr, r.stderr
@@ -195,6 +195,8 @@ def test_set_image_refuses_unclear_input_and_keeps_what_runs(
         failed = host.wait_status("dev/demo/web/0", "Failed")
         assert "not found" in failed["lastError"] and "still serving the previous version" in failed["lastError"]
         assert host.get("/web").text == "hello from /web"
-        r = _exec(host, "set-image", "dev/demo/web/0", hello)
+        r = _exec(host, "--json", "set-image", "dev/demo/web/0", hello)
         assert r.returncode == 0, r.stderr
+        answered = json.loads(r.stdout)["instance"]
+        assert (answered["id"], answered["image"], answered["digest"]) == ("dev/demo/web/0", hello, digest)
         assert host.wait_status("dev/demo/web/0", "Running")["digest"] == digest
