@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -80,7 +80,7 @@ class Context:
     """What one reconcile carries from step to step."""
 
     fetch: bool
-    heal: set[str] = field(default_factory=set)
+    heal: dict[str, frozenset[str]] = field(default_factory=dict)  # host to republish -> environments it heals
     head: CommitInfo | None = None
     new_tree: ManifestTree | None = None
     plan: Plan | None = None
@@ -131,7 +131,7 @@ class Engine:
         # machinery
         self._wake = asyncio.Event()
         self._want_fetch = True
-        self._heal_requests: set[str] = set()
+        self._heal_requests: dict[str, frozenset[str]] = {}
         self._status_dirty = True
         self._reports_dirty: set[str] = set()
         self._seen_dirty = False
@@ -199,12 +199,13 @@ class Engine:
                  (self.applied or {}).get("revision"))
 
     # ------------------------------------------------------------------ triggers
-    def trigger(self, *, fetch: bool = False, heal: set[str] | None = None) -> None:
-        """Ask for a reconcile soon (thread-safe from the event loop thread only)."""
+    def trigger(self, *, fetch: bool = False, heal: Mapping[str, frozenset[str]] | None = None) -> None:
+        """Ask for a reconcile soon (thread-safe from the event loop thread only); ``heal``: hosts to
+        republish even if their document is unchanged, each with the environments whose drift it corrects."""
         if fetch:
             self._want_fetch = True
-        if heal:
-            self._heal_requests |= heal
+        for host, envs in (heal or {}).items():
+            self._heal_requests[host] = self._heal_requests.get(host, frozenset()) | envs
         self._wake.set()
 
     def _on_git_change(self) -> None:
@@ -228,7 +229,7 @@ class Engine:
             now = time.monotonic()
             fetch = self._want_fetch or now >= self._next_poll or (self._retry_at is not None and now >= self._retry_at)
             self._want_fetch = False
-            heal, self._heal_requests = self._heal_requests, set()
+            heal, self._heal_requests = self._heal_requests, {}
             if fetch:
                 self._next_poll = now + self.settings.interval
             try:
@@ -491,10 +492,29 @@ class Engine:
             why = "heal" if host in ctx.heal else "plan"
             log.info("event=published host=%s generation=%d instances=%d reason=%s", host, doc.generation,
                      len(doc.instances), why)
-        self.event(reason="Healed" if ctx.heal and set(changed) <= ctx.heal else "Published", revision=revision or "",
-                   message=f"published desired state to {len(changed)} host(s): "
-                           + ", ".join(f"{h} (generation {d.generation}, {len(d.instances)} instances)"
-                                       for h, (d, _) in sorted(changed.items())[:10]))
+        self._publish_events(changed, heal=ctx.heal, revision=revision or "")
+
+    def _publish_events(self, changed: Mapping[str, tuple[HostDesiredState, float]], *,
+                        heal: Mapping[str, frozenset[str]], revision: str) -> None:
+        """One ``Healed`` event per environment healed (so each environment's event list shows its own
+        heals), one ``Published`` event for the documents the plan changed."""
+
+        def listing(hosts: Iterable[str]) -> str:
+            shown = sorted(hosts)
+            return f"{len(shown)} host(s): " + ", ".join(
+                f"{h} (generation {changed[h][0].generation}, {len(changed[h][0].instances)} instances)"
+                for h in shown[:10])
+
+        by_env: dict[str, set[str]] = {}
+        for host in changed:
+            for env in heal.get(host, ()):
+                by_env.setdefault(env, set()).add(host)
+        for env, hosts in sorted(by_env.items()):
+            self.event(reason="Healed", env=env, revision=revision,
+                       message=f"republished desired state to correct drift in {env}: {listing(hosts)}")
+        planned = [h for h in changed if not heal.get(h)]
+        if planned:
+            self.event(reason="Published", revision=revision, message=f"published desired state to {listing(planned)}")
 
     # ------------------------------------------------------------------ hosts
     def register(self, reg: HostRegistration) -> None:
@@ -764,7 +784,7 @@ class Engine:
         if decision.hosts:
             self.heals += len(decision.hosts)
             log.info("event=heal hosts=%s", ",".join(sorted(decision.hosts)))
-            self.trigger(heal=set(decision.hosts))
+            self.trigger(heal=decision.envs)
         return list(decision.items)
 
     # ------------------------------------------------------------------ events

@@ -30,6 +30,7 @@ class HealSchedule:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealDecision:
     hosts: frozenset[str]  # republish to these now
+    envs: dict[str, frozenset[str]]  # per host republished now: the environments whose drift it corrects
     items: tuple[DriftItem, ...]  # the items, with ``healed_at`` set on those being healed
     schedule: dict[str, HealSchedule]  # to keep for the next call
 
@@ -52,10 +53,10 @@ def decide(
     """``eligible_hosts``: Ready hosts whose fresh report observed their current generation;
     ``busy_instances``: instance ids reported Starting, BackOff or Failed (left to the host)."""
     items = tuple(items)
-    drifting = {
-        i.host for i in items
-        if healable(i, heal_envs=heal_envs) and i.host in eligible_hosts and i.instance not in busy_instances
-    }  # fmt: skip
+    drifting: dict[str, set[str]] = {}  # host -> environments with correctable drift there
+    for i in items:
+        if healable(i, heal_envs=heal_envs) and i.host in eligible_hosts and i.instance not in busy_instances:
+            drifting.setdefault(i.host, set()).add(i.env)
     hosts: set[str] = set()
     next_schedule: dict[str, HealSchedule] = {}
     for host in drifting:
@@ -68,4 +69,5 @@ def decide(
         dataclasses.replace(i, healed_at=now) if i.host in hosts and healable(i, heal_envs=heal_envs) else i
         for i in items
     )
-    return HealDecision(hosts=frozenset(hosts), items=marked, schedule=next_schedule)
+    return HealDecision(hosts=frozenset(hosts), envs={h: frozenset(drifting[h]) for h in sorted(hosts)}, items=marked,
+                        schedule=next_schedule)

@@ -1,7 +1,8 @@
 """A simulated host: a real client of the reconciler's control API that pretends to run what it is told.
 
 It registers, long-polls its desired state and reports every instance Running at the desired
-digest (or BackOff for ids in ``crashing``). ``pause()`` stops its heartbeats (a lost host).
+digest (or BackOff for ids in ``crashing``; ids in ``hidden`` are left out, as if stopped by hand).
+``pause()`` stops its heartbeats (a lost host).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class SimHost:
         self.doc: HostDesiredState | None = None
         self.started: dict[str, float] = {}  # instance id -> when it (re)started here
         self.crashing: set[str] = set()
+        self.hidden: set[str] = set()
         self.paused = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -98,6 +100,8 @@ class SimHost:
         doc = self.doc
         instances = []
         for spec in doc.instances if doc else ():
+            if spec.id in self.hidden:
+                continue
             crash = spec.id in self.crashing
             instances.append({
                 "id": spec.id, "env": spec.env, "app": spec.app, "component": spec.component, "digest": spec.digest,

@@ -333,3 +333,31 @@ def test_auth_webhooks_and_errors(world: World) -> None:
         assert name in metrics, name
     log = w.reconciler.proc.log() if w.reconciler.proc else ""
     assert w.token not in log and "hook-secret" not in log
+
+
+def test_heal_events_name_their_environment(world: World) -> None:
+    w = world
+    # a second environment, in report mode, on the edge host: it must not list prod's heals
+    w.git.push({"staging/environment.yaml": environment("staging", prefix="/staging", selector={"tier": "edge"},
+                                                        mode="report"),
+                "staging/apps/shop.yaml": application("shop", [web(1)])}, "staging on the edge")
+    wait_until(lambda: healthy(w, env="staging"), timeout=10, what="staging healthy")
+    victim = w.placement()["aws-1"][0]
+    gen = w.reconciler.host("aws-1")["generation"]
+    since = time.time()
+
+    def heals(env: str) -> list[dict[str, Any]]:
+        found = w.reconciler.get(f"/api/v1/events?env={env}&since={since}&limit=1000")["events"]
+        return [e for e in found if e["reason"] == "Healed"]
+
+    w.hosts["aws-1"].hidden.add(victim)  # stopped behind the reconciler's back: Missing drift in prod
+    try:
+        healed = wait_until(lambda: heals("prod"), timeout=15, what="Healed event in prod")
+    finally:
+        w.hosts["aws-1"].hidden.clear()
+    assert healed[0]["env"] == "prod" and "aws-1" in healed[0]["message"]
+    assert w.reconciler.host("aws-1")["generation"] > gen  # republished
+    assert heals("staging") == []
+    w.git.push({"staging/environment.yaml": None, "staging/apps/shop.yaml": None}, "staging gone")
+    wait_until(lambda: w.reconciler.get("/api/v1/environments")["environments"][-1]["name"] == "prod", timeout=10,
+               what="staging removed")

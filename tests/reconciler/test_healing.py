@@ -42,3 +42,11 @@ def test_backoff_doubles_while_drift_persists_and_resets_when_clean() -> None:
     clean = run([], now=15.0, schedule=d.schedule)
     assert clean.schedule == {}
     assert run(drift, now=15.1, schedule=clean.schedule).hosts == {"a"}
+
+
+def test_names_the_environments_each_heal_corrects() -> None:
+    d = run([item(DriftCategory.MISSING), item(DriftCategory.UNEXPECTED, env="staging", instance="staging/x/web/0"),
+             item(DriftCategory.CONFIG_MISMATCH, env="edge", instance="edge/x/web/0"),
+             item(DriftCategory.MISSING, host="b")], now=1.0, heal_envs={"prod", "edge"})
+    assert d.hosts == {"a", "b"}
+    assert d.envs == {"a": {"prod", "edge"}, "b": {"prod"}}  # staging is report mode: not what was healed
