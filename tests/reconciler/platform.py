@@ -141,12 +141,19 @@ class GitRepo:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text))
 
+    def changed(self) -> bool:
+        """Whether the working clone's manifests differ from the last commit."""
+        return bool(self._git("status", "--porcelain", "manifests").strip())
+
+    def head(self) -> str:
+        return self._git("rev-parse", "HEAD").strip()
+
     def push(self, files: dict[str, str | None], message: str) -> str:
         self.write(files)
         self._git("add", "-A", "manifests")
         self._git("commit", "-q", "--allow-empty", "-m", message)
         self._git("push", "-q", "origin", "main")
-        return self._git("rev-parse", "HEAD").strip()
+        return self.head()
 
 
 def environment(name: str, *, prefix: str = "", selector: dict[str, str] | None = None, prune: bool = True,

@@ -57,6 +57,10 @@ class SimHost:
             self._threads.append(t)
         return self
 
+    def stop_soon(self) -> None:
+        """Tell the threads to stop without waiting (to stop many hosts at once)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:

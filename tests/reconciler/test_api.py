@@ -1,8 +1,10 @@
 """The reconciler process against simulated hosts (real HTTP clients of the control API), a real
 registry with components pushed by oras-py, and a bare Git repository we push to.
 
-The tests of this module share one platform and run in order: each starts from what the
-previous one left.
+The tests of this module share one platform (started once, it is the slow part) but none depends on
+another: the ``world`` fixture brings the platform back to the same baseline before each test (the
+commit of ``BASELINE``, every host Ready and healthy, shop Healthy), so each test passes alone and in
+any order. The first deploy gets a platform of its own.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from typing import Any
 
 import pytest
 
-from tests.reconciler.platform import GitRepo, Reconciler, Registry, application, environment, new_token
+from tests.reconciler.platform import (
+    GitRepo,
+    Reconciler,
+    Registry,
+    application,
+    environment,
+    new_token,
+    with_custom_section,
+)
 from tests.reconciler.simhost import SimHost
 from tests.support.components import build
 from tests.support.procs import wait_until
+
+HOSTS = {"aws-1": {"cloud": "aws"}, "aws-2": {"cloud": "aws"}, "gcp-1": {"cloud": "gcp"}, "edge-1": {"tier": "edge"}}
 
 
 class World:
@@ -30,6 +42,7 @@ class World:
         self.root = root
         self.registry = Registry(root / "registry", root).start()
         self.hello1 = self.registry.push("demo/hello:1.0.0", build("hello"))
+        self.hello2 = self.registry.push("demo/hello:2.0.0", hello2_wasm())
         self.git = GitRepo(root / "git")
         self.token_file = new_token(root / "token")
         self.token = self.token_file.read_text()
@@ -45,6 +58,47 @@ class World:
         self.hosts[name] = h
         return h
 
+    def deploy_first(self) -> str:
+        """Push the baseline, start the reconciler and the hosts; the revision pushed."""
+        first = self.git.push(baseline(), "first deploy")
+        self.reconciler.start()
+        for name, labels in HOSTS.items():
+            self.add_host(name, labels)
+        return first
+
+    def reset(self) -> None:
+        """Back to the baseline, whatever the previous test left (or did not finish)."""
+        for h in self.hosts.values():
+            h.resume()
+            h.crashing.clear()
+            h.hidden.clear()
+        if self.registry.digest("demo/hello:2.0.0") != self.hello2:  # a test moved the tag
+            self.registry.push("demo/hello:2.0.0", hello2_wasm())
+        if not (self.reconciler.proc and self.reconciler.proc.alive()):
+            self.reconciler.start()
+        self.git.write(baseline())
+        if self.git.changed():
+            self.git.push({}, "back to the baseline")
+        head = self.git.head()
+
+        def at_baseline() -> bool:
+            source = self.reconciler.get("/api/v1/environments")
+            app = healthy(self)
+            return (source["source"]["applied"] or {}).get("revision") == head and source["source"]["rejected"] is None \
+                and [e["name"] for e in source["environments"]] == ["prod"] and app is not None \
+                and app["components"][0]["digest"] == self.hello1 and app["components"][0]["ready"] == 3 \
+                and all(self.reconciler.host(h)["state"] == "Ready" for h in self.hosts)
+
+        wait_until(at_baseline, timeout=20, what="the baseline")
+
+    def close(self) -> None:
+        for h in self.hosts.values():
+            h.stop_soon()
+        for h in self.hosts.values():
+            h.stop()
+        self.reconciler.stop()
+        self.registry.stop()
+
     def placement(self, env: str = "prod") -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for name in self.hosts:
@@ -53,16 +107,40 @@ class World:
         return out
 
 
+def hello2_wasm() -> bytes:
+    return with_custom_section(build("hello"), b"v2")
+
+
+def baseline() -> dict[str, str | None]:
+    """What every test but the first deploy starts from: shop, 3 replicas spread 2:1 over aws and gcp."""
+    return {"prod/environment.yaml": environment("prod"),
+            "prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1))]),
+            "staging/environment.yaml": None, "staging/apps/shop.yaml": None}
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     w = World(tmp_path_factory.mktemp("api"))
+    try:
+        w.deploy_first()
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture
+def world(platform: World) -> World:
+    platform.reset()
+    return platform
+
+
+@pytest.fixture
+def fresh_world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
     try:
         yield w
     finally:
-        for h in w.hosts.values():
-            h.stop()
-        w.reconciler.stop()
-        w.registry.stop()
+        w.close()
 
 
 def web(replicas: int, *, weights: tuple[int, int] | None = None, image: str = "demo/hello:1.0.0",
@@ -91,14 +169,9 @@ def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = N
         return e.code, json.loads(e.read() or b"null")
 
 
-def test_first_deploy_by_push_with_spread_by_weight(world: World) -> None:
-    w = world
-    first = w.git.push({"prod/environment.yaml": environment("prod"),
-                        "prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1))])}, "first deploy")
-    w.reconciler.start()
-    for name, labels in (("aws-1", {"cloud": "aws"}), ("aws-2", {"cloud": "aws"}), ("gcp-1", {"cloud": "gcp"}),
-                         ("edge-1", {"tier": "edge"})):
-        w.add_host(name, labels)
+def test_first_deploy_by_push_with_spread_by_weight(fresh_world: World) -> None:
+    w = fresh_world
+    first = w.deploy_first()
     app = wait_until(lambda: healthy(w), timeout=15, what="shop Healthy")
     assert app["revision"] == first
     comp = app["components"][0]
@@ -143,8 +216,6 @@ def test_new_digest_updates_in_place(world: World) -> None:
     before = w.placement()
     hello2 = w.registry.push("demo/hello:1.0.0", build("hello") + b"")  # same bytes: same digest
     assert hello2 == w.hello1
-    from tests.reconciler.platform import with_custom_section
-
     hello2 = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"v2"))
     w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0")])},
                "hello 2.0.0")
@@ -255,9 +326,11 @@ def test_prune_and_prune_off(world: World) -> None:
 
 def test_moved_tag_is_reported_not_deployed(world: World) -> None:
     w = world
-    from tests.reconciler.platform import with_custom_section
-
-    deployed = w.reconciler.app("prod", "shop")["components"][0]["digest"]
+    deployed = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"v2"))
+    w.git.push({"prod/apps/shop.yaml": application("shop", [web(3, weights=(2, 1), image="demo/hello:2.0.0")])},
+               "hello 2.0.0")
+    wait_until(lambda: (a := healthy(w)) and a["components"][0]["digest"] == deployed, timeout=10,
+               what="hello 2.0.0 deployed")
     moved = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"moved"))
     assert moved != deployed
     assert request(f"{w.reconciler.url}/api/v1/sync", method="POST")[0] == 202
@@ -275,6 +348,7 @@ def test_restart_resumes_without_new_generations(world: World) -> None:
     gens = {h: w.reconciler.host(h)["generation"] for h in w.hosts}
     started = {h: dict(s.started) for h, s in w.hosts.items()}
     rev = w.reconciler.get("/api/v1/environments/prod")["revision"]
+    history = w.reconciler.get("/api/v1/history?env=prod")["history"]
     w.reconciler.stop()
     w.reconciler.start()
     wait_until(lambda: w.reconciler.get("/readyz")["status"] == "ready", timeout=10, what="ready")
@@ -284,7 +358,7 @@ def test_restart_resumes_without_new_generations(world: World) -> None:
     assert {h: w.reconciler.host(h)["generation"] for h in w.hosts} == gens
     assert {h: dict(s.started) for h, s in w.hosts.items()} == started
     assert all(w.reconciler.host(h)["state"] == "Ready" for h in w.hosts)
-    assert w.reconciler.get("/api/v1/history?env=prod")["history"][0]["revision"] == rev
+    assert w.reconciler.get("/api/v1/history?env=prod")["history"] == history  # kept, nothing re-applied
 
 
 def test_auth_webhooks_and_errors(world: World) -> None:
@@ -358,6 +432,3 @@ def test_heal_events_name_their_environment(world: World) -> None:
     assert healed[0]["env"] == "prod" and "aws-1" in healed[0]["message"]
     assert w.reconciler.host("aws-1")["generation"] > gen  # republished
     assert heals("staging") == []
-    w.git.push({"staging/environment.yaml": None, "staging/apps/shop.yaml": None}, "staging gone")
-    wait_until(lambda: w.reconciler.get("/api/v1/environments")["environments"][-1]["name"] == "prod", timeout=10,
-               what="staging removed")
