@@ -13,7 +13,7 @@ import importlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -22,6 +22,8 @@ from reconciler.engine import Engine
 from reconciler.store import Event
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 
 
@@ -63,26 +65,47 @@ def read_auth(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+def json_body(handler: BodyHandler) -> Handler:
+    """Hand ``handler`` the request's JSON object, or answer 400 saying why there is none."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        return await handler(request, body)
+
+    return wrapped
+
+
+def known_host(handler: Handler) -> Handler:
+    """404 for a host that is not registered (it registers again)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in _engine(request).hosts:
+            return _error(404, f"host {name!r} is not registered: POST {PREFIX}/hosts/register first")
+        return await handler(request)
+
+    return wrapped
+
+
+def _decode(from_json: Callable[[dict[str, Any]], T], body: dict[str, Any], *, kind: str) -> T | web.Response:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "request body is not valid JSON")
-    if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object")
-    return body
+        return from_json(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        return _error(400, f"invalid {kind}: missing or bad field {exc}; see reconciler/control.py")
 
 
 # ---------------------------------------------------------------- host endpoints
 @host_auth
-async def register(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        reg = HostRegistration.from_json(body)
-    except (KeyError, TypeError, ValueError) as exc:
-        return _error(400, f"invalid HostRegistration: missing or bad field {exc}; see reconciler/control.py")
+@json_body
+async def register(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    reg = _decode(HostRegistration.from_json, body, kind="HostRegistration")
+    if isinstance(reg, web.Response):
+        return reg
     if not reg.name or "/" in reg.name:
         return _error(400, "host name must be non-empty and contain no '/'")
     engine = _engine(request)
@@ -91,11 +114,10 @@ async def register(request: web.Request) -> web.StreamResponse:
 
 
 @host_auth
+@known_host
 async def desired(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
     name = request.match_info["name"]
-    if name not in engine.hosts:
-        return _error(404, f"host {name!r} is not registered: POST {PREFIX}/hosts/register first")
     try:
         after = int(request.query.get("after", "0"))
         wait = float(request.query.get("wait", "0"))
@@ -109,18 +131,14 @@ async def desired(request: web.Request) -> web.StreamResponse:
 
 
 @host_auth
-async def report(request: web.Request) -> web.StreamResponse:
+@known_host
+@json_body
+async def report(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     engine = _engine(request)
     name = request.match_info["name"]
-    if name not in engine.hosts:
-        return _error(404, f"host {name!r} is not registered: POST {PREFIX}/hosts/register first")
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        rep = HostReport.from_json(body)
-    except (KeyError, TypeError, ValueError) as exc:
-        return _error(400, f"invalid HostReport: missing or bad field {exc}; see reconciler/control.py")
+    rep = _decode(HostReport.from_json, body, kind="HostReport")
+    if isinstance(rep, web.Response):
+        return rep
     if rep.name != name:
         return _error(400, f"report names host {rep.name!r} but was posted for {name!r}")
     return web.json_response({"generation": engine.report(rep)})
@@ -372,10 +390,8 @@ def _delegate(module: str, function: str) -> Handler:
     """POST /api/v1/promote and /rollback: thin handlers over the promotion engineer's functions."""
 
     @read_auth
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
+    @json_body
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         try:
             mod = importlib.import_module(module)
             fn = getattr(mod, "handle_request", None) or getattr(mod, function)

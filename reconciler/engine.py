@@ -720,11 +720,8 @@ class Engine:
         applied = (self.applied or {}).get("revision")
         envs = sorted(self.tree.environments) if self.tree else []
         texts = [e["text"] for e in rej.errors]
-        if not envs:
-            return [drift_mod.Rejection(env="", revision=rej.revision, applied_revision=applied, errors=texts,
-                                        since=rej.since)]
         return [drift_mod.Rejection(env=e, revision=rej.revision, applied_revision=applied, errors=texts,
-                                    since=rej.since) for e in envs]
+                                    since=rej.since) for e in envs or [""]]  # "": before any environment is known
 
     def _update_drift(self, now: float) -> None:
         if not self.drift_available:

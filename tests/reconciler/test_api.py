@@ -376,6 +376,13 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     status, body = request(f"{url}/api/v1/hosts/nobody/desired?after=0",
                            headers={"Authorization": f"Bearer {w.token}"})
     assert status == 404 and "register" in body["error"]
+    auth = {"Authorization": f"Bearer {w.token}"}
+    status, body = request(f"{url}/api/v1/hosts/nobody/report", method="POST", body=b"not json", headers=auth)
+    assert status == 404 and "register" in body["error"]  # the unknown host is said first, then the body
+    status, body = request(f"{url}/api/v1/hosts/register", method="POST", body=b"[]", headers=auth)
+    assert status == 400 and "JSON object" in body["error"]
+    status, body = request(f"{url}/api/v1/hosts/aws-1/report", method="POST", body=b'{"observedGeneration": 1}', headers=auth)
+    assert status == 400 and "HostReport" in body["error"]
     status, body = request(f"{url}/api/v1/environments/nope")
     assert status == 404 and "prod" in body["error"]
     status, body = request(f"{url}/api/v1/environments/prod/apps/nope")
