@@ -19,6 +19,7 @@ from aiohttp import web
 
 from reconciler.control import PREFIX, HostRegistration, HostReport
 from reconciler.engine import Engine
+from reconciler.prometheus import render as render_metrics
 from reconciler.store import Event
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -481,7 +482,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 @read_auth
 async def metrics(request: web.Request) -> web.StreamResponse:
-    return web.Response(text=_engine(request).metrics_text(), content_type="text/plain", charset="utf-8",
+    return web.Response(text=render_metrics(_engine(request)), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Format": "text/plain; version=0.0.4"})
 
 

@@ -41,7 +41,7 @@ from reconciler.control import (
     HostReport,
 )
 from reconciler.git_source import CommitInfo, GitError, GitSource
-from reconciler.metrics import Exposition, Histogram, labels
+from reconciler.metrics import Histogram
 from reconciler.model.types import ManifestTree, SyncMode
 from reconciler.planner import LOST, READY, HostInfo, Plan, Unplaced, plan
 from reconciler.settings import Settings
@@ -793,45 +793,6 @@ class Engine:
                   "revision": revision[:12]}
         shown = " ".join(f"{k}={v}" for k, v in fields.items() if v)
         log.log(logging.WARNING if type == "Warning" else logging.INFO, "%s message=%r", shown, message)
-
-    # ------------------------------------------------------------------ metrics
-    def metrics_text(self) -> str:
-        out = Exposition()
-        out.family("driftless_reconcile_duration_seconds", "histogram", "Duration of a reconcile (fetch, load, resolve, plan, publish).")
-        out.extend(self.reconcile_seconds.lines("driftless_reconcile_duration_seconds"))
-        out.family("driftless_reconcile_total", "counter", "Reconciles by outcome (success, rejected, error).")
-        for outcome in ("success", "rejected", "error"):
-            out.sample("driftless_reconcile_total", self.reconciles.get(outcome, 0), labels(result=outcome))
-        apps: dict[str, float] = {}
-        for view in self.views.values():
-            key = labels(env=view.env, sync=view.sync, health=view.health)
-            apps[key] = apps.get(key, 0) + 1
-        out.gauge_by("driftless_apps", "Applications by environment, sync state and health.", apps)
-        states = {labels(state=s): 0.0 for s in (READY, LOST)}
-        for h in self.hosts.values():
-            states[labels(state=h.state)] += 1
-        out.gauge_by("driftless_hosts", "Hosts by state.", states)
-        drift: dict[str, float] = {}
-        for item in self.drift_items:
-            if item.counted:
-                key = labels(env=item.env, category=str(item.category))
-                drift[key] = drift.get(key, 0) + 1
-        out.gauge_by("driftless_drift_items", "Counted drift items by environment and category.", drift)
-        out.family("driftless_git_fetch_total", "counter", "Git fetches.")
-        out.sample("driftless_git_fetch_total", self.git_fetches)
-        out.family("driftless_git_fetch_errors_total", "counter", "Git fetches that failed.")
-        out.sample("driftless_git_fetch_errors_total", self.git_fetch_errors)
-        out.family("driftless_published_generations_total", "counter", "Desired-state documents published to hosts.")
-        out.sample("driftless_published_generations_total", self.generations_published)
-        out.family("driftless_heals_total", "counter", "Republications to correct drift.")
-        out.sample("driftless_heals_total", self.heals)
-        out.family("driftless_revision_rejected", "gauge", "1 when the Git head is rejected and an older revision stays applied.")
-        out.sample("driftless_revision_rejected", 1 if self.rejected else 0)
-        info = {}
-        if self.applied:
-            info[labels(revision=self.applied["revision"])] = 1.0
-        out.gauge_by("driftless_applied_revision_info", "The Git revision applied.", info)
-        return out.text()
 
 
 def _lock_data_dir(data: Path) -> IO[str]:

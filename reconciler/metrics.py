@@ -57,6 +57,11 @@ class Exposition:
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         self._lines.append(f"{name}{{{label_text}}} {shown}" if label_text else f"{name} {shown}")
 
+    def single(self, name: str, kind: str, help_text: str, value: float) -> None:
+        """A family of one unlabelled sample."""
+        self.family(name, kind, help_text)
+        self.sample(name, value)
+
     def gauge_by(self, name: str, help_text: str, values: Mapping[str, float]) -> None:
         self.family(name, "gauge", help_text)
         for label_text, value in sorted(values.items()):
