@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,6 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--id", default="", help="instance id (default ENV/APP/COMPONENT/oob-N)")
     run.add_argument("--route", default=None, help="serve at this path prefix on the ingress")
     run.add_argument("--config", action="append", type=parse_pair, default=[], metavar="KEY=VALUE")
+    run.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                     help="wait up to SECONDS for the instance to run (default 30; 0: do not wait)")
     stop = acts.add_parser("stop", help="stop an instance")
     stop.add_argument("id")
     sc = acts.add_parser("set-config", help="replace an instance's config (the instance restarts with it)")
@@ -251,7 +254,9 @@ def _exec(args: argparse.Namespace) -> int:
         body = {"id": args.id, "env": args.env, "app": args.app, "component": args.component,
                 "image": args.image, "digest": ref.digest, "config": dict(args.config), "route": args.route}  # fmt: skip
         out = _call(args, "POST", "/api/v1/instances", body)
-        print(json.dumps(out, indent=2) if args.json else f"started {out['instance']['id']}")
+        instance_id = out["instance"]["id"]
+        status = _wait_running(args, instance_id, timeout=args.wait) if args.wait > 0 else "Starting"
+        print(json.dumps(out, indent=2) if args.json else f"started {instance_id} ({status})")
         return 0
     if action == "stop":
         _call(args, "DELETE", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}))
@@ -274,6 +279,23 @@ def _exec(args: argparse.Namespace) -> int:
         print(f"replacing {args.id} with {image} (until the next desired generation)")
         return 0
     raise UsageError(f"unknown action {action}")
+
+
+def _wait_running(args: argparse.Namespace, instance_id: str, *, timeout: float) -> str:
+    """Poll the admin API until the instance runs; a failure to start is an error with the host's reason."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = _call(args, "GET", "/api/v1/instances").get("instances", [])
+        mine = next((i for i in listed if i.get("id") == instance_id), None)
+        status = mine.get("status", "absent") if mine else "absent"
+        if status == "Running":
+            return status
+        if status in ("Failed", "BackOff", "absent"):
+            reason = (mine or {}).get("lastError") or "it is not on the host any more"
+            raise Refused(f"{instance_id} did not start ({status}): {reason}")
+        if time.monotonic() >= deadline:
+            return status
+        time.sleep(0.05)
 
 
 def _pinned_image(text: str) -> tuple[str, str, bool]:

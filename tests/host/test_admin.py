@@ -33,10 +33,18 @@ def test_out_of_band_changes_last_until_the_next_generation(tmp_path: Path, imag
         r = _exec(host, "run", images["hello"], "--env", "dev", "--app", "demo", "--component", "extra",
                   "--route", "/extra", "--config", "GREETING=oob")  # fmt: skip
         assert r.returncode == 0, r.stderr
-        assert "started dev/demo/extra/oob-1" in r.stdout
-        extra = host.wait_status("dev/demo/extra/oob-1", "Running")
-        assert extra["managed"] is False
+        # `run` returns once the instance runs: it serves at once
+        assert "started dev/demo/extra/oob-1 (Running)" in r.stdout
         assert host.get("/extra").text == "oob from /extra"
+        extra = host.instances()["dev/demo/extra/oob-1"]
+        assert extra["status"] == "Running" and extra["managed"] is False
+
+        # an image the registry does not have: `run` says it did not start, with the host's reason
+        missing = images["hello"].split("@")[0] + "@sha256:" + "0" * 64
+        r = _exec(host, "run", missing, "--env", "dev", "--app", "demo", "--component", "ghost")
+        assert r.returncode == 1
+        assert "did not start (Failed)" in r.stderr and "Traceback" not in r.stderr
+        _exec(host, "stop", "dev/demo/ghost/oob-2")
 
         r = _exec(host, "set-config", "dev/demo/web/0", "GREETING=changed")
         assert r.returncode == 0, r.stderr
