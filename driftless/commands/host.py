@@ -290,9 +290,11 @@ def _wait_running(args: argparse.Namespace, instance_id: str, *, timeout: float)
         status = mine.get("status", "absent") if mine else "absent"
         if status == "Running":
             return status
-        if status in ("Failed", "BackOff", "absent"):
-            reason = (mine or {}).get("lastError") or "it is not on the host any more"
-            raise Refused(f"{instance_id} did not start ({status}): {reason}")
+        if status == "absent":
+            # not a failure: a newer desired generation removed it (an environment that heals drift)
+            return "removed again by a newer desired generation"
+        if status in ("Failed", "BackOff"):
+            raise Refused(f"{instance_id} did not start ({status}): {mine and mine.get('lastError')}")
         if time.monotonic() >= deadline:
             return status
         time.sleep(0.05)
