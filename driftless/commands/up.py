@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from driftless.client import ControlClient
 from driftless.endpoints import default_data_dir
 from driftless.errors import DriftlessError
 
@@ -93,29 +91,24 @@ def run(args: argparse.Namespace) -> int:
             print("==> stopped", flush=True)
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as r:
-        return json.loads(r.read())
+def _api(platform: Platform) -> ControlClient:
+    return ControlClient(base_url=platform.control_url, token=platform.token(), timeout=2)
 
 
 def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:
-    """Wait until every host has registered and reports its instances Running (progress dots)."""
+    """Wait until every host has registered and every example app is Healthy (progress dots)."""
+    api = _api(platform)
     deadline = time.monotonic() + timeout
     print("==> waiting for hosts to pull, compile and serve the example apps ", end="", flush=True)
     while time.monotonic() < deadline and not stopping():
         try:
-            hosts = _get_json(f"{platform.control_url}/api/v1/hosts")
-            items = hosts.get("hosts", hosts) if isinstance(hosts, dict) else hosts
-            ready = [h for h in items if h.get("state") == "Ready"]
-            envs = _get_json(f"{platform.control_url}/api/v1/environments")
-            env_items = envs.get("environments", envs) if isinstance(envs, dict) else envs
-            healthy = all(
-                a.get("health") == "Healthy" for e in env_items for a in (e.get("apps") or [])
-            ) and any(e.get("apps") for e in env_items)
-            if len(ready) >= platform.host_count and healthy:
+            ready = [h for h in api.get("/api/v1/hosts")["hosts"] if h.get("state") == "Ready"]
+            envs = api.get("/api/v1/environments")["environments"]
+            apps = [a for e in envs for a in e.get("apps") or []]
+            if len(ready) >= platform.host_count and apps and all(a.get("health") == "Healthy" for a in apps):
                 print(" ready", flush=True)
                 return
-        except (OSError, ValueError, AttributeError):
+        except DriftlessError:  # not listening yet, or not reconciled yet
             pass
         if platform.dead():
             print(flush=True)
@@ -129,10 +122,8 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
     print()
     print("Driftless is up. What runs where:")
     try:
-        hosts = _get_json(f"{platform.control_url}/api/v1/hosts")
-        items = hosts.get("hosts", hosts) if isinstance(hosts, dict) else hosts
-        by_name = {h.get("name"): h for h in items}
-    except (OSError, ValueError):
+        by_name = {h.get("name"): h for h in _api(platform).get("/api/v1/hosts")["hosts"]}
+    except DriftlessError:
         by_name = {}
     for h in info["hosts"]:
         labels = ",".join(f"{k}={v}" for k, v in h["labels"].items())
@@ -154,4 +145,3 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
     print("  driftless status                           # environments, apps, hosts")
     print("  driftless drift                            # what differs from Git")
     print("Ctrl-C stops everything.", flush=True)
-    sys.stdout.flush()
