@@ -11,8 +11,8 @@ import logging
 import sys
 import traceback
 
-from driftless import __version__
-from driftless.errors import DriftlessError
+from shared import __version__
+from shared.errors import DriftlessError
 
 COMMANDS: dict[str, str] = {
     "up": "start the whole platform on this machine (registry, git, reconciler, hosts)",

@@ -4,7 +4,7 @@
     client.get("/api/v1/drift", env="prod")             # -> parsed JSON
     client.post("/api/v1/promote", {"app": "hello", ...})
 
-A server that does not answer raises :class:`~driftless.errors.NotReachable` naming the URL; an
+A server that does not answer raises :class:`~shared.errors.NotReachable` naming the URL; an
 answer >= 400 raises :class:`ApiError` (a ``Refused``) carrying the server's own message and status.
 A bearer token is sent when given, or from ``$DRIFTLESS_TOKEN``, or from the ``tokenFile`` that
 ``driftless up`` records (reconcilers started with a read token require it).
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from driftless.endpoints import default_control_url, load_up_json
-from driftless.errors import NotReachable, Refused
+from shared.errors import NotReachable, Refused
 
 
 class ApiError(Refused):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driftless.errors import DriftlessError, NotReachable
+from shared.errors import DriftlessError, NotReachable
 
 # the example manifests and component sources (symlinks into the checkout; copied into wheels)
 BUNDLED = Path(__file__).resolve().parent / "bundled"
@@ -176,7 +176,7 @@ class Platform:
         """Push the example components the manifests use, unless the registry has them already."""
         import wasmtime
 
-        from registry import client
+        from shared import registry_client as client
 
         pushed = []
         for name in EXAMPLE_COMPONENTS:

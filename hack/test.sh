@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 ./hack/setup.sh
 . .venv/bin/activate
 ruff check .
-mypy driftless registry reconciler schemas
+mypy shared wire model registry host reconciler driftless schemas
 exec python -m pytest -q -p no:cacheprovider "$@"

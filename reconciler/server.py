@@ -1,4 +1,4 @@
-"""Run a reconciler: the engine plus its HTTP API, in this process.
+"""Run a reconciler: the controller plus its HTTP API, in this process.
 
     server = ReconcilerServer(settings, listen="127.0.0.1:8080")
     await server.start()        # inside a running event loop
@@ -19,19 +19,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from driftless.errors import UsageError
-from reconciler.api import build_app
-from reconciler.engine import Engine
+from reconciler.api.routes import build_app
+from reconciler.controller.pipeline import Controller
 from reconciler.settings import Settings
+from shared import units
+from shared.errors import UsageError
 
 log = logging.getLogger("driftless.reconciler")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError(f"--listen {listen!r} must be HOST:PORT, e.g. 127.0.0.1:8080")
-    return host.strip("[]"), int(port)
+    try:
+        return units.parse_listen(listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}") from None
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -53,7 +54,7 @@ class ReconcilerServer:
         self.settings = settings
         self.host, self.port = parse_listen(listen)
         self.ssl_context = ssl_context
-        self.engine: Engine | None = None
+        self.controller: Controller | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -61,9 +62,9 @@ class ReconcilerServer:
         return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self.engine = Engine(self.settings)
-        await self.engine.start()
-        self._runner = web.AppRunner(build_app(self.engine), access_log=None, handler_cancellation=True)
+        self.controller = Controller(self.settings)
+        await self.controller.start()
+        self._runner = web.AppRunner(build_app(self.controller), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context, shutdown_timeout=1.0)
         try:
@@ -71,18 +72,18 @@ class ReconcilerServer:
         except OSError as exc:
             await self.stop()
             raise UsageError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        log.info("event=listening url=%s repo=%s branch=%s path=%s", self.url, self.engine.git.url,
+        log.info("event=listening url=%s repo=%s branch=%s path=%s", self.url, self.controller.git.url,
                  self.settings.branch, self.settings.path)
 
     async def stop(self) -> None:
-        if self.engine is not None:
-            await self.engine.halt()
+        if self.controller is not None:
+            await self.controller.halt()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self.engine is not None:
-            await self.engine.stop()
-            self.engine = None
+        if self.controller is not None:
+            await self.controller.stop()
+            self.controller = None
 
 
 def run(settings: Settings, *, listen: str, ssl_context: ssl.SSLContext | None = None) -> int:

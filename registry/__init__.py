@@ -1,8 +1,8 @@
 """Driftless's OCI registry: Distribution Spec v1.1, Wasm-aware, crash-safe.
 
     registry.server       HTTP server (serve, serve_in_thread, start, ServerOptions)
-    registry.client       synchronous client (push_component, resolve, fetch_manifest, fetch_blob, component_info)
-    registry.wasm         inspect_wasm(bytes) -> kind, imports, exports (wasmtime)
+    shared.registry_client       synchronous client (push_component, resolve, fetch_manifest, fetch_blob, component_info)
+    shared.wasm         inspect_wasm(bytes) -> kind, imports, exports (wasmtime)
     registry.store        the content model over a storage driver (blobs, uploads, manifests, tags, referrers)
     registry.storage      the Storage protocol and its drivers (filesystem, memory)
     registry.layout       where everything lives in storage

@@ -13,7 +13,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from driftless.errors import UsageError
+from shared.errors import UsageError
 
 
 class Htpasswd:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from driftless.errors import DriftlessError
+from shared.errors import DriftlessError
 
 # code -> (HTTP status, message), as worded by the OCI Distribution Spec v1.1
 CODES: dict[str, tuple[int, str]] = {

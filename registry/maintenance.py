@@ -14,10 +14,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from driftless.reference import DIGEST_RE
 from registry.layout import key
 from registry.storage import Storage
 from registry.store import HASHERS, INDEX_MEDIA_TYPES, Registry
+from shared.reference import DIGEST_RE
 
 
 @dataclass

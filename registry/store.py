@@ -20,11 +20,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from driftless.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
 from registry.errors import RegistryError
 from registry.layout import key
 from registry.storage import Stat, Storage, Writer
-from registry.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm
+from shared.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
+from shared.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

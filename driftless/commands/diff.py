@@ -17,7 +17,7 @@ from typing import Any
 from driftless.client import ControlClient
 from driftless.commands.status import add_control_argument, add_output_argument, paint, print_json, short
 from driftless.endpoints import default_git_remote, default_registry_url
-from driftless.errors import DriftlessError
+from shared.errors import DriftlessError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import tags
-    from reconciler.diff import diff_tree
+    from reconciler.planner.diff import diff_tree
+    from shared import tags
 
     tree = _load(args)
     if not tree.ok:
@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     """The tree to diff: REVISION of a repository, else the working tree, else HEAD of the Git remote."""
-    from reconciler.gitops import is_working_copy
-    from reconciler.model.loader import load_revision, load_tree
+    from model.loader import load_revision, load_tree
+    from reconciler.gitops.working_copy import is_working_copy
 
     if args.revision:
         repo = args.repo or _toplevel(Path.cwd()) or default_git_remote()

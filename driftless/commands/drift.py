@@ -22,7 +22,7 @@ from driftless.commands.status import (
     table,
 )
 from driftless.endpoints import default_registry_url
-from driftless.errors import DriftlessError
+from shared.errors import DriftlessError
 
 EXIT_CLEAN = 0
 EXIT_DRIFTING = 2
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _categories(given: list[str] | None) -> set[str]:
     """The lower-cased categories asked for (empty: all); an unknown one is an error."""
-    from reconciler.drift import DriftCategory
+    from reconciler.planner.drift import DriftCategory
 
     known = {str(c).lower(): str(c) for c in DriftCategory}
     unknown = [c for c in given or () if c.lower() not in known]
@@ -108,8 +108,8 @@ def tag_drift(
     moved since then is drift the CLI can see by itself. Items the reconciler already reports
     are not repeated. A registry that does not answer is a warning, not an error.
     """
-    from reconciler import tags
-    from reconciler.drift import DeployedImage, compute_drift, tag_observations
+    from reconciler.planner.drift import DeployedImage, compute_drift, tag_observations
+    from shared import tags
 
     envs = (
         [env]

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from driftless.endpoints import default_data_dir, load_up_json
-from driftless.errors import NotReachable, Refused, UsageError
+from shared import units
+from shared.errors import NotReachable, Refused, UsageError
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?)?B?$", re.IGNORECASE)
@@ -37,10 +38,10 @@ def parse_size(text: str) -> int:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8081)")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        return units.parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -140,9 +141,9 @@ def _token(explicit: str | None, path: Path | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "host_action", None) == "exec":
         return _exec(args)
-    from reconciler.host.agent import HostOptions, run_host
-    from reconciler.host.puller import RegistryAccess
-    from reconciler.host.runtime import RuntimeDefaults
+    from host.agent import HostOptions, run_host
+    from host.puller import RegistryAccess
+    from host.runtime import RuntimeDefaults
 
     if args.control and args.desired:
         raise UsageError("give either --control (a reconciler) or --desired (a static file), not both")
@@ -243,7 +244,7 @@ def _exec(args: argparse.Namespace) -> int:
         print(json.dumps(_call(args, "GET", "/api/v1/status"), indent=2))
         return 0
     if action == "run":
-        from driftless.reference import ReferenceError, parse
+        from shared.reference import ReferenceError, parse
 
         try:
             ref = parse(args.image)
@@ -302,8 +303,8 @@ def _wait_running(args: argparse.Namespace, instance_id: str, *, timeout: float)
 
 def _pinned_image(text: str) -> tuple[str, str, bool]:
     """(pinned image, digest, whether a tag was resolved) for ``set-image``'s IMAGE."""
-    from driftless.reference import ReferenceError, parse
-    from registry.client import resolve
+    from shared.reference import ReferenceError, parse
+    from shared.registry_client import resolve
 
     try:
         ref = parse(text)

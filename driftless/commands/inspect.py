@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from registry.client import component_info
+    from shared.registry_client import component_info
 
     ref = parse_ref(args.ref)
     info = component_info(

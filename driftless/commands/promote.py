@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from driftless.client import ControlClient
 from driftless.commands.status import add_control_argument, paint, print_json, short
 from driftless.endpoints import default_git_remote
-from driftless.errors import UsageError
+from shared.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ TIME_GATES = frozenset({"synced", "healthy", "min-soak", "no-drift"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.promote import PromotionRefused
+    from reconciler.gitops.promote import PromotionRefused
 
     if args.wait is None:
         return _promote_once(args)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
-    from reconciler.model.quantities import duration_seconds
+    from shared.units import duration_seconds
 
     try:
         return duration_seconds(text)
@@ -72,7 +72,7 @@ def _seconds(text: str) -> float:
 
 
 def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> int:
-    from reconciler.promote import PromotionRefused, promote
+    from reconciler.gitops.promote import PromotionRefused, promote
 
     client = ControlClient(base_url=args.control)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from driftless.endpoints import default_registry_url
-from driftless.errors import UsageError
+from shared.errors import UsageError
 
 
 def add_registry_options(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_registry_options(p: argparse.ArgumentParser) -> None:
 
 
 def credentials_from(args: argparse.Namespace) -> object:
-    from registry.client import Credentials
+    from shared.registry_client import Credentials
 
     if args.password_stdin and not args.username:
         raise UsageError("--password-stdin needs --username")
@@ -35,7 +35,7 @@ def credentials_from(args: argparse.Namespace) -> object:
 
 
 def parse_ref(text: str) -> object:
-    from driftless.reference import ReferenceError, parse
+    from shared.reference import ReferenceError, parse
 
     try:
         return parse(text)
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from registry.client import push_component
+    from shared.registry_client import push_component
 
     ref = parse_ref(args.ref)
     try:

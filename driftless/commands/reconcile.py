@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from driftless.errors import UsageError
+from shared.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-from driftless.errors import DriftlessError, UsageError
+from shared import units
+from shared.errors import DriftlessError, UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,17 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    m = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]*)):(?P<port>\d{1,5})$", text)
-    if m is None or int(m["port"]) > 65535:
-        raise UsageError(f"--listen {text!r} is not HOST:PORT", hint="for example --listen 127.0.0.1:5000")
-    return (m["v6"] or m["host"] or "127.0.0.1"), int(m["port"])
+    try:
+        return units.parse_listen(text)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}", hint="for example --listen 127.0.0.1:5000") from None
 
 
 def parse_duration(text: str, *, option: str = "--grace") -> float:
-    m = re.match(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$", text.strip())
-    if m is None:
-        raise UsageError(f"{option} {text!r} is not a duration", hint="use a number with s, m, h or d, e.g. 10m")
-    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2] or "s"]
+    try:
+        return units.duration_seconds(text if not text.strip().replace(".", "", 1).isdigit() else float(text))
+    except ValueError as exc:
+        raise UsageError(f"{option} {exc}", hint="use a number with s, m, h or d, e.g. 10m") from None
 
 
 def _existing_root(root: Path) -> Path:

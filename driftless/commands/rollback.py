@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.rollback import rollback
+    from reconciler.gitops.rollback import rollback
 
     client = ControlClient(base_url=args.control)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from driftless.client import ControlClient
-from driftless.errors import DriftlessError
+from shared.errors import DriftlessError
 
 GOOD = {"Synced", "Healthy", "Ready", "Running", "True", "passed"}
 WARN = {"Progressing", "Pending", "Starting", "Unknown", "report"}

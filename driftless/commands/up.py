@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftless.client import ControlClient
 from driftless.endpoints import default_data_dir
-from driftless.errors import DriftlessError
+from shared.errors import DriftlessError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

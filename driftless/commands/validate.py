@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.model import (
+from model import (
     DEFAULT_MAX_FILE_BYTES,
     ManifestTree,
     Problem,
@@ -20,7 +20,7 @@ from reconciler.model import (
     check_registry,
     load_tree,
 )
-from reconciler.model.loader import ENVIRONMENT_FILES
+from model.loader import ENVIRONMENT_FILES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

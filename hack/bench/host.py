@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.control import InstanceSpec  # noqa: E402
-from reconciler.host.cache import CompiledCache  # noqa: E402
-from reconciler.host.engine import WasmEngine  # noqa: E402
-from reconciler.host.puller import RegistryAccess, pull_component  # noqa: E402
-from reconciler.host.runtime import ComponentInstance, HttpRequest, RuntimeDefaults  # noqa: E402
+from host.cache import CompiledCache  # noqa: E402
+from host.puller import RegistryAccess, pull_component  # noqa: E402
+from host.runtime import ComponentInstance, HttpRequest, RuntimeDefaults  # noqa: E402
+from host.wasm_engine import WasmEngine  # noqa: E402
 from tests.host.conftest import Registry, start_registry  # noqa: E402
 from tests.support.components import build, variant  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
+from wire.control import InstanceSpec  # noqa: E402
 
 
 class NoLinks:

@@ -24,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.control import RUNNING  # noqa: E402
-from reconciler.model.types import (  # noqa: E402
+from reconciler.planner.placement.placement import HostInfo, plan  # noqa: E402
+
+from model.types import (  # noqa: E402
     Application,
     Component,
     Environment,
@@ -33,7 +34,6 @@ from reconciler.model.types import (  # noqa: E402
     Spread,
     SpreadRequirement,
 )
-from reconciler.planner import HostInfo, plan  # noqa: E402
 from tests.reconciler.platform import (  # noqa: E402
     GitRepo,
     Reconciler,
@@ -45,6 +45,7 @@ from tests.reconciler.platform import (  # noqa: E402
 )
 from tests.support.components import build  # noqa: E402
 from tests.support.procs import DriftlessProcess, free_port, wait_until  # noqa: E402
+from wire.control import RUNNING  # noqa: E402
 
 
 def bench_planner(*, hosts: int = 10_000, instances: int = 100_000, apps: int = 10_000) -> dict[str, float]:

@@ -162,7 +162,7 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    from registry.client import push_component
+    from shared.registry_client import push_component
 
     root = tmp_path_factory.mktemp("platform")
     logs = root / "logs"

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.control import (
-    FAILED,
-    RUNNING,
-    STARTING,
-    STOPPING,
-    HostDesiredState,
-    HostReport,
-    InstanceSpec,
-    InstanceStatus,
-)
-from reconciler.drift import (
+from reconciler.planner.drift import (
     DeployedImage,
     DriftCategory,
     DriftItem,
@@ -21,6 +11,16 @@ from reconciler.drift import (
     TagObservation,
     compute_drift,
     tag_observations,
+)
+from wire.control import (
+    FAILED,
+    RUNNING,
+    STARTING,
+    STOPPING,
+    HostDesiredState,
+    HostReport,
+    InstanceSpec,
+    InstanceStatus,
 )
 
 D1 = "sha256:" + "1" * 64

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from reconciler.control import HostDesiredState, InstanceSpec
-from reconciler.diff import compare, diff_tree
-from reconciler.model.loader import load_tree
-from reconciler.model.types import ManifestTree
-from reconciler.planner import HostInfo, plan
+from model.loader import load_tree
+from model.types import ManifestTree
+from reconciler.planner.diff import compare, diff_tree
+from reconciler.planner.placement import HostInfo, plan
 from tests.drift.gitrepo import PROD_HELLO, TREE
+from wire.control import HostDesiredState, InstanceSpec
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

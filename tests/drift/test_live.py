@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.gitops import parse_trailers
+from reconciler.gitops.working_copy import parse_trailers
 from tests.drift.conftest import HEARTBEAT, Platform, hello_app, wait_for_drift
 from tests.support.procs import wait_until
 
@@ -152,7 +152,7 @@ def _reported(p: Platform, host: str, instance: str) -> dict[str, Any] | None:
 
 
 def test_image_set_out_of_band_is_a_version_mismatch_in_report_mode(p: Platform) -> None:
-    from registry.client import push_component
+    from shared.registry_client import push_component
     from tests.support.components import variant
 
     declared = _digest(p, "staging")
@@ -184,7 +184,7 @@ def test_image_set_out_of_band_is_a_version_mismatch_in_report_mode(p: Platform)
 
 
 def test_image_set_out_of_band_is_healed_in_heal_mode(p: Platform) -> None:
-    from registry.client import push_component
+    from shared.registry_client import push_component
     from tests.support.components import variant
 
     declared = _digest(p, "prod")
@@ -320,7 +320,7 @@ def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
 
 def test_moved_tag_is_reported(p: Platform) -> None:
     from driftless.client import ControlClient
-    from registry.client import push_component
+    from shared.registry_client import push_component
     from tests.support.components import variant
 
     deployed = p.digests["demo/hello:2.0.0"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from driftless.errors import DriftlessError, Refused
-from reconciler.gitops import clone, parse_trailers
-from reconciler.promote import PromotionRefused, parse_duration, promote
+from reconciler.gitops.promote import PromotionRefused, parse_duration, promote
+from reconciler.gitops.working_copy import clone, parse_trailers
+from shared.errors import DriftlessError, Refused
 from tests.drift.gitrepo import PROD_HELLO, remote_file, remote_log, seed_bare_repo, sh
 
 WEB = "sha256:" + "a" * 64
@@ -224,7 +224,7 @@ def test_push_after_someone_else_pushed_rebases_instead_of_losing_a_commit(
 
 
 def test_conflicting_concurrent_change_is_refused_and_loses_nothing(repo: Path, tmp_path: Path) -> None:
-    from reconciler.gitops import PushConflict
+    from reconciler.gitops.working_copy import PushConflict
 
     a = clone(remote=str(repo), branch="main", into=tmp_path / "a")
     b = clone(remote=str(repo), branch="main", into=tmp_path / "b")

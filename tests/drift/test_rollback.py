@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from driftless.errors import Refused
-from reconciler.gitops import parse_trailers
-from reconciler.rollback import rollback
+from reconciler.gitops.rollback import rollback
+from reconciler.gitops.working_copy import parse_trailers
+from shared.errors import Refused
 from tests.drift.gitrepo import PROD_HELLO, commit_file, remote_file, remote_log, seed_bare_repo, sh
 
 APP = "manifests/prod/apps/hello.yaml"

@@ -116,7 +116,7 @@ def _patch(host: Host, instance_id: str, body: object) -> httpx.Response:
 def test_set_image_replaces_rolling_and_lasts_until_the_next_generation(
     tmp_path: Path, registry: Registry, images: dict[str, str]
 ) -> None:
-    from registry.client import push_component
+    from shared.registry_client import push_component
 
     hotfix = push_component(f"{registry.host}/demo/slow:hotfix", variant("slow", "hotfix"))
     declared = instance(images["slow"], component="web", route="/web", config={"WORK": "4000"})

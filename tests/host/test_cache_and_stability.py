@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from reconciler.host.cache import CompiledCache
+from host.cache import CompiledCache
 from tests.host.conftest import instance, start_host, write_desired
 from tests.support.procs import free_port
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bcrypt
 
-from registry import client
+from shared import registry_client as client
 from tests.host.conftest import instance, start_host, write_desired
 from tests.support.components import build
 from tests.support.procs import DriftlessProcess, free_port

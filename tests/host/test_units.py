@@ -6,11 +6,11 @@ import argparse
 
 import pytest
 
-from driftless import __version__
 from driftless.commands.host import parse_listen, parse_size
-from reconciler.host.labels import host_labels
-from reconciler.host.puller import is_loopback
-from reconciler.host.supervisor import _route_matches
+from host.labels import host_labels
+from host.puller import is_loopback
+from host.supervisor import _route_matches
+from shared import __version__
 
 
 def test_automatic_labels_and_kubernetes_detection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import load_tree
+from model import load_tree
 
 ENV = """apiVersion: driftless.dev/v1alpha1
 kind: Environment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.model import Problem, load_tree
+from model import Problem, load_tree
 from tests.model.conftest import FIXTURES
 
 Expected = tuple[str, int, int, str, str]  # file, line, column, level, code

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import RevisionNotFound, load_revision, load_tree
+from model import RevisionNotFound, load_revision, load_tree
 from tests.model.conftest import EXAMPLE_MANIFESTS
 
 

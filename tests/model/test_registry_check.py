@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import check_registry, load_tree
-from registry import client
+from model import check_registry, load_tree
+from shared import registry_client as client
 from tests.model.conftest import EXAMPLE_MANIFESTS, REPO_ROOT
 from tests.support.procs import DriftlessProcess, free_port
 
@@ -110,8 +110,8 @@ spec:
 
 
 def test_always_granted_wasi_matches_the_host() -> None:
-    from reconciler.host.runtime import ALWAYS_ALLOWED_WASI as HOST_GRANTS
-    from reconciler.model.registry_check import ALWAYS_ALLOWED_WASI
+    from host.runtime import ALWAYS_ALLOWED_WASI as HOST_GRANTS
+    from model.registry_check import ALWAYS_ALLOWED_WASI
 
     assert ALWAYS_ALLOWED_WASI == HOST_GRANTS
 

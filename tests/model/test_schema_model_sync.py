@@ -11,10 +11,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
-from reconciler.model import Application, Environment, load_tree
-from reconciler.model.convert import DERIVED, FIELD_MAP, STRUCTURAL
-from reconciler.model.types import Daemon, Spread
-from reconciler.model.yamldoc import parse_documents
+from model import Application, Environment, load_tree
+from model.convert import DERIVED, FIELD_MAP, STRUCTURAL
+from model.types import Daemon, Spread
+from model.yamldoc import parse_documents
 from tests.model.conftest import EXAMPLE_MANIFESTS, FIXTURES, GOOD_TREES
 
 KINDS = ("Environment", "Application")

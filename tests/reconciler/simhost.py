@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from reconciler.control import BACKOFF, RUNNING, HostDesiredState
+from wire.control import BACKOFF, RUNNING, HostDesiredState
 
 
 class SimHost:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.drift import DriftCategory, DriftItem
-from reconciler.healing import decide
+from reconciler.planner.drift import DriftCategory, DriftItem
+from reconciler.planner.healing import decide
 
 
 def item(category: DriftCategory, *, host: str = "a", env: str = "prod", instance: str = "prod/x/web/0") -> DriftItem:

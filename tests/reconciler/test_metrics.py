@@ -1,4 +1,4 @@
-"""/metrics renders every family docs/reconciler.md lists, from the engine's live state."""
+"""/metrics renders every family docs/reconciler.md lists, from the controller's live state."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 import re
 from pathlib import Path
 
-from reconciler.control import HostCapacity, HostRegistration
-from reconciler.engine import Engine, HostState
-from reconciler.planner import LOST
-from reconciler.prometheus import render
+from reconciler.api.metrics import render
+from reconciler.controller.hosts import HostState
+from reconciler.controller.pipeline import Controller
+from reconciler.planner.placement import LOST
 from reconciler.settings import Settings
+from wire.control import HostCapacity, HostRegistration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reconciler.md"
 
@@ -21,18 +22,18 @@ def documented_metrics() -> list[str]:
 
 
 def test_every_documented_family_is_rendered_from_the_engine(tmp_path: Path) -> None:
-    engine = Engine(Settings(repo=str(tmp_path / "none.git"), data=tmp_path / "data", registry="http://127.0.0.1:9",
+    controller = Controller(Settings(repo=str(tmp_path / "none.git"), data=tmp_path / "data", registry="http://127.0.0.1:9",
                              token="t"))
     try:
         reg = HostRegistration(name="aws-1", labels={"cloud": "aws"}, capacity=HostCapacity(memory_bytes=1 << 30, max_instances=10))
-        engine.hosts["aws-1"] = HostState(registration=reg, registered_at=1.0, last_seen=1.0, state=LOST)
-        engine.reconcile_seconds.observe(0.2)
-        engine.reconciles["rejected"] = 2
-        engine.git_fetches, engine.heals = 5, 1
-        engine.applied = {"revision": "abc123", "message": "m", "author": "a", "appliedAt": 1.0}
-        text = render(engine)
+        controller.fleet.hosts["aws-1"] = HostState(registration=reg, registered_at=1.0, last_seen=1.0, state=LOST)
+        controller.reconcile_seconds.observe(0.2)
+        controller.reconciles["rejected"] = 2
+        controller.git_fetches, controller.tracker.heals = 5, 1
+        controller.applied = {"revision": "abc123", "message": "m", "author": "a", "appliedAt": 1.0}
+        text = render(controller)
     finally:
-        asyncio.run(engine.stop())
+        asyncio.run(controller.stop())
     names = documented_metrics()
     assert len(names) == 11, names
     for name in names:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from reconciler.model.types import (
+from model.types import (
     Application,
     Component,
     Daemon,
@@ -16,7 +16,7 @@ from reconciler.model.types import (
     SpreadRequirement,
     SyncPolicy,
 )
-from reconciler.planner import LOST, HostInfo, Plan, plan, split_by_weight
+from reconciler.planner.placement import LOST, HostInfo, Plan, plan, split_by_weight
 
 DIGEST = "sha256:" + "a" * 64
 DIGEST2 = "sha256:" + "b" * 64
@@ -194,18 +194,3 @@ def test_deterministic_output() -> None:
     t = tree_of(web(7, SpreadRequirement(labels={"cloud": "aws"}, weight=3),
                     SpreadRequirement(labels={"cloud": "gcp"}, weight=1)))
     assert run(t, hosts_of(aws=3, gcp=2)).desired == run(t, list(reversed(hosts_of(aws=3, gcp=2)))).desired
-
-
-def test_garbage_collector_is_left_as_it_was_found() -> None:
-    import gc
-
-    t = tree_of(web(3))
-    assert gc.isenabled()
-    assert sum(per_host(run(t, hosts_of(aws=2))).values()) == 3
-    assert gc.isenabled()  # paused during the plan only
-    gc.disable()
-    try:
-        run(t, hosts_of(aws=2))
-        assert not gc.isenabled()  # not turned on behind the caller's back
-    finally:
-        gc.enable()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from reconciler.control import HostDesiredState, HostReport, InstanceStatus
-from reconciler.model.types import Application, Component, Environment, ManifestTree, Spread
-from reconciler.planner import HostInfo, Unplaced, plan
-from reconciler.status import app_views
+from model.types import Application, Component, Environment, ManifestTree, Spread
+from reconciler.planner.placement import HostInfo, Unplaced, plan
+from reconciler.planner.status import app_views
+from wire.control import HostDesiredState, HostReport, InstanceStatus
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

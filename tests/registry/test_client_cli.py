@@ -12,9 +12,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from driftless.errors import NotReachable, UsageError
-from registry import client
 from registry.server import RunningRegistry, ServerOptions, serve_in_thread
+from shared import registry_client as client
+from shared.errors import NotReachable, UsageError
 from tests.registry import components
 from tests.registry.conftest import Server, sha256, start_registry
 from tests.support.procs import free_port

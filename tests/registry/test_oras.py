@@ -8,7 +8,7 @@ from pathlib import Path
 import oras.client
 import pytest
 
-from registry import client
+from shared import registry_client as client
 from tests.registry import components
 from tests.registry.conftest import Oci, Server, sha256
 

@@ -96,7 +96,7 @@ def test_skopeo_copy_in_and_out_list_inspect_delete(server: Server, oci: Oci, la
 
 
 def test_skopeo_copies_a_wasm_artifact(server: Server, tmp_path: Path) -> None:
-    from registry import client
+    from shared import registry_client as client
     from tests.registry import components
 
     client.push_component(f"{server.host}/skopeo/greeter:1.0.0", components.greeter())

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from registry import client
-from registry.wasm import InvalidWasm, inspect_wasm
+from shared import registry_client as client
+from shared.wasm import InvalidWasm, inspect_wasm
 from tests.registry import components
 from tests.registry.conftest import EMPTY_CONFIG, OCI_MANIFEST, Oci, Server, error_code, sha256
 

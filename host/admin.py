@@ -1,0 +1,163 @@
+"""The host-local admin API (``--admin-listen``, bearer token): list, start out of band, stop,
+reconfigure and re-image instances. Out-of-band changes last until the next desired generation arrives.
+
+    GET    /api/v1/status                      host, generation, compile/cache counters
+    GET    /api/v1/instances                   {"observedGeneration": G, "instances": [InstanceStatus]}
+    POST   /api/v1/instances                   InstanceSpec JSON (id optional) -> 201 {"instance": spec}
+    DELETE /api/v1/instances?id=ID             -> 200 {"stopped": ID}
+    PATCH  /api/v1/instances?id=ID             {"config": {...}} and/or {"image": "REG/REPO@sha256:...",
+                                               "digest": "sha256:..."} -> 200 {"instance": spec}
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from host.errors import HostError
+from host.supervisor import Supervisor
+from shared.reference import ReferenceError, parse
+from wire.control import InstanceSpec
+
+REQUIRED_FIELDS = ("image", "digest", "env", "app", "component")
+PATCH_FIELDS = frozenset({"config", "image", "digest"})
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _patch_from(body: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``Supervisor.change`` for a PATCH body; ValueError says what is wrong."""
+    unknown = sorted(set(body) - PATCH_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; PATCH accepts config, image and digest")
+    if not PATCH_FIELDS & set(body):
+        raise ValueError('body must give "config", "image" (with "digest"), or both')
+    change: dict[str, Any] = {}
+    if "config" in body:
+        config = body["config"]
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            raise ValueError('config must be {"KEY": "value", ...} with string values')
+        change["config"] = config
+    if "digest" in body and "image" not in body:
+        raise ValueError('digest needs the image: {"image": "REGISTRY/REPO@sha256:...", "digest": "sha256:..."}')
+    if "image" in body:
+        image = body["image"]
+        if not isinstance(image, str) or not image:
+            raise ValueError("image must be a string: REGISTRY/REPO@sha256:...")
+        try:
+            ref = parse(image)
+        except ReferenceError as exc:
+            raise ValueError(f"image: {exc}") from None
+        if ref.registry is None:
+            raise ValueError(f"image {image} must be fully qualified: REGISTRY/REPO@sha256:...")
+        if ref.digest is None:
+            raise ValueError(
+                f"image {image} is not pinned: give REGISTRY/REPO@sha256:... "
+                "(`driftless host exec set-image` resolves a tag to its digest)"
+            )
+        digest = body.get("digest", ref.digest)
+        if digest != ref.digest:
+            raise ValueError(f"digest {digest!r} does not match the digest of image {image} ({ref.digest})")
+        change["image"], change["digest"] = image, ref.digest
+    return change
+
+
+def make_admin_app(
+    *, supervisor: Supervisor, token: str | None, status: Callable[[], dict[str, Any]]
+) -> web.Application:
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _error(401, "missing or wrong bearer token; pass the host's token (--token)")
+        return await handler(request)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def get_status(_request: web.Request) -> web.Response:
+        return web.json_response(status())
+
+    async def list_instances(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "observedGeneration": supervisor.observed_generation,
+                "instances": [s.to_json() for s in supervisor.statuses()],
+            }
+        )
+
+    async def read_json(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='{"error": "body is not JSON"}', content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+        return body
+
+    async def start(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        missing = [f for f in REQUIRED_FIELDS if not isinstance(body.get(f), str) or not body.get(f)]
+        if missing:
+            return _error(400, f"missing or non-string field(s): {', '.join(missing)}")
+        config = body.get("config") or {}
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            return _error(400, "config must be an object of string values")
+        try:
+            ref = parse(body["image"])
+        except ReferenceError as exc:
+            return _error(400, f"image: {exc}")
+        if ref.registry is None:
+            return _error(400, "image must be fully qualified (registry/repository@digest)")
+        try:
+            spec = InstanceSpec.from_json({"id": "", **body})
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"not a valid instance: {exc}")
+        try:
+            spec = supervisor.start_unmanaged(spec)
+        except HostError as exc:
+            return _error(409, str(exc))
+        return web.json_response({"instance": spec.to_json()}, status=201)
+
+    def instance_id(request: web.Request) -> str:
+        value = request.query.get("id")
+        if not value:
+            raise web.HTTPBadRequest(text='{"error": "query parameter id is required"}', content_type="application/json")
+        return value
+
+    async def stop(request: web.Request) -> web.Response:
+        iid = instance_id(request)
+        if not supervisor.remove(iid):
+            return _error(404, f"no instance {iid} on this host")
+        return web.json_response({"stopped": iid})
+
+    async def patch(request: web.Request) -> web.Response:
+        iid = instance_id(request)
+        body = await read_json(request)
+        try:
+            change = _patch_from(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            spec = supervisor.change(iid, **change)
+        except KeyError:
+            return _error(404, f"no instance {iid} on this host")
+        return web.json_response({"instance": spec.to_json()})
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/instances", list_instances)
+    app.router.add_post("/api/v1/instances", start)
+    app.router.add_delete("/api/v1/instances", stop)
+    app.router.add_patch("/api/v1/instances", patch)
+    return app

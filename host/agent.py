@@ -1,0 +1,290 @@
+"""``driftless host``: the agent process. Wires the engine, supervisor, ingress, admin API and the
+desired-state source (reconciler, or a static ``--desired`` file), and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from host.admin import make_admin_app
+from host.cache import CompiledCache
+from host.control_client import ControlClient
+from host.errors import HostError
+from host.ingress import make_ingress_app
+from host.labels import host_labels, total_memory_bytes
+from host.puller import RegistryAccess
+from host.runtime import RuntimeDefaults
+from host.state_file import load_desired, save_desired
+from host.supervisor import Supervisor
+from host.wasm_engine import WasmEngine
+from shared import __version__
+from wire.control import HostCapacity, HostDesiredState, HostRegistration, HostReport
+
+log = logging.getLogger("driftless.host")
+
+# what the host links for components besides links between them (registration "interfaces")
+PROVIDED_INTERFACES = (
+    "driftless:http/handler@0.1.0",
+    "driftless:http/config@0.1.0",
+    "driftless:http/log@0.1.0",
+    "wasi:cli/environment@0.2",
+    "wasi:cli/stdout@0.2",
+    "wasi:cli/stderr@0.2",
+    "wasi:cli/run@0.2",
+    "wasi:clocks/wall-clock@0.2",
+    "wasi:clocks/monotonic-clock@0.2",
+    "wasi:random/random@0.2",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostOptions:
+    name: str
+    data: Path
+    listen: tuple[str, int]
+    control: str | None = None
+    control_ca: str | None = None  # CA bundle for an https reconciler with its own CA
+    token: str | None = None
+    desired_file: Path | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    admin_listen: tuple[str, int] | None = None
+    advertise: str | None = None
+    heartbeat: float = 3.0
+    access: RegistryAccess = field(default_factory=RegistryAccess)
+    max_instances: int = 10_000
+    memory_bytes: int | None = None
+    cache_max_bytes: int = 1 << 30
+    memory_reservation: int | None = None
+    drain_seconds: float = 30.0
+    defaults: RuntimeDefaults = field(default_factory=RuntimeDefaults)
+    max_body_bytes: int = 16 << 20
+    workers: int = 64
+
+
+class HostAgent:
+    def __init__(self, options: HostOptions) -> None:
+        self.options = options
+        options.data.mkdir(parents=True, exist_ok=True)
+        self.desired_path = options.data / "desired.json"
+        self.labels = host_labels(options.labels)
+        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="wasm-call")
+        self.start_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasm-start")
+        self.engine = WasmEngine(cache=None, memory_reservation=options.memory_reservation)
+        # the engine settings are known only once the engine exists: key the cache on them
+        self.engine.cache = CompiledCache(
+            root=options.data / "cache", engine_key=self.engine.settings, max_bytes=options.cache_max_bytes
+        )
+        self.stopping = False
+        self.control: ControlClient | None = None
+        self.supervisor = Supervisor(
+            engine=self.engine,
+            access=options.access,
+            defaults=options.defaults,
+            start_pool=self.start_pool,
+            call_pool=self.pool,
+            drain_seconds=options.drain_seconds,
+            on_change=self._changed,
+            max_instances=options.max_instances,
+        )
+        self.ingress_url = options.advertise or f"http://{options.listen[0]}:{options.listen[1]}"
+
+    def _changed(self) -> None:
+        if self.control is not None:
+            self.control.notify_change()
+
+    # -- documents ------------------------------------------------------------------------------
+    def registration(self) -> HostRegistration:
+        return HostRegistration(
+            name=self.options.name,
+            labels=self.labels,
+            capacity=HostCapacity(
+                memory_bytes=self.options.memory_bytes or total_memory_bytes(),
+                max_instances=self.options.max_instances,
+            ),
+            interfaces=PROVIDED_INTERFACES,
+            ingress_url=self.ingress_url,
+            version=__version__,
+        )
+
+    def report(self) -> HostReport:
+        return HostReport(
+            name=self.options.name,
+            observed_generation=self.supervisor.observed_generation,
+            instances=tuple(self.supervisor.statuses()),
+        )
+
+    def status(self) -> dict[str, Any]:
+        cache = self.engine.cache
+        return {
+            "name": self.options.name,
+            "labels": self.labels,
+            "version": __version__,
+            "ingressUrl": self.ingress_url,
+            "control": self.options.control,
+            "connected": bool(self.control and self.control.connected),
+            "observedGeneration": self.supervisor.observed_generation,
+            "instances": len(self.supervisor.entries),
+            "inflight": sum(i.inflight for i in self.supervisor.serving()),
+            "compilations": self.engine.compilations,
+            "cacheHits": self.engine.cache_hits,
+            "memoryHits": self.engine.memory_hits,
+            "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,
+            "engine": self.engine.settings,
+        }
+
+    def on_desired(self, desired: HostDesiredState) -> None:
+        if desired.host and desired.host != self.options.name:
+            log.error("ignoring desired state for host %r (this host is %r)", desired.host, self.options.name)
+            return
+        try:
+            save_desired(self.desired_path, desired)  # first, so a crash right after still recovers it
+        except OSError as exc:
+            log.error("cannot persist desired state to %s: %s", self.desired_path, exc)
+        self.supervisor.apply(desired)
+
+    # -- run --------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        def on_signal() -> None:
+            if done.is_set():  # a second signal: the operator does not want to wait for the drain
+                print(f"driftless host {self.options.name}: second signal, exiting without draining", flush=True)
+                os._exit(1)
+            done.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+
+        self._recover()
+        ingress = web.AppRunner(
+            make_ingress_app(
+                supervisor=self.supervisor,
+                pool=self.pool,
+                stopping=lambda: self.stopping,
+                max_body_bytes=self.options.max_body_bytes,
+            ),
+            access_log=None,
+            handle_signals=False,
+        )
+        await ingress.setup()
+        site = web.TCPSite(ingress, self.options.listen[0], self.options.listen[1])
+        try:
+            await site.start()
+        except OSError as exc:
+            raise HostError(f"cannot listen on {self.options.listen[0]}:{self.options.listen[1]}: {exc.strerror}",
+                            hint="pick a free port with --listen") from None  # fmt: skip
+        print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
+        runners = [ingress]
+        if self.options.admin_listen:
+            admin = web.AppRunner(
+                make_admin_app(supervisor=self.supervisor, token=self.options.token, status=self.status),
+                access_log=None,
+                handle_signals=False,
+            )
+            await admin.setup()
+            try:
+                await web.TCPSite(admin, *self.options.admin_listen).start()
+            except OSError as exc:
+                raise HostError(f"cannot listen on {self.options.admin_listen}: {exc.strerror}") from None
+            runners.append(admin)
+            host, port = self.options.admin_listen
+            print(f"driftless host {self.options.name}: admin API on http://{host}:{port}", flush=True)
+            if not self.options.token:
+                log.warning("the admin API has no token: anyone who can reach %s:%d can change this host", host, port)
+
+        tasks = [asyncio.create_task(self._retry_loop())]
+        if self.options.control:
+            self.control = ControlClient(
+                url=self.options.control,
+                token=self.options.token,
+                registration=self.registration,
+                report=self.report,
+                observed_generation=lambda: self.supervisor.observed_generation,
+                on_desired=self.on_desired,
+                heartbeat=self.options.heartbeat,
+                ca_file=self.options.control_ca,
+            )
+            tasks.append(asyncio.create_task(self.control.run()))
+        if self.options.desired_file:
+            tasks.append(asyncio.create_task(self._watch_desired_file(self.options.desired_file)))
+
+        await done.wait()
+        log.info("stopping: draining in-flight calls (up to %.0fs)", self.options.drain_seconds)
+        self.stopping = True
+        self.supervisor.shutting_down = True
+        self._changed()  # tell the reconciler at once that this host is going away
+        await site.stop()  # no new connections; in-flight requests keep their connections
+        left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)
+        if left:
+            log.warning("%d calls still in flight after the drain timeout", left)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.control is not None and self.control.registered.is_set():
+            try:
+                await self.control.final_report(timeout=2)
+            except Exception:  # best effort: the reconciler notices a missing host anyway
+                pass
+        for r in runners:
+            await r.cleanup()
+        self.engine.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.start_pool.shutdown(wait=False, cancel_futures=True)
+        print(f"driftless host {self.options.name}: stopped", flush=True)
+        return 0
+
+    def _recover(self) -> None:
+        """Static stability: serve the last desired state at once, without waiting for anyone."""
+        if not self.desired_path.exists():
+            return
+        try:
+            desired = load_desired(self.desired_path)
+        except HostError as exc:
+            log.error("ignoring the saved desired state: %s", exc)
+            return
+        if desired.host != self.options.name:
+            log.warning("saved desired state is for host %r, not %r; ignoring it", desired.host, self.options.name)
+            return
+        log.info("recovered generation %d from %s", desired.generation, self.desired_path)
+        self.supervisor.apply(desired)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.supervisor.retry_due()
+
+    async def _watch_desired_file(self, path: Path) -> None:
+        """Like kubelet static pods: apply the file at start and whenever it changes."""
+        last: tuple[float, int] | None = None
+        last_doc: dict[str, Any] | None = None
+        while True:
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime, st.st_size)
+            except OSError:
+                stamp = None
+            if stamp is not None and stamp != last:
+                last = stamp
+                try:
+                    desired = load_desired(path, host=self.options.name)
+                except HostError as exc:
+                    log.error("%s (keeping generation %d)", exc, self.supervisor.observed_generation)
+                else:
+                    doc = desired.to_json()
+                    if doc != last_doc:
+                        last_doc = doc
+                        self.on_desired(desired)
+            await asyncio.sleep(0.3)
+
+
+def run_host(options: HostOptions) -> int:
+    return asyncio.run(HostAgent(options).run())

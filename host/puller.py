@@ -1,0 +1,170 @@
+"""Pull a component from an OCI registry by digest, verifying every byte (distribution API, urllib).
+
+Plain http for registries on loopback (127.0.0.0/8, localhost, ::1) or named in ``insecure``;
+https otherwise (``ca_file`` adds a CA). Basic-auth credentials when ``username`` is set; a
+``WWW-Authenticate: Bearer`` challenge is answered with a token from its realm (anonymous, or with
+the same credentials), as docker/oras do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from host.errors import DigestMismatch, PullError, RegistryUnreachable
+from shared.reference import ReferenceError, parse
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+WASM_LAYER_TYPES = (
+    "application/wasm",
+    "application/vnd.wasm.content.layer.v1+wasm",
+    "application/vnd.module.wasm.content.layer.v1+wasm",
+)
+MAX_MANIFEST_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryAccess:
+    username: str | None = None
+    password: str | None = None
+    insecure: Collection[str] = field(default_factory=tuple)  # registry hosts reached over plain http
+    ca_file: str | None = None
+    timeout: float = 30.0
+
+
+def is_loopback(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 or registry.startswith("[") else registry
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _verify(data: bytes, digest: str, *, what: str) -> None:
+    algorithm, _, expected = digest.partition(":")
+    if algorithm not in ("sha256", "sha512"):
+        raise DigestMismatch(f"{what}: unsupported digest algorithm {algorithm!r}")
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual != expected:
+        raise DigestMismatch(
+            f"{what}: content has digest {algorithm}:{actual[:16]}..., expected {digest[:23]}...; "
+            "the registry served different bytes than the pinned digest"
+        )
+
+
+def pull_component(
+    *, image: str, digest: str, access: RegistryAccess, progress: Callable[[str], None] = lambda _m: None
+) -> bytes:
+    """The Wasm bytes of the component ``image`` pinned at manifest ``digest`` (both verified)."""
+    try:
+        ref = parse(image)
+    except ReferenceError as exc:
+        raise PullError(str(exc)) from None
+    if ref.registry is None:
+        raise PullError(f"image {image!r} names no registry; the host pulls only fully qualified references")
+    if ref.digest and ref.digest != digest:
+        raise DigestMismatch(f"image {image} is pinned to {ref.digest} but the instance digest is {digest}")
+    scheme = "http" if is_loopback(ref.registry) or ref.registry in access.insecure else "https"
+    base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
+    context = ssl.create_default_context(cafile=access.ca_file) if scheme == "https" else None
+
+    basic = (
+        "Basic " + base64.b64encode(f"{access.username}:{access.password or ''}".encode()).decode()
+        if access.username
+        else None
+    )
+    authorization: list[str | None] = [basic]  # becomes "Bearer ..." after a token challenge
+
+    def open_url(url: str, headers: dict[str, str]) -> tuple[bytes, str]:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=access.timeout, context=context
+        ) as resp:
+            return resp.read(), resp.headers.get("Content-Type", "")
+
+    def bearer_token(challenge: str) -> str | None:
+        """Token auth (distribution, ghcr.io, zot): ask the realm for a pull token."""
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            return None
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+        headers = {"User-Agent": "driftless-host"}
+        if basic:
+            headers["Authorization"] = basic
+        body, _ = open_url(f"{realm}?{query}" if query else realm, headers)
+        answer = json.loads(body)
+        token = answer.get("token") or answer.get("access_token")
+        return f"Bearer {token}" if token else None
+
+    def get(url: str, accept: str, what: str) -> tuple[bytes, str]:
+        headers = {"Accept": accept, "User-Agent": "driftless-host"}
+        if authorization[0]:
+            headers["Authorization"] = authorization[0]
+        try:
+            try:
+                return open_url(url, headers)
+            except urllib.error.HTTPError as exc:
+                challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
+                if exc.code != 401 or not challenge.lower().startswith("bearer") or "Bearer" in headers.get(
+                    "Authorization", ""
+                ):
+                    raise
+                token = bearer_token(challenge)
+                if token is None:
+                    raise
+                authorization[0] = headers["Authorization"] = token
+                return open_url(url, headers)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise PullError(
+                    f"registry {ref.registry} refused {what} ({exc.code}); set --registry-user and "
+                    "DRIFTLESS_REGISTRY_PASSWORD on the host"
+                ) from None
+            if exc.code == 404:
+                raise PullError(f"{what} not found in registry {ref.registry} (404)") from None
+            raise PullError(f"registry {ref.registry} answered {exc.code} for {what}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnreachable(f"registry {scheme}://{ref.registry} is not reachable: {reason}") from None
+
+    progress(f"pulling {ref.registry}/{ref.repository}@{digest[:19]}...")
+    body, content_type = get(f"{base}/manifests/{digest}", ", ".join(MANIFEST_TYPES + INDEX_TYPES), "manifest")
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise PullError(f"manifest of {image} is larger than {MAX_MANIFEST_BYTES} bytes")
+    _verify(body, digest, what=f"manifest of {ref.repository}")
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        raise PullError(f"manifest of {image} is not JSON") from None
+    media_type = manifest.get("mediaType") or content_type.split(";")[0]
+    if media_type in INDEX_TYPES or "manifests" in manifest:
+        raise PullError(f"{image} is an image index, not a component artifact; pin the component manifest digest")
+    layers = [x for x in manifest.get("layers") or [] if isinstance(x, dict)]
+    wasm = [x for x in layers if x.get("mediaType") in WASM_LAYER_TYPES]
+    if not wasm:
+        found = ", ".join(str(x.get("mediaType")) for x in layers) or "no layers"
+        raise PullError(
+            f"{image} has no wasm layer (found: {found}); push it as a wasm OCI artifact (`driftless push`)"
+        )
+    layer = wasm[0]
+    layer_digest = str(layer.get("digest", ""))
+    progress(f"pulling layer {layer_digest[:19]}... ({layer.get('size', '?')} bytes)")
+    blob, _ = get(f"{base}/blobs/{layer_digest}", "*/*", f"layer {layer_digest[:19]}")
+    _verify(blob, layer_digest, what=f"layer of {ref.repository}")
+    return blob

@@ -1,0 +1,50 @@
+"""Desired states on disk: the last one from the reconciler (``<data>/desired.json``, written
+atomically, read at start for static stability) and a user's ``--desired FILE`` (JSON or YAML)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from host.errors import HostError
+from wire.control import HostDesiredState
+
+
+def save_desired(path: Path, desired: HostDesiredState) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(desired.to_json(), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_desired(path: Path, *, host: str | None = None) -> HostDesiredState:
+    """Parse a HostDesiredState (JSON or YAML); HostError says what is wrong and where."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HostError(f"cannot read desired state {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise HostError(f"{path}: not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HostError(f"{path}: expected a HostDesiredState object (host, generation, instances)")
+    if host is not None:
+        data.setdefault("host", host)
+    data.setdefault("generation", 1)
+    try:
+        desired = HostDesiredState.from_json(data)
+    except KeyError as exc:
+        raise HostError(f"{path}: missing field {exc.args[0]!r} (in the HostDesiredState or one of its instances)") from None
+    except (TypeError, ValueError) as exc:
+        raise HostError(f"{path}: not a HostDesiredState: {exc}") from None
+    ids = [i.id for i in desired.instances]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate:
+        raise HostError(f"{path}: instance id {duplicate!r} appears twice; ids must be unique")
+    return desired

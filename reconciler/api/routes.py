@@ -1,0 +1,498 @@
+"""The reconciler's HTTP API (aiohttp): host endpoints, read endpoints, webhooks, health and metrics.
+
+Shapes are documented in docs/reconciler.md. Client mistakes get a 4xx with ``{"error": "..."}``
+saying what is wrong and how to fix it, never a 500. Tokens are compared in constant time and
+never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from reconciler.api.metrics import render as render_metrics
+from reconciler.controller.pipeline import Controller
+from reconciler.controller.state import Event
+from reconciler.gitops import promote, rollback
+from shared.errors import DriftlessError, UsageError
+from wire.control import PREFIX, HostRegistration, HostReport
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+def _controller(request: web.Request) -> Controller:
+    return request.app[CONTROLLER]
+
+
+def host_auth(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not _same(_bearer(request), _controller(request).settings.token):
+            return _error(401, "missing or wrong join token: send 'Authorization: Bearer <token from --token-file>'")
+        return await handler(request)
+
+    return wrapped
+
+
+def read_auth(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        settings = _controller(request).settings
+        if settings.read_token is not None:
+            token = _bearer(request)
+            if not (_same(token, settings.read_token) or _same(token, settings.token)):
+                return _error(401, "this reconciler requires a read token: send 'Authorization: Bearer <token>'")
+        return await handler(request)
+
+    return wrapped
+
+
+def json_body(handler: BodyHandler) -> Handler:
+    """Hand ``handler`` the request's JSON object, or answer 400 saying why there is none."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        return await handler(request, body)
+
+    return wrapped
+
+
+def known_host(handler: Handler) -> Handler:
+    """404 for a host that is not registered (it registers again)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in _controller(request).fleet.hosts:
+            return _error(404, f"host {name!r} is not registered: POST {PREFIX}/hosts/register first")
+        return await handler(request)
+
+    return wrapped
+
+
+def _decode(from_json: Callable[[dict[str, Any]], T], body: dict[str, Any], *, kind: str) -> T | web.Response:
+    try:
+        return from_json(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        return _error(400, f"invalid {kind}: missing or bad field {exc}; see wire/control.py")
+
+
+# ---------------------------------------------------------------- host endpoints
+@host_auth
+@json_body
+async def register(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    reg = _decode(HostRegistration.from_json, body, kind="HostRegistration")
+    if isinstance(reg, web.Response):
+        return reg
+    if not reg.name or "/" in reg.name:
+        return _error(400, "host name must be non-empty and contain no '/'")
+    controller = _controller(request)
+    controller.fleet.register(reg)
+    return web.json_response({"heartbeatSeconds": controller.settings.heartbeat, "generation": controller.fleet.generation(reg.name)})
+
+
+@host_auth
+@known_host
+async def desired(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    name = request.match_info["name"]
+    try:
+        after = int(request.query.get("after", "0"))
+        wait = float(request.query.get("wait", "0"))
+    except ValueError:
+        return _error(400, "?after= must be an integer generation and ?wait= a number of seconds")
+    controller.fleet.ensure_generation_above(name, after)
+    doc = await controller.fleet.wait_desired(name, after=after, wait=max(0.0, min(wait, controller.settings.long_poll_max)))
+    if doc is None:
+        return web.Response(status=204)
+    return web.json_response(doc.to_json())
+
+
+@host_auth
+@known_host
+@json_body
+async def report(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    controller = _controller(request)
+    name = request.match_info["name"]
+    rep = _decode(HostReport.from_json, body, kind="HostReport")
+    if isinstance(rep, web.Response):
+        return rep
+    if rep.name != name:
+        return _error(400, f"report names host {rep.name!r} but was posted for {name!r}")
+    return web.json_response({"generation": controller.fleet.report(rep)})
+
+
+# ---------------------------------------------------------------- read endpoints
+def _app_summary(controller: Controller, env: str, app: str) -> dict[str, Any]:
+    full = controller.tracker.app_status(env, app) or {}
+    comps = full.get("components", [])
+    return {
+        "app": app,
+        "name": app,
+        "revision": full.get("revision"),
+        "sync": full.get("sync"),
+        "health": full.get("health"),
+        "healthySince": full.get("healthySince"),
+        "message": full.get("message"),
+        "desired": sum(c["desired"] for c in comps),
+        "ready": sum(c["ready"] for c in comps),
+    }
+
+
+def env_json(controller: Controller, name: str) -> dict[str, Any] | None:
+    tree = controller.tree
+    if tree is None or name not in tree.environments:
+        return None
+    env = tree.environments[name]
+    hosts = sorted(
+        n for n, h in controller.fleet.hosts.items() if env.host_selector.matches(h.registration.labels)
+    )
+    apps = [_app_summary(controller, name, a) for a in sorted(tree.applications.get(name, {}))]
+    rejected = controller.rejected.to_json() if controller.rejected else None
+    return {
+        "name": name,
+        "revision": (controller.applied or {}).get("revision"),
+        "appliedAt": (controller.applied or {}).get("appliedAt"),
+        "head": controller.head.revision if controller.head else None,
+        "rejected": rejected,
+        "hostSelector": dict(env.host_selector.match_labels),
+        "ingressPathPrefix": env.ingress_path_prefix,
+        "sync": {"prune": env.sync.prune, "mode": str(env.sync.mode)},
+        "promotion": (
+            {"from": env.promotion.from_env, "minSoakSeconds": env.promotion.min_soak_seconds,
+             "requireApproval": env.promotion.require_approval}
+            if env.promotion else None
+        ),
+        "hosts": hosts,
+        "apps": apps,
+        "unplaced": [u.to_json() for u in controller.unplaced if u.env == name],
+    }
+
+
+def source_json(controller: Controller) -> dict[str, Any]:
+    s = controller.settings
+    return {
+        "repo": controller.git.url,
+        "branch": s.branch,
+        "path": s.path,
+        "head": controller.head.revision if controller.head else None,
+        "applied": controller.applied,
+        "resolved": dict(sorted(controller.digests.items())),  # image as written -> digest, at the applied revision
+        "rejected": controller.rejected.to_json() if controller.rejected else None,
+        "lastReconcile": controller.last_reconcile,
+        "lastError": controller.last_error,
+    }
+
+
+@read_auth
+async def environments(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    names = sorted(controller.tree.environments) if controller.tree else []
+    return web.json_response({"source": source_json(controller), "environments": [env_json(controller, n) for n in names]})
+
+
+def _unknown_env(controller: Controller, env: str) -> web.Response:
+    known = ", ".join(sorted(controller.tree.environments)) if controller.tree else "none (no revision applied yet)"
+    return _error(404, f"environment {env!r} not found; known: {known}")
+
+
+@read_auth
+async def environment(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    out = env_json(controller, request.match_info["env"])
+    return web.json_response(out) if out else _unknown_env(controller, request.match_info["env"])
+
+
+@read_auth
+async def apps_list(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    env = request.match_info["env"]
+    if controller.tree is None or env not in controller.tree.environments:
+        return _unknown_env(controller, env)
+    names = sorted(controller.tree.applications.get(env, {}))
+    return web.json_response({"env": env, "apps": [controller.tracker.app_status(env, a) for a in names]})
+
+
+@read_auth
+async def app_status(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    env, name = request.match_info["env"], request.match_info["app"]
+    if controller.tree is None or env not in controller.tree.environments:
+        return _unknown_env(controller, env)
+    out = controller.tracker.app_status(env, name)
+    if out is None:
+        known = ", ".join(sorted(controller.tree.applications.get(env, {}))) or "none"
+        return _error(404, f"application {name!r} not found in environment {env!r}; known: {known}")
+    return web.json_response(out)
+
+
+def host_json(controller: Controller, name: str, *, detail: bool) -> dict[str, Any]:
+    h = controller.fleet.hosts[name]
+    pub = controller.fleet.published.get(name)
+    rep = controller.fleet.reports.get(name)
+    reg = h.registration
+    out: dict[str, Any] = {
+        "name": name,
+        "state": h.state,
+        "labels": dict(reg.labels),
+        "capacity": reg.capacity.to_json(),
+        "interfaces": list(reg.interfaces),
+        "ingressUrl": reg.ingress_url,
+        "version": reg.version,
+        "registeredAt": h.registered_at,
+        "lastSeen": h.last_seen,
+        "generation": pub[0].generation if pub else 0,
+        "publishedAt": pub[1] if pub else None,
+        "observedGeneration": rep[0].observed_generation if rep else 0,
+        "desiredInstances": len(pub[0].instances) if pub else 0,
+        "report": rep[0].to_json() if rep else None,
+        "reportedAt": rep[1] if rep else None,
+    }
+    if detail:
+        out["desired"] = pub[0].to_json() if pub else None
+    return out
+
+
+@read_auth
+async def hosts(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    return web.json_response({"hosts": [host_json(controller, n, detail=False) for n in sorted(controller.fleet.hosts)]})
+
+
+@read_auth
+async def host(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    name = request.match_info["name"]
+    if name not in controller.fleet.hosts:
+        return _error(404, f"host {name!r} not found; known: {', '.join(sorted(controller.fleet.hosts)) or 'none'}")
+    return web.json_response(host_json(controller, name, detail=True))
+
+
+def _number(request: web.Request, key: str, default: float | None) -> float | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    return float(raw)
+
+
+@read_auth
+async def events(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    try:
+        since = _number(request, "since", None)
+        limit = int(_number(request, "limit", 100) or 100)
+    except ValueError:
+        return _error(400, "?since= must be unix seconds and ?limit= an integer")
+    found: list[Event] = controller.store.events(env=request.query.get("env") or None, since=since,
+                                             limit=max(1, min(limit, 10_000)))
+    app_filter = request.query.get("app")
+    host_filter = request.query.get("host")
+    items = [e.to_json() for e in found if (not app_filter or e.app in ("", app_filter))
+             and (not host_filter or e.host == host_filter)]
+    return web.json_response({"events": items})
+
+
+@read_auth
+async def history(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    env = request.query.get("env") or None
+    app_name = request.query.get("app") or None
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        return _error(400, "?limit= must be an integer")
+    entries = controller.store.history(env=env, limit=limit)
+    if app_name:
+        entries = [
+            {**e, "apps": [a for a in e["apps"] if a.get("name") == app_name]}
+            for e in entries
+            if any(a.get("name") == app_name for a in e["apps"])
+        ]
+    return web.json_response({"history": entries})
+
+
+@read_auth
+async def drift(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    env = request.query.get("env") or None
+    items = [i for i in controller.tracker.drift_items if env is None or i.env in (env, "")]
+    return web.json_response({
+        "items": [i.to_json() for i in items],
+        "counted": sum(1 for i in items if i.counted),
+        "available": controller.tracker.drift_available,
+    })
+
+
+@read_auth
+async def sync(request: web.Request) -> web.StreamResponse:
+    _controller(request).trigger(fetch=True)
+    return web.json_response({"status": "accepted", "message": "fetch and reconcile scheduled"}, status=202)
+
+
+@read_auth
+async def plan_inputs(request: web.Request) -> web.StreamResponse:
+    """What the planner was last given (for `driftless diff`): hosts and published documents."""
+    controller = _controller(request)
+    return web.json_response({
+        "registry": controller.registry_host,
+        "revision": (controller.applied or {}).get("revision"),
+        "digests": controller.digests,
+        "hosts": [
+            {"name": n, "labels": dict(h.registration.labels), "maxInstances": h.registration.capacity.max_instances,
+             "state": h.state}
+            for n, h in sorted(controller.fleet.hosts.items())
+        ],
+        "published": {n: d.to_json() for n, (d, _) in sorted(controller.fleet.published.items())},
+    })
+
+
+GitWriter = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def _git_write(function: str, write: GitWriter) -> Handler:
+    """POST /api/v1/promote and /rollback: thin handlers over the GitOps writers."""
+
+    @read_auth
+    @json_body
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        try:
+            result = await write(controller=_controller(request), body=body)
+        except TypeError as exc:
+            return _error(400, f"invalid {function} request: {exc}")
+        except UsageError as exc:
+            return _error(400, str(exc), hint=exc.hint)
+        except DriftlessError as exc:
+            return _error(409, str(exc), hint=exc.hint)
+        _controller(request).trigger(fetch=True)
+        return web.json_response(result)
+
+    return handler
+
+
+# ---------------------------------------------------------------- webhooks
+def _hmac_ok(secret: str | None, body: bytes, header: str | None) -> bool:
+    if not secret or not header:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.strip())
+
+
+def _accepted(controller: Controller, source: str) -> web.Response:
+    controller.trigger(fetch=True)
+    controller.store.add_event(reason="WebhookReceived", message=f"{source} webhook: fetching now")
+    return web.json_response({"status": "accepted"}, status=202)
+
+
+async def hook_github(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    if not controller.settings.webhook_secret:
+        return _error(403, "GitHub webhooks need a secret: start the reconciler with --webhook-secret-file")
+    body = await request.read()
+    if not _hmac_ok(controller.settings.webhook_secret, body, request.headers.get("X-Hub-Signature-256")):
+        return _error(401, "X-Hub-Signature-256 is missing or does not match the webhook secret")
+    if request.headers.get("X-GitHub-Event") == "ping":
+        return web.json_response({"status": "pong"})
+    return _accepted(controller, "github")
+
+
+async def hook_gitlab(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    if not controller.settings.webhook_secret:
+        return _error(403, "GitLab webhooks need a secret: start the reconciler with --webhook-secret-file")
+    if not _same(request.headers.get("X-Gitlab-Token"), controller.settings.webhook_secret):
+        return _error(401, "X-Gitlab-Token is missing or does not match the webhook secret")
+    return _accepted(controller, "gitlab")
+
+
+async def hook_generic(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    s = controller.settings
+    body = await request.read()
+    token = _bearer(request)
+    ok = _same(token, s.token) or _same(token, s.webhook_secret) or _hmac_ok(
+        s.webhook_secret, body, request.headers.get("X-Signature-256") or request.headers.get("X-Hub-Signature-256")
+    )
+    if not ok:
+        return _error(401, "send 'Authorization: Bearer <join token or webhook secret>' or an X-Signature-256 HMAC")
+    return _accepted(controller, "generic")
+
+
+# ---------------------------------------------------------------- health, metrics
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok", "time": time.time()})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    controller = _controller(request)
+    if not controller.ready:
+        return _error(503, "not ready: the first reconcile has not finished")
+    return web.json_response({"status": "ready", "applied": (controller.applied or {}).get("revision")})
+
+
+@read_auth
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return web.Response(text=render_metrics(_controller(request)), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Format": "text/plain; version=0.0.4"})
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        raise
+
+
+def build_app(controller: Controller) -> web.Application:
+    web_app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
+    web_app[CONTROLLER] = controller
+    r = web_app.router
+    r.add_post(f"{PREFIX}/hosts/register", register)
+    r.add_get(f"{PREFIX}/hosts/{{name}}/desired", desired)
+    r.add_post(f"{PREFIX}/hosts/{{name}}/report", report)
+    r.add_get(f"{PREFIX}/environments", environments)
+    r.add_get(f"{PREFIX}/environments/{{env}}", environment)
+    r.add_get(f"{PREFIX}/environments/{{env}}/apps", apps_list)
+    r.add_get(f"{PREFIX}/environments/{{env}}/apps/{{app}}", app_status)
+    r.add_get(f"{PREFIX}/hosts", hosts)
+    r.add_get(f"{PREFIX}/hosts/{{name}}", host)
+    r.add_get(f"{PREFIX}/events", events)
+    r.add_get(f"{PREFIX}/history", history)
+    r.add_get(f"{PREFIX}/drift", drift)
+    r.add_get(f"{PREFIX}/plan-inputs", plan_inputs)
+    r.add_post(f"{PREFIX}/sync", sync)
+    r.add_post(f"{PREFIX}/promote", _git_write("promote", promote.handle_request))
+    r.add_post(f"{PREFIX}/rollback", _git_write("rollback", rollback.handle_request))
+    r.add_post("/hooks/github", hook_github)
+    r.add_post("/hooks/gitlab", hook_gitlab)
+    r.add_post("/hooks/generic", hook_generic)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics)
+    return web_app

@@ -1,0 +1,23 @@
+"""Events, Kubernetes style: what happened (reason, message, where), kept in the state store for
+``GET /api/v1/events`` and written to the log as one ``key=value`` line each."""
+
+from __future__ import annotations
+
+import logging
+
+from reconciler.controller.state import Store
+
+log = logging.getLogger("driftless.reconciler")
+
+
+class EventLog:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __call__(self, *, reason: str, message: str, type: str = "Normal", env: str = "", app: str = "",
+                 host: str = "", revision: str = "") -> None:
+        self._store.add_event(type=type, reason=reason, message=message, env=env, app=app, host=host,
+                              revision=revision)
+        fields = {"event": reason, "type": type, "env": env, "app": app, "host": host, "revision": revision[:12]}
+        shown = " ".join(f"{k}={v}" for k, v in fields.items() if v)
+        log.log(logging.WARNING if type == "Warning" else logging.INFO, "%s message=%r", shown, message)

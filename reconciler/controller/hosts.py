@@ -1,0 +1,181 @@
+"""The fleet: which hosts are registered, what was published to each, what each reported, and
+which are lost. Serves the hosts' long-polls. Knows nothing of Git or manifests.
+
+Level-triggered: a host long-polls ``wait_desired`` for a generation newer than its own; a host
+that misses heartbeats for ``heartbeat * lost_after`` seconds is marked Lost (and the planner moves
+its instances). Reports and last-seen times are written to the store in batches (``flush``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from reconciler.controller.events import EventLog
+from reconciler.controller.state import Store
+from reconciler.planner import drift
+from reconciler.planner.placement import LOST, READY, HostInfo
+from reconciler.settings import Settings
+from wire.control import HostDesiredState, HostRegistration, HostReport
+
+
+@dataclass(slots=True, kw_only=True)
+class HostState:
+    registration: HostRegistration
+    registered_at: float
+    last_seen: float
+    state: str = READY
+
+
+def _kv(d: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in d.items())
+
+
+class HostRegistry:
+    def __init__(self, *, store: Store, events: EventLog, settings: Settings,
+                 replan: Callable[[], None], status_changed: Callable[[], None]) -> None:
+        self._store = store
+        self._event = events
+        self._settings = settings
+        self._replan = replan  # placement inputs changed: ask for a reconcile
+        self._status_changed = status_changed
+        self.hosts: dict[str, HostState] = {}
+        self.published: dict[str, tuple[HostDesiredState, float]] = {}
+        self.reports: dict[str, tuple[HostReport, float]] = {}
+        self.fresh_reports: set[str] = set()  # hosts that reported to this process (not restored)
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._reports_dirty: set[str] = set()
+        self._seen_dirty = False
+        self._restart_grace_until = 0.0
+
+    def restore(self) -> None:
+        now = time.time()
+        self._restart_grace_until = now + max(15.0, 3 * self._settings.heartbeat * self._settings.lost_after)
+        for name, row in self._store.hosts().items():
+            # every known host gets a fresh grace period: a restart must not declare them Lost
+            self.hosts[name] = HostState(registration=row.registration, registered_at=row.registered_at, last_seen=now)
+        self.published = self._store.published()
+        self.reports = self._store.reports()
+
+    # ------------------------------------------------------------------ host calls
+    def register(self, reg: HostRegistration) -> None:
+        now = time.time()
+        known = self.hosts.get(reg.name)
+        returning = known is not None and known.state == LOST
+        self.hosts[reg.name] = HostState(registration=reg, registered_at=now, last_seen=now, state=READY)
+        self._store.save_host(reg, registered_at=now, last_seen=now)
+        if known is None:
+            self._event(reason="HostRegistered", host=reg.name,
+                        message=f"host {reg.name} registered with labels {_kv(reg.labels)}")
+        elif returning:
+            self._event(reason="HostReturned", host=reg.name, message=f"host {reg.name} is back")
+        if known is None or returning or known.registration.labels != reg.labels or \
+                known.registration.capacity != reg.capacity or reg.name not in self.published:
+            self._replan()
+        self._status_changed()
+
+    def report(self, rep: HostReport) -> int:
+        now = time.time()
+        host = self.hosts[rep.name]
+        host.last_seen = now
+        self._seen_dirty = True
+        if host.state == LOST:
+            host.state = READY
+            self._event(reason="HostReturned", host=rep.name, message=f"host {rep.name} reports again")
+            self._replan()
+        self.fresh_reports.add(rep.name)
+        previous = self.reports.get(rep.name)
+        if previous is None or previous[0] != rep:
+            self._reports_dirty.add(rep.name)
+            self._status_changed()
+        self.reports[rep.name] = (rep, now)
+        return self.generation(rep.name)
+
+    def generation(self, host: str) -> int:
+        doc = self.published.get(host)
+        return doc[0].generation if doc else 0
+
+    def ensure_generation_above(self, host: str, after: int) -> None:
+        """A host that saw a newer generation than we know (state lost) must still get our document."""
+        current = self.published.get(host)
+        if current is None or after <= current[0].generation:
+            return
+        doc = current[0]
+        bumped = HostDesiredState(host=host, generation=after + 1, revision=doc.revision, instances=doc.instances)
+        self.published[host] = (bumped, time.time())
+        self._store.save_published({host: self.published[host]})
+
+    async def wait_desired(self, host: str, *, after: int, wait: float) -> HostDesiredState | None:
+        deadline = time.monotonic() + wait
+        while True:
+            current = self.published.get(host)
+            if current is not None and current[0].generation > after:
+                return current[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            waiter = self._waiters.setdefault(host, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), timeout=remaining)
+
+    # ------------------------------------------------------------------ publishing
+    async def publish(self, changed: Mapping[str, tuple[HostDesiredState, float]]) -> None:
+        """Memory first (status never sees a new tree with old documents), then the store; hosts
+        are told only once the documents are on disk."""
+        self.published.update(changed)
+        await asyncio.to_thread(self._store.save_published, dict(changed))
+        for host in changed:
+            waiter = self._waiters.pop(host, None)
+            if waiter is not None:
+                waiter.set()
+
+    # ------------------------------------------------------------------ liveness
+    def check_lost(self) -> None:
+        limit = self._settings.heartbeat * self._settings.lost_after
+        now = time.time()
+        # after a restart, hosts reconnect with their own retry backoff: give the ones we knew a
+        # longer grace before moving their instances (which would restart them elsewhere)
+        restarting = now < self._restart_grace_until
+        lost = [n for n, h in self.hosts.items() if h.state == READY and now - h.last_seen > limit
+                and not (restarting and n not in self.fresh_reports)]
+        for name in lost:
+            self.hosts[name].state = LOST
+            self._event(type="Warning", reason="HostLost", host=name,
+                        message=f"host {name} missed heartbeats for {limit:g}s; its instances are rescheduled")
+        if lost:
+            self._status_changed()
+            self._replan()
+
+    def flush(self) -> None:
+        if self._reports_dirty:
+            dirty, self._reports_dirty = self._reports_dirty, set()
+            self._store.save_reports({h: self.reports[h] for h in dirty if h in self.reports})
+        if self._seen_dirty:
+            self._seen_dirty = False
+            self._store.touch_hosts({n: h.last_seen for n, h in self.hosts.items()})
+
+    # ------------------------------------------------------------------ views for the planner and the tracker
+    def states(self) -> dict[str, str]:
+        return {n: h.state for n, h in self.hosts.items()}
+
+    def infos(self) -> list[HostInfo]:
+        return [
+            HostInfo(name=n, labels=h.registration.labels, max_instances=h.registration.capacity.max_instances,
+                     state=h.state)
+            for n, h in self.hosts.items()
+        ]
+
+    def observations(self) -> dict[str, drift.HostObservation]:
+        out = {}
+        for name, h in self.hosts.items():
+            pub = self.published.get(name)
+            rep = self.reports.get(name)
+            out[name] = drift.HostObservation(
+                name=name, state=h.state, labels=dict(h.registration.labels), last_seen=h.last_seen,
+                published_generation=pub[0].generation if pub else 0, published_at=pub[1] if pub else 0.0,
+                report=rep[0] if rep else None,
+            )
+        return out

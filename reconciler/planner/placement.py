@@ -1,0 +1,434 @@
+"""The planner: which component instances run on which host. Pure functions, no I/O.
+
+    result = plan(tree=tree, digests=digests, hosts=hosts, previous=previous, registry="127.0.0.1:5000")
+    result.desired["aws-1"]   # tuple[InstanceSpec, ...] sorted by id: the host's whole desired set
+    result.unplaced           # replicas that found no host (no matching host, or all full)
+
+Rules (wadm style):
+- a host belongs to an environment when it is Ready and matches the environment's ``hostSelector``;
+  Lost hosts get nothing (an empty set), so their instances are placed elsewhere;
+- ``spread``: ``replicas`` split over requirement groups by weight (largest remainder), then across
+  the hosts of each group, least loaded first (and not twice on one host while another has room);
+- ``daemon``: ``perHost`` instances on every host of the environment that carries its labels;
+- every host's ``capacity.maxInstances`` is respected;
+- assignments are stable: an instance that still fits where it runs stays there, with the same id,
+  whatever else changed (a new digest keeps the id, so the host updates it in place);
+- link targets are co-placed: a host running a link's source also runs its target;
+- route = environment ingress ``pathPrefix`` + component ``expose``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+
+from model.types import Application, Component, Daemon, Environment, ManifestTree, Spread
+from shared.reference import ReferenceError, parse
+from wire.control import InstanceLimits, InstanceLink, InstanceSpec
+
+READY = "Ready"
+LOST = "Lost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostInfo:
+    """What the planner needs to know of a host."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_instances: int = 1_000_000
+    state: str = READY  # "Ready" | "Lost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unplaced:
+    """Replicas of a component the planner could not place, and why."""
+
+    env: str
+    app: str
+    component: str
+    missing: int
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"env": self.env, "app": self.app, "component": self.component, "missing": self.missing, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    desired: dict[str, tuple[InstanceSpec, ...]]  # every known host (Lost ones map to ())
+    unplaced: tuple[Unplaced, ...] = ()
+
+    def instances(self) -> Iterable[tuple[str, InstanceSpec]]:
+        for host, specs in self.desired.items():
+            for spec in specs:
+                yield host, spec
+
+
+def instance_id(env: str, app: str, component: str, ordinal: str | int) -> str:
+    return f"{env}/{app}/{component}/{ordinal}"
+
+
+def pinned_image(image: str, *, digest: str, registry: str) -> str:
+    """``demo/hello:1.0.0`` + digest -> ``127.0.0.1:5000/demo/hello@sha256:...``."""
+    return str(parse(image).with_registry(registry).pinned(digest))
+
+
+def route_for(env: Environment, component: Component) -> str | None:
+    if not component.expose:
+        return None
+    prefix = env.ingress_path_prefix.rstrip("/")
+    expose = component.expose if component.expose.startswith("/") else "/" + component.expose
+    return (prefix + expose) if prefix else expose
+
+
+def split_by_weight(total: int, weights: Sequence[int]) -> list[int]:
+    """Largest remainder: ``total`` split proportionally to ``weights`` (ties go to the earlier group)."""
+    if not weights:
+        return []
+    clean = [max(0, w) for w in weights]
+    whole = sum(clean)
+    if whole == 0:
+        clean, whole = [1] * len(weights), len(weights)
+    exact = [total * w / whole for w in clean]
+    counts = [int(x) for x in exact]
+    rest = total - sum(counts)
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[:rest]:
+        counts[i] += 1
+    return counts
+
+
+def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Group:
+    """Ready hosts of an environment that carry some labels (built once per distinct selector)."""
+
+    key: tuple[str, tuple[tuple[str, str], ...]]
+    hosts: tuple[str, ...]
+    members: frozenset[str]
+
+
+class _Load:
+    """Instances per host during planning, and a least-loaded heap per host group."""
+
+    def __init__(self, hosts: Mapping[str, HostInfo]) -> None:
+        self.hosts = hosts
+        self.count: dict[str, int] = defaultdict(int)
+        self.heaps: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, str]]] = {}
+
+    def room(self, host: str) -> bool:
+        return self.count[host] < self.hosts[host].max_instances
+
+    def add(self, host: str) -> None:
+        self.count[host] += 1
+
+    def pick(self, group: _Group, avoid: set[str]) -> str | None:
+        """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``."""
+        heap = self.heaps.get(group.key)
+        if heap is None:
+            heap = [(self.count[h], h) for h in group.hosts]
+            heapq.heapify(heap)
+            self.heaps[group.key] = heap
+        skipped: list[tuple[int, str]] = []
+        chosen: str | None = None
+        fallback: str | None = None
+        while heap:
+            load, host = heapq.heappop(heap)
+            if load != self.count[host]:  # stale entry: the host got busier since
+                heapq.heappush(heap, (self.count[host], host))
+                continue
+            if not self.room(host):
+                continue  # full for the rest of this plan: drop it from the group
+            if host in avoid:
+                skipped.append((load, host))
+                if fallback is None:
+                    fallback = host
+                continue
+            chosen = host
+            skipped.append((load, host))
+            break
+        for item in skipped:
+            heapq.heappush(heap, item)
+        return chosen or fallback
+
+
+@dataclass(slots=True)
+class _Want:
+    """One component's placement: the groups (tuples of host names) and how many instances each gets."""
+
+    env: Environment
+    app: Application
+    component: Component
+    groups: list[tuple[_Group, int]]
+    daemon: bool
+    per_host: int = 1
+    placed: dict[str, list[str]] = field(default_factory=dict)  # host -> ordinals
+
+
+def plan(
+    *,
+    tree: ManifestTree,
+    digests: Mapping[str, str],
+    hosts: Sequence[HostInfo],
+    previous: Mapping[str, Sequence[InstanceSpec]],
+    registry: str,
+) -> Plan:
+    """Per-host desired instance sets for ``tree``.
+
+    ``digests`` maps an image as written in Git (``demo/hello:1.0.0``) to its manifest digest;
+    images pinned with ``@sha256:...`` need no entry. ``previous`` is the instance set last
+    published to each host (for stable assignments). ``registry`` is the platform registry host
+    (``127.0.0.1:5000``) that short references resolve against.
+    """
+    by_name = {h.name: h for h in sorted(hosts, key=lambda h: h.name)}
+    ready = [h for h in by_name.values() if h.state == READY]
+    load = _Load(by_name)
+    unplaced: list[Unplaced] = []
+    group_cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Group] = {}
+
+    def group_of(env: Environment, labels: Mapping[str, str]) -> _Group:
+        key = (env.name, tuple(sorted(labels.items())))
+        found = group_cache.get(key)
+        if found is None:
+            names = tuple(
+                h.name
+                for h in ready
+                if env.host_selector.matches(h.labels) and _matches(labels, h.labels)
+            )
+            found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
+        return found
+
+    # where each instance ran last time: (env, app, component) -> host -> ordinals
+    before: dict[str, dict[str, list[str]]] = {}  # "env/app/component" -> host -> ordinals
+    previous_spec: dict[tuple[str, str], InstanceSpec] = {}
+    for host, specs in previous.items():
+        for spec in specs:
+            prefix, _, ordinal = spec.id.rpartition("/")
+            by_host = before.get(prefix)
+            if by_host is None:
+                by_host = before[prefix] = {}
+            ords = by_host.get(host)
+            if ords is None:
+                by_host[host] = [ordinal]
+            else:
+                ords.append(ordinal)
+            previous_spec[(host, spec.id)] = spec
+
+    wants: list[_Want] = []
+    for env_name in sorted(tree.environments):
+        env = tree.environments[env_name]
+        for app_name in sorted(tree.applications.get(env_name, {})):
+            app = tree.applications[env_name][app_name]
+            for comp in app.components:
+                placement = comp.placement
+                if isinstance(placement, Daemon):
+                    group = group_of(env, placement.labels)
+                    wants.append(_Want(env, app, comp, [(group, placement.per_host)], True, placement.per_host))
+                elif isinstance(placement, Spread):
+                    reqs = placement.requirements
+                    if not reqs:
+                        wants.append(_Want(env, app, comp, [(group_of(env, {}), placement.replicas)], False))
+                    else:
+                        counts = split_by_weight(placement.replicas, [r.weight for r in reqs])
+                        groups = [(group_of(env, r.labels), n) for r, n in zip(reqs, counts, strict=True)]
+                        wants.append(_Want(env, app, comp, groups, False))
+
+    # Phase 1: keep every instance that is still valid where it runs (stability first).
+    for want in wants:
+        was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}", {})
+        if want.daemon:
+            members = want.groups[0][0].members
+            for host in sorted(was):
+                if host not in members:
+                    continue
+                keep = sorted(o for o in was[host] if not o.endswith(".link"))[: want.per_host]
+                for ordinal in keep:
+                    if load.room(host):
+                        load.add(host)
+                        want.placed.setdefault(host, []).append(ordinal)
+            continue
+        taken: set[str] = set()
+        for group, n in want.groups:
+            members = group.members
+            # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
+            # down the highest ordinals go, so scaling up and down again lands where it started
+            candidates = sorted(
+                (int(o), host) for host in was if host in members for o in was[host] if o.isdigit()
+            )
+            kept = 0
+            for number, host in candidates:
+                ordinal = str(number)
+                if kept >= n:
+                    break
+                if ordinal in taken or not load.room(host):
+                    continue
+                taken.add(ordinal)
+                load.add(host)
+                want.placed.setdefault(host, []).append(ordinal)
+                kept += 1
+
+    # Phase 2: place what is missing, least loaded host first.
+    for want in wants:
+        env_name, app_name, comp_name = want.env.name, want.app.name, want.component.name
+        if want.daemon:
+            group = want.groups[0][0]
+            full = 0
+            for host in group.hosts:
+                on_host = want.placed.setdefault(host, [])
+                i = 0
+                while len(on_host) < want.per_host:
+                    ordinal = f"{host}.{i}"
+                    i += 1
+                    if ordinal in on_host:
+                        continue
+                    if not load.room(host):
+                        full += want.per_host - len(on_host)
+                        break
+                    load.add(host)
+                    on_host.append(ordinal)
+            if full:
+                unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=full, reason="hosts are full (maxInstances)"))
+            continue
+        used = {o for ords in want.placed.values() for o in ords}
+        next_ordinal = 0
+        for group, n in want.groups:
+            members = group.members
+            have = sum(len(o) for h, o in want.placed.items() if h in members)
+            missing = n - have
+            avoid = {h for h, o in want.placed.items() if o}
+            while missing > 0:
+                picked = load.pick(group, avoid)
+                if picked is None:
+                    break
+                host = picked
+                while str(next_ordinal) in used:
+                    next_ordinal += 1
+                ordinal = str(next_ordinal)
+                used.add(ordinal)
+                load.add(host)
+                want.placed.setdefault(host, []).append(ordinal)
+                avoid.add(host)
+                missing -= 1
+            if missing > 0:
+                reason = "no Ready host matches" if not group.hosts else "matching hosts are full (maxInstances)"
+                unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=missing, reason=reason))
+
+    # Link targets on every host that runs a link source.
+    by_component = {(w.env.name, w.app.name, w.component.name): w for w in wants}
+    for want in wants:
+        for link in want.app.links:
+            if link.from_component != want.component.name:
+                continue
+            target = by_component.get((want.env.name, want.app.name, link.to_component))
+            if target is None:
+                continue
+            for host, ords in want.placed.items():
+                if not ords or target.placed.get(host):
+                    continue
+                if not load.room(host):
+                    unplaced.append(
+                        Unplaced(env=want.env.name, app=want.app.name, component=link.to_component, missing=1,
+                                 reason=f"host {host} runs {link.from_component} but has no room for its link target")
+                    )
+                    continue
+                load.add(host)
+                target.placed.setdefault(host, []).append(f"{host}.link")
+
+    # Build the documents.
+    desired: dict[str, list[InstanceSpec]] = {name: [] for name in by_name}
+    spec_cache: dict[tuple[str, str, str], tuple[str, str, dict[str, str], InstanceLimits, tuple[InstanceLink, ...]]] = {}
+    pinned: dict[tuple[str, str], str] = {}
+    for want in wants:
+        env, app, comp = want.env, want.app, want.component
+        key = (env.name, app.name, comp.name)
+        digest = _digest_of(comp.image, digests)
+        if digest is None:
+            n = sum(len(o) for o in want.placed.values())
+            if n:
+                unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=n,
+                                         reason=f"image {comp.image} has no resolved digest"))
+                for host, ords in want.placed.items():
+                    for _ in ords:
+                        load.count[host] -= 1
+            continue
+        try:
+            image = pinned.get((comp.image, digest)) or pinned.setdefault(
+                (comp.image, digest), pinned_image(comp.image, digest=digest, registry=registry))
+        except ReferenceError as exc:
+            unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=0, reason=str(exc)))
+            continue
+        if key not in spec_cache:
+            lim = comp.limits
+            spec_cache[key] = (
+                image,
+                digest,
+                dict(comp.config),
+                InstanceLimits(memory_bytes=lim.memory_bytes, fuel=lim.fuel, timeout_ms=lim.timeout_ms,
+                               max_concurrency=lim.max_concurrency),
+                tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component)
+                      for lk in app.links if lk.from_component == comp.name),
+            )
+        image, digest, config, limits, links = spec_cache[key]
+        route = route_for(env, comp)
+        env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
+        for host, ords in want.placed.items():
+            out = desired[host]
+            for ordinal in ords:
+                iid = f"{env_name}/{app_name}/{comp_name}/{ordinal}"
+                old = previous_spec.get((host, iid))
+                # reuse an unchanged spec: cheaper than building it, and the executor's comparison
+                # of old and new documents short-circuits on identity
+                if (old is not None and old.digest == digest and old.image == image and old.route == route
+                        and old.config == config and old.limits == limits and old.links == links
+                        and old.capabilities == caps):
+                    out.append(old)
+                    continue
+                out.append(
+                    InstanceSpec(
+                        id=iid,
+                        env=env_name,
+                        app=app_name,
+                        component=comp_name,
+                        image=image,
+                        digest=digest,
+                        config=config,
+                        limits=limits,
+                        capabilities=caps,
+                        route=route,
+                        links=links,
+                    )
+                )
+
+    # sync.prune false: instances of components no longer declared stay where they run.
+    declared = set(by_component)
+    for env_name, env in tree.environments.items():
+        if env.sync.prune:
+            continue
+        for host, specs in previous.items():
+            if host not in desired or by_name[host].state != READY:
+                continue
+            for spec in specs:
+                if spec.env == env_name and (spec.env, spec.app, spec.component) not in declared:
+                    desired[host].append(spec)
+    return Plan(
+        desired={h: tuple(sorted(specs, key=_by_id)) for h, specs in desired.items()},
+        unplaced=tuple(unplaced),
+    )
+
+
+_by_id = attrgetter("id")
+
+
+def _digest_of(image: str, digests: Mapping[str, str]) -> str | None:
+    if image in digests:
+        return digests[image]
+    if "@" in image:
+        return image.split("@", 1)[1]
+    return None

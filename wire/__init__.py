@@ -1,0 +1,1 @@
+"""Wire types: the documents the reconciler and its hosts exchange (see :mod:`wire.control`)."""
