@@ -1,6 +1,10 @@
 """Checks that need the registry: each image exists, and each component's imports and exports fit its
-links, capabilities and route, using the WIT names the registry recorded when the component was pushed
-(``GET /v2/_driftless/components/<name>/<reference>``).
+links, capabilities and route, using the WIT names and standard worlds the registry recorded when the
+component was pushed (``GET /v2/_driftless/components/<name>/<reference>``).
+
+Worlds (``shared.wasm.infer_worlds``): a component with ``expose`` must target an HTTP world
+(``wasi:http/proxy`` or ``driftless:http``); a component must target some world or export an interface
+a link can use, else nothing could ever run it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from model.types import Application, Component, ManifestTree, Problem
 from shared.errors import NotReachable
 from shared.reference import ReferenceError, parse
 from shared.registry_client import Credentials, RegistryClientError, Session
+from shared.wasm import HTTP_WORLDS, WASI_HTTP_PROXY, infer_worlds
 
 HTTP_HANDLER = "driftless:http/handler"
 HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
@@ -30,6 +35,7 @@ class ComponentInfo:
     kind: str
     imports: tuple[str, ...]
     exports: tuple[str, ...]
+    worlds: tuple[str, ...] = ()  # standard worlds it targets: wasi:http/proxy, wasi:cli/command, driftless:http
 
 
 def _unversioned(name: str) -> str:
@@ -77,10 +83,16 @@ class _Registry:
             return f"registry {self.url} sent a component record that is not JSON"
         if "errors" in data or "kind" not in data:
             return "not-found"  # the 404 body
+        kind = str(data.get("kind", ""))
+        exports = tuple(str(e) for e in data.get("exports") or ())
+        worlds = data.get("worlds")
+        if not isinstance(worlds, list):  # a registry from before worlds were recorded
+            worlds = infer_worlds(exports) if kind == "component" else []
         return ComponentInfo(
-            kind=str(data.get("kind", "")),
+            kind=kind,
             imports=tuple(str(i) for i in data.get("imports") or ()),
-            exports=tuple(str(e) for e in data.get("exports") or ()),
+            exports=exports,
+            worlds=tuple(str(w) for w in worlds),
         )
 
 
@@ -169,6 +181,10 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
             if name.startswith(HOST_PROVIDED_NAMESPACE) or ":" not in name:
                 continue
             if name.startswith("wasi:"):
+                if WASI_HTTP_PROXY in info.worlds:
+                    # capabilities govern the in-process world only; a wasi:http/proxy component is served by a
+                    # wasmtime-serve runtime that provides its WASI imports (what it may reach: `grants`)
+                    continue
                 granted = {_unversioned(c) for c in component.capabilities} | ALWAYS_ALLOWED_WASI
                 if _unversioned(name) not in granted:
                     problems.append(_problem(
@@ -180,8 +196,26 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
                     tree, env, app, base,
                     f"'{component.name}' imports {name}, but no link provides it: add a link from "
                     f"'{component.name}' to a component exporting it", code="unlinked-import"))
-        if component.expose is not None and not any(interface_matches(HTTP_HANDLER, e) for e in info.exports):
+        if component.expose is not None and not HTTP_WORLDS.intersection(info.worlds):
             problems.append(_problem(tree, env, app, f"{base}.expose",
-                                     f"'{component.name}' exposes {component.expose} but does not export "
-                                     f"{HTTP_HANDLER}, so it cannot serve HTTP", code="not-http-handler"))
+                                     f"'{component.name}' exposes {component.expose} but targets no HTTP world: it "
+                                     f"exports neither wasi:http/incoming-handler@0.2.x (world wasi:http/proxy) nor "
+                                     f"{HTTP_HANDLER} (world driftless:http), so it cannot serve HTTP "
+                                     f"(it exports {_listed(info.exports)})", code="not-http-handler"))
+        elif not info.worlds and not any(_is_interface(e) for e in info.exports):
+            problems.append(_problem(tree, env, app, f"{base}.image",
+                                     f"'{component.name}' ({component.image}) exports no HTTP handler "
+                                     f"(wasi:http/incoming-handler or {HTTP_HANDLER}), no wasi:cli/run and no interface "
+                                     f"a link could use (it exports {_listed(info.exports)}): nothing could run it; "
+                                     "build it for the wasi:http/proxy, wasi:cli/command or driftless:http world, or "
+                                     "export a WIT interface", code="nothing-to-run"))
     return problems
+
+
+def _is_interface(name: str) -> bool:
+    """``ns:pkg/iface[@ver]``: a name a link can use (not a plain function or unnamed instance)."""
+    return ":" in name and "/" in name
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names) if names else "nothing"

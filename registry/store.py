@@ -24,7 +24,7 @@ from registry.errors import RegistryError
 from registry.layout import key
 from registry.storage import Stat, Storage, Writer
 from shared.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
-from shared.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm
+from shared.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm, inspect_wasm_file
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -434,15 +434,19 @@ class Registry:
                 self.wasm_info(desc["digest"], media_type=desc["mediaType"])
 
     def wasm_info(self, layer_digest: str, *, media_type: str) -> WasmInfo:
-        """Inspection of a Wasm layer, recorded once per layer digest (MANIFEST_INVALID if not Wasm)."""
+        """Inspection of a Wasm layer (kind, imports, exports, worlds), recorded once per layer digest
+        (MANIFEST_INVALID if not Wasm). Blocking (a wasm-tools subprocess): the server calls it from a
+        worker thread. Records written before ``worlds`` existed get them inferred when read."""
         record_key = key("component", digest=layer_digest)
         try:
             return WasmInfo.from_json(json.loads(self.storage.get(record_key)))
         except (FileNotFoundError, ValueError, KeyError):
             pass
-        data = self.storage.get(key("blob", digest=layer_digest))
+        blob_key = key("blob", digest=layer_digest)
+        path = self.storage.local_path(blob_key)
         try:
-            info = inspect_wasm(data)
+            # wasm-tools reads the file itself: the blob (tens of MB for componentize-py) stays out of this process
+            info = inspect_wasm_file(path) if path is not None else inspect_wasm(self.storage.get(blob_key))
         except InvalidWasm as exc:
             raise RegistryError(
                 "MANIFEST_INVALID",

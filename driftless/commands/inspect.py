@@ -1,4 +1,5 @@
-"""``driftless inspect REF``: a component's WIT imports and exports, as the registry recorded them."""
+"""``driftless inspect REF``: a component's standard world(s) and WIT imports and exports, as the registry
+recorded them (``-o json`` adds each export's function signatures, ``exportsDetail``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shared.registry_client import component_info
+    from shared.wasm import infer_worlds
 
     ref = parse_ref(args.ref)
     info = component_info(
@@ -29,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{info['repository']}@{info['manifestDigest']}")
     print(f"  kind:    {info['kind']}")
+    worlds = info.get("worlds")
+    if not isinstance(worlds, list):  # a registry from before worlds were recorded
+        worlds = infer_worlds(info.get("exports") or []) if info.get("kind") == "component" else []
+    if worlds:  # the standard worlds it targets; a library component (no handler, no run) has none
+        print(f"  {'world: ' if len(worlds) == 1 else 'worlds:'}  {', '.join(worlds)}")
     print(f"  layer:   {info['layerDigest']} ({info['layerMediaType']})")
     for section in ("imports", "exports"):
         items = info.get(section) or []

@@ -12,7 +12,9 @@ import pytest
 from model import check_registry, load_tree
 from shared import registry_client as client
 from tests.model.conftest import EXAMPLE_MANIFESTS, REPO_ROOT
+from tests.registry import components
 from tests.support.procs import DriftlessProcess, free_port
+from tests.support.standard import standard_component
 
 COMPONENTS = REPO_ROOT / "examples" / "components"
 
@@ -104,7 +106,8 @@ spec:
 """
     tree = load_tree(_tree(tmp_path, {"imports": app}))
     assert tree.ok
-    found = sorted((p.line, p.code) for p in check_registry(tree, registry_url=registry_url))
+    found = sorted((p.line, p.code) for p in check_registry(tree, registry_url=registry_url)
+                   if p.code != "nothing-to-run")  # envy exports nothing: test_components_need_a_world
     # wasi:cli/stdout needs no capability (the host always grants it); versions are not compared, as on hosts
     assert found == [(6, "unlinked-import"), (7, "missing-capability")]
 
@@ -141,3 +144,47 @@ spec:
     tree = load_tree(_tree(tmp_path, {"pinned": app}))
     assert tree.ok
     assert [(p.line, p.code) for p in check_registry(tree, registry_url=registry_url)] == [(7, "image-not-found")]
+
+
+WORLDS_APP = """apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {name: worlds}
+spec:
+  components:
+    - {name: proxy, image: "std/http-hello:1.0.0", expose: /proxy}
+    - {name: native, image: "demo/hello:1.0.0", expose: /native}
+    - {name: job, image: "std/cli-job:1.0.0"}
+    - {name: job-served, image: "std/cli-job:1.0.0", expose: /job}
+    - {name: library, image: "demo/greeter:1.0.0"}
+    - {name: bare, image: "std/answer:1.0.0"}
+"""
+
+
+def test_components_need_a_world(registry_url: str, tmp_path: Path) -> None:
+    for name, wasm in [("http-hello", standard_component("http-hello-wat").read_bytes()),
+                       ("cli-job", standard_component("cli-job-wat").read_bytes()),
+                       ("answer", components.hello())]:
+        client.push_component(f"std/{name}:1.0.0", wasm, registry_url=registry_url)
+    tree = load_tree(_tree(tmp_path, {"worlds": WORLDS_APP}))
+    assert tree.ok
+    problems = check_registry(tree, registry_url=registry_url)
+    # a wasi:http/proxy component may expose a route, and its WASI imports need no in-process capabilities
+    assert sorted((p.file, p.line, p.code, p.path) for p in problems) == [
+        ("dev/apps/worlds.yaml", 9, "not-http-handler", "spec.components[3].expose"),
+        ("dev/apps/worlds.yaml", 11, "nothing-to-run", "spec.components[5].image"),
+    ]
+    by_code = {p.code: p for p in problems}
+    assert "targets no HTTP world" in by_code["not-http-handler"].message
+    assert "(it exports wasi:cli/run@0.2.6)" in by_code["not-http-handler"].message
+    assert "(it exports answer)" in by_code["nothing-to-run"].message
+    assert "wasi:http/proxy, wasi:cli/command or driftless:http" in by_code["nothing-to-run"].message
+
+
+def test_worlds_are_inferred_from_an_older_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model import registry_check
+
+    reg = registry_check._Registry("http://127.0.0.1:1", credentials=None)
+    body = b'{"kind": "component", "imports": [], "exports": ["wasi:http/incoming-handler@0.2.3"]}'
+    monkeypatch.setattr(reg.session, "request", lambda *a, **k: (200, {}, body))
+    info = reg.info("std/old", "1.0.0")
+    assert isinstance(info, registry_check.ComponentInfo) and info.worlds == ("wasi:http/proxy",)

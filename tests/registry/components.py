@@ -47,6 +47,15 @@ HELLO_WAT = """
 )
 """
 
+# valid structure, but a function body that does not type-check (only full validation catches it)
+BAD_BODY_WAT = """
+(component
+  (core module $M (func (export "answer") (result i32) (i64.const 42)))
+  (core instance $m (instantiate $M))
+  (func (export "answer") (result u32) (canon lift (core func $m "answer")))
+)
+"""
+
 MODULE_WAT = """
 (module
   (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
@@ -74,3 +83,10 @@ def core_module() -> bytes:
     import wasmtime
 
     return bytes(wasmtime.wat2wasm(MODULE_WAT))
+
+
+@functools.cache
+def bad_body() -> bytes:
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm(BAD_BODY_WAT))
