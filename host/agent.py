@@ -17,15 +17,17 @@ from aiohttp import web
 
 from host.admin import make_admin_app
 from host.cache import CompiledCache
-from host.control_client import ControlClient
+from host.control_client import ControlChannel
 from host.errors import HostError
 from host.ingress import make_ingress_app
 from host.labels import host_labels, total_memory_bytes
 from host.puller import RegistryAccess
 from host.runtime import RuntimeDefaults
+from host.served import ServeRuntime
 from host.state_file import load_desired, save_desired
 from host.supervisor import Supervisor
 from host.wasm_engine import WasmEngine
+from host.wasmtime_cli import ServeCaches, WasmtimeCli
 from shared import __version__
 from wire.control import HostCapacity, HostDesiredState, HostRegistration, HostReport
 
@@ -83,8 +85,14 @@ class HostAgent:
         self.engine.cache = CompiledCache(
             root=options.data / "cache", engine_key=self.engine.settings, max_bytes=options.cache_max_bytes
         )
+        listen_host, listen_port = options.listen
+        loopback = "127.0.0.1" if listen_host in ("", "0.0.0.0", "::") else listen_host
+        # processes reach links through this host's ingress, on the address it listens on
+        self.serve = ServeRuntime(cli_locator=WasmtimeCli.locate,
+                                  links_base=f"http://{_url_host(loopback)}:{listen_port}")
+        self._serve_caches: ServeCaches | None = None
         self.stopping = False
-        self.control: ControlClient | None = None
+        self.control: ControlChannel | None = None
         self.supervisor = Supervisor(
             engine=self.engine,
             access=options.access,
@@ -94,8 +102,19 @@ class HostAgent:
             drain_seconds=options.drain_seconds,
             on_change=self._changed,
             max_instances=options.max_instances,
+            serve=self.serve,
+            serve_caches=self.serve_caches,
+            info_dir=options.data / "cache" / "info",
+            self_url=options.advertise or f"http://{options.listen[0]}:{options.listen[1]}",
         )
         self.ingress_url = options.advertise or f"http://{options.listen[0]}:{options.listen[1]}"
+
+    def serve_caches(self) -> ServeCaches:
+        """Compiled caches for ``wasmtime serve`` (keyed by its version and engine flags)."""
+        if self._serve_caches is None:
+            self._serve_caches = ServeCaches(root=self.options.data / "cache", cli=self.serve.cli,
+                                             max_bytes=self.options.cache_max_bytes)
+        return self._serve_caches
 
     def _changed(self) -> None:
         if self.control is not None:
@@ -171,6 +190,7 @@ class HostAgent:
                 pool=self.pool,
                 stopping=lambda: self.stopping,
                 max_body_bytes=self.options.max_body_bytes,
+                serve=self.serve,
             ),
             access_log=None,
             handle_signals=False,
@@ -203,7 +223,7 @@ class HostAgent:
 
         tasks = [asyncio.create_task(self._retry_loop())]
         if self.options.control:
-            self.control = ControlClient(
+            self.control = ControlChannel(
                 url=self.options.control,
                 token=self.options.token,
                 registration=self.registration,
@@ -236,6 +256,9 @@ class HostAgent:
                 pass
         for r in runners:
             await r.cleanup()
+        for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
+            inst.close()  # wasmtime serve processes do not outlive their host
+        await self.serve.close()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.start_pool.shutdown(wait=False, cancel_futures=True)
@@ -261,6 +284,7 @@ class HostAgent:
         while True:
             await asyncio.sleep(0.5)
             self.supervisor.retry_due()
+            self.supervisor.reap_idle()
 
     async def _watch_desired_file(self, path: Path) -> None:
         """Like kubelet static pods: apply the file at start and whenever it changes."""
@@ -284,6 +308,10 @@ class HostAgent:
                         last_doc = doc
                         self.on_desired(desired)
             await asyncio.sleep(0.3)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run_host(options: HostOptions) -> int:

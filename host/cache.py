@@ -37,8 +37,20 @@ class CompiledCache:
     def store(self, digest: str, data: bytes) -> Path:
         path = self.path_for(digest)
         tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic: a crash never leaves half a file under the real name
+        self.evict(keep=path)
+        return path
+
+    def install(self, digest: str, compiled: Path) -> Path:
+        """Move a file compiled elsewhere (``wasmtime compile -o``) into the cache, atomically."""
+        path = self.path_for(digest)
+        with open(compiled, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(compiled, path)  # same filesystem: compiled under the cache directory
         self.evict(keep=path)
         return path
 

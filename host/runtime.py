@@ -19,26 +19,26 @@ from wasmtime import component as wc
 
 from host.errors import CapabilityDenied, HostError, Incompatible, MissingImport, Unavailable
 from host.wasm_engine import WasmEngine
+from shared.interfaces import (
+    ALWAYS_ALLOWED_WASI,
+    DRIFTLESS_HTTP_CONFIG,
+    DRIFTLESS_HTTP_HANDLER,
+    DRIFTLESS_HTTP_LOG,
+    WASI_CLI_RUN,
+    unversioned,
+)
 from wire.control import InstanceSpec
 
 log = logging.getLogger("driftless.host")
 
-HANDLER_INTERFACE = "driftless:http/handler"
-CONFIG_INTERFACE = "driftless:http/config"
-LOG_INTERFACE = "driftless:http/log"
-RUN_INTERFACE = "wasi:cli/run"
+HANDLER_INTERFACE = DRIFTLESS_HTTP_HANDLER
+CONFIG_INTERFACE = DRIFTLESS_HTTP_CONFIG
+LOG_INTERFACE = DRIFTLESS_HTTP_LOG
+RUN_INTERFACE = WASI_CLI_RUN
 UNLIMITED_FUEL = 2**63 - 1
-# WASI interfaces granted without a capability: stream plumbing, and stdout/stderr, which only
-# reach the host's log (tagged). Everything else (environment, clocks, random, filesystem,
-# sockets...) must be named in the manifest's capabilities.
-ALWAYS_ALLOWED_WASI = frozenset({"wasi:io/error", "wasi:io/streams", "wasi:io/poll", "wasi:cli/stdout", "wasi:cli/stderr"})
 TRAP_WINDOW_SECONDS = 30.0
 TRAPS_BEFORE_BACKOFF = 5
 MAX_BACKOFF_SECONDS = 60.0
-
-
-def unversioned(name: str) -> str:
-    return name.split("@", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,9 @@ class _Slot:
 
 class ComponentInstance:
     """A component instantiated from ``spec``; raises HostError from the constructor if it cannot run."""
+
+    runtime = "in-process"
+    warnings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -152,11 +155,15 @@ class ComponentInstance:
         linker = wc.Linker(self._engine.engine)
         imports = self.component.type.imports(self._engine.engine)
         wasi = [n for n in imports if n.startswith("wasi:")]
+        # grants, not import lists: every WASI import is linked (no directories, no sockets, the
+        # environment is the config); a component that lists capabilities opts into strict mode
+        strict = bool(self.spec.capabilities)
         allowed = {unversioned(c) for c in self.spec.capabilities} | ALWAYS_ALLOWED_WASI
-        denied = [n for n in wasi if unversioned(n) not in allowed]
+        denied = [n for n in wasi if strict and unversioned(n) not in allowed]
         if denied:
             raise CapabilityDenied(
-                f"{self.tag} imports {', '.join(denied)}, which its manifest does not allow; "
+                f"{self.tag} imports {', '.join(denied)}, which its manifest does not allow (its capabilities "
+                "list is strict); "
                 f"add {', '.join(sorted({unversioned(n) for n in denied}))} to the component's capabilities"
             )
         if wasi:
@@ -240,7 +247,7 @@ class ComponentInstance:
     def _wasi_config(self) -> wasmtime.WasiConfig:
         wasi = wasmtime.WasiConfig()
         allowed = {unversioned(c) for c in self.spec.capabilities}
-        if "wasi:cli/environment" in allowed:
+        if not allowed or "wasi:cli/environment" in allowed:
             wasi.env = sorted(self.spec.config.items())  # config reaches WASI programs as environment
         wasi.stdout_custom = self._output("stdout")
         wasi.stderr_custom = self._output("stderr")

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from host.errors import DigestMismatch, HostError, PullError
+from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
-from host.wasm_engine import WasmEngine
+from host.served import ServedInstance, ServeRuntime
+from host.wasm_engine import WasmEngine, check_component_bytes
+from host.wasmtime_cli import EngineFlags, ServeCaches
+from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_HTTP_HANDLER, unversioned
+from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm
 from wire.control import (
     BACKOFF,
+    COMPLETED,
     FAILED,
+    IDLE,
     RUNNING,
     STARTING,
     STOPPING,
@@ -35,15 +44,41 @@ from wire.control import (
 
 log = logging.getLogger("driftless.host")
 
-COMPLETED = "Completed"  # a job (wasi:cli/run) that finished successfully
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 
 
 def fingerprint(spec: InstanceSpec) -> Any:
-    """What makes two specs run the same instance (a difference means a replacement)."""
+    """What makes two specs run the same instance (a difference means a replacement). Where an
+    HTTP link's target runs is not part of it: callers follow a moved target without a restart."""
+    links = tuple((link.interface, link.to_component) for link in spec.links)
     return (spec.image, spec.digest, tuple(sorted(spec.config.items())), spec.limits, spec.capabilities,
-            spec.route, spec.links, spec.env, spec.app, spec.component)  # fmt: skip
+            spec.route, links, spec.grants, spec.idle_after_ms, spec.env, spec.app, spec.component)  # fmt: skip
+
+
+class Instance(Protocol):
+    """What the supervisor, the ingress and the admin API use of a running instance, whichever
+    runtime runs it: in-process (:class:`ComponentInstance`) or a ``wasmtime serve`` process
+    (:class:`ServedInstance`)."""
+
+    spec: InstanceSpec
+    tag: str
+    managed: bool
+    restarts: int
+    last_error: str | None
+    started_at: float
+    draining: bool
+    handler_export: str | None
+    run_export: str | None
+    runtime: str
+    warnings: tuple[str, ...]
+
+    @property
+    def inflight(self) -> int: ...
+    @property
+    def in_backoff(self) -> bool: ...
+    def close(self) -> None: ...
+    def wait_idle(self, timeout: float) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -52,7 +87,7 @@ class Entry:
     managed: bool
     state: str = STARTING
     error: str | None = None
-    instance: ComponentInstance | None = None  # what serves now (may still be the previous spec)
+    instance: Instance | None = None  # what serves now (may still be the previous spec)
     restarts: int = 0  # traps of earlier instances of this id
     seq: int = 0  # start attempt counter: results of stale attempts are dropped
     retry_in: float = RETRY_FIRST_SECONDS
@@ -71,8 +106,18 @@ class Supervisor:
         drain_seconds: float,
         on_change: Callable[[], None],
         max_instances: int,
+        serve: ServeRuntime,
+        serve_caches: Callable[[], ServeCaches],
+        info_dir: Path,
+        self_url: str,
     ) -> None:
         self.engine = engine
+        self.serve = serve
+        self._serve_caches = serve_caches  # located lazily: a host without the wasmtime CLI still runs the rest
+        self.info_dir = info_dir
+        self.info_dir.mkdir(parents=True, exist_ok=True)
+        self.self_url = self_url.rstrip("/")
+        self.http_links: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (env, app, target) -> ingress URLs
         self.access = access
         self.defaults = defaults
         self.start_pool = start_pool  # pulls, compiles, instantiations: never starve the ingress's calls
@@ -81,7 +126,7 @@ class Supervisor:
         self.on_change = on_change
         self.max_instances = max_instances
         self.entries: dict[str, Entry] = {}
-        self.draining: dict[int, ComponentInstance] = {}
+        self.draining: dict[int, Instance] = {}
         self.desired: HostDesiredState | None = None
         self.observed_generation = 0
         self._rr = itertools.count()
@@ -95,6 +140,10 @@ class Supervisor:
         """Converge to ``desired``: the instance set becomes exactly its instances."""
         self.desired = desired
         self.observed_generation = desired.generation
+        self.http_links = {
+            (spec.env, spec.app, link.to_component): link.endpoints
+            for spec in desired.instances for link in spec.links if link.is_http
+        }
         wanted = {spec.id: spec for spec in desired.instances}
         for instance_id in [i for i in self.entries if i not in wanted]:
             self.remove(instance_id)
@@ -157,23 +206,75 @@ class Supervisor:
         self.on_change()
         if old is not None:
             self._drain(old)
-        if instance.run_export and not instance.handler_export:
+        if isinstance(instance, ComponentInstance) and instance.run_export and not instance.handler_export:
             await self._run_job(entry, instance)
 
-    def _build(self, spec: InstanceSpec, managed: bool) -> ComponentInstance:
+    def _build(self, spec: InstanceSpec, managed: bool) -> Instance:
         def progress(message: str) -> None:
             log.info("%s: %s", spec.id, message)
 
-        def fetch() -> bytes:
-            data = pull_component(image=spec.image, digest=spec.digest, access=self.access, progress=progress)
-            progress(f"pulled {len(data)} bytes; compiling")
-            return data
+        pulled: list[bytes] = []
 
+        def fetch() -> bytes:
+            if not pulled:  # one pull serves the world check and the compile
+                data = pull_component(image=spec.image, digest=spec.digest, access=self.access, progress=progress)
+                progress(f"pulled {len(data)} bytes")
+                pulled.append(data)
+            return pulled[0]
+
+        info = self._component_info(spec.digest, fetch)
+        exports = {unversioned(e) for e in info.exports}
+        if WASI_HTTP_HANDLER in exports and DRIFTLESS_HTTP_HANDLER not in exports:
+            return self._build_served(spec, managed, info, fetch)
         component = self.engine.load(digest=spec.digest, fetch=fetch, progress=progress)
         return ComponentInstance(
             spec=spec, component=component, engine=self.engine, links=self, defaults=self.defaults, managed=managed,
             on_trap=self._changed_from_thread,
         )  # fmt: skip
+
+    def _component_info(self, digest: str, fetch: Callable[[], bytes]) -> WasmInfo:
+        """The component's kind, imports and exports (its world), read once per digest and kept
+        beside the compiled cache: a restart does not pull again to know how to run it."""
+        path = self.info_dir / (digest.replace(":", "-") + ".json")
+        try:
+            return WasmInfo.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            pass
+        data = fetch()
+        check_component_bytes(data, what=digest)
+        try:
+            info = inspect_wasm(data)
+        except InvalidWasm as exc:
+            raise NotAComponent(f"{digest[:19]} is not a valid component: {exc}") from None
+        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+        tmp.write_text(json.dumps(info.to_json()))
+        tmp.replace(path)
+        return info
+
+    def _build_served(self, spec: InstanceSpec, managed: bool, info: WasmInfo, fetch: Callable[[], bytes]) -> Instance:
+        typed = [link.interface for link in spec.links if not link.is_http]
+        if typed:
+            raise Incompatible(f"{spec.env}/{spec.app}/{spec.component} is a wasi:http component: it reaches other "
+                               f"components over HTTP links (interface {WASI_HTTP_HANDLER}), not typed links "
+                               f"({', '.join(typed)})")
+        flags = EngineFlags(fuel=spec.limits.fuel is not None)
+        caches = self._serve_caches()
+        cwasm = self.serve.cli.precompile(digest=spec.digest, fetch=fetch, flags=flags, cache=caches.for_flags(flags))
+        instance = ServedInstance(
+            spec=spec, cwasm=cwasm, flags=flags, imports=list(info.imports), serve=self.serve,
+            timeout_ms=spec.limits.timeout_ms or self.defaults.timeout_ms,
+            max_concurrency=spec.limits.max_concurrency or self.defaults.max_concurrency,
+            managed=managed, on_change=self._changed_from_thread,
+        )  # fmt: skip
+        instance.start()
+        return instance
+
+    def reap_idle(self) -> None:
+        """Scale to zero the served instances idle past their timeout."""
+        now = time.monotonic()
+        for inst in self.serving():
+            if isinstance(inst, ServedInstance) and inst.stop_idle(now):
+                self.on_change()
 
     async def _run_job(self, entry: Entry, instance: ComponentInstance) -> None:
         try:
@@ -261,14 +362,14 @@ class Supervisor:
         self.on_change()
         return True
 
-    def _drain(self, instance: ComponentInstance) -> None:
+    def _drain(self, instance: Instance) -> None:
         instance.draining = True
         self.draining[id(instance)] = instance
         task = asyncio.get_running_loop().create_task(self._drain_task(instance))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain_task(self, instance: ComponentInstance) -> None:
+    async def _drain_task(self, instance: Instance) -> None:
         deadline = time.monotonic() + self.drain_seconds
         while instance.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -287,23 +388,36 @@ class Supervisor:
         return sum(i.inflight for i in everything)
 
     # -- reads (also from worker threads: snapshot before iterating) ----------------------------
-    def serving(self) -> list[ComponentInstance]:
+    def serving(self) -> list[Instance]:
         return [e.instance for e in list(self.entries.values()) if e.instance is not None]
 
     def link_target(self, *, env: str, app: str, component: str) -> ComponentInstance | None:
+        """An in-process instance for a typed link (function calls stay on this host)."""
         candidates = [
             i
             for i in self.serving()
-            if i.spec.env == env and i.spec.app == app and i.spec.component == component and not i.in_backoff
+            if isinstance(i, ComponentInstance) and i.spec.env == env and i.spec.app == app
+            and i.spec.component == component and not i.in_backoff
         ]
         if not candidates:
             return None
         return candidates[next(self._rr) % len(candidates)]
 
-    def route(self, path: str) -> tuple[str, list[ComponentInstance]] | None:
+    def http_link_targets(self, *, env: str, app: str, component: str) -> list[Instance]:
+        """Instances on this host that can answer an HTTP link to ``component`` (any HTTP world)."""
+        return [
+            i for i in self.serving()
+            if i.handler_export and i.spec.env == env and i.spec.app == app and i.spec.component == component
+        ]
+
+    def remote_link_endpoints(self, *, env: str, app: str, component: str) -> list[str]:
+        """Other hosts' ingress URLs that run ``component`` (from the newest desired state)."""
+        return [url for url in self.http_links.get((env, app, component), ()) if url.rstrip("/") != self.self_url]
+
+    def route(self, path: str) -> tuple[str, list[Instance]] | None:
         """Instances serving the longest route that prefixes ``path`` (at a segment boundary)."""
         best: str | None = None
-        found: list[ComponentInstance] = []
+        found: list[Instance] = []
         for inst in self.serving():
             route = inst.spec.route
             if not route or not inst.handler_export or not _route_matches(route, path):
@@ -314,7 +428,7 @@ class Supervisor:
                 found.append(inst)
         return (best, found) if best is not None else None
 
-    def pick(self, instances: list[ComponentInstance]) -> ComponentInstance:
+    def pick(self, instances: list[Instance]) -> Instance:
         ready = [i for i in instances if not i.in_backoff] or instances
         return ready[next(self._rr) % len(ready)]
 
@@ -329,6 +443,8 @@ class Supervisor:
                 error = inst.last_error
                 if inst.in_backoff:
                     state = BACKOFF
+                elif isinstance(inst, ServedInstance) and inst.state == IDLE:
+                    state = IDLE
             if self.shutting_down:
                 state = STOPPING
             out.append(
@@ -345,6 +461,8 @@ class Supervisor:
                     route=e.spec.route,
                     managed=e.managed,
                     started_at=inst.started_at if inst is not None and current else None,
+                    runtime=inst.runtime if inst is not None and current else None,
+                    warnings=inst.warnings if inst is not None and current else (),
                 )
             )
         for inst in list(self.draining.values()):

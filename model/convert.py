@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from model.types import (
+    DEFAULT_IDLE_TIMEOUT_S,
     Application,
     Component,
     Daemon,
     Environment,
+    Grants,
     HostSelector,
     Limits,
     Link,
     PromotionPolicy,
+    Scale,
     Spread,
     SpreadRequirement,
     SyncMode,
@@ -62,6 +65,12 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
         "spec.components[].limits.maxConcurrency": (Limits, "max_concurrency"),
         "spec.components[].capabilities": (Component, "capabilities"),
         "spec.components[].expose": (Component, "expose"),
+        "spec.components[].scale": (Component, "scale"),
+        "spec.components[].scale.minReplicas": (Scale, "min_replicas"),
+        "spec.components[].scale.idleTimeout": (Scale, "idle_timeout_s"),
+        "spec.components[].grants": (Component, "grants"),
+        "spec.components[].grants.outboundHosts": (Grants, "outbound_hosts"),
+        "spec.components[].grants.sockets": (Grants, "sockets"),
         "spec.links": (Application, "links"),
         "spec.links[].from": (Link, "from_component"),
         "spec.links[].to": (Link, "to_component"),
@@ -123,6 +132,7 @@ def to_application(data: dict[str, Any], *, env: str, source: str) -> Applicatio
 
 def _component(data: dict[str, Any]) -> Component:
     limits = data.get("limits") or {}
+    grants = data.get("grants") or {}
     return Component(
         name=data["name"],
         image=data["image"],
@@ -136,7 +146,16 @@ def _component(data: dict[str, Any]) -> Component:
         ),
         capabilities=tuple(data.get("capabilities") or ()),
         expose=data.get("expose"),
+        scale=_scale(data.get("scale")),
+        grants=Grants(outbound_hosts=tuple(grants.get("outboundHosts") or ()), sockets=grants.get("sockets", False)),
     )
+
+
+def _scale(data: dict[str, Any] | None) -> Scale | None:
+    if data is None:
+        return None
+    idle = duration_seconds(data["idleTimeout"]) if "idleTimeout" in data else DEFAULT_IDLE_TIMEOUT_S
+    return Scale(min_replicas=data.get("minReplicas", 0), idle_timeout_s=idle)
 
 
 def _placement(data: dict[str, Any] | None) -> Spread | Daemon:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from model.schema_check import did_you_mean
 from model.types import Application, Component, Daemon, Environment, Problem, Spread
 from model.yamldoc import Document, PathKey
+from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 
 WASM_PAGE = 64 * 1024
@@ -124,6 +125,9 @@ def _may_share_hosts(envs: Mapping[str, Environment], a: str, b: str) -> bool:
     return compatible(env_a.host_selector.match_labels, env_b.host_selector.match_labels)
 
 
+RESERVED_PATH = ".driftless"  # the host ingress's own paths (/.driftless/links/...)
+
+
 def check_applications(env: Environment | None, apps: list[AppRecord]) -> list[Problem]:
     """Problems of the applications of one environment (``env`` None when its environment.yaml is bad)."""
     problems: list[Problem] = []
@@ -156,12 +160,41 @@ def _check_components(env: Environment | None, record: AppRecord) -> list[Proble
         problems.extend(_check_image(env, doc, component.image, (*path, "image")))
         problems.extend(_check_placement(env, doc, component, (*path, "placement")))
         problems.extend(_check_limits(doc, component, (*path, "limits")))
+        problems.extend(_check_scale(record, component, path))
+        if component.expose is not None and component.expose.split("/")[1:2] == [RESERVED_PATH]:
+            problems.append(doc.problem((*path, "expose"), f"expose paths under /{RESERVED_PATH} are the host's own "
+                                                           "(links); choose another path", code="reserved-path"))
         for i, capability in enumerate(component.capabilities):
             if not capability.startswith("wasi:"):
                 problems.append(doc.problem(
                     (*path, "capabilities", i),
                     f"capability '{capability}' is not a WASI interface: capabilities grant WASI imports; "
                     "other imports are satisfied by links", code="not-wasi", level="warning"))
+    return problems
+
+
+def _check_scale(record: AppRecord, component: Component, path: PathKey) -> list[Problem]:
+    scale, doc = component.scale, record.doc
+    if scale is None:
+        return []
+    problems: list[Problem] = []
+    replicas = component.placement.replicas if isinstance(component.placement, Spread) else None
+    if replicas is not None and scale.min_replicas > replicas:
+        problems.append(doc.problem((*path, "scale", "minReplicas"),
+                                    f"minReplicas {scale.min_replicas} is above replicas {replicas}: every instance "
+                                    "always runs, so nothing scales to zero", code="invalid-value", level="warning"))
+    linked = any(link.to_component == component.name and unversioned(link.interface) == WASI_HTTP_HANDLER
+                 for link in record.app.links)
+    if scale.min_replicas == 0 and component.expose is None and not linked:
+        problems.append(doc.problem((*path, "scale"),
+                                    f"component '{component.name}' may idle at zero but nothing can wake it: a "
+                                    "request to its expose path or an HTTP link (interface "
+                                    f"{WASI_HTTP_HANDLER}) starts it; add one, or minReplicas: 1",
+                                    code="unreachable-idle"))
+    if scale.idle_timeout_s < 1:
+        problems.append(doc.problem((*path, "scale", "idleTimeout"), "idleTimeout is under 1s: instances would stop "
+                                                                     "between requests; use e.g. 30s",
+                                    code="invalid-value"))
     return problems
 
 
@@ -276,7 +309,9 @@ def _check_links(record: AppRecord) -> list[Problem]:
         if link.from_component == link.to_component:
             problems.append(doc.problem(path, f"link from '{link.from_component}' to itself: a component cannot "
                                               "satisfy its own import", code="self-link"))
-        key = (link.from_component, link.interface)
+        # a component imports a typed interface from one component; it may call many over HTTP
+        http = unversioned(link.interface) == WASI_HTTP_HANDLER
+        key = (link.from_component, link.interface + (f"->{link.to_component}" if http else ""))
         if key in seen:
             j, target = seen[key]
             if target == link.to_component:

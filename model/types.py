@@ -142,14 +142,36 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Scale:
+    """Scale to zero: instances beyond the first ``min_replicas`` stop after ``idle_timeout_s``
+    without requests and start again on the next one (which waits until it is ready)."""
+
+    min_replicas: int
+    idle_timeout_s: float = 300.0  # DEFAULT_IDLE_TIMEOUT_S
+
+
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grants:
+    """What a component may reach at run time, whatever WASI interfaces it imports."""
+
+    outbound_hosts: tuple[str, ...] = ()  # outbound HTTP: "api.example.com", "api.example.com:443", "*.example.com"
+    sockets: bool = False  # wasi:sockets (TCP, UDP, name lookup)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Component:
     name: str
     image: str  # as written: short ("demo/hello:1.0.0") or with registry; tag or @sha256 digest
     config: Mapping[str, str] = field(default_factory=dict)
     placement: Placement = field(default_factory=lambda: Spread(replicas=1))
     limits: Limits = field(default_factory=Limits)
-    capabilities: tuple[str, ...] = ()  # WASI interfaces it may import, e.g. "wasi:cli/environment"
+    capabilities: tuple[str, ...] = ()  # in-process world only: WASI interfaces it may import (strict mode)
     expose: str | None = None  # HTTP path prefix on the host ingress
+    scale: Scale | None = None  # None: every instance always runs
+    grants: Grants = field(default_factory=Grants)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.interfaces import WASI_HTTP_HANDLER, unversioned
+
 PREFIX = "/api/v1"
 
 
@@ -59,15 +61,50 @@ class InstanceLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceLink:
-    interface: str  # WIT interface the source imports, e.g. "driftless:demo/greeter"
-    to_component: str  # component of the same env/app on this host that exports it
+    """A link from this instance to another component of its env/app.
+
+    Typed links (an interface such as ``driftless:demo/greeter``) are function calls between
+    in-process components on one host. HTTP links (``wasi:http/incoming-handler``) reach the target
+    wherever it runs: ``endpoints`` are the ingress URLs of the hosts that run it (this host's
+    included), kept current by the reconciler; the component sees one stable URL on its own host.
+    """
+
+    interface: str  # WIT interface the target exports, e.g. "driftless:demo/greeter"
+    to_component: str
+    endpoints: tuple[str, ...] = ()  # HTTP links: ingress URLs of the hosts running the target
 
     def to_json(self) -> dict[str, Any]:
-        return {"interface": self.interface, "to": self.to_component}
+        d: dict[str, Any] = {"interface": self.interface, "to": self.to_component}
+        if self.endpoints:
+            d["endpoints"] = list(self.endpoints)
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> InstanceLink:
-        return cls(interface=d["interface"], to_component=d["to"])
+        return cls(interface=d["interface"], to_component=d["to"], endpoints=tuple(d.get("endpoints") or ()))
+
+    @property
+    def is_http(self) -> bool:
+        return unversioned(self.interface) == WASI_HTTP_HANDLER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceGrants:
+    """What a component may reach at run time, whatever it imports (Spin-style grants).
+
+    No directories are ever granted; sockets only when ``sockets``; outbound HTTP only to
+    ``outbound_hosts`` (``host``, ``host:port`` or ``*.domain``); its environment is its config.
+    """
+
+    outbound_hosts: tuple[str, ...] = ()
+    sockets: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean({"outboundHosts": list(self.outbound_hosts) or None, "sockets": self.sockets or None})
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InstanceGrants:
+        return cls(outbound_hosts=tuple(d.get("outboundHosts") or ()), sockets=bool(d.get("sockets", False)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +122,8 @@ class InstanceSpec:
     capabilities: tuple[str, ...] = ()
     route: str | None = None  # full HTTP path prefix on the ingress (env prefix + expose), or None
     links: tuple[InstanceLink, ...] = ()
+    grants: InstanceGrants = field(default_factory=InstanceGrants)
+    idle_after_ms: int | None = None  # scale to zero: stop after this long without requests; None: always on
 
     def to_json(self) -> dict[str, Any]:
         return _clean(
@@ -100,6 +139,8 @@ class InstanceSpec:
                 "capabilities": list(self.capabilities),
                 "route": self.route,
                 "links": [link.to_json() for link in self.links],
+                "grants": self.grants.to_json() or None,
+                "idleAfterMs": self.idle_after_ms,
             }
         )
 
@@ -117,6 +158,8 @@ class InstanceSpec:
             capabilities=tuple(d.get("capabilities") or ()),
             route=d.get("route"),
             links=tuple(InstanceLink.from_json(x) for x in d.get("links") or ()),
+            grants=InstanceGrants.from_json(d.get("grants") or {}),
+            idle_after_ms=d.get("idleAfterMs"),
         )
 
 
@@ -198,6 +241,8 @@ FAILED = "Failed"  # could not start (bad digest, not a component, missing impor
 BACKOFF = "BackOff"  # trapped repeatedly; waiting before the next restart
 STOPPING = "Stopping"  # draining in-flight calls
 COMPLETED = "Completed"  # a job (wasi:cli/run) that finished successfully
+IDLE = "Idle"  # scaled to zero: compiled and ready, started by its next request
+UP = frozenset({RUNNING, IDLE})  # statuses that count as ready: an idle instance is not missing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +259,8 @@ class InstanceStatus:
     route: str | None = None
     managed: bool = True  # False: started out of band (admin API), not from a desired state
     started_at: float | None = None  # unix seconds
+    runtime: str | None = None  # "in-process" (wasmtime-py) or "wasmtime-serve" (a supervised process)
+    warnings: tuple[str, ...] = ()  # e.g. a grant this host cannot enforce
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -231,6 +278,8 @@ class InstanceStatus:
                 "route": d["route"],
                 "managed": d["managed"],
                 "startedAt": d["started_at"],
+                "runtime": d["runtime"],
+                "warnings": list(self.warnings) or None,
             }
         )
 
@@ -249,6 +298,8 @@ class InstanceStatus:
             route=d.get("route"),
             managed=bool(d.get("managed", True)),
             started_at=d.get("startedAt"),
+            runtime=d.get("runtime"),
+            warnings=tuple(d.get("warnings") or ()),
         )
 
 

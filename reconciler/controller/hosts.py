@@ -73,7 +73,8 @@ class HostRegistry:
         elif returning:
             self._event(reason="HostReturned", host=reg.name, message=f"host {reg.name} is back")
         if known is None or returning or known.registration.labels != reg.labels or \
-                known.registration.capacity != reg.capacity or reg.name not in self.published:
+                known.registration.capacity != reg.capacity or \
+                known.registration.ingress_url != reg.ingress_url or reg.name not in self.published:
             self._replan()
         self._status_changed()
 
@@ -164,7 +165,7 @@ class HostRegistry:
     def infos(self) -> list[HostInfo]:
         return [
             HostInfo(name=n, labels=h.registration.labels, max_instances=h.registration.capacity.max_instances,
-                     state=h.state)
+                     state=h.state, ingress_url=h.registration.ingress_url)
             for n, h in self.hosts.items()
         ]
 

@@ -95,6 +95,7 @@ def diff_tree(
             labels=dict(h.get("labels") or {}),
             max_instances=int(h.get("maxInstances") or 1_000_000),
             state=str(h.get("state") or "Ready"),
+            ingress_url=h.get("ingressUrl"),
         )
         for h in inputs.get("hosts") or ()
     ]

@@ -18,9 +18,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from wire.control import (
-    RUNNING,
     STARTING,
     STOPPING,
+    UP,
     HostDesiredState,
     HostReport,
     InstanceSpec,
@@ -312,14 +312,14 @@ def _declared_instance(
             got is None
             or got.digest != spec.digest
             or dict(got.config) != dict(spec.config)
-            or got.status != RUNNING
+            or got.status not in UP
         ):
             add(
                 DriftCategory.PENDING, **where, expected=spec.digest, actual=_describe(got),
                 message=f"{spec.id} on {host_name} is converging to {_short(spec.digest)}",
             )  # fmt: skip
         return
-    if got is None or got.status != RUNNING:
+    if got is None or got.status not in UP:
         if got is not None and got.status == STARTING and starting_grace:
             add(
                 DriftCategory.PENDING, **where, expected="Running", actual=got.status,

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from model.types import Application, Component, Daemon, Environment, ManifestTree, Spread
+from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
-from wire.control import InstanceLimits, InstanceLink, InstanceSpec
+from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec
 
 READY = "Ready"
 LOST = "Lost"
@@ -41,6 +42,7 @@ class HostInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     max_instances: int = 1_000_000
     state: str = READY  # "Ready" | "Lost"
+    ingress_url: str | None = None  # where the host serves routes and HTTP links
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,8 +326,8 @@ def plan(
     by_component = {(w.env.name, w.app.name, w.component.name): w for w in wants}
     for want in wants:
         for link in want.app.links:
-            if link.from_component != want.component.name:
-                continue
+            if link.from_component != want.component.name or unversioned(link.interface) == WASI_HTTP_HANDLER:
+                continue  # HTTP links reach their target on any host: no co-location
             target = by_component.get((want.env.name, want.app.name, link.to_component))
             if target is None:
                 continue
@@ -372,22 +374,30 @@ def plan(
                 dict(comp.config),
                 InstanceLimits(memory_bytes=lim.memory_bytes, fuel=lim.fuel, timeout_ms=lim.timeout_ms,
                                max_concurrency=lim.max_concurrency),
-                tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component)
+                tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component,
+                                   endpoints=_endpoints(by_component.get((env.name, app.name, lk.to_component)),
+                                                        by_name) if unversioned(lk.interface) == WASI_HTTP_HANDLER
+                                   else ())
                       for lk in app.links if lk.from_component == comp.name),
             )
         image, digest, config, limits, links = spec_cache[key]
+        grants = InstanceGrants(outbound_hosts=comp.grants.outbound_hosts, sockets=comp.grants.sockets)
+        scale = comp.scale
+        idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
         route = route_for(env, comp)
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
         for host, ords in want.placed.items():
             out = desired[host]
             for ordinal in ords:
                 iid = f"{env_name}/{app_name}/{comp_name}/{ordinal}"
+                idle_after_ms = idle_ms if scale is not None and _may_idle(ordinal, scale.min_replicas) else None
                 old = previous_spec.get((host, iid))
                 # reuse an unchanged spec: cheaper than building it, and the executor's comparison
                 # of old and new documents short-circuits on identity
                 if (old is not None and old.digest == digest and old.image == image and old.route == route
                         and old.config == config and old.limits == limits and old.links == links
-                        and old.capabilities == caps):
+                        and old.capabilities == caps and old.grants == grants
+                        and old.idle_after_ms == idle_after_ms):
                     out.append(old)
                     continue
                 out.append(
@@ -403,6 +413,8 @@ def plan(
                         capabilities=caps,
                         route=route,
                         links=links,
+                        grants=grants,
+                        idle_after_ms=idle_after_ms,
                     )
                 )
 
@@ -424,6 +436,21 @@ def plan(
 
 
 _by_id = attrgetter("id")
+
+
+def _may_idle(ordinal: str, min_replicas: int) -> bool:
+    """Ordinals below ``min_replicas`` always run; the rest (and co-located link targets) may idle."""
+    return not ordinal.isdigit() or int(ordinal) >= min_replicas
+
+
+def _endpoints(target: _Want | None, hosts: Mapping[str, HostInfo]) -> tuple[str, ...]:
+    """Ingress URLs of the Ready hosts where an HTTP link's target runs (sorted: a stable document)."""
+    if target is None:
+        return ()
+    return tuple(sorted(
+        url for host, ords in target.placed.items()
+        if ords and (info := hosts.get(host)) is not None and info.state == READY and (url := info.ingress_url)
+    ))
 
 
 def _digest_of(image: str, digests: Mapping[str, str]) -> str | None:

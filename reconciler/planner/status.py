@@ -11,7 +11,7 @@ from typing import Any
 
 from model.types import ManifestTree
 from reconciler.planner.placement import Unplaced
-from wire.control import BACKOFF, FAILED, RUNNING, HostDesiredState, HostReport, InstanceStatus
+from wire.control import BACKOFF, FAILED, UP, HostDesiredState, HostReport, InstanceStatus
 
 SYNCED, OUT_OF_SYNC = "Synced", "OutOfSync"
 HEALTHY, PROGRESSING, DEGRADED = "Healthy", "Progressing", "Degraded"
@@ -135,7 +135,7 @@ def app_views(
                     inst = found
                     if inst.digest != spec.digest or dict(inst.config) != dict(spec.config):
                         in_sync = False
-                    if inst.status == RUNNING and inst.digest == spec.digest:
+                    if inst.status in UP and inst.digest == spec.digest:
                         ready += 1
                     elif inst.status in (FAILED, BACKOFF):
                         errors.append(f"{spec.id} on {host}: {inst.status}: {inst.last_error or 'no error given'}")

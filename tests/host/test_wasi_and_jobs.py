@@ -1,5 +1,5 @@
-"""WASI capabilities only as the manifest allows (config reaches WASI programs as environment), and
-command components (`wasi:cli/run`) run as jobs."""
+"""WASI imports are linked and limited by grants (config reaches WASI programs as environment; a
+capabilities list is strict), and command components (`wasi:cli/run`) run as jobs."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ ENV_HANDLER = r"""
 """
 
 
-def test_wasi_imports_need_a_capability_and_config_becomes_environment(
+def test_wasi_imports_are_linked_config_is_the_environment_and_a_capability_list_is_strict(
     tmp_path: Path, registry: Registry
 ) -> None:
     image = registry.push("envhandler", wasmtime.wat2wasm(ENV_HANDLER))
@@ -64,17 +64,19 @@ def test_wasi_imports_need_a_capability_and_config_becomes_environment(
         desired,
         1,
         [
-            instance(image, component="denied", route="/denied", config={"SECRET": "x"}),
-            instance(image, component="allowed", route="/allowed", config={"MOTTO": "from the manifest"},
-                     capabilities=["wasi:cli/environment"]),  # fmt: skip
+            # grants model: nothing to list, the environment is exactly the component's config
+            instance(image, component="granted", route="/granted", config={"MOTTO": "from the manifest"}),
+            # strict mode: a capabilities list that leaves out wasi:cli/environment refuses it
+            instance(image, component="strict", route="/strict", config={"SECRET": "x"},
+                     capabilities=["wasi:clocks/wall-clock"]),  # fmt: skip
         ],
     )
     with start_host(tmp_path, "--desired", str(desired)) as host:
-        denied = host.wait_status("dev/demo/denied/0", "Failed")
+        denied = host.wait_status("dev/demo/strict/0", "Failed")
         assert "imports wasi:cli/environment@0.2.0, which its manifest does not allow" in denied["lastError"]
         assert "add wasi:cli/environment to the component's capabilities" in denied["lastError"]
-        host.wait_status("dev/demo/allowed/0", "Running")
-        r = host.get("/allowed")
+        host.wait_status("dev/demo/granted/0", "Running")
+        r = host.get("/granted")
         assert (r.status_code, r.text) == (200, "from the manifest")
 
 
