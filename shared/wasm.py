@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import DriftlessError
+
 WASM_MAGIC = b"\0asm"
 # the version/layer field after the magic: 1 0 0 0 for a core module, 0d 00 01 00 for a component
 CORE_VERSION = b"\x01\x00\x00\x00"
@@ -65,8 +67,9 @@ class InvalidWasm(ValueError):
     """The bytes are not a valid Wasm component or module; the message says why."""
 
 
-class WasmToolsError(RuntimeError):
-    """``wasm-tools`` is missing or failed on its own (not because of the input); the message says how to fix it."""
+class WasmToolsError(DriftlessError):
+    """``wasm-tools`` is missing or failed on its own (not because of the input); the message says how to fix it
+    (the CLI prints it as one line)."""
 
 
 def infer_worlds(exports: list[str] | tuple[str, ...]) -> list[str]:
