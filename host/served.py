@@ -358,7 +358,12 @@ class ServedInstance:
             except HostError as exc:
                 raise Unavailable(str(exc), reason="start") from None
             body = await request.read()
-            headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_HEADERS]
+            headers = [(k, v) for k, v in request.headers.items()
+                       if k.lower() not in HOP_HEADERS and not k.lower().startswith("x-driftless-")]
+            route = (self.spec.route or "").rstrip("/") if path == request.path_qs else ""
+            # like Spin's spin-path-info: the path below the route, for apps that route on their own paths
+            headers.append(("x-driftless-route", route or "/"))
+            headers.append(("x-driftless-path-info", path[len(route):] or "/"))
             headers.append(("x-forwarded-host", request.host))
             headers.append(("x-forwarded-proto", request.scheme))
             if request.remote:

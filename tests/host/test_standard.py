@@ -118,9 +118,9 @@ def _is_serve_of(pid: str, data: Path) -> bool:
 def test_components_built_by_standard_toolchains_serve(tmp_path: Path, registry: Registry, name: str) -> None:
     image = push(registry, name)
     desired = tmp_path / "desired.json"
-    write_desired(desired, 1, [instance(image, component="web", route="/", config={"GREETING": "hi there"})])
+    write_desired(desired, 1, [instance(image, component="web", route="/app", config={"GREETING": "hi there"})])
     with start_host(tmp_path, "--desired", str(desired)) as host:
         host.wait_status("dev/demo/web/0", "Running", timeout=120)
-        r = httpx.get(host.url + "/", timeout=30)
+        r = httpx.get(host.url + "/app", timeout=30)  # the app routes on the path below its route
         assert r.status_code == 200, r.text
-        assert "hi there" in r.text
+        assert r.text == f"hello from {name.split('-')[0].replace('py', 'python').replace('js', 'js')}: hi there"

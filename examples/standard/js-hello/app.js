@@ -12,6 +12,12 @@ function env() {
 
 async function handle(request) {
   const url = new URL(request.url);
+  // behind a Driftless host the app may be mounted under a route: route on the path below it
+  const info = request.headers.get("x-driftless-path-info");
+  if (info) {
+    const below = new URL(info, url.origin);
+    url.pathname = below.pathname;
+  }
   const text = { "content-type": "text/plain; charset=utf-8" };
   if (request.method !== "GET") {
     return new Response("method not allowed\n", { status: 405, headers: text });

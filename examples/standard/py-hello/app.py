@@ -97,6 +97,11 @@ class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: types.IncomingRequest, response_out: types.ResponseOutparam) -> None:
         method = request.method()
         path_with_query = request.path_with_query() or "/"
+        # behind a Driftless host the app may be mounted under a route: route on the path below it
+        info = [v for k, v in request.headers().entries() if k == "x-driftless-path-info"]
+        if info:
+            query = urlsplit(path_with_query).query
+            path_with_query = info[0].decode() + (f"?{query}" if query and "?" not in info[0].decode() else "")
         request.__exit__(None, None, None)
         status, content_type, payload = _route(method, path_with_query)
         headers = types.Fields.from_list([("content-type", content_type.encode())])
