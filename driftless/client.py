@@ -1,4 +1,4 @@
-"""A small synchronous JSON client of the reconciler's API, for the CLI.
+"""A small synchronous JSON client of the reconciler's API, for the CLI (httpx through shared.http).
 
     client = ControlClient(base_url=args.control)      # default: driftless.endpoints.default_control_url()
     client.get("/api/v1/drift", env="prod")             # -> parsed JSON
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from driftless.endpoints import default_control_url, load_up_json
+from shared import http
 from shared.errors import NotReachable, Refused
 
 
@@ -56,51 +57,51 @@ class ControlClient:
 
     def get(self, path: str, **params: str | None) -> Any:
         query = {k: v for k, v in params.items() if v not in (None, "")}
-        url = self.base_url + path + (("?" + urllib.parse.urlencode(query)) if query else "")
-        return self._send(urllib.request.Request(url, method="GET"))
+        return self._send("GET", path, params=query)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        data = json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method="POST")
-        request.add_header("Content-Type", "application/json")
-        return self._send(request)
+        return self._send("POST", path, body=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
 
-    def _send(self, request: urllib.request.Request) -> Any:
-        request.add_header("Accept", "application/json")
+    def _send(self, method: str, path: str, *, params: Mapping[str, str | None] | None = None,
+              body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+        all_headers = {"Accept": "application/json", **(headers or {})}
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            all_headers["Authorization"] = f"Bearer {self.token}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise self._api_error(exc) from None
-        except (OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise NotReachable(
-                f"the reconciler at {self.base_url} did not answer ({reason})",
+            with http.client(timeout=self.timeout) as client:
+                response = client.request(method, self.base_url + path, params=params, content=body,
+                                          headers=all_headers)
+        except httpx.TransportError as exc:
+            raise http.not_reachable(
+                exc, url=self.base_url, what="the reconciler at",
                 hint="start the platform with `driftless up`, or pass --control URL (or set $DRIFTLESS_CONTROL)",
             ) from None
-        if not raw:
+        if response.status_code >= 400:
+            raise self._api_error(response)
+        if not response.content:
             return None
         try:
-            return json.loads(raw)
+            return response.json()
         except ValueError:
             raise NotReachable(
-                f"{request.full_url} did not answer with JSON; is {self.base_url} a Driftless reconciler?",
+                f"{response.url} did not answer with JSON; is {self.base_url} a Driftless reconciler?",
                 hint="pass --control URL of the reconciler",
             ) from None
 
-    def _api_error(self, exc: urllib.error.HTTPError) -> ApiError:
+    def _api_error(self, response: httpx.Response) -> ApiError:
         try:
-            body = json.loads(exc.read() or b"null")
+            body = json.loads(response.content or b"null")
         except ValueError:
             body = None
+        status = response.status_code
         message = body.get("error") if isinstance(body, dict) else None
         hint = body.get("hint") if isinstance(body, dict) else None
-        if exc.code == 401 and not hint:
+        if status == 401 and not hint:
             hint = "set $DRIFTLESS_TOKEN to the reconciler's read token"
-        if exc.code == 404 and not message:
-            message = f"{exc.url} not found: is {self.base_url} a Driftless reconciler of this version?"
+        if status == 404 and not message:
+            message = f"{response.url} not found: is {self.base_url} a Driftless reconciler of this version?"
         return ApiError(
-            message or f"{exc.url} answered {exc.code} {exc.reason}", status=exc.code, body=body, hint=hint
+            message or f"{response.url} answered {status} {response.reason_phrase}", status=status, body=body,
+            hint=hint,
         )

@@ -1,17 +1,18 @@
 """The host's side of the control API (wire/control.py): register, long-poll the desired
-state, report. Connects OUT (works behind NAT); backs off with jitter while the reconciler is
-unreachable and keeps running what it has (static stability); registers again on 401/404."""
+state, report. Connects OUT (works behind NAT) with httpx (shared.http); backs off with jitter
+(shared.retry) while the reconciler is unreachable and keeps running what it has (static
+stability); registers again on 401/404."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import ssl
 from collections.abc import Callable
 
-import aiohttp
+import httpx
 
+from shared import http
+from shared.retry import Backoff
 from wire.control import PREFIX, HostDesiredState, HostRegistration, HostReport
 
 log = logging.getLogger("driftless.host")
@@ -22,6 +23,9 @@ BACKOFF_FIRST = 0.2
 # would call them Lost; jitter spreads many hosts out
 BACKOFF_MIN_CAP = 2.0
 BACKOFF_MAX = 30.0
+BACKOFF_JITTER = 0.5
+# the long-poll's answer may take LONG_POLL_SECONDS to come: reads wait longer than that
+POLL_TIMEOUT = http.timeout(LONG_POLL_SECONDS + 15, connect=5)
 
 
 class Rejected(Exception):
@@ -32,7 +36,7 @@ class Reregister(Exception):
     """The reconciler does not know this host (404) or rejected the token (401)."""
 
 
-class ControlClient:
+class ControlChannel:
     def __init__(
         self,
         *,
@@ -46,7 +50,7 @@ class ControlClient:
         ca_file: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.ssl: ssl.SSLContext | None = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self.ca_file = ca_file
         self.token = token
         self.registration = registration
         self.report = report
@@ -56,7 +60,8 @@ class ControlClient:
         self.changed = asyncio.Event()
         self.registered = asyncio.Event()
         self.connected = False
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._backoff = Backoff(first=BACKOFF_FIRST, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
         self._fresh = True
         self._last_failure = ""
 
@@ -67,10 +72,8 @@ class ControlClient:
         self.changed.set()
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 15, connect=5)
-        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            self._session = session
+        async with http.async_client(timeout=POLL_TIMEOUT, ca_file=self.ca_file) as client:
+            self._client = client
             reporter = asyncio.create_task(self._report_loop())
             try:
                 await self._poll_loop()
@@ -79,36 +82,35 @@ class ControlClient:
                 await asyncio.gather(reporter, return_exceptions=True)
 
     async def _poll_loop(self) -> None:
-        delay = BACKOFF_FIRST
         while True:
             try:
                 if not self.registered.is_set():
                     await self._register()
                 await self._poll_once()
-                delay = BACKOFF_FIRST
+                self._backoff.reset()
             except Reregister as exc:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
-            except (Rejected, TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+            except (Rejected, TimeoutError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
                 message = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
                 if self.connected or message != self._last_failure:
                     log.warning("reconciler %s unreachable or refusing (%s); keeping what runs, retrying", self.url, message)
                 self._last_failure = message
                 self.connected = False
                 self.registered.clear()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: hosts don't retry in step
-                delay = min(BACKOFF_MAX, max(BACKOFF_MIN_CAP, 2 * self.heartbeat), delay * 2)
+                # the cap follows the heartbeat the reconciler set; jitter: hosts don't retry in step
+                self._backoff.cap = min(BACKOFF_MAX, max(BACKOFF_MIN_CAP, 2 * self.heartbeat))
+                await self._backoff.wait()
 
     async def _register(self) -> None:
-        assert self._session is not None
+        assert self._client is not None
         body = self.registration().to_json()
-        async with self._session.post(f"{self.url}{PREFIX}/hosts/register", json=body, headers=self._headers()) as r:
-            if r.status == 401:
-                raise Rejected("the reconciler rejected the join token (401); check --token / --token-file")
-            if r.status >= 300:
-                text = (await r.text())[:300]
-                raise Rejected(f"the reconciler refused the registration ({r.status}): {text}")
-            answer = await r.json()
+        r = await self._client.post(f"{self.url}{PREFIX}/hosts/register", json=body, headers=self._headers())
+        if r.status_code == 401:
+            raise Rejected("the reconciler rejected the join token (401); check --token / --token-file")
+        if r.status_code >= 300:
+            raise Rejected(f"the reconciler refused the registration ({r.status_code}): {r.text[:300]}")
+        answer = r.json()
         if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
             self.heartbeat = float(answer["heartbeatSeconds"])
         self.connected = True
@@ -119,21 +121,20 @@ class ControlClient:
         self.changed.set()  # report at once after registering
 
     async def _poll_once(self) -> None:
-        assert self._session is not None
+        assert self._client is not None
         name = self.registration().name
         after = 0 if self._fresh else self.observed_generation()
         params = {"after": str(after), "wait": str(LONG_POLL_SECONDS)}
-        async with self._session.get(
-            f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers()
-        ) as r:
-            if r.status in (401, 404):
-                raise Reregister(f"desired state answered {r.status}")
-            if r.status == 204:
-                self._fresh = False
-                return
-            if r.status != 200:
-                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
-            desired = HostDesiredState.from_json(await r.json())
+        r = await self._client.get(f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers())
+        if r.status_code in (401, 404):
+            raise Reregister(f"desired state answered {r.status_code}")
+        if r.status_code == 204:
+            self._fresh = False
+            return
+        if r.status_code != 200:
+            raise httpx.HTTPStatusError(f"desired state answered {r.status_code}: {r.text[:300]}", request=r.request,
+                                        response=r)
+        desired = HostDesiredState.from_json(r.json())
         self._fresh = False
         if desired.generation != self.observed_generation():
             self.on_desired(desired)
@@ -155,21 +156,21 @@ class ControlClient:
             except Reregister as exc:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 log.debug("report failed: %s", exc)
 
     async def final_report(self, *, timeout: float) -> None:
-        """One last report on the way out (its own session: the loops are stopped by then)."""
-        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector) as session:
-            self._session = session
+        """One last report on the way out (its own client: the loops are stopped by then)."""
+        # httpx's timeouts are per connect/read/write; the outer one bounds the whole report
+        async with asyncio.timeout(timeout), http.async_client(timeout=timeout, ca_file=self.ca_file) as client:
+            self._client = client
             await self.send_report()
 
     async def send_report(self) -> None:
-        assert self._session is not None
+        assert self._client is not None
         report = self.report()
-        async with self._session.post(
+        r = await self._client.post(
             f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers()
-        ) as r:
-            if r.status in (401, 404):
-                raise Reregister(f"report answered {r.status}")
+        )
+        if r.status_code in (401, 404):
+            raise Reregister(f"report answered {r.status_code}")

@@ -1,9 +1,10 @@
-"""Pull a component from an OCI registry by digest, verifying every byte (distribution API, urllib).
+"""Pull a component from an OCI registry by digest, verifying every byte (distribution API, httpx).
 
 Plain http for registries on loopback (127.0.0.0/8, localhost, ::1) or named in ``insecure``;
-https otherwise (``ca_file`` adds a CA). Basic-auth credentials when ``username`` is set; a
-``WWW-Authenticate: Bearer`` challenge is answered with a token from its realm (anonymous, or with
-the same credentials), as docker/oras do.
+https otherwise (``ca_file``: the CA bundle to trust instead of the system's). Basic-auth
+credentials when ``username`` is set; a ``WWW-Authenticate: Bearer`` challenge is answered with a
+token from its realm (anonymous, or with the same credentials), as docker/oras do. Redirects (blob
+downloads sent to a CDN) are followed, and ``Authorization`` is never sent along to another host.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import hashlib
 import ipaddress
 import json
 import re
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+import httpx
+
 from host.errors import DigestMismatch, PullError, RegistryUnreachable
+from shared import http
 from shared.reference import ReferenceError, parse
 
 MANIFEST_TYPES = (
@@ -81,8 +81,8 @@ def pull_component(
     if ref.digest and ref.digest != digest:
         raise DigestMismatch(f"image {image} is pinned to {ref.digest} but the instance digest is {digest}")
     scheme = "http" if is_loopback(ref.registry) or ref.registry in access.insecure else "https"
-    base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
-    context = ssl.create_default_context(cafile=access.ca_file) if scheme == "https" else None
+    registry_url = f"{scheme}://{ref.registry}"
+    base = f"{registry_url}/v2/{ref.repository}"
 
     basic = (
         "Basic " + base64.b64encode(f"{access.username}:{access.password or ''}".encode()).decode()
@@ -91,11 +91,23 @@ def pull_component(
     )
     authorization: list[str | None] = [basic]  # becomes "Bearer ..." after a token challenge
 
-    def open_url(url: str, headers: dict[str, str]) -> tuple[bytes, str]:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=access.timeout, context=context
-        ) as resp:
-            return resp.read(), resp.headers.get("Content-Type", "")
+    # Redirects are followed (registries send blob downloads to a CDN): httpx drops the
+    # Authorization header whenever a redirect leaves the registry's origin, so neither the
+    # credentials nor a token ever go to another host.
+    client = http.client(timeout=access.timeout, ca_file=access.ca_file if scheme == "https" else None,
+                         follow_redirects=True)
+
+    def open_url(url: str, headers: dict[str, str], *, limit: int | None = None) -> tuple[bytes, str]:
+        """GET ``url`` into memory; stops reading once more than ``limit`` bytes came (the caller
+        says what is too large), so a huge answer to a manifest request is not read whole."""
+        with client.stream("GET", url, headers=headers) as resp:
+            resp.raise_for_status()
+            data = bytearray()
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if limit is not None and len(data) > limit:
+                    break
+            return bytes(data), resp.headers.get("Content-Type", "")
 
     def bearer_token(challenge: str) -> str | None:
         """Token auth (distribution, ghcr.io, zot): ask the realm for a pull token."""
@@ -103,51 +115,62 @@ def pull_component(
         realm = params.pop("realm", None)
         if not realm:
             return None
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
-        headers = {"User-Agent": "driftless-host"}
-        if basic:
-            headers["Authorization"] = basic
-        body, _ = open_url(f"{realm}?{query}" if query else realm, headers)
-        answer = json.loads(body)
-        token = answer.get("token") or answer.get("access_token")
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        headers = {"Authorization": basic} if basic else {}
+        body, _ = open_url(f"{realm}?{httpx.QueryParams(query)}" if query else realm, headers)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise PullError(f"token service {realm} of registry {ref.registry} did not answer with JSON") from None
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
         return f"Bearer {token}" if token else None
 
-    def get(url: str, accept: str, what: str) -> tuple[bytes, str]:
-        headers = {"Accept": accept, "User-Agent": "driftless-host"}
+    def get(url: str, accept: str, what: str, *, limit: int | None = None) -> tuple[bytes, str]:
+        headers = {"Accept": accept}
         if authorization[0]:
             headers["Authorization"] = authorization[0]
         try:
             try:
-                return open_url(url, headers)
-            except urllib.error.HTTPError as exc:
-                challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
-                if exc.code != 401 or not challenge.lower().startswith("bearer") or "Bearer" in headers.get(
-                    "Authorization", ""
+                return open_url(url, headers, limit=limit)
+            except httpx.HTTPStatusError as exc:
+                challenge = exc.response.headers.get("WWW-Authenticate", "")
+                if exc.response.status_code != 401 or not challenge.lower().startswith("bearer") or (
+                    "Bearer" in headers.get("Authorization", "")
                 ):
                     raise
                 token = bearer_token(challenge)
                 if token is None:
                     raise
                 authorization[0] = headers["Authorization"] = token
-                return open_url(url, headers)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
+                return open_url(url, headers, limit=limit)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
                 raise PullError(
-                    f"registry {ref.registry} refused {what} ({exc.code}); set --registry-user and "
+                    f"registry {ref.registry} refused {what} ({status}); set --registry-user and "
                     "DRIFTLESS_REGISTRY_PASSWORD on the host"
                 ) from None
-            if exc.code == 404:
+            if status == 404:
                 raise PullError(f"{what} not found in registry {ref.registry} (404)") from None
-            raise PullError(f"registry {ref.registry} answered {exc.code} for {what}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RegistryUnreachable(f"registry {scheme}://{ref.registry} is not reachable: {reason}") from None
+            raise PullError(f"registry {ref.registry} answered {status} for {what}") from None
+        except httpx.TransportError as exc:
+            raise http.not_reachable(exc, url=registry_url, what="registry", verb="is not reachable",
+                                     error=RegistryUnreachable) from None
 
-    progress(f"pulling {ref.registry}/{ref.repository}@{digest[:19]}...")
-    body, content_type = get(f"{base}/manifests/{digest}", ", ".join(MANIFEST_TYPES + INDEX_TYPES), "manifest")
+    with client:
+        return _fetch_component(get, image=image, digest=digest, registry=ref.registry,
+                                repository=ref.repository, base=base, progress=progress)
+
+
+def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, digest: str, registry: str,
+                     repository: str, base: str, progress: Callable[[str], None]) -> bytes:
+    """The manifest (verified, a single component manifest), then its wasm layer (verified)."""
+    progress(f"pulling {registry}/{repository}@{digest[:19]}...")
+    body, content_type = get(f"{base}/manifests/{digest}", ", ".join(MANIFEST_TYPES + INDEX_TYPES), "manifest",
+                             limit=MAX_MANIFEST_BYTES)
     if len(body) > MAX_MANIFEST_BYTES:
         raise PullError(f"manifest of {image} is larger than {MAX_MANIFEST_BYTES} bytes")
-    _verify(body, digest, what=f"manifest of {ref.repository}")
+    _verify(body, digest, what=f"manifest of {repository}")
     try:
         manifest = json.loads(body)
     except ValueError:
@@ -166,5 +189,5 @@ def pull_component(
     layer_digest = str(layer.get("digest", ""))
     progress(f"pulling layer {layer_digest[:19]}... ({layer.get('size', '?')} bytes)")
     blob, _ = get(f"{base}/blobs/{layer_digest}", "*/*", f"layer {layer_digest[:19]}")
-    _verify(blob, layer_digest, what=f"layer of {ref.repository}")
+    _verify(blob, layer_digest, what=f"layer of {repository}")
     return blob

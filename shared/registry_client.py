@@ -10,23 +10,32 @@
 References may be full (``host:port/repo:tag``) or short (``repo:tag``, against ``registry_url``, else
 ``$DRIFTLESS_REGISTRY``, else ``http://127.0.0.1:5000``; the CLI passes the one ``driftless up`` recorded). Loopback registries are spoken to over plain HTTP,
 others over HTTPS. Credentials: the ``credentials`` argument, else ``DRIFTLESS_REGISTRY_USER`` /
-``DRIFTLESS_REGISTRY_PASSWORD``. Only the standard library is used.
+``DRIFTLESS_REGISTRY_PASSWORD``. HTTP goes through :mod:`shared.http` (httpx).
+
+Tag resolution for the reconciler and the CLI's diff/drift (what ``shared.tags`` re-exports):
+
+    client.resolve_tags(["demo/hello:1.0.0"], registry_url="http://127.0.0.1:5000")  # {image: digest}
+    # raises UnknownImage (the tag or repository does not exist: the commit is wrong)
+    #     or RegistryUnreachable (transient: retried)
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
+import httpx
+
+from shared import http
 from shared import reference as refs
 from shared.errors import DriftlessError, NotReachable, Refused, UsageError
 
@@ -105,26 +114,37 @@ def target(ref: str | refs.Reference, *, registry_url: str | None = None) -> Tar
     return Target(f"{scheme}://{parsed.registry}", parsed)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class Session:
-    """HTTP to one registry, with basic auth when credentials are given."""
+    """HTTP to one registry, with basic auth when credentials are given.
+
+    Each request opens its own connection, unless the session is used as a context manager
+    (``with Session(...) as s:``), which keeps one connection pool until the block ends.
+    """
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None, timeout: float = 60.0,
                  insecure: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials if credentials is not None else Credentials.from_env()
         self.timeout = timeout
-        handlers: list[Any] = []
-        if insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            handlers.append(urllib.request.HTTPSHandler(context=ctx))
-        self._opener = urllib.request.build_opener(*handlers)
+        self.insecure = insecure
+        self._client: httpx.Client | None = None
+
+    def _new_client(self) -> httpx.Client:
+        return http.client(timeout=self.timeout, verify=not self.insecure)
+
+    def __enter__(self) -> Session:
+        if self._client is None:
+            self._client = self._new_client()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def request(self, method: str, path_or_url: str, *, body: bytes | None = None,
                 headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> tuple[int, Any, bytes]:
@@ -132,19 +152,24 @@ class Session:
         all_headers = dict(headers or {})
         if self.credentials:
             all_headers["Authorization"] = self.credentials.header()
-        req = urllib.request.Request(url, data=body, method=method, headers=all_headers)
+        # reads follow redirects (registries send blob downloads to a CDN; httpx drops the
+        # Authorization header when a redirect leaves the registry's origin); writes never do
+        follow = method in ("GET", "HEAD")
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                status, resp_headers, data = resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, resp_headers, data = exc.code, exc.headers, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise NotReachable(f"registry {self.base_url} did not answer: {reason}",
-                               hint="is it running? (driftless registry serve / driftless up)") from None
+            if self._client is not None:
+                response = self._client.request(method, url, content=body, headers=all_headers,
+                                                follow_redirects=follow)
+            else:
+                with self._new_client() as client:
+                    response = client.request(method, url, content=body, headers=all_headers,
+                                              follow_redirects=follow)
+        except httpx.TransportError as exc:
+            raise http.not_reachable(exc, url=self.base_url, what="registry",
+                                     hint="is it running? (driftless registry serve / driftless up)") from None
+        status, data = response.status_code, response.content
         if status not in ok:
             raise _error_from(method, url, status, data)
-        return status, resp_headers, data
+        return status, response.headers, data
 
 
 def _error_from(method: str, url: str, status: int, data: bytes) -> RegistryClientError:
@@ -296,10 +321,10 @@ def push_component(ref: str | refs.Reference, wasm: bytes, *, registry_url: str 
     t = target(ref, registry_url=registry_url)
     wasm = bytes(wasm)  # wasmtime.wat2wasm returns a bytearray
     config_bytes, manifest_bytes, _ = wasm_artifact(wasm, created=created, annotations=annotations)
-    session = _session(t, credentials, insecure)
-    push_blob(session, t.ref.repository, wasm)
-    push_blob(session, t.ref.repository, config_bytes)
-    return push_manifest(session, t.ref.repository, t.ref.identifier, manifest_bytes, OCI_MANIFEST)
+    with _session(t, credentials, insecure) as session:  # one connection for the five requests
+        push_blob(session, t.ref.repository, wasm)
+        push_blob(session, t.ref.repository, config_bytes)
+        return push_manifest(session, t.ref.repository, t.ref.identifier, manifest_bytes, OCI_MANIFEST)
 
 
 def registry_is_up(registry_url: str) -> bool:
@@ -308,3 +333,68 @@ def registry_is_up(registry_url: str) -> bool:
         return True
     except (NotReachable, Refused, RegistryClientError):
         return False
+
+
+# --- tag resolution (the reconciler's resolve step, `driftless diff` and `driftless drift`) -------------
+
+
+class UnknownImage(Refused):
+    """The registry answered that the repository or tag does not exist (the commit is wrong)."""
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(message)
+        self.image = image
+
+
+class RegistryUnreachable(NotReachable):
+    """The registry did not answer (transient: retried)."""
+
+
+def registry_host(url: str) -> str:
+    """``http://127.0.0.1:5000`` -> ``127.0.0.1:5000``."""
+    return urllib.parse.urlsplit(url if "://" in url else f"http://{url}").netloc
+
+
+def resolve_tags(images: Iterable[str], *, registry_url: str, timeout: float = 5.0) -> dict[str, str]:
+    """Digest of every tagged image (as written); pinned images map to their own digest.
+
+    Short references go to ``registry_url`` (a URL, or a bare ``host:port`` spoken to over http).
+    Its credentials (``DRIFTLESS_REGISTRY_USER`` / ``..._PASSWORD``) are sent to it alone: an image
+    naming another registry is asked anonymously, so a manifest cannot harvest our password.
+    """
+    platform_url = registry_url if "://" in registry_url else f"http://{registry_url}"
+    ours = registry_host(platform_url)
+    out: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, Session] = {}  # one connection pool per registry for the whole list
+        for image in sorted(set(images)):
+            ref = refs.parse(image)
+            if ref.digest:
+                out[image] = ref.digest
+                continue
+            t = target(ref, registry_url=platform_url)
+            host = t.ref.registry or ours
+            session = sessions.get(t.base_url)
+            if session is None:
+                session = sessions[t.base_url] = stack.enter_context(Session(t.base_url, timeout=timeout))
+                if host != ours:
+                    session.credentials = None
+            try:
+                status, headers, _ = session.request(
+                    "HEAD", f"/v2/{t.ref.repository}/manifests/{t.ref.identifier}",
+                    headers={"Accept": MANIFEST_ACCEPT}, ok=tuple(range(100, 600)),
+                )
+            except NotReachable as exc:
+                why = http.reason(exc.__context__) if exc.__context__ else str(exc)
+                raise RegistryUnreachable(f"registry {host} not reachable for {image}: {why}") from exc
+            if status == 404:
+                raise UnknownImage(image, f"image {image}: tag {ref.identifier!r} not found in {host}")
+            if status in (401, 403):
+                raise UnknownImage(image, f"image {image}: registry {host} refused access ({status})")
+            if status != 200:
+                raise RegistryUnreachable(f"registry {host} answered {status} for {image}")
+            digest = headers.get("Docker-Content-Digest")
+            if not digest:
+                raise RegistryUnreachable(f"registry {host} gave no Docker-Content-Digest for {image}")
+            out[image] = digest
+    return out

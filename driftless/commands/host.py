@@ -14,15 +14,14 @@ import re
 import socket
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from driftless.endpoints import default_data_dir, load_up_json
-from shared import units
-from shared.errors import NotReachable, Refused, UsageError
+from shared import http, units
+from shared.errors import Refused, UsageError
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?)?B?$", re.IGNORECASE)
@@ -202,7 +201,8 @@ def _exec_token(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
+          params: dict[str, str] | None = None) -> Any:
     url = args.admin.rstrip("/") + path
     token = _exec_token(args)
     headers = {"Content-Type": "application/json"}
@@ -210,17 +210,18 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=10) as r:
-            return json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
+        with http.client(timeout=10) as client:
+            r = client.request(method, url, params=params, content=data, headers=headers)
+    except httpx.TransportError as exc:
+        raise http.not_reachable(exc, url=args.admin, what="host admin API", verb="is not reachable",
+                                 hint="is the host started with --admin-listen?") from None
+    if r.status_code >= 400:
         try:
-            message = json.loads(exc.read()).get("error")
-        except ValueError:
+            message = json.loads(r.content).get("error")
+        except (ValueError, AttributeError):
             message = None
-        raise Refused(f"host admin API answered {exc.code}: {message or exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise NotReachable(f"host admin API {args.admin} is not reachable: {getattr(exc, 'reason', exc)}",
-                           hint="is the host started with --admin-listen?") from None  # fmt: skip
+        raise Refused(f"host admin API answered {r.status_code}: {message or r.reason_phrase}")
+    return json.loads(r.content or b"null")
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -260,18 +261,18 @@ def _exec(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2) if args.json else f"started {instance_id} ({status})")
         return 0
     if action == "stop":
-        _call(args, "DELETE", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}))
+        _call(args, "DELETE", "/api/v1/instances", params={"id": args.id})
         print(f"stopped {args.id}")
         return 0
     if action == "set-config":
-        out = _call(args, "PATCH", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}),
-                    {"config": dict(args.config)})  # fmt: skip
+        out = _call(args, "PATCH", "/api/v1/instances", {"config": dict(args.config)},
+                    params={"id": args.id})  # fmt: skip
         print(json.dumps(out, indent=2) if args.json else f"reconfigured {args.id}")
         return 0
     if action == "set-image":
         image, digest, resolved = _pinned_image(args.image)
-        out = _call(args, "PATCH", "/api/v1/instances?" + urllib.parse.urlencode({"id": args.id}),
-                    {"image": image, "digest": digest})  # fmt: skip
+        out = _call(args, "PATCH", "/api/v1/instances", {"image": image, "digest": digest},
+                    params={"id": args.id})  # fmt: skip
         if args.json:
             print(json.dumps(out, indent=2))
             return 0
