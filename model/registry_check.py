@@ -16,18 +16,15 @@ from typing import Any
 
 from model.types import Application, Component, ManifestTree, Problem
 from shared.errors import NotReachable
+from shared.interfaces import ALWAYS_ALLOWED_WASI, WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 from shared.registry_client import Credentials, RegistryClientError, Session
 from shared.wasm import HTTP_WORLDS, WASI_HTTP_PROXY, infer_worlds
 
 HTTP_HANDLER = "driftless:http/handler"
+OUTGOING_HTTP = "wasi:http/outgoing-handler"
 HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
 TIMEOUT_SECONDS = 5.0
-# WASI interfaces every host grants without a capability (the same set as
-# host.runtime.ALWAYS_ALLOWED_WASI; a test keeps them equal without importing wasmtime here)
-ALWAYS_ALLOWED_WASI = frozenset(
-    {"wasi:io/error", "wasi:io/streams", "wasi:io/poll", "wasi:cli/stdout", "wasi:cli/stderr"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +40,29 @@ def _unversioned(name: str) -> str:
 
 
 def interface_matches(declared: str, recorded: str) -> bool:
-    """``driftless:demo/greeter`` matches ``driftless:demo/greeter@0.1.0``; a declared version must match."""
-    return recorded == declared or ("@" not in declared and recorded.split("@", 1)[0] == declared)
+    """``driftless:demo/greeter`` matches ``driftless:demo/greeter@0.1.0``; a declared version matches a
+    semver-compatible recorded one, as the component model links them (``wasi:http/types@0.2.0`` is
+    satisfied by ``@0.2.6``: same 0.minor, or same major from 1.0, and not older)."""
+    if recorded == declared:
+        return True
+    name, _, want = declared.partition("@")
+    have_name, _, have = recorded.partition("@")
+    if name != have_name:
+        return False
+    if not want:
+        return True
+    try:
+        w, h = _semver(want), _semver(have)
+    except ValueError:
+        return False
+    track = (lambda v: v[:2]) if w[0] == 0 else (lambda v: v[:1])
+    return track(w) == track(h) and h >= w
+
+
+def _semver(text: str) -> tuple[int, int, int]:
+    core = text.split("-", 1)[0].split("+", 1)[0]
+    major, minor, patch = (core.split(".") + ["0", "0"])[:3]
+    return int(major), int(minor), int(patch)
 
 
 class _Registry:
@@ -166,7 +184,13 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
             problems.append(_problem(tree, env, app, path, f"'{link.to_component}' does not export {link.interface} "
                                                            f"(it exports {exported})", code="interface-not-exported"))
         source = infos.get(link.from_component)
-        if source is not None and not any(interface_matches(link.interface, m) for m in source.imports):
+        if unversioned(link.interface) == WASI_HTTP_HANDLER:
+            # an HTTP link: the caller sends requests (wasi:http/outgoing-handler) to <TO>_URL
+            if source is not None and not any(unversioned(m) == OUTGOING_HTTP for m in source.imports):
+                problems.append(_problem(tree, env, app, path, f"'{link.from_component}' cannot send HTTP requests "
+                                                               f"(it does not import {OUTGOING_HTTP}): the HTTP link "
+                                                               "would be unused", code="interface-not-imported"))
+        elif source is not None and not any(interface_matches(link.interface, m) for m in source.imports):
             imported = ", ".join(m for m in source.imports if ":" in m) or "no interfaces"
             problems.append(_problem(tree, env, app, path, f"'{link.from_component}' does not import {link.interface} "
                                                            f"(it imports {imported}): the link would be unused",
@@ -185,6 +209,8 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
                     # capabilities govern the in-process world only; a wasi:http/proxy component is served by a
                     # wasmtime-serve runtime that provides its WASI imports (what it may reach: `grants`)
                     continue
+                if not component.capabilities:
+                    continue  # grants, not import lists: WASI imports are linked (strict only with capabilities)
                 granted = {_unversioned(c) for c in component.capabilities} | ALWAYS_ALLOWED_WASI
                 if _unversioned(name) not in granted:
                     problems.append(_problem(

@@ -90,7 +90,7 @@ WASI_USER = """(component
   (import "wasi:cli/stdout@0.2.0" (instance (export "get-stdout" (func (result u32))))))"""
 
 
-def test_imports_need_links_or_capabilities(registry_url: str, tmp_path: Path) -> None:
+def test_imports_need_links_and_a_capability_list_is_strict(registry_url: str, tmp_path: Path) -> None:
     import wasmtime
 
     client.push_component("demo/envy:1.0.0", wasmtime.wat2wasm(WASI_USER), registry_url=registry_url)
@@ -101,6 +101,7 @@ spec:
   components:
     - {name: lonely, image: "demo/frontend:1.0.0"}
     - {name: envy, image: "demo/envy:1.0.0"}
+    - {name: strict, image: "demo/envy:1.0.0", capabilities: [wasi:clocks/wall-clock]}
     - {name: granted, image: "demo/envy:1.0.0", capabilities: [wasi:cli/environment]}
     - {name: versioned, image: "demo/envy:1.0.0", capabilities: ["wasi:cli/environment@0.2.3"]}
 """
@@ -108,15 +109,45 @@ spec:
     assert tree.ok
     found = sorted((p.line, p.code) for p in check_registry(tree, registry_url=registry_url)
                    if p.code != "nothing-to-run")  # envy exports nothing: test_components_need_a_world
-    # wasi:cli/stdout needs no capability (the host always grants it); versions are not compared, as on hosts
-    assert found == [(6, "unlinked-import"), (7, "missing-capability")]
+    # grants, not import lists: envy's WASI imports are linked; a capabilities list (strict) must name
+    # them; wasi:cli/stdout needs none (always granted); versions are not compared, as on hosts
+    assert found == [(6, "unlinked-import"), (8, "missing-capability")]
 
 
-def test_always_granted_wasi_matches_the_host() -> None:
-    from host.runtime import ALWAYS_ALLOWED_WASI as HOST_GRANTS
-    from model.registry_check import ALWAYS_ALLOWED_WASI
+def test_http_links_need_a_caller_that_sends_http(registry_url: str, tmp_path: Path) -> None:
+    hello = standard_component("http-hello-wat").read_bytes()
+    client.push_component("demo/wat-api:1.0.0", hello, registry_url=registry_url)
+    client.push_component("demo/py-front:1.0.0", standard_component("py-hello").read_bytes(),
+                          registry_url=registry_url)
+    app = """apiVersion: driftless.dev/v1alpha1
+kind: Application
+metadata: {name: shop}
+spec:
+  components:
+    - {name: front, image: "demo/py-front:1.0.0", expose: /shop}
+    - {name: api, image: "demo/wat-api:1.0.0"}
+    - {name: mute, image: "demo/wat-api:1.0.0"}
+  links:
+    - {from: front, to: api, interface: "wasi:http/incoming-handler@0.2.0"}
+    - {from: api, to: mute, interface: "wasi:http/incoming-handler@0.2.0"}
+    - {from: front, to: api, interface: "driftless:demo/greeter"}
+"""
+    tree = load_tree(_tree(tmp_path, {"shop": app}))
+    assert tree.ok
+    problems = [p for p in check_registry(tree, registry_url=registry_url) if p.level == "error"]
+    found = sorted((p.line, p.code) for p in problems)
+    # front imports wasi:http/outgoing-handler: its HTTP link is fine; the WAT api sends no HTTP;
+    # a typed link still needs the target to export the interface
+    assert found == [(11, "interface-not-imported"), (12, "interface-not-exported"),
+                     (12, "interface-not-imported")], problems
+    assert "cannot send HTTP requests" in next(p.message for p in problems if p.line == 11)
 
-    assert ALWAYS_ALLOWED_WASI == HOST_GRANTS
+
+def test_always_granted_wasi_is_written_once() -> None:
+    import model.registry_check
+    import shared.interfaces
+
+    assert model.registry_check.ALWAYS_ALLOWED_WASI is shared.interfaces.ALWAYS_ALLOWED_WASI
 
 
 def test_unreachable_registry_is_said_once(tmp_path: Path) -> None:
