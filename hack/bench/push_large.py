@@ -230,9 +230,12 @@ def main() -> int:
     width = max(len(r[0]) for r in rows)
     table = [f"| {'measure'.ljust(width)} | {LABELS['wasmtime']:>25} | {LABELS['wasm-tools']:>18} |",
              f"|{'-' * (width + 2)}|{'-' * 27}|{'-' * 20}|"]
+    def cell(mode: str, key: str, fmt: str) -> str:
+        value = med(mode, key)
+        return "—" if key == "tool_peak_mib" and not value else fmt.format(value)  # no subprocess before
+
     for label, k, fmt in rows:
-        table.append(f"| {label.ljust(width)} | {fmt.format(med('wasmtime', k)):>25} | "
-                     f"{fmt.format(med('wasm-tools', k)):>18} |")
+        table.append(f"| {label.ljust(width)} | {cell('wasmtime', k, fmt):>25} | {cell('wasm-tools', k, fmt):>18} |")
     print("\n".join(table))
     if args.record:
         load = os.getloadavg()[0]
@@ -244,7 +247,8 @@ def main() -> int:
                 f"worlds {results['wasm-tools'][0]['worlds']}\n"
                 "- before = the wasmtime inspector (Cranelift compile, opt level none) kept in the script, patched into "
                 "the same client and registry processes; each push to a fresh registry; medians of "
-                f"{args.runs}\n\n" + "\n".join(table) + "\n")
+                f"{args.runs}\n- a busy machine slows both columns, wasmtime's parallel compile most\n\n"
+                + "\n".join(table) + "\n")
         results_md = HERE / "RESULTS.md"
         content = results_md.read_text()
         section = "## Registry: pushing a large component"
