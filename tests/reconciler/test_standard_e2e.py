@@ -1,0 +1,89 @@
+"""Standard components deployed by ``git push`` on real hosts: a componentize-py frontend on one
+host calls a WAT wasi:http API on another through an HTTP link; the API idles at zero (Idle, not
+Degraded, and no drift) until the link wakes it; moving the API to the frontend's host is followed
+without restarting the frontend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.platform import environment, local_platform
+from tests.support.procs import wait_until
+from tests.support.standard import standard_component
+
+LINK = "wasi:http/incoming-handler@0.2.0"
+
+
+def shop(api_cloud: str) -> str:
+    body: dict[str, Any] = {
+        "apiVersion": "driftless.dev/v1alpha1", "kind": "Application", "metadata": {"name": "shop"},
+        "spec": {
+            "components": [
+                {"name": "front", "image": "demo/py-front:1.0.0", "expose": "/shop", "config": {"GREETING": "hi"},
+                 "placement": {"spread": {"replicas": 1, "requirements": [{"labels": {"cloud": "aws"}}]}}},
+                {"name": "api", "image": "demo/wat-api:1.0.0", "config": {"GREETING": f"api on {api_cloud}"},
+                 "placement": {"spread": {"replicas": 1, "requirements": [{"labels": {"cloud": api_cloud}}]}},
+                 "scale": {"minReplicas": 0, "idleTimeout": "2s"}},
+            ],
+            "links": [{"from": "front", "to": "api", "interface": LINK}],
+        },
+    }  # fmt: skip
+    return json.dumps(body, indent=2) + "\n"
+
+
+def instances(p: Any, host: str) -> dict[str, dict[str, Any]]:
+    report = p.reconciler.host(host).get("report") or {"instances": []}
+    return {i["id"]: i for i in report["instances"]}
+
+
+def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path) -> None:
+    p = local_platform(tmp_path, hosts={"aws-1": {"cloud": "aws"}, "gcp-1": {"cloud": "gcp"}})
+    p.up(
+        tree={"prod/environment.yaml": environment("prod"), "prod/apps/shop.yaml": shop("gcp")},
+        components={"demo/py-front:1.0.0": standard_component("py-hello").read_bytes(),
+                    "demo/wat-api:1.0.0": standard_component("http-hello-wat").read_bytes()},
+    )  # fmt: skip
+    try:
+        aws, gcp = p.ingress("aws-1"), p.ingress("gcp-1")
+        # the API idles at zero on gcp-1: the app is Healthy, not Degraded, and nothing drifts
+        wait_until(lambda: instances(p, "gcp-1").get("prod/shop/api/0", {}).get("status") == "Idle", timeout=120,
+                   what="api Idle on gcp-1")
+        app = wait_until(lambda: (a := p.reconciler.app("prod", "shop"))["health"] == "Healthy" and a, timeout=120,
+                         what="shop Healthy")
+        assert app["sync"] == "Synced"
+        assert p.reconciler.get("/api/v1/drift?env=prod")["items"] == []
+
+        assert httpx.get(f"{aws}/shop", timeout=30).text == "hello from python: hi"
+        env = httpx.get(f"{aws}/shop/env", timeout=30).json()
+        api_url = env["API_URL"]  # the link's stable URL on the caller's own host
+        assert api_url == f"{aws}/.driftless/links/prod/shop/api"
+        front_before = instances(p, "aws-1")["prod/shop/front/0"]
+
+        # front (aws-1) -> its host's link proxy -> gcp-1's ingress -> api, started from zero by the call
+        r = httpx.get(f"{aws}/shop/call", params={"url": f"{api_url}/ping"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.text == "via python: hello from wat: api on gcp path=/ping\n"
+        wait_until(lambda: instances(p, "gcp-1")["prod/shop/api/0"]["status"] == "Running", timeout=10,
+                   what="api Running after the call")
+        wait_until(lambda: instances(p, "gcp-1")["prod/shop/api/0"]["status"] == "Idle", timeout=20,
+                   what="api Idle again after 2s without requests")
+
+        # move the API to aws-1: the caller follows the new endpoint without a restart
+        p.git.push({"prod/apps/shop.yaml": shop("aws")}, "api moves to aws")
+        wait_until(lambda: "prod/shop/api/0" not in instances(p, "gcp-1"), timeout=60, what="api gone from gcp-1")
+        wait_until(lambda: "prod/shop/api/0" in instances(p, "aws-1"), timeout=60, what="api on aws-1")
+        r = wait_until(
+            lambda: (x := httpx.get(f"{aws}/shop/call", params={"url": f"{api_url}/again"}, timeout=60)).status_code
+            == 200 and x, timeout=60, what="the call follows the moved api")
+        assert r.text == "via python: hello from wat: api on aws path=/again\n"
+        front_after = instances(p, "aws-1")["prod/shop/front/0"]
+        assert front_after["startedAt"] == front_before["startedAt"]
+        assert front_after["restarts"] == front_before["restarts"] == 0
+        assert httpx.get(f"{gcp}/.driftless/links/prod/shop/api/x", timeout=10,
+                         headers={"x-driftless-link-hop": "1"}).status_code == 503  # nothing left on gcp-1
+    finally:
+        p.stop()
