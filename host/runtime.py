@@ -7,6 +7,7 @@ Blocking: ``handle``/``invoke``/``run_job`` run in worker threads (ctypes releas
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -356,10 +357,15 @@ class ComponentInstance:
             try:
                 result = func(slot.store)
             except Exception as exc:
+                code = _exit_code(exc)  # wasi:cli/exit.exit(N) ends the program, not a trap
+                if code == 0:
+                    return
+                if code is not None:
+                    raise HostError(f"{self.tag} job exited with code {code}") from None
                 raise self._trapped(exc) from None
             self._give_back(slot)
         if getattr(result, "tag", "ok") != "ok":
-            raise HostError(f"{self.tag} job returned an error")
+            raise HostError(f"{self.tag} job exited with code 1 (run returned an error)")
 
     def _trapped(self, exc: BaseException) -> Unavailable:
         """Account a trap: the poisoned store is dropped, a fresh one replaces it (a restart)."""
@@ -409,6 +415,12 @@ class ComponentInstance:
     def close(self) -> None:
         with self._lock:
             self._idle.clear()
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """The status of a ``wasi:cli/exit`` call that ended the program, if that is what ``exc`` is."""
+    match = re.search(r"[Ee]xited with i32 exit status (\d+)", str(exc))
+    return int(match[1]) if match else None
 
 
 def _first_line(exc: BaseException) -> str:

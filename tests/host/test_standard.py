@@ -124,3 +124,37 @@ def test_components_built_by_standard_toolchains_serve(tmp_path: Path, registry:
         r = httpx.get(host.url + "/app", timeout=30)  # the app routes on the path below its route
         assert r.status_code == 200, r.text
         assert r.text == f"hello from {name.split('-')[0].replace('py', 'python').replace('js', 'js')}: hi there"
+
+
+def test_command_components_run_as_jobs_with_their_exit_status(tmp_path: Path, registry: Registry) -> None:
+    ok, fail = push(registry, "cli-job-wat"), push(registry, "cli-fail-wat")
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(ok, component="ok"), instance(fail, component="fail")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/ok/0", "Completed")
+        failed = host.wait_status("dev/demo/fail/0", "Failed")
+        assert failed["lastError"] == "dev/demo/fail job exited with code 1 (run returned an error)"
+        assert host.get("/").status_code == 404  # jobs serve nothing; the host lives on
+
+
+def test_a_wrong_wasmtime_cli_fails_its_instances_clearly_and_the_rest_serves(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.components import build
+
+    fake = tmp_path / "wasmtime"
+    fake.write_text("#!/bin/sh\necho 'wasmtime 12.0.0 (old)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("DRIFTLESS_WASMTIME", str(fake))  # the host process inherits it
+    standard, own = push(registry, "http-hello-wat"), registry.push("hello", build("hello"))
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(standard, component="std", route="/std"),
+                               instance(own, component="own", route="/own")])  # fmt: skip
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        failed = host.wait_status("dev/demo/std/0", "Failed", timeout=60)
+        assert "is wasmtime 12.0.0; this host needs wasmtime 49.x" in failed["lastError"]
+        host.wait_status("dev/demo/own/0", "Running")
+        assert host.get("/own").status_code == 200
+        time.sleep(2)  # no tight retry loop: still one failure, nothing restarted
+        assert host.instances()["dev/demo/std/0"]["restarts"] == 0
+        assert host.proc.log().count("this host needs wasmtime 49.x") <= 2
