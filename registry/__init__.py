@@ -2,7 +2,7 @@
 
     registry.server       HTTP server (serve, serve_in_thread, start, ServerOptions)
     shared.registry_client       synchronous client (push_component, resolve, fetch_manifest, fetch_blob, component_info)
-    shared.wasm         inspect_wasm(bytes) -> kind, imports, exports (wasmtime)
+    shared.wasm         inspect_wasm(bytes) -> kind, imports, exports, worlds (wasm-tools)
     registry.store        the content model over a storage driver (blobs, uploads, manifests, tags, referrers)
     registry.storage      the Storage protocol and its drivers (filesystem, memory)
     registry.layout       where everything lives in storage
