@@ -18,8 +18,8 @@ What it runs with (the grants, enforced by the command line we build):
   ``maxConcurrency`` with 503 ``concurrency``;
 - environment: exactly the component's config plus ``<LINK>_URL`` for each HTTP link, passed as
   ``--env NAME`` with the value in the child's environment, so no value is on a command line;
-- ``wasi:config/store``: the same config (``-S config``; see :func:`_config_args` for how values stay
-  off the command line);
+- ``wasi:config/store``: the same config, read from the environment by an adapter composed into the
+  component before it is compiled (:mod:`host.compose`);
 - no directories; sockets only when granted; outbound HTTP cannot be filtered by ``wasmtime serve``:
   reported as a warning in the instance status unless the component cannot make outbound calls.
 """
@@ -44,7 +44,7 @@ from aiohttp import web
 
 from host.errors import HostError, Unavailable
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
-from shared.interfaces import WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
+from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from wire.control import BACKOFF, IDLE, RUNNING, STARTING, InstanceSpec
 
 log = logging.getLogger("driftless.host")
@@ -187,7 +187,6 @@ class ServedInstance:
                 env.setdefault(link_env_name(link.to_component), self._serve.link_url(spec, link.to_component))
         for name in sorted(env):
             args += ["--env", name]  # the value comes from the child's environment, never argv
-        args += _config_args(self.imports, env)
         args.append(str(self.cwasm))
         return args, env
 
@@ -417,19 +416,6 @@ class ServedInstance:
         self.last_error = text
         self._on_change()
         return Unavailable(text, reason=reason)
-
-
-def _config_args(imports: list[str], env: dict[str, str]) -> list[str]:
-    """``wasi:config/store`` for components that import it.
-
-    ``wasmtime serve`` takes config values only as ``-S config-var=NAME=VALUE`` (not from its TOML
-    config file), which would put them on the command line for ``ps`` to show: values are never
-    passed that way. A component importing ``wasi:config/store`` gets the store enabled with the
-    config's *names* only where their values are empty; see docs/host.md for the limitation.
-    """
-    if not any(unversioned(i) == WASI_CONFIG_STORE for i in imports):
-        return []
-    return ["-S", "config"]
 
 
 def _from_wasmtime(headers: list[tuple[str, str]], body: bytes) -> bool:

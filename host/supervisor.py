@@ -21,14 +21,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
 from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
 from host.served import ServedInstance, ServeRuntime
 from host.wasm_engine import WasmEngine, check_component_bytes
 from host.wasmtime_cli import EngineFlags, ServeCaches
-from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_HTTP_HANDLER, unversioned
-from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm
+from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
+from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm, wasm_tools_path
 from wire.control import (
     BACKOFF,
     COMPLETED,
@@ -259,9 +260,20 @@ class Supervisor:
                                f"({', '.join(typed)})")
         flags = EngineFlags(fuel=spec.limits.fuel is not None)
         caches = self._serve_caches()
-        cwasm = self.serve.cli.precompile(digest=spec.digest, fetch=fetch, flags=flags, cache=caches.for_flags(flags))
+        imports = list(info.imports)
+        key, source = spec.digest, fetch
+        if imports_config_store(imports):
+            # wasi:config/store from the environment (config never goes on a command line): the
+            # composed component is compiled and cached under its own key
+            key = f"{spec.digest}.config-{ADAPTER_ID}"
+            imports = [i for i in imports if unversioned(i) != WASI_CONFIG_STORE]
+
+            def source() -> bytes:
+                return with_config_from_env(fetch(), wasm_tools=Path(wasm_tools_path()), imports=info.imports)
+
+        cwasm = self.serve.cli.precompile(digest=key, fetch=source, flags=flags, cache=caches.for_flags(flags))
         instance = ServedInstance(
-            spec=spec, cwasm=cwasm, flags=flags, imports=list(info.imports), serve=self.serve,
+            spec=spec, cwasm=cwasm, flags=flags, imports=imports, serve=self.serve,
             timeout_ms=spec.limits.timeout_ms or self.defaults.timeout_ms,
             max_concurrency=spec.limits.max_concurrency or self.defaults.max_concurrency,
             managed=managed, on_change=self._changed_from_thread,

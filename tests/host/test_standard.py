@@ -124,6 +124,14 @@ def test_components_built_by_standard_toolchains_serve(tmp_path: Path, registry:
         r = httpx.get(host.url + "/app", timeout=30)  # the app routes on the path below its route
         assert r.status_code == 200, r.text
         assert r.text == f"hello from {name.split('-')[0].replace('py', 'python').replace('js', 'js')}: hi there"
+        if name == "py-hello":  # it imports wasi:config/store: the same config, read from the environment
+            got = httpx.get(host.url + "/app/config/GREETING", timeout=30)
+            assert (got.status_code, got.text) == (200, "hi there")
+            assert httpx.get(host.url + "/app/config/nothing", timeout=30).status_code == 404
+            serving = [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_serve_of(pid, host.data)]
+            assert serving
+            cmdline = Path(f"/proc/{serving[0]}/cmdline").read_bytes()
+            assert b"hi there" not in cmdline and b"config-var" not in cmdline
 
 
 def test_command_components_run_as_jobs_with_their_exit_status(tmp_path: Path, registry: Registry) -> None:
