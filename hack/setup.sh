@@ -12,6 +12,9 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v jq >/dev/null || need_apt+=(jq)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# node and npm: componentize-js builds the JavaScript example component (examples/standard/js-hello)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
