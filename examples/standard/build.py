@@ -439,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         "--print-paths", action="store_true", help="print {name: path} as JSON (after building)"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
+    parser.add_argument("--out", metavar="DIR", type=Path,
+                        help="also copy each component to DIR/<name>.wasm (e.g. to push it from a stable path)")
     args = parser.parse_args(argv)
     names = args.only or list(components())
     unknown = [n for n in names if n not in components()]
@@ -452,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: building {name} failed: {exc}", file=sys.stderr)
             return 1
         paths[name] = str(result.path)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            target = args.out / f"{name}.wasm"
+            tmp = target.with_suffix(".wasm.tmp")
+            shutil.copyfile(result.path, tmp)
+            tmp.replace(target)
+            paths[name] = str(target)
         print(result.line(), file=sys.stderr if args.print_paths else sys.stdout, flush=True)
     if args.print_paths:
         print(json.dumps(paths, indent=2, sort_keys=True))
