@@ -161,12 +161,12 @@ class RegistryApp:
             )
         sent = getattr(response, "blob_bytes", None)  # a FileResponse knows its length only once prepared
         self.metrics.observe(
-            route,
-            request.method,
-            response.status,
-            time.perf_counter() - started,
-            request.content_length or 0,
-            (sent if sent is not None else response.content_length or 0) if request.method != "HEAD" else 0,
+            route=route,
+            method=request.method,
+            status=response.status,
+            seconds=time.perf_counter() - started,
+            bytes_in=request.content_length or 0,
+            bytes_out=(sent if sent is not None else response.content_length or 0) if request.method != "HEAD" else 0,
         )
         return response
 
@@ -187,7 +187,7 @@ class RegistryApp:
         method = request.method
         if path == "/metrics":
             self._authorize(request)
-            return "metrics", web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+            return "metrics", web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
         if path in ("/v2/", "/v2"):
             self._authorize(request)
             return "base", _json({})

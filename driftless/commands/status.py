@@ -1,17 +1,24 @@
 """``driftless status [--env E] [-o table|json]``: environments, applications and hosts at a glance.
 
-This module also holds the small table/colour helpers the other read commands (drift, history) use.
+This module also holds the table/colour helpers (drawn by rich) the other read commands (drift,
+history, diff, promote) use: plain, stable text when stdout is not a terminal or ``NO_COLOR`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from rich.color import ColorSystem
+from rich.console import Console
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
 
 from driftless.client import ControlClient
 from shared.errors import DriftlessError
@@ -20,7 +27,8 @@ GOOD = {"Synced", "Healthy", "Ready", "Running", "True", "passed"}
 WARN = {"Progressing", "Pending", "Starting", "Unknown", "report"}
 BAD = {"OutOfSync", "Degraded", "Lost", "Failed", "BackOff", "False", "refused", "Missing", "Unexpected",
        "VersionMismatch", "ConfigMismatch", "TagMoved", "HostLost", "RevisionRejected"}  # fmt: skip
-_CODES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
+COLOURS = ("green", "yellow", "red", "dim", "bold")  # the styles paint() knows
+_WIDE = 1 << 16  # a table is never wrapped to the terminal: one line per row, like before
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -42,13 +50,16 @@ def add_output_argument(p: argparse.ArgumentParser) -> None:
 
 
 def use_colour() -> bool:
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    """Colour only on a terminal that has colours (rich's checks: ``NO_COLOR``, ``TERM=dumb``, ...)."""
+    console = Console(file=sys.stdout)
+    return console.is_terminal and console.color_system is not None and not console.no_color
 
 
 def paint(text: str, colour: str, *, enabled: bool | None = None) -> str:
-    if not (use_colour() if enabled is None else enabled) or colour not in _CODES:
+    """``text`` in one of :data:`COLOURS` when colour is on (or ``enabled``), else unchanged."""
+    if not (use_colour() if enabled is None else enabled) or colour not in COLOURS:
         return text
-    return f"\033[{_CODES[colour]}m{text}\033[0m"
+    return Style.parse(colour).render(text, color_system=ColorSystem.STANDARD)
 
 
 def state_colour(value: str) -> str:
@@ -64,22 +75,20 @@ def state_colour(value: str) -> str:
 def table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], *, colour_columns: Sequence[int] = ()
 ) -> str:
-    """Columns padded to their widest cell; state columns coloured when stdout is a terminal."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+    """Columns two spaces apart, padded to their widest cell, one line per row, trailing blanks trimmed;
+    on a colour terminal the headers are bold and the state columns coloured."""
     colour = use_colour()
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    grid = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, expand=False, header_style="")
+    for header in headers:
+        grid.add_column(Text(header, style="bold" if colour else ""), no_wrap=True, overflow="ignore")
     for row in rows:
-        cells = []
-        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
-            padded = cell.ljust(w)
-            if i in colour_columns:
-                padded = paint(cell, state_colour(cell), enabled=colour) + " " * (w - len(cell))
-            cells.append(padded)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+        grid.add_row(*(Text(cell, style=state_colour(cell) if i in colour_columns else "")
+                       for i, cell in enumerate(row)))
+    out = io.StringIO()
+    console = Console(file=out, width=_WIDE, force_terminal=colour, no_color=not colour,
+                      color_system="standard" if colour else None, highlight=False, markup=False, emoji=False)
+    console.print(grid)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 def ago(ts: float | None, *, now: float | None = None) -> str:

@@ -1,13 +1,20 @@
-"""``driftless up``: start registry, Git repository, reconciler and hosts on loopback; Ctrl-C stops them."""
+"""``driftless up``: start registry, Git repository, reconciler and hosts on loopback; Ctrl-C stops them.
+
+On a terminal a rich spinner shows the long steps (pushing the examples, waiting for them to be served);
+when stdout is not a terminal (a log file, CI) the spinner is silent and the output is plain lines.
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
 
 from driftless.client import ControlClient
 from driftless.endpoints import default_data_dir
@@ -32,6 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
+
+
+def _interactive() -> Console | None:
+    """A console for spinners when stdout is a (non-dumb) terminal, else None."""
+    console = Console()
+    return console if console.is_terminal and not console.is_dumb_terminal else None
+
+
+def _spinner(console: Console | None, text: str) -> AbstractContextManager[Any]:
+    """A spinner saying ``text`` while the block runs; nothing at all without a terminal."""
+    return console.status(text) if console is not None else nullcontext()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         platform.prepare()
         platform.start_registry()
         _step(f"registry      {platform.registry_url}")
-        pushed = platform.push_examples()
+        with _spinner(_interactive(), "pushing the example components"):
+            pushed = platform.push_examples()
         for ref in pushed:
             _step(f"pushed        {ref}")
         if platform.seed_git():
@@ -96,26 +115,38 @@ def _api(platform: Platform) -> ControlClient:
 
 
 def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:
-    """Wait until every host has registered and every example app is Healthy (progress dots)."""
+    """Wait until every host has registered and every example app is Healthy (a spinner with the counts
+    on a terminal, progress dots otherwise)."""
     api = _api(platform)
     deadline = time.monotonic() + timeout
-    print("==> waiting for hosts to pull, compile and serve the example apps ", end="", flush=True)
-    while time.monotonic() < deadline and not stopping():
-        try:
-            ready = [h for h in api.get("/api/v1/hosts")["hosts"] if h.get("state") == "Ready"]
-            envs = api.get("/api/v1/environments")["environments"]
-            apps = [a for e in envs for a in e.get("apps") or []]
-            if len(ready) >= platform.host_count and apps and all(a.get("health") == "Healthy" for a in apps):
-                print(" ready", flush=True)
-                return
-        except DriftlessError:  # not listening yet, or not reconciled yet
-            pass
-        if platform.dead():
-            print(flush=True)
-            raise DriftlessError(f"{', '.join(platform.dead())} exited; see {platform.data / 'logs'}")
-        print(".", end="", flush=True)
-        time.sleep(0.5)
-    print(" (still converging; `driftless status` shows progress)", flush=True)
+    what = "waiting for hosts to pull, compile and serve the example apps"
+    console = _interactive()
+    if console is None:
+        print(f"==> {what} ", end="", flush=True)
+    outcome = " (still converging; `driftless status` shows progress)"
+    with _spinner(console, what) as status:
+        while time.monotonic() < deadline and not stopping():
+            try:
+                ready = [h for h in api.get("/api/v1/hosts")["hosts"] if h.get("state") == "Ready"]
+                envs = api.get("/api/v1/environments")["environments"]
+                apps = [a for e in envs for a in e.get("apps") or []]
+                healthy = [a for a in apps if a.get("health") == "Healthy"]
+                if len(ready) >= platform.host_count and apps and len(healthy) == len(apps):
+                    outcome = " ready"
+                    break
+                if status is not None:
+                    status.update(f"waiting for the example apps: {len(ready)}/{platform.host_count} hosts Ready, "
+                                  f"{len(healthy)}/{len(apps)} apps Healthy")
+            except DriftlessError:  # not listening yet, or not reconciled yet
+                pass
+            if platform.dead():
+                if console is None:
+                    print(flush=True)
+                raise DriftlessError(f"{', '.join(platform.dead())} exited; see {platform.data / 'logs'}")
+            if console is None:
+                print(".", end="", flush=True)
+            time.sleep(0.5)
+    print(outcome if console is None else f"==> {what}{outcome}", flush=True)
 
 
 def _print_summary(platform: Platform, info: dict[str, Any]) -> None:

@@ -1,49 +1,75 @@
-"""``GET /metrics``: the reconciler's counters and live state as Prometheus families (the format
-itself is :mod:`shared.prometheus`)."""
+"""``GET /metrics``: the reconciler's Prometheus families, rendered by prometheus-client.
+
+The reconcile histogram is a real :class:`prometheus_client.Histogram` the controller observes; every
+other family is read from the controller's live state at scrape time by :class:`ControllerCollector`.
+Each scrape renders a registry of its own, never the process-wide default one (tests run several
+reconcilers in one process).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from reconciler.planner.placement import LOST, READY
-from shared.prometheus import Exposition, labels
 
 if TYPE_CHECKING:
     from reconciler.controller.pipeline import Controller
 
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ControllerCollector(Collector):
+    """The controller's families, read when Prometheus scrapes."""
+
+    def __init__(self, *, controller: Controller) -> None:
+        self._controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._controller
+        yield from c.reconcile_seconds.collect()
+        reconciles = CounterMetricFamily("driftless_reconcile_total", "Reconciles by outcome (success, rejected, error).",
+                                         labels=("result",))
+        for outcome in ("success", "rejected", "error"):
+            reconciles.add_metric((outcome,), c.reconciles.get(outcome, 0))
+        yield reconciles
+        yield _gauge_by("driftless_apps", "Applications by environment, sync state and health.",
+                        labels=("env", "sync", "health"), counts=Counter((v.env, v.sync, v.health) for v in c.tracker.views.values()))
+        hosts: Counter[tuple[str, ...]] = Counter({(READY,): 0, (LOST,): 0})
+        hosts.update((h.state,) for h in c.fleet.hosts.values())
+        yield _gauge_by("driftless_hosts", "Hosts by state.", labels=("state",), counts=hosts)
+        yield _gauge_by("driftless_drift_items", "Counted drift items by environment and category.",
+                        labels=("env", "category"), counts=Counter((i.env, str(i.category)) for i in c.tracker.drift_items if i.counted))
+        yield CounterMetricFamily("driftless_git_fetch_total", "Git fetches.", value=c.git_fetches)
+        yield CounterMetricFamily("driftless_git_fetch_errors_total", "Git fetches that failed.", value=c.git_fetch_errors)
+        yield CounterMetricFamily("driftless_published_generations_total", "Desired-state documents published to hosts.",
+                                  value=c.generations_published)
+        yield CounterMetricFamily("driftless_heals_total", "Republications to correct drift.", value=c.tracker.heals)
+        yield GaugeMetricFamily("driftless_revision_rejected",
+                                "1 when the Git head is rejected and an older revision stays applied.",
+                                value=1 if c.rejected else 0)
+        info = GaugeMetricFamily("driftless_applied_revision_info", "The Git revision applied.", labels=("revision",))
+        if c.applied:
+            info.add_metric((str(c.applied["revision"]),), 1)
+        yield info
+
+
+def _gauge_by(name: str, help_text: str, *, labels: tuple[str, ...],
+              counts: Counter[tuple[str, ...]]) -> GaugeMetricFamily:
+    """A gauge family of one sample per label-value tuple, sorted."""
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for values, n in sorted(counts.items()):
+        family.add_metric(values, n)
+    return family
+
 
 def render(controller: Controller) -> str:
-    out = Exposition()
-    out.family("driftless_reconcile_duration_seconds", "histogram",
-               "Duration of a reconcile (fetch, load, resolve, plan, publish).")
-    out.extend(controller.reconcile_seconds.lines("driftless_reconcile_duration_seconds"))
-    out.family("driftless_reconcile_total", "counter", "Reconciles by outcome (success, rejected, error).")
-    for outcome in ("success", "rejected", "error"):
-        out.sample("driftless_reconcile_total", controller.reconciles.get(outcome, 0), labels(result=outcome))
-    apps: dict[str, float] = {}
-    for view in controller.tracker.views.values():
-        key = labels(env=view.env, sync=view.sync, health=view.health)
-        apps[key] = apps.get(key, 0) + 1
-    out.gauge_by("driftless_apps", "Applications by environment, sync state and health.", apps)
-    states = {labels(state=s): 0.0 for s in (READY, LOST)}
-    for h in controller.fleet.hosts.values():
-        states[labels(state=h.state)] += 1
-    out.gauge_by("driftless_hosts", "Hosts by state.", states)
-    drift: dict[str, float] = {}
-    for item in controller.tracker.drift_items:
-        if item.counted:
-            key = labels(env=item.env, category=str(item.category))
-            drift[key] = drift.get(key, 0) + 1
-    out.gauge_by("driftless_drift_items", "Counted drift items by environment and category.", drift)
-    out.single("driftless_git_fetch_total", "counter", "Git fetches.", controller.git_fetches)
-    out.single("driftless_git_fetch_errors_total", "counter", "Git fetches that failed.", controller.git_fetch_errors)
-    out.single("driftless_published_generations_total", "counter", "Desired-state documents published to hosts.",
-               controller.generations_published)
-    out.single("driftless_heals_total", "counter", "Republications to correct drift.", controller.tracker.heals)
-    out.single("driftless_revision_rejected", "gauge",
-               "1 when the Git head is rejected and an older revision stays applied.", 1 if controller.rejected else 0)
-    info = {}
-    if controller.applied:
-        info[labels(revision=controller.applied["revision"])] = 1.0
-    out.gauge_by("driftless_applied_revision_info", "The Git revision applied.", info)
-    return out.text()
+    """The Prometheus text exposition of ``controller`` (served as :data:`CONTENT_TYPE`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControllerCollector(controller=controller))
+    return generate_latest(registry).decode()

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.metrics import render as render_metrics
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event
@@ -455,8 +456,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 @read_auth
 async def metrics(request: web.Request) -> web.StreamResponse:
-    return web.Response(text=render_metrics(_controller(request)), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Format": "text/plain; version=0.0.4"})
+    return web.Response(body=render_metrics(_controller(request)).encode(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 @web.middleware

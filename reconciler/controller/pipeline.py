@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Histogram
+
 from model.types import ManifestTree
 from reconciler.controller.datadir import lock_data_dir
 from reconciler.controller.events import EventLog
@@ -39,11 +41,11 @@ from reconciler.settings import Settings
 from shared import registry_client
 from shared import tags as tags_mod
 from shared.errors import NotReachable, UsageError
-from shared.prometheus import Histogram
 from shared.reference import parse
 from wire.control import HostDesiredState
 
 log = logging.getLogger("driftless.reconciler")
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Transient(Exception):
@@ -90,7 +92,9 @@ class Controller:
         self.last_error: str | None = None
         self.last_reconcile: dict[str, Any] = {}
         # metrics
-        self.reconcile_seconds = Histogram()
+        self.reconcile_seconds = Histogram(  # unregistered: reconciler.api.metrics collects it per scrape
+            "driftless_reconcile_duration_seconds", "Duration of a reconcile (fetch, load, resolve, plan, publish).",
+            buckets=RECONCILE_BUCKETS, registry=None)
         self.reconciles: dict[str, int] = {}
         self.git_fetches = 0
         self.git_fetch_errors = 0

@@ -340,7 +340,7 @@ def test_moved_tag_is_reported_not_deployed(world: World) -> None:
     # what runs stays pinned to the digest resolved when the commit was applied
     assert w.reconciler.app("prod", "shop")["components"][0]["digest"] == deployed
     metrics = request(f"{w.reconciler.url}/metrics")[1].decode()
-    assert 'driftless_drift_items{env="prod",category="TagMoved"} 1' in metrics
+    assert 'driftless_drift_items{category="TagMoved",env="prod"} 1' in metrics
 
 
 def test_restart_resumes_without_new_generations(world: World) -> None:
@@ -409,7 +409,7 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     status, body = request(f"{url}/api/v1/rollback", method="POST", body=b'[]')
     assert status == 400 and "JSON object" in body["error"]
     metrics = request(f"{url}/metrics")[1].decode()
-    for name in ("driftless_reconcile_duration_seconds_bucket", 'driftless_apps{env="prod",sync="Synced",health="Healthy"} 1',
+    for name in ("driftless_reconcile_duration_seconds_bucket", 'driftless_apps{env="prod",health="Healthy",sync="Synced"} 1',
                  "driftless_git_fetch_errors_total 0", 'driftless_hosts{state="Ready"} 4', "driftless_drift_items"):
         assert name in metrics, name
     log = w.reconciler.proc.log() if w.reconciler.proc else ""

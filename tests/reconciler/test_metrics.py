@@ -39,8 +39,8 @@ def test_every_documented_family_is_rendered_from_the_engine(tmp_path: Path) -> 
     for name in names:
         kind = "histogram" if name.endswith("_seconds") else "(counter|gauge)"
         assert re.search(rf"^# TYPE {name} {kind}$", text, re.M), name
-    for line in ('driftless_reconcile_total{result="rejected"} 2', "driftless_reconcile_duration_seconds_count 1",
-                 'driftless_hosts{state="Lost"} 1', 'driftless_hosts{state="Ready"} 0', "driftless_git_fetch_total 5",
-                 "driftless_heals_total 1", "driftless_revision_rejected 0",
-                 'driftless_applied_revision_info{revision="abc123"} 1'):
+    for line in ('driftless_reconcile_total{result="rejected"} 2.0', "driftless_reconcile_duration_seconds_count 1.0",
+                 'driftless_hosts{state="Lost"} 1.0', 'driftless_hosts{state="Ready"} 0.0', "driftless_git_fetch_total 5.0",
+                 "driftless_heals_total 1.0", "driftless_revision_rejected 0.0",
+                 'driftless_applied_revision_info{revision="abc123"} 1.0'):
         assert line in text.splitlines(), line
