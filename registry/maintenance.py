@@ -1,7 +1,10 @@
 """Garbage collection and integrity checks over a registry's storage (``driftless registry gc|fsck``).
 
-GC marks from every tag: a tagged manifest, the children of an index, a manifest's config and layers,
-and every referrer whose subject is alive (recursively); it sweeps the rest. Anything written within
+GC marks from every manifest of a repository — tagged or not: an environment that pinned a digest
+must still be able to pull it after the tag moved on — and, with ``delete_untagged`` (``gc
+--delete-untagged``, as distribution's ``--delete-untagged``), only from every tag. Marking follows
+the children of an index, a manifest's config and layers, and every referrer whose subject is alive
+(recursively); it sweeps the rest. Anything written within
 the grace period (blobs, manifest revisions, blob links) is kept, so a push in progress — blobs
 uploaded, manifest not yet put — survives a GC run alongside a serving registry. Upload sessions in
 progress are never touched; one that has received nothing for ``stale_upload_seconds`` (default a
@@ -27,6 +30,7 @@ class GcReport:
     links: list[str] = field(default_factory=list)  # "repo@digest" blob links
     uploads: list[str] = field(default_factory=list)  # "repo upload-id" sessions abandoned long ago
     kept_recent: int = 0
+    kept_untagged: int = 0  # manifests no tag reaches, kept because delete_untagged was not asked
     dry_run: bool = False
 
     @property
@@ -53,8 +57,32 @@ def all_blob_digests(storage: Storage) -> list[str]:
     return out
 
 
+def _mark(registry: Registry, repo: str, pending: list[str], live: set[str], marked: set[str]) -> None:
+    """Mark the manifests in ``pending`` (into ``live``) and what they reach: index children and
+    referrers (into ``live``), configs and layers (into ``marked``)."""
+    storage = registry.storage
+    while pending:
+        digest = pending.pop()
+        if digest in live or not registry.has_manifest(repo, digest):
+            continue
+        live.add(digest)
+        try:
+            manifest = json.loads(storage.get(key("blob", digest=digest)))
+        except (FileNotFoundError, ValueError):
+            continue
+        if not isinstance(manifest, dict):
+            continue
+        if manifest.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in manifest:
+            pending += [c["digest"] for c in manifest.get("manifests") or [] if isinstance(c, dict) and "digest" in c]
+        else:
+            for desc in [manifest.get("config")] + list(manifest.get("layers") or []):
+                if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
+                    marked.add(desc["digest"])
+        pending += [r["digest"] for r in registry.referrers(repo, digest)]
+
+
 def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: bool = False,
-                    stale_upload_seconds: float = 86400.0) -> GcReport:
+                    stale_upload_seconds: float = 86400.0, delete_untagged: bool = False) -> GcReport:
     registry = Registry(storage)
     report = GcReport(dry_run=dry_run)
     cutoff = time.time() - grace_seconds
@@ -66,25 +94,14 @@ def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: 
     marked: set[str] = set()
     for repo in registry.catalog():
         live: set[str] = set()
-        pending = [d for t in registry.tags(repo) if (d := registry.tag_digest(repo, t))]
-        while pending:
-            digest = pending.pop()
-            if digest in live or not registry.has_manifest(repo, digest):
-                continue
-            live.add(digest)
-            try:
-                manifest = json.loads(storage.get(key("blob", digest=digest)))
-            except (FileNotFoundError, ValueError):
-                continue
-            if manifest.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in manifest:
-                pending += [c["digest"] for c in manifest.get("manifests") or [] if isinstance(c, dict) and "digest" in c]
-            else:
-                for desc in [manifest.get("config")] + list(manifest.get("layers") or []):
-                    if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
-                        marked.add(desc["digest"])
-            pending += [r["digest"] for r in registry.referrers(repo, digest)]
-        # untagged, unreferenced manifests go, unless just pushed
-        for digest in _digests_under(storage, key("revisions", repo=repo)):
+        _mark(registry, repo, [d for t in registry.tags(repo) if (d := registry.tag_digest(repo, t))], live, marked)
+        revisions = _digests_under(storage, key("revisions", repo=repo))
+        if not delete_untagged:  # every manifest is a root: a digest pinned somewhere stays pullable
+            untagged = [d for d in revisions if d not in live]
+            _mark(registry, repo, list(untagged), live, marked)
+            report.kept_untagged += len(untagged)
+        # untagged, unreferenced manifests go (with delete_untagged), unless just pushed
+        for digest in revisions:
             if digest in live:
                 continue
             if recent(key("revision", repo=repo, digest=digest)):

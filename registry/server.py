@@ -30,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.auth import Htpasswd
+from registry.access import AccessPolicy
+from registry.auth import Authenticator, unauthorized
 from registry.errors import RegistryError
 from registry.metrics import Metrics
 from registry.storage import FilesystemStorage, Storage
@@ -43,6 +44,7 @@ from registry.store import (
     check_name,
     new_hasher,
 )
+from shared.errors import UsageError
 
 log = logging.getLogger("driftless.registry")
 
@@ -53,7 +55,6 @@ ROUTE = re.compile(
     r"|tags/(?P<tags>list))$"
 )
 COMPONENTS_PREFIX = "/v2/_driftless/components/"
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BASE_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 THREADED_SENDFILE_MIN = 4 << 20  # blobs this big are sent from a worker thread
 SENDFILE_THREADS = 8  # concurrent big downloads on threads; more go out from the event loop
@@ -71,6 +72,9 @@ class ServerOptions:
     tls_key: Path | None = None
     read_only: bool = False
     anonymous_pull: bool = False
+    access_policy: Path | None = None  # per-repository access control (registry.access); YAML or JSON
+    auth_failure_limit: int = 10  # failed logins per user and address per minute before 429 (0: no limit)
+    auth_cache_seconds: float = 60.0  # how long a successful password check is remembered
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None,
@@ -138,7 +142,12 @@ class RegistryApp:
         self.registry = registry
         self.options = options
         self.metrics = metrics
-        self.auth = Htpasswd.load(options.htpasswd) if options.htpasswd else None
+        self.auth = (
+            Authenticator(options.htpasswd, failure_limit=options.auth_failure_limit,
+                          cache_seconds=options.auth_cache_seconds)
+            if options.htpasswd else None
+        )
+        self.policy = load_policy(options, self.auth)
         self._session_locks: dict[str, asyncio.Lock] = {}
 
     # -- entry --------------------------------------------------------------------------------------
@@ -170,39 +179,60 @@ class RegistryApp:
         )
         return response
 
-    def _authorize(self, request: web.BaseRequest) -> None:
-        write = request.method in WRITE_METHODS
-        if self.auth is not None and not (self.options.anonymous_pull and not write):
-            if self.auth.check(request.headers.get("Authorization")) is None:
-                raise RegistryError(
-                    "UNAUTHORIZED",
-                    "valid basic-auth credentials are required (htpasswd)",
-                    headers={"WWW-Authenticate": 'Basic realm="driftless registry"'},
-                )
-        if write and self.options.read_only:
-            raise RegistryError("UNSUPPORTED", "this registry is read-only (started with --read-only)")
+    # -- who may do what ----------------------------------------------------------------------------
+    async def _identify(self, request: web.BaseRequest) -> str | None:
+        """The authenticated user, or None for an anonymous caller (no Authorization header, or no
+        htpasswd at all). Wrong credentials are a 401 even where anonymous callers are let in."""
+        if self.auth is None:
+            return None
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        return await self.auth.user(header, request.remote)
+
+    async def _registry_wide(self, request: web.BaseRequest) -> str | None:
+        """/v2/, /v2/_catalog, /metrics: any user; anonymous callers only when the registry has no
+        users or was started with --anonymous-pull (with a policy and users, the 401 tells clients
+        to send their credentials)."""
+        user = await self._identify(request)
+        if user is None and self.auth is not None and not self.policy.anonymous_registry:
+            raise unauthorized("valid basic-auth credentials are required (htpasswd)")
+        return user
+
+    def _require(self, user: str | None, repository: str, action: str, *, why: str = "") -> None:
+        if self.policy.allows(user, repository, action):
+            return
+        what = f"{action} on repository {repository!r}{why}"
+        if user is None and self.auth is not None:
+            if self.options.access_policy is None:  # today's switches: any user may do everything
+                raise unauthorized(f"valid basic-auth credentials are required (htpasswd) for {what}")
+            raise unauthorized(f"anonymous access does not allow {what}: send the credentials of a user "
+                               "the access policy allows")
+        who = "anonymous callers" if user is None else f"user {user!r}"
+        raise RegistryError("DENIED", f"the access policy does not give {who} {what}")
 
     async def _dispatch(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
         path = request.path
         method = request.method
         if path == "/metrics":
-            self._authorize(request)
-            return "metrics", web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
+            await self._registry_wide(request)
+            body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)  # walks blobs/
+            return "metrics", web.Response(body=body, headers={"Content-Type": self.metrics.content_type})
         if path in ("/v2/", "/v2"):
-            self._authorize(request)
+            await self._registry_wide(request)
             return "base", _json({})
         if not path.startswith("/v2/"):
             raise RegistryError("UNSUPPORTED", f"no such endpoint: {path[:200]}", status=404)
-        self._authorize(request)
-        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
-            # authorised: tell the client to send the body (there is no router to do it for us)
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if path == "/v2/_catalog":
             self._methods(method, ("GET",))
-            return "catalog", self._catalog(request)
+            user = await self._registry_wide(request)
+            return "catalog", await self._catalog(request, user)
+        user = await self._identify(request)
         if path.startswith(COMPONENTS_PREFIX):
             self._methods(method, ("GET", "HEAD"))
-            return "components", await self._component(request, path[len(COMPONENTS_PREFIX):])
+            tail = path[len(COMPONENTS_PREFIX):]
+            self._require(user, check_name(tail.rpartition("/")[0]), "pull")
+            return "components", await self._component(request, tail)
         m = ROUTE.match(path)
         if m is None:
             raise RegistryError("UNSUPPORTED", f"no such endpoint: {path[:200]}", status=404)
@@ -210,34 +240,48 @@ class RegistryApp:
         kind = m["kind"]
         if kind == "manifests":
             self._methods(method, ("GET", "HEAD", "PUT", "DELETE"))
+            action = {"PUT": "push", "DELETE": "delete"}.get(method, "pull")
+        elif kind == "blobs" and m["ref"] == "uploads":
+            self._methods(method, ("POST",))
+            action = "push"
+        elif kind == "blobs":
+            self._methods(method, ("GET", "HEAD", "DELETE"))
+            action = "delete" if method == "DELETE" else "pull"
+        elif m["upload"] is not None:
+            self._methods(method, ("POST",) if m["upload"] == "" else ("GET", "PATCH", "PUT", "DELETE"))
+            action = "push"
+        else:  # tags, referrers
+            self._methods(method, ("GET",))
+            action = "pull"
+        self._require(user, name, action)
+        if action != "pull" and self.options.read_only:
+            raise RegistryError("UNSUPPORTED", "this registry is read-only (started with --read-only)")
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # authorised: tell the client to send the body (there is no router to do it for us)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        if kind == "manifests":
             if method in ("GET", "HEAD"):
                 return "manifest", self._get_manifest(name, m["ref"])
             if method == "PUT":
                 return "manifest", await self._put_manifest(request, name, m["ref"])
-            self.registry.delete_manifest(name, m["ref"])
+            await loop.run_in_executor(None, self.registry.delete_manifest, name, m["ref"])
             return "manifest", _empty(202, {})
         if kind == "blobs" and m["ref"] == "uploads":
-            self._methods(method, ("POST",))
-            return "upload", await self._start_upload(request, name)
+            return "upload", await self._start_upload(request, name, user)
         if kind == "blobs":
-            self._methods(method, ("GET", "HEAD", "DELETE"))
             digest = check_digest(m["ref"])
             if method == "DELETE":
-                self.registry.delete_blob(name, digest)
+                await loop.run_in_executor(None, self.registry.delete_blob, name, digest)
                 return "blob", _empty(202, {})
             return "blob", await self._get_blob(request, name, digest)
         if m["upload"] is not None:
-            upload_id = m["upload"]
-            if upload_id == "":
-                self._methods(method, ("POST",))
-                return "upload", await self._start_upload(request, name)
-            self._methods(method, ("GET", "PATCH", "PUT", "DELETE"))
-            return "upload", await self._upload(request, name, upload_id)
+            if m["upload"] == "":
+                return "upload", await self._start_upload(request, name, user)
+            return "upload", await self._upload(request, name, m["upload"])
         if m["tags"] is not None:
-            self._methods(method, ("GET",))
-            return "tags", self._tags(request, name)
-        self._methods(method, ("GET",))
-        return "referrers", self._referrers(request, name, check_digest(m["ref"]))
+            return "tags", await self._tags(request, name)
+        return "referrers", await self._referrers(request, name, check_digest(m["ref"]))
 
     @staticmethod
     def _methods(method: str, allowed: tuple[str, ...]) -> None:
@@ -275,18 +319,22 @@ class RegistryApp:
             headers["OCI-Subject"] = result.subject
         return _empty(201, headers)
 
-    def _tags(self, request: web.BaseRequest, name: str) -> web.Response:
-        if not self.registry.repository_exists(name):
-            raise RegistryError("NAME_UNKNOWN", {"name": name})
-        tags, more = _page(self.registry.tags(name), request.query)
+    async def _tags(self, request: web.BaseRequest, name: str) -> web.Response:
+        def listing() -> list[str]:
+            if not self.registry.repository_exists(name):
+                raise RegistryError("NAME_UNKNOWN", {"name": name})
+            return self.registry.tags(name)
+
+        tags, more = _page(await asyncio.get_running_loop().run_in_executor(None, listing), request.query)
         headers = {}
         if more is not None and tags:
             headers["Link"] = f'</v2/{name}/tags/list?n={more}&last={tags[-1]}>; rel="next"'
         return _json({"name": name, "tags": tags}, headers=headers)
 
-    def _referrers(self, request: web.BaseRequest, name: str, digest: str) -> web.Response:
+    async def _referrers(self, request: web.BaseRequest, name: str, digest: str) -> web.Response:
         artifact_type = request.query.get("artifactType")
-        descriptors = self.registry.referrers(name, digest, artifact_type)
+        descriptors = await asyncio.get_running_loop().run_in_executor(
+            None, self.registry.referrers, name, digest, artifact_type)
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
         return _json(
             {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors},
@@ -294,8 +342,11 @@ class RegistryApp:
             content_type=OCI_INDEX,
         )
 
-    def _catalog(self, request: web.BaseRequest) -> web.Response:
-        repos, more = _page(self.registry.catalog(), request.query)
+    async def _catalog(self, request: web.BaseRequest, user: str | None) -> web.Response:
+        """The repositories ``user`` may pull (the catalog is a directory walk: off the loop)."""
+        everything = await asyncio.get_running_loop().run_in_executor(None, self.registry.catalog)
+        visible = [r for r in everything if self.policy.allows(user, r, "pull")]
+        repos, more = _page(visible, request.query)
         headers = {}
         if more is not None and repos:
             headers["Link"] = f'</v2/_catalog?n={more}&last={repos[-1]}>; rel="next"'
@@ -352,22 +403,32 @@ class RegistryApp:
         await response.write_eof()
         return response
 
-    async def _start_upload(self, request: web.BaseRequest, name: str) -> web.Response:
+    async def _start_upload(self, request: web.BaseRequest, name: str, user: str | None) -> web.Response:
         query = request.query
         mount = query.get("mount")
+        loop = asyncio.get_running_loop()
         if mount is not None:
             digest = check_digest(mount)
             source = query.get("from")
+            may_pull = None
             if source is not None:
                 check_name(source)
-            if self.registry.mount(name, digest, source):
+                self._require(user, source, "pull", why=f" (to mount {digest} from it into {name!r})")
+            elif self.options.access_policy is not None and not self.policy.is_admin(user):
+                # mount= without from= looks registry-wide: only among the repositories the caller may pull
+                def may_pull(repo: str) -> bool:
+                    return self.policy.allows(user, repo, "pull")
+            if await loop.run_in_executor(None, lambda: self.registry.mount(name, digest, source, may_pull=may_pull)):
                 return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
         digest_param = query.get("digest")
         if digest_param is not None:
             digest = check_digest(digest_param)
             await self._receive_blob(request, name, digest)
             return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
-        state = self.registry.start_upload(name)
+        if self.registry.upload_secret_loaded:  # the common case: POST touches no disk
+            state = self.registry.start_upload(name)
+        else:  # the first upload reads (or creates and fsyncs) the key that signs upload ids
+            state = await loop.run_in_executor(None, self.registry.start_upload, name)
         return _empty(202, _upload_headers(name, state))
 
     async def _receive_blob(self, request: web.BaseRequest, name: str, digest: str) -> None:
@@ -380,21 +441,21 @@ class RegistryApp:
             writer.cancel()
             raise
         actual = f"{digest.split(':')[0]}:{hasher.hexdigest()}"
-        if actual == digest:
-            # shielded: once verified, the commit (fsync + rename) finishes even if the client leaves
-            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, writer.commit))
-        self.registry.commit_blob(name, writer, digest, actual)
+        # shielded: once verified, the commit (fsync, rename, link) finishes even if the client leaves
+        await asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(None, self.registry.commit_blob, name, writer, digest, actual))
 
     async def _upload(self, request: web.BaseRequest, name: str, upload_id: str) -> web.Response:
         method = request.method
+        loop = asyncio.get_running_loop()
         lock = self._session_locks.setdefault(upload_id, asyncio.Lock())
         try:
             async with lock:
-                state = self.registry.upload(name, upload_id)
+                state = await loop.run_in_executor(None, self.registry.upload, name, upload_id)
                 if method == "GET":
                     return _empty(204, _upload_headers(name, state))
                 if method == "DELETE":
-                    self.registry.cancel_upload(state)
+                    await loop.run_in_executor(None, self.registry.cancel_upload, state)
                     return _empty(204, {})
                 if method == "PATCH":
                     state = await self._append_chunk(request, state)
@@ -407,11 +468,11 @@ class RegistryApp:
                 has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding") == "chunked"
                 if state.size == 0 and has_body and "Content-Range" not in request.headers:
                     await self._receive_blob(request, name, digest)  # monolithic: one pass, no copy
-                    self.registry.cancel_upload(state)
+                    await loop.run_in_executor(None, self.registry.cancel_upload, state)
                 else:
                     if has_body:
                         state = await self._append_chunk(request, state)
-                    await asyncio.get_running_loop().run_in_executor(None, self.registry.finish_upload, state, digest)
+                    await loop.run_in_executor(None, self.registry.finish_upload, state, digest)
                 return _empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
         finally:
             if not lock.locked() and not getattr(lock, "_waiters", None):
@@ -444,7 +505,7 @@ class RegistryApp:
         loop = asyncio.get_running_loop()
         hasher = await loop.run_in_executor(None, self.registry.upload_hasher, state)
         hasher = hasher.copy()  # the stored one stays valid if this chunk fails
-        writer = self.registry.chunk_writer(state)
+        writer = await loop.run_in_executor(None, self.registry.chunk_writer, state)  # open + truncate
         try:
             await _stream(request, writer, hasher)
         except BaseException:
@@ -613,6 +674,30 @@ def build_registry(root: Path) -> tuple[Registry, FilesystemStorage]:
     storage = FilesystemStorage(root)
     storage.clean_temp(older_than=3600)
     return Registry(storage), storage
+
+
+def load_policy(options: ServerOptions, auth: Authenticator | None) -> AccessPolicy:
+    """The access policy of ``--access-policy``, checked against the htpasswd users; without one,
+    today's switches (``--htpasswd``, ``--anonymous-pull``) as a policy."""
+    if options.access_policy is None:
+        return AccessPolicy.implicit(users=auth is not None, anonymous_pull=options.anonymous_pull)
+    if options.anonymous_pull:
+        raise UsageError("--anonymous-pull and --access-policy do not go together",
+                         hint="give anonymous callers pull in the policy: anonymousPolicy: [pull]")
+    policy = AccessPolicy.load(options.access_policy)
+    if auth is None:
+        if policy.names_any_user():
+            raise UsageError(f"the access policy {options.access_policy} names users but there is no --htpasswd",
+                             hint="add --htpasswd FILE with those users")
+        return policy
+    unknown = sorted(policy.named_users() - auth.users)
+    if unknown:
+        raise UsageError(
+            f"the access policy {options.access_policy} names {', '.join(map(repr, unknown))}, "
+            f"not in the htpasswd file {options.htpasswd}",
+            hint="fix the name in the policy or add the user with `htpasswd -B FILE USER`",
+        )
+    return policy
 
 
 def make_handler(options: ServerOptions, *, storage: Storage | None = None) -> RegistryApp:

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,12 +186,19 @@ class Registry:
         self.blob_stat(repo, digest)
         self.storage.delete(key("layer-link", repo=repo, digest=digest))
 
-    def mount(self, repo: str, digest: str, from_repo: str | None) -> bool:
-        """Cross-repository mount: link a blob of ``from_repo`` (or, without it, any stored blob)."""
+    def mount(self, repo: str, digest: str, from_repo: str | None, *,
+              may_pull: Callable[[str], bool] | None = None) -> bool:
+        """Cross-repository mount: link a blob of ``from_repo``, or, without it, any stored blob — or,
+        with ``may_pull``, a blob linked into some repository ``may_pull`` accepts (a catalog walk)."""
         if from_repo is not None:
             if self.storage.stat(key("layer-link", repo=from_repo, digest=digest)) is None:
                 return False
         if not self.has_blob(digest):
+            return False
+        if from_repo is None and may_pull is not None and not any(
+            may_pull(r) and self.storage.stat(key("layer-link", repo=r, digest=digest)) is not None
+            for r in self.catalog()
+        ):
             return False
         self.link_blob(repo, digest)
         return True
@@ -214,6 +222,11 @@ class Registry:
         return actual
 
     # -- upload sessions ----------------------------------------------------------------------------
+    @property
+    def upload_secret_loaded(self) -> bool:
+        """True once the key that signs upload ids is in memory (start_upload then touches no disk)."""
+        return self._secret is not None
+
     def _upload_secret(self) -> bytes:
         if self._secret is None:
             try:

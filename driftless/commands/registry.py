@@ -19,10 +19,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     serve.add_argument("--read-only", action="store_true", help="refuse every write (push, delete)")
     serve.add_argument("--anonymous-pull", action="store_true", help="with --htpasswd: let reads through without credentials")
+    serve.add_argument("--access-policy", type=Path, metavar="FILE",
+                       help="per-repository access control: YAML or JSON mapping repository globs to pull/push/delete "
+                            "for htpasswd users and anonymous (see docs/registry.md)")
+    serve.add_argument("--auth-failure-limit", type=int, default=10, metavar="N",
+                       help="failed logins per user and address per minute before 429 Too Many Requests "
+                            "(default 10; 0: no limit)")
 
     gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches")
     gc.add_argument("--root", type=Path, required=True, help="storage directory")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    gc.add_argument("--delete-untagged", action="store_true",
+                    help="also delete manifests no tag reaches (default: keep them, digests pinned elsewhere stay pullable)")
     gc.add_argument("--grace", default="10m", help="keep anything written more recently than this (e.g. 30s, 10m, 2h; default 10m)")
     gc.add_argument("--stale-uploads", default="24h", metavar="DURATION",
                     help="remove upload sessions that received nothing for this long (default 24h)")
@@ -66,11 +74,14 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--htpasswd", args.htpasswd)):
+    for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--htpasswd", args.htpasswd),
+                      ("--access-policy", args.access_policy)):
         if path is not None and not path.is_file():
             raise UsageError(f"{opt} {path}: no such file")
     if args.anonymous_pull and not args.htpasswd:
         raise UsageError("--anonymous-pull only makes sense with --htpasswd (without it every request is anonymous)")
+    if args.auth_failure_limit < 0:
+        raise UsageError("--auth-failure-limit must be 0 (no limit) or more")
     from registry.server import ServerOptions, serve  # aiohttp loads only once the options are sound
 
     options = ServerOptions(
@@ -82,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         read_only=args.read_only,
         anonymous_pull=args.anonymous_pull,
+        access_policy=args.access_policy,
+        auth_failure_limit=args.auth_failure_limit,
     )
     try:
         serve(options, on_ready=lambda url: print(f"registry serving {url} (storage {args.root})", flush=True))
@@ -97,7 +110,8 @@ def _gc(args: argparse.Namespace) -> int:
 
     storage = FilesystemStorage(_existing_root(args.root))
     report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run,
-                             stale_upload_seconds=parse_duration(args.stale_uploads, option="--stale-uploads"))
+                             stale_upload_seconds=parse_duration(args.stale_uploads, option="--stale-uploads"),
+                             delete_untagged=args.delete_untagged)
     verb = "would delete" if args.dry_run else "deleted"
     for item in report.manifests:
         print(f"{verb} manifest {item}")
@@ -113,6 +127,9 @@ def _gc(args: argparse.Namespace) -> int:
         f"gc: {verb} {len(report.blobs)} blobs ({report.freed_bytes} bytes), {len(report.manifests)} manifests, "
         f"{len(report.links)} blob links, {len(report.uploads)} abandoned uploads; kept {report.kept_recent} recent items (grace {args.grace})"
     )
+    if report.kept_untagged:
+        print(f"gc: kept {report.kept_untagged} untagged manifests (pinned digests stay pullable; "
+              "--delete-untagged deletes them)")
     return 0
 
 

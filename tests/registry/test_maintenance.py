@@ -62,14 +62,14 @@ def test_gc_marks_from_tags_and_keeps_recent(tmp_path: Path) -> None:
     _age_everything(root)
     fresh = reg.put_blob("other", b"pushed a moment ago")  # within the grace period
 
-    dry = driftless("registry", "gc", "--root", str(root), "--dry-run")
+    dry = driftless("registry", "gc", "--root", str(root), "--dry-run", "--delete-untagged")
     assert dry.returncode == 0, dry.stderr
     assert f"would delete manifest app@{untagged}" in dry.stdout
     assert f"would delete manifest app@{sig_of_untagged}" in dry.stdout
     assert f"would delete blob {orphan}" in dry.stdout
     assert storage.stat(key("blob", digest=orphan)) is not None  # dry run deletes nothing
 
-    out = driftless("registry", "gc", "--root", str(root), "--grace", "10m")
+    out = driftless("registry", "gc", "--root", str(root), "--grace", "10m", "--delete-untagged")
     assert out.returncode == 0, out.stderr
     for gone in (untagged, sig_of_untagged, orphan, digest_of(b"L2"), digest_of(b"L4")):
         assert storage.stat(key("blob", digest=gone)) is None, gone
@@ -88,7 +88,7 @@ def test_gc_marks_from_tags_and_keeps_recent(tmp_path: Path) -> None:
     closed = reg.start_upload("app")
     reg.cancel_upload(closed)  # leaves a marker so the id cannot be reused
     assert (root / key("upload-closed", upload=closed.id)).exists()
-    again = driftless("registry", "gc", "--root", str(root), "--grace", "0s")
+    again = driftless("registry", "gc", "--root", str(root), "--grace", "0s", "--delete-untagged")
     assert "deleted 1 blobs" in again.stdout  # only the fresh orphan, now past a zero grace
     assert not (root / key("upload", upload=closed.id)).exists()
     assert reg.upload("app", upload.id).size == len(b"in progress")
