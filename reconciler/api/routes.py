@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,10 +19,12 @@ from aiohttp import web
 
 from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.metrics import render as render_metrics
+from reconciler.controller.hosts import MAX_GENERATION
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event
 from reconciler.gitops import promote, rollback
 from shared.errors import DriftlessError, UsageError
+from shared.redact import redact_url
 from wire.control import PREFIX, HostRegistration, HostReport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,6 +129,12 @@ async def desired(request: web.Request) -> web.StreamResponse:
         wait = float(request.query.get("wait", "0"))
     except ValueError:
         return _error(400, "?after= must be an integer generation and ?wait= a number of seconds")
+    if not 0 <= after < MAX_GENERATION:
+        return _error(400, f"?after={after} is out of range: a generation is an integer from 0 to {MAX_GENERATION - 1} "
+                           "(send the generation of the last desired state received, 0 for none)")
+    if not (math.isfinite(wait) and wait >= 0):
+        return _error(400, f"?wait={request.query.get('wait')} is out of range: a number of seconds >= 0 "
+                           f"(capped at {controller.settings.long_poll_max:g})")
     controller.fleet.ensure_generation_above(name, after)
     doc = await controller.fleet.wait_desired(name, after=after, wait=max(0.0, min(wait, controller.settings.long_poll_max)))
     if doc is None:
@@ -144,6 +153,9 @@ async def report(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
         return rep
     if rep.name != name:
         return _error(400, f"report names host {rep.name!r} but was posted for {name!r}")
+    if not 0 <= rep.observed_generation < MAX_GENERATION:
+        return _error(400, f"invalid HostReport: observedGeneration {rep.observed_generation} is out of range "
+                           f"(0 to {MAX_GENERATION - 1})")
     return web.json_response({"generation": controller.fleet.report(rep)})
 
 
@@ -197,7 +209,7 @@ def env_json(controller: Controller, name: str) -> dict[str, Any] | None:
 def source_json(controller: Controller) -> dict[str, Any]:
     s = controller.settings
     return {
-        "repo": controller.git.url,
+        "repo": redact_url(controller.git.url),  # never the credentials a --repo URL may carry
         "branch": s.branch,
         "path": s.path,
         "head": controller.head.revision if controller.head else None,

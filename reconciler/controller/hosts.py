@@ -21,6 +21,10 @@ from reconciler.planner.placement import LOST, READY, HostInfo
 from reconciler.settings import Settings
 from wire.control import HostDesiredState, HostRegistration, HostReport
 
+# Generations stay below this: exact in every JSON client (2**53), and far enough below SQLite's
+# integer limit (2**63) that no bump or later publication can overflow the state store.
+MAX_GENERATION = 2**53
+
 
 @dataclass(slots=True, kw_only=True)
 class HostState:
@@ -102,8 +106,8 @@ class HostRegistry:
     def ensure_generation_above(self, host: str, after: int) -> None:
         """A host that saw a newer generation than we know (state lost) must still get our document."""
         current = self.published.get(host)
-        if current is None or after <= current[0].generation:
-            return
+        if current is None or after <= current[0].generation or not 0 <= after < MAX_GENERATION:
+            return  # out of range: the API refuses it; never store a generation that cannot grow
         doc = current[0]
         bumped = HostDesiredState(host=host, generation=after + 1, revision=doc.revision, instances=doc.instances)
         self.published[host] = (bumped, time.time())

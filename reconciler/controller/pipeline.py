@@ -3,7 +3,10 @@
 A reconcile is an ordered list of same-signature steps (fetch, load, resolve, plan, publish, watch
 tags), its outcome recorded in ``finally``. Errors are classified:
 - stalled: the commit is invalid (schema, unknown image): rejected, no retry until a new commit;
-- transient: Git or the registry did not answer: retried with exponential backoff;
+- transient: Git or the registry did not answer: retried with exponential backoff
+  (:class:`shared.retry.Backoff`), one ``FetchFailed`` event per outage, not per retry;
+- a commit naming an image the registry does not hold (yet) is rejected once (one ``Rejected``
+  event per revision) and retried with the same backoff: a push of the missing tag applies it;
 - waiting: hosts converging: nothing to do but watch their reports.
 Only the publish step changes what hosts run, and only when a host's document changes (or to heal).
 
@@ -15,8 +18,11 @@ hosts), the status and drift tracker (:mod:`.tracker`), events (:mod:`.events`),
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
+import os
 import sqlite3
 import tarfile
 import tempfile
@@ -41,11 +47,27 @@ from reconciler.settings import Settings
 from shared import registry_client
 from shared import tags as tags_mod
 from shared.errors import NotReachable, UsageError
+from shared.redact import redact_text
 from shared.reference import parse
+from shared.retry import Backoff
 from wire.control import HostDesiredState
 
 log = logging.getLogger("driftless.reconciler")
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+REGISTRY_TIMEOUT = _seconds("DRIFTLESS_REGISTRY_TIMEOUT", 5.0)  # one registry request (connect, each read)
+RESOLVE_DEADLINE = 6 * REGISTRY_TIMEOUT  # all the tags of a revision, resolved concurrently
+RESOLVE_WORKERS = 8  # registry requests in flight at once
+RETRY_FIRST, RETRY_CAP = 0.5, 30.0  # backoff of transient failures and of commits waiting for an image
 
 
 class Transient(Exception):
@@ -105,7 +127,10 @@ class Controller:
         self._heal_requests: dict[str, frozenset[str]] = {}
         self._status_dirty = True
         self._retry_at: float | None = None
-        self._retry_backoff = 0.5
+        self._retry = Backoff(first=RETRY_FIRST, cap=max(1.0, min(settings.interval, RETRY_CAP)))
+        self._failing: str | None = None  # the outage being retried (one FetchFailed event for it)
+        self._resolver = concurrent.futures.ThreadPoolExecutor(max_workers=RESOLVE_WORKERS,
+                                                               thread_name_prefix="resolve-tags")
         self._next_poll = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,6 +165,7 @@ class Controller:
         await self.halt()
         self.fleet.flush()
         await asyncio.to_thread(self.git.close)
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         self.store.close()
         self._lock_file.close()
 
@@ -208,14 +234,23 @@ class Controller:
         try:
             for step in steps:
                 await step(ctx)
-            self._retry_at, self._retry_backoff = None, 0.5
+            if self._waiting_for_image():
+                # a commit naming an image not pushed yet: tried again with backoff, not at every event
+                if ctx.fetch or self._retry_at is None:
+                    delay = self._retry.next_delay()
+                    self._retry_at = time.monotonic() + delay
+                    log.info("event=reconcile-retry in=%.1fs reason=waiting-for-image revision=%s", delay,
+                             self.rejected.revision[:12] if self.rejected else "")
+            else:
+                self._retry_at = None
+                self._retry.reset()
             self.last_error = None
         except Transient as exc:
             ctx.outcome = "error"
-            self.last_error = str(exc)
-            self._retry_at = time.monotonic() + self._retry_backoff
-            log.warning("event=reconcile-retry in=%.1fs error=%s", self._retry_backoff, exc)
-            self._retry_backoff = min(self._retry_backoff * 2, max(self.settings.interval, 1.0))
+            self.last_error = redact_text(str(exc))
+            delay = self._retry.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.warning("event=reconcile-retry in=%.1fs error=%s", delay, self.last_error)
             # hosts still need a plan even when Git or the registry is away
             if ctx.plan is None:
                 with contextlib.suppress(Transient):
@@ -230,6 +265,12 @@ class Controller:
             self._status_dirty = True
             self.ready = True
 
+    def _waiting_for_image(self) -> bool:
+        """The Git head is rejected only for images the registry does not hold (a push can fix it)."""
+        rejected = self.rejected
+        return bool(rejected and self.head and rejected.revision == self.head.revision and rejected.errors
+                    and all(e.get("code") == "unknown-image" for e in rejected.errors))
+
     async def _step_fetch(self, ctx: Context) -> None:
         if not ctx.fetch:
             return
@@ -238,8 +279,12 @@ class Controller:
             ctx.head = await asyncio.to_thread(self.git.fetch)
         except GitError as exc:
             self.git_fetch_errors += 1
-            self.event(type="Warning", reason="FetchFailed", message=str(exc))
-            raise Transient(str(exc)) from exc
+            message = redact_text(str(exc))
+            if message != self._failing:  # one event per outage (and per new error), not per retry
+                self._failing = message
+                self.event(type="Warning", reason="FetchFailed", message=message)
+            raise Transient(message) from exc
+        self._failing = None
         self.head = ctx.head
 
     async def _step_watch_tags(self, ctx: Context) -> None:
@@ -249,14 +294,44 @@ class Controller:
             return
         images = {c.image for apps in tree.applications.values() for a in apps.values() for c in a.components
                   if "@" not in c.image}
-        current: dict[str, str] = {}
-        for image in sorted(images):
-            try:
-                current.update(await asyncio.to_thread(tags_mod.resolve, [image], registry_url=self.settings.registry))
-            except (tags_mod.UnknownImage, tags_mod.RegistryUnreachable):
-                continue
+        current, _, _ = await self._resolve_tags(images)
         self.current_tags = current
         self._status_dirty = True
+
+    async def _resolve_tags(self, images: Iterable[str]) -> tuple[
+            dict[str, str], dict[str, tags_mod.UnknownImage], tags_mod.RegistryUnreachable | None]:
+        """Resolve each tag on its own (at most RESOLVE_WORKERS requests at once, the whole within
+        RESOLVE_DEADLINE seconds): the digests found, the images the registry does not hold, and why
+        the registry could not be asked (None when it answered for every image)."""
+        loop = asyncio.get_running_loop()
+        futures = {
+            image: loop.run_in_executor(self._resolver, functools.partial(
+                tags_mod.resolve, [image], registry_url=self.settings.registry, timeout=REGISTRY_TIMEOUT))
+            for image in sorted(set(images))
+        }
+        if not futures:
+            return {}, {}, None
+        _, pending = await asyncio.wait(futures.values(), timeout=RESOLVE_DEADLINE)
+        for future in pending:
+            future.cancel()
+        digests: dict[str, str] = {}
+        unknown: dict[str, tags_mod.UnknownImage] = {}
+        unreachable: tags_mod.RegistryUnreachable | None = None
+        for image, future in futures.items():
+            if future.cancelled():
+                unreachable = unreachable or tags_mod.RegistryUnreachable(
+                    f"registry {self.registry_host} did not resolve {image} within {RESOLVE_DEADLINE:g}s")
+                continue
+            exc = future.exception()
+            if exc is None:
+                digests.update(future.result())
+            elif isinstance(exc, tags_mod.UnknownImage):
+                unknown[image] = exc
+            elif isinstance(exc, tags_mod.RegistryUnreachable):
+                unreachable = unreachable or exc
+            else:
+                unreachable = unreachable or tags_mod.RegistryUnreachable(f"cannot resolve {image}: {exc!r}")
+        return digests, unknown, unreachable
 
     async def _step_load(self, ctx: Context) -> None:
         head = ctx.head
@@ -308,14 +383,13 @@ class Controller:
         if tree is None or head is None:
             return
         images = [c.image for apps in tree.applications.values() for a in apps.values() for c in a.components]
-        try:
-            digests = await asyncio.to_thread(tags_mod.resolve, images, registry_url=self.settings.registry)
-        except tags_mod.UnknownImage as exc:
-            self._reject(head, [locate_image(tree, exc.image, str(exc))])
+        digests, unknown, unreachable = await self._resolve_tags(images)
+        if unknown:  # the commit names images the registry does not hold: every one of them, at its file:line
+            self._reject(head, [locate_image(tree, image, str(exc)) for image, exc in sorted(unknown.items())])
             ctx.outcome = "rejected"
             return
-        except tags_mod.RegistryUnreachable as exc:
-            raise Transient(str(exc)) from exc
+        if unreachable is not None:
+            raise Transient(str(unreachable)) from unreachable
         problems = await asyncio.to_thread(self._check_registry, tree, digests)
         if problems:
             self._reject(head, problems)
@@ -348,7 +422,7 @@ class Controller:
             ref = parse(image)
             if ref.registry not in (None, self.registry_host):
                 continue
-            session = registry_client.Session(self.settings.registry, timeout=5)
+            session = registry_client.Session(self.settings.registry, timeout=REGISTRY_TIMEOUT)
             try:
                 status, _, _ = session.request("GET", f"/v2/_driftless/components/{ref.repository}/{digest}",
                                                ok=tuple(range(200, 600)))
@@ -359,6 +433,12 @@ class Controller:
         return False
 
     def _reject(self, head: CommitInfo, errors: list[dict[str, Any]]) -> None:
+        previous = self.rejected
+        if previous is not None and previous.revision == head.revision:
+            if previous.errors == errors:
+                return  # a retry that found the same: the revision's Rejected event was emitted once
+        else:
+            self._retry.reset()  # a new revision waiting for an image starts retrying soon
         self.rejected = Rejected(revision=head.revision, errors=errors, since=time.time(), message=head.message,
                                  author=head.author)
         self.store.put("rejected", self.rejected.to_json())
