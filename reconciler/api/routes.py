@@ -376,7 +376,7 @@ async def plan_inputs(request: web.Request) -> web.StreamResponse:
         "digests": controller.digests,
         "hosts": [
             {"name": n, "labels": dict(h.registration.labels), "maxInstances": h.registration.capacity.max_instances,
-             "state": h.state}
+             "state": h.state, "ingressUrl": h.registration.ingress_url}
             for n, h in sorted(controller.fleet.hosts.items())
         ],
         "published": {n: d.to_json() for n, (d, _) in sorted(controller.fleet.published.items())},
