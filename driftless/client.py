@@ -1,6 +1,6 @@
 """A small synchronous JSON client of the reconciler's API, for the CLI (httpx through shared.http).
 
-    client = ControlClient(base_url=args.control)      # default: driftless.endpoints.default_control_url()
+    client = ReconcilerClient(base_url=args.control)      # default: driftless.endpoints.default_control_url()
     client.get("/api/v1/drift", env="prod")             # -> parsed JSON
     client.post("/api/v1/promote", {"app": "hello", ...})
 
@@ -47,7 +47,7 @@ def default_token() -> str | None:
     return None
 
 
-class ControlClient:
+class ReconcilerClient:
     def __init__(
         self, *, base_url: str | None = None, token: str | None = None, timeout: float = 30.0
     ) -> None:

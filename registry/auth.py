@@ -181,9 +181,10 @@ class Authenticator:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def user(self, authorization: str, address: str | None) -> str:
+    async def user(self, authorization: str, address: str | None) -> str | None:
         """The user whose basic credentials ``authorization`` carries; UNAUTHORIZED if they are wrong,
-        TOOMANYREQUESTS when too many attempts failed lately."""
+        TOOMANYREQUESTS when too many attempts failed lately. Empty credentials (``Basic Og==``, what
+        containers/image sends once it saw a Basic challenge and has no credentials) are anonymous."""
         if authorization[:6].lower() != "basic ":
             raise unauthorized("only HTTP basic authentication is supported (Authorization: Basic ...)")
         try:
@@ -191,6 +192,8 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             raise unauthorized("the Authorization header is not valid base64 of user:password") from None
         name, sep, password = decoded.partition(":")
+        if sep and not name and not password:
+            return None
         if not sep or not name:
             raise unauthorized("the Authorization header must carry user:password")
         await self._reload_if_changed()

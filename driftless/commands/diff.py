@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.commands.status import add_control_argument, add_output_argument, paint, print_json, short
 from driftless.endpoints import default_git_remote, default_registry_url
 from shared.errors import DriftlessError
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.env and args.env not in tree.environments:
         known = ", ".join(sorted(tree.environments)) or "none"
         raise DriftlessError(f"environment {args.env!r} is not in these manifests; known: {known}")
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
     inputs = client.get("/api/v1/plan-inputs") or {}
     registry_url = args.registry or default_registry_url()
 

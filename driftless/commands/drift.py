@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.commands.status import (
     add_control_argument,
     add_output_argument,
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     wanted = _categories(args.category)
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
     if args.env:
         # an unknown environment is a mistake, not "no drift"
         client.get(f"/api/v1/environments/{args.env}")
@@ -100,7 +100,7 @@ def _categories(given: list[str] | None) -> set[str]:
 
 
 def tag_drift(
-    client: ControlClient, *, env: str | None, registry_url: str, known: list[dict[str, Any]]
+    client: ReconcilerClient, *, env: str | None, registry_url: str, known: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """TagMoved items found by asking the registry now where each deployed tag points.
 
@@ -141,7 +141,7 @@ def tag_drift(
     return [i.to_json() for i in found if (str(i.category), i.env, i.app, i.component) not in seen]
 
 
-def recent_heals(client: ControlClient, *, env: str | None, minutes: float) -> list[dict[str, Any]]:
+def recent_heals(client: ReconcilerClient, *, env: str | None, minutes: float) -> list[dict[str, Any]]:
     """Drift observed and healed lately (from the event log): what heal mode corrected, and when."""
     if minutes <= 0:
         return []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.commands.status import add_control_argument, add_output_argument, ago, print_json, short, table
 
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
     if args.env:
         client.get(f"/api/v1/environments/{args.env}")  # a clear error for an unknown environment
     doc = client.get("/api/v1/history", env=args.env, app=args.app, limit=str(max(1, args.limit))) or {}

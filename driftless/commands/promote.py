@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.commands.status import add_control_argument, paint, print_json, short
 from driftless.endpoints import default_git_remote
 from shared.errors import UsageError
@@ -74,7 +74,7 @@ def _seconds(text: str) -> float:
 def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> int:
     from reconciler.gitops.promote import PromotionRefused, promote
 
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
 
     def locally(repo: str) -> dict[str, Any]:
         status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
@@ -172,7 +172,7 @@ def add_text_output_argument(p: argparse.ArgumentParser) -> None:
 def change_in_repository(
     args: argparse.Namespace,
     *,
-    client: ControlClient,
+    client: ReconcilerClient,
     endpoint: str,
     body: dict[str, Any],
     locally: Callable[[str], dict[str, Any]],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.commands.promote import (
     add_git_target_arguments,
     add_text_output_argument,
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from reconciler.gitops.rollback import rollback
 
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
 
     def locally(repo: str) -> dict[str, Any]:
         applied = None

@@ -20,7 +20,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from shared.errors import DriftlessError
 
 GOOD = {"Synced", "Healthy", "Ready", "Running", "True", "passed"}
@@ -130,7 +130,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ControlClient(base_url=args.control)
+    client = ReconcilerClient(base_url=args.control)
     envs_doc = client.get("/api/v1/environments") or {}
     hosts_doc = client.get("/api/v1/hosts") or {}
     environments = list(envs_doc.get("environments") or [])
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drift_counts(client: ControlClient) -> dict[str, int]:
+def _drift_counts(client: ReconcilerClient) -> dict[str, int]:
     """Counted drift items per environment (an older reconciler without drift: none)."""
     try:
         doc = client.get("/api/v1/drift") or {}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from driftless.client import ControlClient
+from driftless.client import ReconcilerClient
 from driftless.endpoints import default_data_dir
 from shared.errors import DriftlessError
 
@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
             print("==> stopped", flush=True)
 
 
-def _api(platform: Platform) -> ControlClient:
-    return ControlClient(base_url=platform.control_url, token=platform.token(), timeout=2)
+def _api(platform: Platform) -> ReconcilerClient:
+    return ReconcilerClient(base_url=platform.control_url, token=platform.token(), timeout=2)
 
 
 def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:

@@ -259,9 +259,9 @@ def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
 
 
 def test_promote_and_rollback_through_the_api(p: Platform) -> None:
-    from driftless.client import ApiError, ControlClient
+    from driftless.client import ApiError, ReconcilerClient
 
-    client = ControlClient(base_url=p.control)
+    client = ReconcilerClient(base_url=p.control)
     _soaked(p)
     head = p.git("ls-remote", str(p.remote), "main").split()[0]
     dry = client.post(
@@ -319,7 +319,7 @@ def test_diff_shows_what_a_working_tree_would_change(p: Platform) -> None:
 
 
 def test_moved_tag_is_reported(p: Platform) -> None:
-    from driftless.client import ControlClient
+    from driftless.client import ReconcilerClient
     from shared.registry_client import push_component
     from tests.support.components import variant
 
@@ -334,7 +334,7 @@ def test_moved_tag_is_reported(p: Platform) -> None:
     assert "demo/hello:2.0.0" in item["message"]
     # the reconciler sees it too at its next fetch (here: asked for at once), in the API and as an event
     before = time.time()
-    ControlClient(base_url=p.control).post("/api/v1/sync", {})
+    ReconcilerClient(base_url=p.control).post("/api/v1/sync", {})
     served = wait_for_drift(p, category="TagMoved", env="staging", component="web")
     assert (served["expected"], served["actual"]) == (deployed, moved)
     wait_until(lambda: _events(p, "DriftTagMoved", before - 60), timeout=10, what="TagMoved event")

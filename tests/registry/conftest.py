@@ -143,3 +143,15 @@ def error_code(r: httpx.Response) -> str:
     entry = body["errors"][0]
     assert {"code", "message", "detail"} <= set(entry), entry
     return entry["code"]
+
+
+def write_htpasswd(path: Path, users: dict[str, str], *, rounds: int = 4) -> Path:
+    """An htpasswd file as `htpasswd -B` writes it ($2y$ bcrypt); low cost unless a test needs slow checks."""
+    import bcrypt
+
+    lines = ["# test users"]
+    for user, password in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode().replace("$2b$", "$2y$", 1)
+        lines.append(f"{user}:{hashed}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

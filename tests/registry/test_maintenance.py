@@ -127,3 +127,36 @@ def test_fsck_quarantines_corrupt_blobs(tmp_path: Path) -> None:
     again = driftless("registry", "fsck", "--root", str(root))
     assert again.returncode == 1 and f"app@{layer}: linked blob is missing" in again.stdout
     assert reg.get_manifest("app", "v2").digest == victim  # nothing else was touched
+
+
+def test_gc_keeps_digests_an_environment_pins_unless_asked(tmp_path: Path) -> None:
+    """An environment pins demo/app@sha256:...; the tag moves on; gc must not break the pinned pull."""
+    from tests.registry.conftest import Oci, start_registry
+
+    root = tmp_path / "root"
+    proc, port = start_registry(root, tmp_path)
+    try:
+        with Oci(f"http://127.0.0.1:{port}") as oci:
+            pinned, manifest = oci.image("demo/app", "v1", layer=b"release 1")
+            newer, _ = oci.image("demo/app", "v1", layer=b"release 2")  # the tag moves on
+            untagged, _ = oci.image("demo/app", None, layer=b"pushed by digest only")
+            assert oci.head("/v2/demo/app/manifests/v1").headers["Docker-Content-Digest"] == newer
+            _age_everything(root)
+
+            out = driftless("registry", "gc", "--root", str(root), "--grace", "0s")
+            assert out.returncode == 0, out.stderr
+            assert "kept 2 untagged manifests" in out.stdout and "deleted 0 blobs" in out.stdout, out.stdout
+            for digest in (pinned, untagged):
+                assert oci.get(f"/v2/demo/app/manifests/{digest}").status_code == 200
+            assert oci.get(f"/v2/demo/app/blobs/{manifest['layers'][0]['digest']}").content == b"release 1"
+
+            out = driftless("registry", "gc", "--root", str(root), "--grace", "0s", "--delete-untagged")
+            assert out.returncode == 0, out.stderr
+            assert f"deleted manifest demo/app@{pinned}" in out.stdout
+            for digest in (pinned, untagged):
+                assert oci.get(f"/v2/demo/app/manifests/{digest}").status_code == 404
+            assert oci.get(f"/v2/demo/app/blobs/{manifest['layers'][0]['digest']}").status_code == 404
+            assert oci.get(f"/v2/demo/app/manifests/{newer}").status_code == 200
+            assert oci.get("/v2/demo/app/manifests/v1").status_code == 200
+    finally:
+        proc.stop()
