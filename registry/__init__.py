@@ -7,6 +7,8 @@
     registry.storage      the Storage protocol and its drivers (filesystem, memory)
     registry.layout       where everything lives in storage
     registry.maintenance  gc and fsck
+    registry.access       per-repository access control (--access-policy): who may pull, push, delete
+    registry.auth         htpasswd basic auth: bcrypt off the event loop, cached, failed logins rate-limited
     registry.errors       the OCI error codes, in one table
 
 User documentation: docs/registry.md.

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +210,3 @@ def _actions(value: Any, where: str, fail: Any) -> frozenset[str]:
         raise fail(where, f"unknown action {unknown[0]!r}; the actions are {', '.join(ACTIONS)}")
     return frozenset(value)
 
-
-def describe(actions: Iterable[str]) -> str:
-    ordered = [a for a in ACTIONS if a in set(actions)]
-    return ", ".join(ordered) if ordered else "nothing"

@@ -425,3 +425,24 @@ def test_policy_file_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["registry", "serve", "--root", str(tmp_path), "--access-policy", str(tmp_path / "absent.yaml")]) == 2
     assert "--access-policy" in capsys.readouterr().err
     assert main(["registry", "serve", "--root", str(tmp_path), "--auth-failure-limit", "-1"]) == 2
+
+
+def test_the_documented_policy_means_what_the_docs_say() -> None:
+    import yaml
+
+    from registry.access import AccessPolicy
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "registry.md").read_text()
+    section = docs.split("## Access control", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n")[1]
+    policy = AccessPolicy.parse(yaml.safe_load(block.split("```", 1)[0]), source="docs")
+    assert policy.allows("bob", "demo/app", "pull") and not policy.allows("bob", "demo/app", "push")
+    assert not policy.allows("bob", "private/x", "pull") and policy.allows("bob", "team/x", "push")
+    assert not policy.allows("bob", "team/x", "pull")
+    assert policy.rule_for("demo").pattern == "**" and policy.rule_for("demo/a/b").pattern == "demo/**"
+    assert policy.allows(None, "demo/a/b", "pull") and not policy.allows(None, "other/app", "pull")
+    assert policy.allows("alice", "demo/app", "delete") and not policy.allows("alice", "private/x", "delete")
+    assert all(policy.allows("root", "anything/at/all", a) for a in ("pull", "push", "delete"))
+    snippet = section.split("The same as JSON: `", 1)[1].split("` (a `.json`", 1)[0]
+    as_json = AccessPolicy.parse(json.loads(snippet.replace("\n", " ")), source="docs")
+    assert as_json.allows(None, "demo/app", "pull") and as_json.allows("alice", "demo/app", "delete")
