@@ -13,6 +13,11 @@ Data directory layout (``--data``, default ``~/.driftless``)::
 
 Started again on the same data directory it resumes: nothing is re-seeded, the registry keeps its
 content, the reconciler its state, the hosts their desired state.
+
+The same machinery starts the platform of the end-to-end tests (``tests/support/platform.py``): the
+options below default to what ``driftless up`` does and let a caller choose the hosts (names, labels,
+ports), the heartbeat, extra reconciler and host flags, another manifests tree, an external registry
+or TLS on the control API, and stop, kill or restart any one process.
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from shared.errors import DriftlessError, NotReachable
 
@@ -79,31 +85,50 @@ class Platform:
     heartbeat: float = 2.0
     say: Callable[[str], None] = print
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # -- options (the defaults are `driftless up`'s) ---------------------------------------------
+    host_list: Sequence[HostPlan] | None = None  # the hosts, given; default: host_count over PLACES
+    manifests: Path | None = None  # the tree seed_git commits (its manifests/ folder); default: the examples
+    seed_message: str = "Seed manifests from the driftless repository"
+    reconciler_args: Sequence[str] = ()  # extra `driftless reconcile` flags (last wins)
+    host_args: Sequence[str] = ()  # extra `driftless host` flags, for every host
+    external_registry: str | None = None  # a registry URL that runs elsewhere (start_registry is not used)
+    tls: tuple[Path, Path] | None = None  # (certificate, key): the control API serves HTTPS, hosts trust it
+    repo: Path | None = None  # a repository of the caller's to follow; default DATA/git/manifests.git
+    token_path: Path | None = None  # a join-token file of the caller's; default DATA/token
+    commands: dict[str, list[str]] = field(default_factory=dict)  # process name -> its `driftless` args
 
     # -- derived endpoints -------------------------------------------------------------------
     @property
     def registry_url(self) -> str:
-        return f"http://127.0.0.1:{self.registry_port}"
+        return self.external_registry or f"http://127.0.0.1:{self.registry_port}"
 
     @property
     def registry_host(self) -> str:
-        return f"127.0.0.1:{self.registry_port}"
+        return self.registry_url.split("://", 1)[1].rstrip("/")
 
     @property
     def control_url(self) -> str:
-        return f"http://127.0.0.1:{self.control_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.control_port}"
 
     @property
     def git_dir(self) -> Path:
-        return self.data / "git" / "manifests.git"
+        return self.repo or self.data / "git" / "manifests.git"
 
     @property
     def token_file(self) -> Path:
-        return self.data / "token"
+        return self.token_path or self.data / "token"
 
     @property
     def hosts(self) -> list[HostPlan]:
+        if self.host_list is not None:
+            return list(self.host_list)
         return host_plans(self.host_count, first_port=self.first_host_port, first_admin_port=self.first_admin_port)
+
+    def host_plan(self, name: str) -> HostPlan:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
 
     # -- steps --------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -118,7 +143,8 @@ class Platform:
     def _ensure_ports_free(self) -> None:
         import socket
 
-        wanted = [("registry", self.registry_port), ("reconciler", self.control_port)]
+        wanted = [] if self.external_registry else [("registry", self.registry_port)]
+        wanted += [("reconciler", self.control_port)]
         wanted += [(f"host {h.name}", h.port) for h in self.hosts]
         wanted += [(f"host {h.name} admin", h.admin_port) for h in self.hosts]
         for what, port in wanted:
@@ -144,30 +170,39 @@ class Platform:
         )
         _wait_http(f"{self.registry_url}/v2/", what="registry", proc=self.procs["registry"])
 
-    def seed_git(self) -> bool:
-        """Create the bare repository from this checkout's manifests/ (first start only)."""
+    def init_git(self) -> bool:
+        """Create the bare repository, empty (first start only)."""
         if (self.git_dir / "HEAD").exists():
             return False
-        source = BUNDLED / "manifests"
+        self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+        _git("init", "--bare", "--initial-branch=main", "-q", str(self.git_dir))
+        return True
+
+    def seed_git(self) -> bool:
+        """Create the bare repository from this checkout's manifests/ (or ``manifests``), first start only."""
+        if (self.git_dir / "HEAD").exists():
+            return False
+        source = self.manifests or BUNDLED / "manifests"
         if not source.is_dir():
             raise DriftlessError(f"cannot seed the Git repository: {source} not found")
-        _git("init", "--bare", "--initial-branch=main", "-q", str(self.git_dir))
+        self.init_git()
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp) / "work"
             _git("clone", "-q", str(self.git_dir), str(work))
             shutil.copytree(source, work / "manifests")
             _git("-C", str(work), "add", "-A")
-            _git("-C", str(work), "commit", "-q", "-m", "Seed manifests from the driftless repository")
+            _git("-C", str(work), "commit", "-q", "-m", self.seed_message)
             _git("-C", str(work), "push", "-q", "origin", "HEAD:main")
         return True
 
     def install_hook(self) -> None:
         """post-receive: tell the reconciler at once (it also watches the repository itself)."""
         hook = self.git_dir / "hooks" / "post-receive"
+        ca = f"--cacert {self.tls[0]} " if self.tls else ""
         hook.write_text(
             "#!/bin/sh\n"
             "# installed by driftless up: a push triggers an immediate reconcile\n"
-            f'curl -fsS -m 2 -X POST -H "Authorization: Bearer $(cat {self.token_file})" '
+            f'curl -fsS -m 2 {ca}-X POST -H "Authorization: Bearer $(cat {self.token_file})" '
             f"{self.control_url}/hooks/generic >/dev/null 2>&1 || true\n"
         )
         hook.chmod(0o755)
@@ -190,38 +225,52 @@ class Platform:
             pushed.append(ref)
         return pushed
 
-    def start_reconciler(self) -> None:
-        self._spawn(
-            "reconciler",
-            [
-                "reconcile",
-                "--repo", str(self.git_dir),
-                "--branch", "main",
-                "--path", "manifests",
-                "--listen", f"127.0.0.1:{self.control_port}",
-                "--data", str(self.data / "reconciler"),
-                "--registry", self.registry_url,
-                "--token-file", str(self.token_file),
-                "--heartbeat", str(self.heartbeat),
-            ],
-        )  # fmt: skip
-        _wait_http(f"{self.control_url}/healthz", what="reconciler", proc=self.procs["reconciler"])
+    def reconciler_command(self) -> list[str]:
+        """The ``driftless`` arguments of this platform's reconciler."""
+        tls = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        return [
+            "reconcile",
+            "--repo", str(self.git_dir),
+            "--branch", "main",
+            "--path", "manifests",
+            "--listen", f"127.0.0.1:{self.control_port}",
+            "--data", str(self.data / "reconciler"),
+            "--registry", self.registry_url,
+            "--token-file", str(self.token_file),
+            "--heartbeat", str(self.heartbeat),
+            *tls,
+            *self.reconciler_args,
+        ]  # fmt: skip
+
+    def start_reconciler(self, *, wait: bool = True) -> None:
+        self._spawn("reconciler", self.reconciler_command())
+        if wait:
+            self.wait_reconciler()
+
+    def wait_reconciler(self) -> None:
+        _wait_http(f"{self.control_url}/healthz", what="reconciler", proc=self.procs["reconciler"],
+                   verify=ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True)  # fmt: skip
 
     def start_hosts(self) -> None:
         for h in self.hosts:
-            args = [
-                "host",
-                "--control", self.control_url,
-                "--token-file", str(self.token_file),
-                "--name", h.name,
-                "--listen", f"127.0.0.1:{h.port}",
-                "--admin-listen", f"127.0.0.1:{h.admin_port}",
-                "--data", str(self.data / "hosts" / h.name),
-                "--heartbeat", str(self.heartbeat),
-            ]  # fmt: skip
-            for k, v in h.labels.items():
-                args += ["--label", f"{k}={v}"]
-            self._spawn(f"host-{h.name}", args)
+            self.start_host(h)
+
+    def start_host(self, h: HostPlan) -> None:
+        args = [
+            "host",
+            "--control", self.control_url,
+            "--token-file", str(self.token_file),
+            "--name", h.name,
+            "--listen", f"127.0.0.1:{h.port}",
+            "--admin-listen", f"127.0.0.1:{h.admin_port}",
+            "--data", str(self.data / "hosts" / h.name),
+            "--heartbeat", str(self.heartbeat),
+        ]  # fmt: skip
+        if self.tls:
+            args += ["--control-ca", str(self.tls[0])]
+        for k, v in h.labels.items():
+            args += ["--label", f"{k}={v}"]
+        self._spawn(f"host-{h.name}", [*args, *self.host_args])
 
     def write_up_json(self) -> dict[str, Any]:
         info = {
@@ -248,18 +297,58 @@ class Platform:
 
     # -- process tree -------------------------------------------------------------------------
     def _spawn(self, name: str, args: Sequence[str]) -> None:
+        self.commands[name] = list(args)
+        self.procs[name] = self._popen(name, self.commands[name])
+
+    def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start ``driftless ARGS`` with its output appended to ``logs/NAME.log``."""
         log = open(self.data / "logs" / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "driftless", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "driftless", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log.close()
 
     def dead(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def alive(self, name: str) -> bool:
+        p = self.procs.get(name)
+        return p is not None and p.poll() is None
+
+    def stop_process(self, name: str, timeout: float = 10.0) -> int | None:
+        """SIGTERM one process (a graceful stop) and wait; SIGKILL it if it lingers."""
+        p = self.procs[name]
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        return p.returncode
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process: a crash, no cleanup."""
+        p = self.procs[name]
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped (or killed) process again with the same arguments and data directory."""
+        if self.alive(name):
+            raise DriftlessError(f"{name} still runs")
+        self.procs[name] = self._popen(name, self.commands[name])
+        if name == "reconciler":
+            self.wait_reconciler()
+        elif name == "registry":
+            _wait_http(f"{self.registry_url}/v2/", what="registry", proc=self.procs[name])
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM everything (hosts first, so they drain), then wait; SIGKILL what lingers."""
@@ -295,18 +384,19 @@ def _git(*args: str) -> None:
         raise DriftlessError(f"git {' '.join(args[:2])} failed: {r.stderr.strip()}")
 
 
-def _wait_http(url: str, *, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _wait_http(
+    url: str, *, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, verify: ssl.SSLContext | bool = True
+) -> None:
+    """Wait until ``url`` answers anything but a server error (the process is up and serving)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DriftlessError(f"the {what} exited with code {proc.returncode} while starting; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
+    with httpx.Client(timeout=1, verify=verify) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DriftlessError(f"the {what} exited with code {proc.returncode} while starting; see its log")
+            try:
+                if client.get(url).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
     raise NotReachable(f"the {what} did not answer at {url} within {timeout:.0f}s")

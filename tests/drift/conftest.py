@@ -1,13 +1,14 @@
-"""A real platform for the drift, promotion and rollback end-to-end tests, started once per module:
-the project's registry, a bare Git repository (watched by the reconciler), the reconciler, and three
-host agents with admin APIs and fast heartbeats. Everything on 127.0.0.1, random ports.
+"""The platform of the drift, promotion and rollback end-to-end tests: the one test platform
+(tests/support/platform.py: registry, bare Git repository, reconciler, three host agents with admin
+APIs and fast heartbeats), started once per module. Before each test the ``p`` fixture brings it back
+to the baseline (``TREE`` in Git, the tags where they were pushed, every host up, no counted drift),
+so each test passes alone and in any order.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.components import build, variant
-from tests.support.procs import DriftlessProcess, free_port, wait_until
+from tests.support.platform import LocalPlatform, Process, local_platform
+from tests.support.procs import wait_until
 
 TOKEN = "drift-test-token"
 HEARTBEAT = 0.5
@@ -77,7 +80,7 @@ TREE = {
 class Host:
     name: str
     admin: str
-    proc: DriftlessProcess
+    proc: Process
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Platform:
     work: Path  # a clone the tests commit from
     hosts: dict[str, Host] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # tag -> digest pushed
+    lp: LocalPlatform | None = None  # the processes
 
     @property
     def registry_host(self) -> str:
@@ -139,7 +143,7 @@ class Platform:
 
     def commit(self, files: dict[str, str], message: str) -> str:
         if self.git("ls-remote", "origin", "main").strip():
-            self.git("pull", "-q", "--rebase", "origin", "main")
+            self.git("pull", "-q", "--rebase", "--autostash", "origin", "main")
         for rel, text in files.items():
             (self.work / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.work / rel).write_text(text)
@@ -160,84 +164,61 @@ class Platform:
         return list(self.admin(host, "GET", "/api/v1/instances")["instances"])
 
 
+HOSTS = {"aws-1": {"cloud": "aws"}, "gcp-1": {"cloud": "gcp"}, "edge-1": {"tier": "edge"}}
+COMPONENTS = {"demo/hello:1.0.0": lambda: build("hello"), "demo/hello:2.0.0": lambda: variant("hello", "2.0.0")}
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    from shared.registry_client import push_component
-
     root = tmp_path_factory.mktemp("platform")
-    logs = root / "logs"
-    logs.mkdir()
-    started: list[DriftlessProcess] = []
+    (root / "token").write_text(TOKEN)
+    lp = local_platform(root, hosts=HOSTS, heartbeat=HEARTBEAT, host_args=["--drain-timeout", "1"])
     try:
-        reg_port = free_port()
-        registry = f"http://127.0.0.1:{reg_port}"
-        started.append(
-            DriftlessProcess(
-                ["registry", "serve", "--root", str(root / "registry"), "--listen", f"127.0.0.1:{reg_port}"],
-                log_dir=logs, ready_url=f"{registry}/v2/", name="registry",
-            ).start()
-        )  # fmt: skip
-        digests = {
-            "demo/hello:1.0.0": push_component(f"127.0.0.1:{reg_port}/demo/hello:1.0.0", build("hello")),
-            "demo/hello:2.0.0": push_component(
-                f"127.0.0.1:{reg_port}/demo/hello:2.0.0", variant("hello", "2.0.0")
-            ),
-        }
-        remote, work = root / "manifests.git", root / "work"
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
-        subprocess.run(["git", "clone", "-q", str(remote), str(work)], check=True, capture_output=True)
-        p = Platform(root=root, registry=registry, control="", remote=remote, work=work, digests=digests)
-        p.git("checkout", "-q", "-b", "main")
-        p.commit(TREE, "seed: hello in staging (2.0.0) and prod (1.0.0)")
-        token_file = root / "token"
-        token_file.write_text(TOKEN)
-        ctl_port = free_port()
-        p.control = f"http://127.0.0.1:{ctl_port}"
-        started.append(
-            DriftlessProcess(
-                ["reconcile", "--repo", str(remote), "--listen", f"127.0.0.1:{ctl_port}", "--data", str(root / "rec"),
-                 "--registry", registry, "--token-file", str(token_file), "--heartbeat", str(HEARTBEAT),
-                 "--interval", "30", "--grace", "3"],
-                log_dir=logs, ready_url=f"{p.control}/healthz", name="reconciler",
-            ).start()
-        )  # fmt: skip
-        for name, labels in (("aws-1", "cloud=aws"), ("gcp-1", "cloud=gcp"), ("edge-1", "tier=edge")):
-            admin_port = free_port()
-            proc = DriftlessProcess(
-                ["host", "--control", p.control, "--token-file", str(token_file), "--name", name,
-                 "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{admin_port}",
-                 "--data", str(root / "hosts" / name), "--heartbeat", str(HEARTBEAT), "--label", labels,
-                 "--drain-timeout", "1"],
-                log_dir=logs, name=f"host-{name}",
-            ).start()  # fmt: skip
-            started.append(proc)
-            p.hosts[name] = Host(name=name, admin=f"http://127.0.0.1:{admin_port}", proc=proc)
+        digests = lp.up(tree={k.removeprefix("manifests/"): v for k, v in TREE.items()},
+                        message="seed: hello in staging (2.0.0) and prod (1.0.0)",
+                        components={ref: wasm() for ref, wasm in COMPONENTS.items()})
+        p = Platform(root=root, registry=lp.registry_url, control=lp.control_url, remote=lp.git_dir,
+                     work=lp.git.work, digests=digests, lp=lp)
+        p.hosts = {name: Host(name=name, admin=lp.admin(name), proc=lp.process(f"host-{name}")) for name in HOSTS}
         wait_until(p.healthy, timeout=45, interval=0.2, what="every app Synced and Healthy")
         wait_until(lambda: not p.counted(), timeout=10, interval=0.2, what="no drift on a fresh platform")
         yield p
     finally:
-        # SIGTERM every host at once, so their graceful stops overlap, then the rest in reverse order
-        hosts = [proc for proc in started if proc.name.startswith("host-")]
-        for proc in hosts:
-            proc.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        for proc in hosts:
-            _wait_or_kill(proc, timeout=max(0.1, deadline - time.monotonic()))
-        for proc in reversed(started):
-            proc.stop(timeout=5)
+        lp.stop(timeout=5)  # SIGTERM every host at once, so their graceful stops overlap, then the rest
 
 
-def _wait_or_kill(proc: DriftlessProcess, *, timeout: float) -> None:
-    try:
-        if proc.proc is not None:
-            proc.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def reset(p: Platform) -> None:
+    """Back to the baseline, whatever the previous test left: every process up, each tag on the digest
+    first pushed, ``TREE`` at the head of Git, everything applied, Healthy, and no counted drift."""
+    from shared.registry_client import resolve
+
+    assert p.lp is not None
+    for name in [*p.lp.procs]:
+        if not p.lp.alive(name):
+            p.lp.restart(name)
+    for ref in COMPONENTS:
+        if resolve(f"{p.registry_host}/{ref}") != p.digests[ref]:  # a test moved the tag
+            p.lp.registry.tag(ref, p.digests[ref])
+    p.git("pull", "-q", "--rebase", "origin", "main")
+    for rel, text in TREE.items():
+        (p.work / rel).write_text(text)
+    if p.git("status", "--porcelain", "manifests").strip():
+        p.commit({}, "back to the baseline")
+    head = p.git("rev-parse", "HEAD").strip()
+    httpx.post(f"{p.control}/api/v1/sync", json={}, timeout=5).raise_for_status()  # tags are read at a fetch
+
+    def at_baseline() -> bool:
+        hosts = p.api("/api/v1/hosts")["hosts"]
+        return p.applied() == head and p.healthy() and not p.counted() and len(hosts) == len(HOSTS) \
+            and all(h["state"] == "Ready" for h in hosts)
+
+    wait_until(at_baseline, timeout=45, interval=0.2, what="the baseline")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def p(platform: Platform) -> Platform:
-    """Short name for the platform in the tests."""
+    """Short name for the platform in the tests, at the baseline."""
+    reset(platform)
     return platform
 
 

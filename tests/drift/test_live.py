@@ -1,7 +1,8 @@
 """Drift, heal, promotion, rollback and diff against a real platform (registry, Git, reconciler, 3 hosts).
 
-The tests share one platform (module scope) and run in file order; each one leaves the platform
-without counted drift for the next, except the last (it kills a host).
+The tests share one platform (module scope); the ``p`` fixture brings it back to the baseline before
+each test, and a test that needs history (a promotion, a rejected commit) makes it itself: each passes
+alone and in any order.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ def _soaked(p: Platform, seconds: float = 1.2) -> None:
 
 def _digest(p: Platform, env: str) -> str:
     return str(p.api(f"/api/v1/environments/{env}/apps/hello")["components"][0]["digest"])
+
+
+def _reject_a_typo(p: Platform) -> str:
+    """Commit a typo to prod, see it rejected, revert it; the rejected revision."""
+    bad = p.commit({"manifests/prod/apps/hello.yaml": hello_app("prod", "demo/hello:1.0.0", "x") + "  replicaz: 3\n"},
+                   "a commit with a typo")  # fmt: skip
+    wait_for_drift(p, category="RevisionRejected", env="prod", expected=bad)
+    p.git("revert", "--no-edit", "HEAD")
+    p.git("push", "-q", "origin", "HEAD:main")
+    fixed = p.git("rev-parse", "HEAD").strip()
+    wait_until(lambda: p.applied() == fixed and p.healthy() and not p.counted(), timeout=15, what="the fix applied")
+    return bad
+
+
+def _promote(p: Platform) -> None:
+    """Promote hello from staging to prod (approved) and wait until prod runs it."""
+    _soaked(p)
+    done = p.cli("promote", "hello", "--from", "staging", "--to", "prod", "--approve", "alice")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: _digest(p, "prod") == _digest(p, "staging") and p.healthy(), timeout=30, what="promoted")
 
 
 def test_fresh_platform_reports_no_drift(p: Platform) -> None:
@@ -262,6 +283,7 @@ def test_promote_and_rollback_through_the_api(p: Platform) -> None:
     from driftless.client import ApiError, ReconcilerClient
 
     client = ReconcilerClient(base_url=p.control)
+    _promote(p)  # something to roll back
     _soaked(p)
     head = p.git("ls-remote", str(p.remote), "main").split()[0]
     dry = client.post(
@@ -282,12 +304,14 @@ def test_promote_and_rollback_through_the_api(p: Platform) -> None:
 
 
 def test_rollback_restores_the_previous_applied_revision(p: Platform) -> None:
+    _reject_a_typo(p)
+    _promote(p)
     history = p.api("/api/v1/history?env=prod&app=hello")["history"]
     assert history[0]["message"].startswith("promote(hello)")
     previous = history[1]["revision"]
     rejected = p.git(
         "--git-dir", str(p.remote), "log", "--format=%H", "--grep=^a commit with a typo", "main"
-    ).strip()
+    ).split()[0]
     never = p.cli("rollback", "hello", "--env", "prod", "--to", rejected)
     assert never.returncode == 1 and f"revision {rejected} was never applied to prod" in never.stderr
     r = p.cli("rollback", "hello", "--env", "prod", "--to", previous[:10], "--reason", "2.0.0 misbehaves")

@@ -1,20 +1,34 @@
 """A simulated host: a real client of the reconciler's control API that pretends to run what it is told.
 
-It registers, long-polls its desired state and reports every instance Running at the desired
-digest (or BackOff for ids in ``crashing``; ids in ``hidden`` are left out, as if stopped by hand).
-``pause()`` stops its heartbeats (a lost host).
+It is a fake ON PURPOSE, for the tests that need a host a real ``driftless host`` cannot be made into
+on demand: one that crash-loops an instance (``crashing``: reported BackOff with a wasm trap, without
+a component that traps), hides an instance (``hidden``: left out of its report, as if stopped behind
+the reconciler's back, without racing a real supervisor), or stops its heartbeats while its process
+lives on (``pause()``: a lost host that comes back with its state), and for benchmarks of many hosts.
+Everything else uses real hosts (tests/support/platform.py).
+
+It speaks the same wire types as the real host (``wire/control.py``): it registers with a
+``HostRegistration``, long-polls its ``HostDesiredState`` and posts ``HostReport``s of
+``InstanceStatus`` (every instance Running at the desired digest, but for the misbehaviour above).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-from wire.control import BACKOFF, RUNNING, HostDesiredState
+import httpx
+
+from wire.control import (
+    BACKOFF,
+    RUNNING,
+    HostCapacity,
+    HostDesiredState,
+    HostRegistration,
+    HostReport,
+    InstanceStatus,
+)
 
 
 class SimHost:
@@ -31,22 +45,18 @@ class SimHost:
         self._threads: list[threading.Thread] = []
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.control}/api/v1{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        """One control API call; OSError when the reconciler cannot be reached (as a real host sees it)."""
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, json.loads(e.read() or b"null")
+            r = httpx.request(method, f"{self.control}/api/v1{path}", json=body, timeout=10,
+                              headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.TransportError as e:
+            raise OSError(str(e)) from e
+        return r.status_code, r.json() if r.content else None
 
     def register(self) -> None:
-        status, _ = self.call("POST", "/hosts/register", {
-            "name": self.name, "labels": self.labels, "capacity": {"memoryBytes": 1 << 30,
-                                                                   "maxInstances": self.max_instances},
-            "interfaces": [], "ingressUrl": None, "version": "sim"})
+        reg = HostRegistration(name=self.name, labels=self.labels, version="sim",
+                               capacity=HostCapacity(memory_bytes=1 << 30, max_instances=self.max_instances))
+        status, _ = self.call("POST", "/hosts/register", reg.to_json())
         assert status == 200, status
 
     def start(self) -> SimHost:
@@ -107,15 +117,16 @@ class SimHost:
             if spec.id in self.hidden:
                 continue
             crash = spec.id in self.crashing
-            instances.append({
-                "id": spec.id, "env": spec.env, "app": spec.app, "component": spec.component, "digest": spec.digest,
-                "status": BACKOFF if crash else RUNNING, "restarts": 3 if crash else 0,
-                "lastError": "wasm trap: unreachable" if crash else None, "config": dict(spec.config),
-                "route": spec.route, "managed": True, "startedAt": self.started.get(spec.id),
-            })
+            instances.append(InstanceStatus(
+                id=spec.id, env=spec.env, app=spec.app, component=spec.component, digest=spec.digest,
+                status=BACKOFF if crash else RUNNING, restarts=3 if crash else 0,
+                last_error="wasm trap: unreachable" if crash else None, config=dict(spec.config),
+                route=spec.route, managed=True, started_at=self.started.get(spec.id),
+            ))
+        report = HostReport(name=self.name, observed_generation=doc.generation if doc else 0,
+                            instances=tuple(instances))
         try:
-            self.call("POST", f"/hosts/{self.name}/report", {
-                "name": self.name, "observedGeneration": doc.generation if doc else 0, "instances": instances})
+            self.call("POST", f"/hosts/{self.name}/report", report.to_json())
         except OSError:
             pass
 

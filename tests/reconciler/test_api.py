@@ -1,5 +1,7 @@
-"""The reconciler process against simulated hosts (real HTTP clients of the control API), a real
-registry with components pushed by oras-py, and a bare Git repository we push to.
+"""The reconciler process against simulated hosts (real HTTP clients of the control API that misbehave
+on demand: crash-loop, hide an instance, stop their heartbeats; see tests/reconciler/simhost.py), a
+real registry and a bare Git repository we push to: the one test platform (tests/support/platform.py)
+without its host agents.
 
 The tests of this module share one platform (started once, it is the slow part) but none depends on
 another: the ``world`` fixture brings the platform back to the same baseline before each test (the
@@ -21,17 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.reconciler.platform import (
-    GitRepo,
-    Reconciler,
-    Registry,
-    application,
-    environment,
-    new_token,
-    with_custom_section,
-)
 from tests.reconciler.simhost import SimHost
 from tests.support.components import build
+from tests.support.platform import application, environment, local_platform, with_custom_section
 from tests.support.procs import wait_until
 
 HOSTS = {"aws-1": {"cloud": "aws"}, "aws-2": {"cloud": "aws"}, "gcp-1": {"cloud": "gcp"}, "edge-1": {"tier": "edge"}}
@@ -40,16 +34,18 @@ HOSTS = {"aws-1": {"cloud": "aws"}, "aws-2": {"cloud": "aws"}, "gcp-1": {"cloud"
 class World:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.registry = Registry(root / "registry", root).start()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "webhook").write_text("hook-secret")
+        self.platform = local_platform(root, reconciler_args=["--webhook-secret-file", str(root / "webhook")])
+        self.platform.prepare()
+        self.platform.start_registry()
+        self.registry = self.platform.registry
         self.hello1 = self.registry.push("demo/hello:1.0.0", build("hello"))
         self.hello2 = self.registry.push("demo/hello:2.0.0", hello2_wasm())
-        self.git = GitRepo(root / "git")
-        self.token_file = new_token(root / "token")
-        self.token = self.token_file.read_text()
-        (root / "webhook").write_text("hook-secret")
-        self.reconciler = Reconciler(repo=self.git.bare, registry=self.registry.url, data=root / "rec",
-                                     log_dir=root, token_file=self.token_file, heartbeat=0.5,
-                                     extra=["--webhook-secret-file", str(root / "webhook")])
+        self.git = self.platform.git
+        self.token_file = self.platform.token_file
+        self.token = self.platform.token()
+        self.reconciler = self.platform.reconciler
         self.hosts: dict[str, SimHost] = {}
 
     def add_host(self, name: str, labels: dict[str, str], max_instances: int = 100) -> SimHost:
@@ -59,12 +55,15 @@ class World:
         return h
 
     def deploy_first(self) -> str:
-        """Push the baseline, start the reconciler and the hosts; the revision pushed."""
-        first = self.git.push(baseline(), "first deploy")
+        """Start the reconciler (on a repository with the environment only) and the hosts, then push the
+        baseline, so every host is there for the first plan; the revision pushed."""
+        self.git.push({"prod/environment.yaml": environment("prod")}, "the prod environment")
         self.reconciler.start()
         for name, labels in HOSTS.items():
             self.add_host(name, labels)
-        return first
+        wait_until(lambda: all(self.reconciler.host(h)["state"] == "Ready" for h in HOSTS), timeout=20,
+                   what="every host registered")
+        return self.git.push(baseline(), "first deploy")
 
     def reset(self) -> None:
         """Back to the baseline, whatever the previous test left (or did not finish)."""
@@ -73,7 +72,7 @@ class World:
             h.crashing.clear()
             h.hidden.clear()
         if self.registry.digest("demo/hello:2.0.0") != self.hello2:  # a test moved the tag
-            self.registry.push("demo/hello:2.0.0", hello2_wasm())
+            self.registry.tag("demo/hello:2.0.0", self.hello2)
         if not (self.reconciler.proc and self.reconciler.proc.alive()):
             self.reconciler.start()
         self.git.write(baseline())
@@ -89,15 +88,14 @@ class World:
                 and app["components"][0]["digest"] == self.hello1 and app["components"][0]["ready"] == 3 \
                 and all(self.reconciler.host(h)["state"] == "Ready" for h in self.hosts)
 
-        wait_until(at_baseline, timeout=20, what="the baseline")
+        wait_until(at_baseline, timeout=45, what="the baseline")
 
     def close(self) -> None:
         for h in self.hosts.values():
             h.stop_soon()
         for h in self.hosts.values():
             h.stop()
-        self.reconciler.stop()
-        self.registry.stop()
+        self.platform.stop()
 
     def placement(self, env: str = "prod") -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

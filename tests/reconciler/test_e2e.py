@@ -1,13 +1,15 @@
-"""End to end with real processes: the Driftless registry (components pushed with oras-py), a bare
-Git repository we `git push` to, the reconciler, and three `driftless host` processes labelled
-cloud=aws, cloud=gcp and tier=edge that really run the components and serve them over HTTP.
+"""End to end with real processes: the Driftless registry, a bare Git repository we `git push` to,
+the reconciler, and three `driftless host` processes labelled cloud=aws, cloud=gcp and tier=edge that
+really run the components and serve them over HTTP: the one test platform (tests/support/platform.py).
 
-The tests share one platform and run in order.
+The tests share one platform (started once) but none depends on another: the ``platform`` fixture
+brings it back to the same baseline before each test (hello at 3 replicas and the greeter app, every
+host up and converged), so each test passes alone and in any order. The first deploy gets a platform
+of its own.
 """
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import urllib.error
@@ -19,54 +21,80 @@ from typing import Any
 
 import pytest
 
-from tests.reconciler.platform import (
-    GitRepo,
-    Reconciler,
-    Registry,
+from tests.support.components import build
+from tests.support.platform import (
+    LocalPlatform,
+    Process,
     application,
     environment,
-    new_token,
+    local_platform,
     with_custom_section,
 )
-from tests.support.components import build
-from tests.support.procs import DriftlessProcess, free_port, wait_until
+from tests.support.procs import wait_until
 
 HOSTS = {"aws": {"cloud": "aws"}, "gcp": {"cloud": "gcp"}, "edge": {"tier": "edge"}}
 
 
 class Platform:
+    """The one test platform, with the names these tests read it by."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.registry = Registry(root / "registry", root).start()
+        self.lp: LocalPlatform = local_platform(root, hosts=HOSTS)
+        self.lp.prepare()
+        self.lp.start_registry()
+        self.registry = self.lp.registry
         self.digests = {name: self.registry.push(f"demo/{name}:1.0.0", build(name))
                         for name in ("hello", "greeter", "frontend")}
-        self.git = GitRepo(root / "git")
-        self.token_file = new_token(root / "token")
-        self.reconciler = Reconciler(repo=self.git.bare, registry=self.registry.url, data=root / "reconciler",
-                                     log_dir=root, token_file=self.token_file, heartbeat=0.5)
-        self.hosts: dict[str, DriftlessProcess] = {}
-        self.ingress: dict[str, str] = {}
-        self.admin: dict[str, str] = {}
+        # the other version of hello, there whatever test runs first (pushing it again changes nothing)
+        self.registry.push("demo/hello:1.1.0", with_custom_section(build("hello"), b"1.1.0"))
+        self.git = self.lp.git
+        self.token_file = self.lp.token_file
+        self.reconciler = self.lp.reconciler
+        self.ingress = {name: self.lp.ingress(name) for name in HOSTS}
+        self.admin = {name: self.lp.admin(name) for name in HOSTS}
+
+    @property
+    def hosts(self) -> dict[str, Process]:
+        return {name: self.lp.process(f"host-{name}") for name in HOSTS if f"host-{name}" in self.lp.procs}
 
     def start_host(self, name: str) -> None:
-        port, admin = free_port(), free_port()
-        args = ["host", "--control", self.reconciler.url, "--token-file", str(self.token_file), "--name", name,
-                "--listen", f"127.0.0.1:{port}", "--data", str(self.root / "hosts" / name), "--heartbeat", "0.5",
-                "--admin-listen", f"127.0.0.1:{admin}"]
-        self.admin[name] = f"http://127.0.0.1:{admin}"
-        for k, v in HOSTS[name].items():
-            args += ["--label", f"{k}={v}"]
-        self.hosts[name] = DriftlessProcess(args, log_dir=self.root, name=f"host-{name}").start()
-        self.ingress[name] = f"http://127.0.0.1:{port}"
+        self.lp.start_host(self.lp.host_plan(name))
+
+    def deploy_first(self) -> str:
+        """Start the reconciler (on a repository with the environment only) and the hosts, then push the
+        baseline, so every host is there for the first plan; the revision pushed."""
+        self.git.push({"prod/environment.yaml": environment("prod")}, "the prod environment")
+        self.reconciler.start()
+        for name in HOSTS:
+            self.start_host(name)
+        wait_until(lambda: all(self.reconciler.host(h)["state"] == "Ready" for h in HOSTS), timeout=30,
+                   what="every host registered")
+        return self.git.push(baseline(), "first deploy")
+
+    def reset(self) -> None:
+        """Back to the baseline, whatever the previous test left (or did not finish)."""
+        for name in [*self.lp.procs]:
+            if not self.lp.alive(name):
+                self.lp.restart(name)
+        self.git.write(baseline())
+        if self.git.changed():
+            self.git.push({}, "back to the baseline")
+        head = self.git.head()
+
+        def at_baseline() -> bool:
+            source = self.reconciler.get("/api/v1/environments")["source"]
+            hello_app = healthy(self, "hello")
+            return (source["applied"] or {}).get("revision") == head and source["rejected"] is None \
+                and hello_app is not None and healthy(self, "greeter") is not None \
+                and hello_app["components"][0]["digest"] == self.digests["hello"] \
+                and hello_app["components"][0]["ready"] == 3 \
+                and all(self.reconciler.host(h)["state"] == "Ready" and sorted(self.report(h)) == self.desired(h)
+                        for h in HOSTS)
+
+        wait_until(at_baseline, timeout=45, what="the baseline")
 
     def stop(self) -> None:
-        # SIGTERM every host at once: each drains on its own, so they stop in parallel
-        for h in self.hosts.values():
-            h.signal(signal.SIGTERM)
-        for h in self.hosts.values():
-            h.stop()
-        self.reconciler.stop()
-        self.registry.stop()
+        self.lp.stop()  # SIGTERM every host at once: each drains on its own, so they stop in parallel
 
     def report(self, host: str) -> dict[str, dict[str, Any]]:
         rep = self.reconciler.host(host)["report"] or {"instances": []}
@@ -87,8 +115,24 @@ def fetch(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p = Platform(tmp_path_factory.mktemp("e2e"))
+    try:
+        p.deploy_first()
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def platform(shared: Platform) -> Platform:
+    shared.reset()
+    return shared
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Platform]:
+    p = Platform(tmp_path)
     try:
         yield p
     finally:
@@ -110,19 +154,21 @@ GREETER = application("greeter", [
                          '"interface": "driftless:demo/greeter"}],', 1)
 
 
+def baseline() -> dict[str, str | None]:
+    """What every test but the first deploy starts from."""
+    return {"prod/environment.yaml": environment("prod"),
+            "prod/apps/hello.yaml": application("hello", [hello(3)]),
+            "prod/apps/greeter.yaml": GREETER, "prod/apps/api.yaml": None}
+
+
 def healthy(p: Platform, app: str) -> dict[str, Any] | None:
     a = p.reconciler.app("prod", app)
     return a if a["health"] == "Healthy" and a["sync"] == "Synced" else None
 
 
-def test_first_deploy_spread_by_weight_and_links(platform: Platform) -> None:
-    p = platform
-    rev = p.git.push({"prod/environment.yaml": environment("prod"),
-                      "prod/apps/hello.yaml": application("hello", [hello(3)]),
-                      "prod/apps/greeter.yaml": GREETER}, "first deploy")
-    p.reconciler.start()
-    for name in HOSTS:
-        p.start_host(name)
+def test_first_deploy_spread_by_weight_and_links(fresh: Platform) -> None:
+    p = fresh
+    rev = p.deploy_first()
     app = wait_until(lambda: healthy(p, "hello"), timeout=30, what="hello Healthy")
     assert app["revision"] == rev and app["components"][0]["ready"] == 3
     # weight 2:1 over aws and gcp; nothing on the edge
@@ -261,6 +307,10 @@ def test_killed_host_is_rescheduled(platform: Platform) -> None:
 
 def test_prune_removes_what_git_no_longer_declares(platform: Platform) -> None:
     p = platform
+    p.git.push({"prod/apps/api.yaml": application("api", [{"name": "api", "image": "demo/hello:1.0.0",
+               "config": {"GREETING": "api"}, "expose": "/api", "placement": {"spread": {"replicas": 2}}}])},
+               "api on any two hosts")
+    wait_until(lambda: healthy(p, "api"), timeout=20, what="api healthy")
     p.git.push({"prod/apps/api.yaml": None}, "remove api")
     wait_until(lambda: not any("/api/" in i for h in HOSTS if p.hosts[h].alive() for i in p.report(h)),
                timeout=20, what="api pruned from the hosts")

@@ -43,7 +43,7 @@ def test_unreachable_git_is_retried_then_applied(tmp_path: Path) -> None:
         wait_until(lambda: rec.get("/api/v1/environments")["source"]["lastError"] is None, timeout=10,
                    what="error cleared")
         # one reconciler per data directory
-        second = run_cli("--repo", str(repo), "--data", str(tmp_path / "rec"), "--registry", registry.url,
+        second = run_cli("--repo", str(repo), "--data", str(rec.p.data / "reconciler"), "--registry", registry.url,
                          "--token-file", str(tmp_path / "token"), "--listen", "127.0.0.1:1")
         assert second.returncode == 2 and "another reconciler" in second.stderr
         taken = run_cli("--repo", str(repo), "--data", str(tmp_path / "rec2"), "--registry", registry.url,
