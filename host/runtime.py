@@ -28,6 +28,7 @@ from shared.interfaces import (
     WASI_CLI_RUN,
     unversioned,
 )
+from shared.retry import Backoff
 from wire.control import InstanceSpec
 
 log = logging.getLogger("driftless.host")
@@ -108,7 +109,7 @@ class ComponentInstance:
         self.started_at = time.time()
         self.draining = False
         self.backoff_until = 0.0
-        self._backoffs = 0
+        self._trap_backoff = Backoff(first=2.0, cap=MAX_BACKOFF_SECONDS, jitter=0.0)
         self._traps: list[float] = []
         self._lock = threading.Lock()
         self._idle_cv = threading.Condition(self._lock)
@@ -390,8 +391,7 @@ class ComponentInstance:
             self.last_error = text
             self._traps = [t for t in self._traps if now - t < TRAP_WINDOW_SECONDS] + [now]
             if len(self._traps) >= TRAPS_BEFORE_BACKOFF:
-                self._backoffs += 1
-                self.backoff_until = now + min(MAX_BACKOFF_SECONDS, 2.0 ** self._backoffs)
+                self.backoff_until = now + self._trap_backoff.next_delay()
                 self._traps = []
         log.warning("%s (restart %d)", text, self.restarts)
         self._on_trap()

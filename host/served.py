@@ -45,6 +45,7 @@ from aiohttp import web
 from host.errors import HostError, Unavailable
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
+from shared.retry import Backoff
 from wire.control import BACKOFF, IDLE, RUNNING, STARTING, InstanceSpec
 
 log = logging.getLogger("driftless.host")
@@ -131,7 +132,7 @@ class ServedInstance:
         self._state = IDLE if self.idle_after else STARTING
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        self._backoff = RESTART_FIRST_SECONDS
+        self._restart = Backoff(first=RESTART_FIRST_SECONDS, cap=RESTART_MAX_SECONDS, jitter=0.2)
         self._backoff_until = 0.0
         self._inflight = 0
         self._last_request = time.monotonic()
@@ -231,8 +232,8 @@ class ServedInstance:
                 return
             self._proc = None
             if time.monotonic() - began > STABLE_SECONDS:
-                self._backoff = RESTART_FIRST_SECONDS
-            delay, self._backoff = self._backoff, min(RESTART_MAX_SECONDS, self._backoff * 2)
+                self._restart.reset()
+            delay = self._restart.next_delay()
             self._backoff_until = time.monotonic() + delay
             self.restarts += 1
             self.last_error = f"{self.tag}: wasmtime serve exited with code {code}: {self._last_errors()}; " \
@@ -253,7 +254,7 @@ class ServedInstance:
     def _watch_failed_start(self) -> None:
         """A restart that failed at start: try again later, still backing off."""
         with self._lock:
-            delay, self._backoff = self._backoff, min(RESTART_MAX_SECONDS, self._backoff * 2)
+            delay = self._restart.next_delay()
             self._backoff_until = time.monotonic() + delay
         if not self._closing.wait(delay):
             try:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from host.served import ServedInstance, ServeRuntime
 from host.wasm_engine import WasmEngine, check_component_bytes
 from host.wasmtime_cli import EngineFlags, ServeCaches
 from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
+from shared.retry import Backoff
 from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm, wasm_tools_path
 from wire.control import (
     BACKOFF,
@@ -91,7 +92,7 @@ class Entry:
     instance: Instance | None = None  # what serves now (may still be the previous spec)
     restarts: int = 0  # traps of earlier instances of this id
     seq: int = 0  # start attempt counter: results of stale attempts are dropped
-    retry_in: float = RETRY_FIRST_SECONDS
+    retry: Backoff = field(default_factory=lambda: Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS, jitter=0.2))
     retry_at: float | None = None
 
 
@@ -166,7 +167,8 @@ class Supervisor:
         if entry is None:
             entry = self.entries[spec.id] = Entry(spec=spec, managed=managed)
         entry.spec, entry.managed = spec, managed
-        entry.retry_in, entry.retry_at = RETRY_FIRST_SECONDS, None
+        entry.retry.reset()
+        entry.retry_at = None
         self._start(entry)
 
     def _start(self, entry: Entry) -> None:
@@ -202,7 +204,8 @@ class Supervisor:
             entry.restarts += old.restarts
         entry.instance = instance  # the new one serves from now on; the old one drains
         entry.state, entry.error = RUNNING, None
-        entry.retry_in, entry.retry_at = RETRY_FIRST_SECONDS, None
+        entry.retry.reset()
+        entry.retry_at = None
         log.info("started %s (%s)%s", spec.id, spec.digest[:19], f" at {spec.route}" if spec.route else "")
         self.on_change()
         if old is not None:
@@ -307,9 +310,9 @@ class Supervisor:
             entry.error += f" (still serving the previous version {serving.spec.digest[:19]})"
         transient = isinstance(exc, PullError) and not isinstance(exc, DigestMismatch)
         if transient:
-            entry.retry_at = time.monotonic() + entry.retry_in
-            entry.error += f"; retrying in {entry.retry_in:.0f}s"
-            entry.retry_in = min(RETRY_MAX_SECONDS, entry.retry_in * 2)
+            delay = entry.retry.next_delay()
+            entry.retry_at = time.monotonic() + delay
+            entry.error += f"; retrying in {delay:.0f}s"
         log.warning("%s: %s", entry.spec.id, entry.error)
         self.on_change()
 
@@ -356,7 +359,8 @@ class Supervisor:
         if image is not None and digest is not None:
             spec = replace(spec, image=image, digest=digest)
         entry.spec = spec
-        entry.retry_in, entry.retry_at = RETRY_FIRST_SECONDS, None
+        entry.retry.reset()
+        entry.retry_at = None
         self._start(entry)
         if image is not None:
             log.warning("%s: out-of-band image %s (until the next desired generation)", instance_id, image)
