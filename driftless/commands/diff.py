@@ -76,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
             ) from None
 
     result = diff_tree(tree=tree, inputs=inputs, resolve=resolve, env=args.env)
+    doc = result.to_json()
+    doc["needsMore"] = new_needs(doc.get("changes") or [], registry_url=registry_url)
     if args.output == "json":
-        print_json(result.to_json())
+        print_json(doc)
     else:
         print(
             render(
-                result.to_json(),
+                doc,
                 what=args.revision
                 or (f"{short(tree.revision)} (HEAD)" if tree.revision else "the working tree"),
             )
@@ -149,6 +151,37 @@ def render(result: dict[str, Any], *, what: str) -> str:
                 "red",
             )
         )
+    for need in result.get("needsMore") or []:
+        out.append(paint(f"\n! {need['component']} {short(need['oldDigest'])} -> {short(need['newDigest'])} "
+                         f"needs more than the running version: {', '.join('+ ' + i for i in need['imports'])}",
+                         "yellow"))
     n = result.get("counts") or {}
     out.append(f"\n{n.get('start', 0)} to start, {n.get('update', 0)} to update, {n.get('stop', 0)} to stop.")
     return "\n".join(out)
+
+
+def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[str, Any]]:
+    """For each component whose digest changes: the interfaces the new digest imports that the
+    running one did not (a new capability to review), from what the registry recorded."""
+    from shared.interfaces import unversioned
+    from shared.registry_client import component_info
+
+    seen: set[tuple[str, str, str]] = set()
+    out: list[dict[str, Any]] = []
+    for c in changes:
+        old, new, image = c.get("oldDigest"), c.get("newDigest"), c.get("image") or ""
+        key = (f"{c['env']}/{c['app']}/{c['component']}", old or "", new or "")
+        if c.get("action") != "update" or not old or not new or old == new or key in seen:
+            continue
+        seen.add(key)
+        repository = image.split("@", 1)[0]
+        try:
+            before = component_info(f"{repository}@{old}", registry_url=registry_url)
+            after = component_info(f"{repository}@{new}", registry_url=registry_url)
+        except DriftlessError:
+            continue  # not a Driftless registry, or a digest it no longer has: nothing to compare
+        had = {unversioned(i) for i in before.get("imports") or ()}
+        added = sorted({unversioned(i) for i in after.get("imports") or ()} - had)
+        if added:
+            out.append({"component": key[0], "oldDigest": old, "newDigest": new, "imports": added})
+    return out

@@ -219,3 +219,22 @@ def test_worlds_are_inferred_from_an_older_registry(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(reg.session, "request", lambda *a, **k: (200, {}, body))
     info = reg.info("std/old", "1.0.0")
     assert isinstance(info, registry_check.ComponentInfo) and info.worlds == ("wasi:http/proxy",)
+
+
+def test_diff_flags_a_new_digest_that_needs_more_than_the_running_one(registry_url: str) -> None:
+    from driftless.commands.diff import new_needs
+
+    old = client.push_component("demo/grows:1.0.0", standard_component("http-hello-wat").read_bytes(),
+                                registry_url=registry_url)
+    new = client.push_component("demo/grows:2.0.0", standard_component("py-hello").read_bytes(),
+                                registry_url=registry_url)
+    host = registry_url.split("://", 1)[1]
+    change = {"action": "update", "env": "prod", "app": "shop", "component": "web", "oldDigest": old,
+              "newDigest": new, "image": f"{host}/demo/grows@{new}"}
+    (need,) = new_needs([change, dict(change)], registry_url=registry_url)  # one line per component
+    assert need["component"] == "prod/shop/web"
+    assert "wasi:http/outgoing-handler" in need["imports"]  # py-hello can call out; the WAT one could not
+    assert "wasi:sockets/tcp" in need["imports"]
+    assert "wasi:http/types" not in need["imports"]  # both import it
+    back = dict(change, oldDigest=new, newDigest=old, image=f"{host}/demo/grows@{old}")
+    assert new_needs([back], registry_url=registry_url) == []  # needing less is not flagged
