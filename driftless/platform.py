@@ -46,6 +46,10 @@ BUNDLED = Path(__file__).resolve().parent / "bundled"
 EXAMPLE_TAG = "1.0.0"
 # The components the example manifests use; pushed as demo/<name>:1.0.0 on first start.
 EXAMPLE_COMPONENTS = ("hello", "greeter", "frontend")
+# examples built by a standard toolchain (examples/standard/<source>, cached by source hash):
+# pushed as demo/<name>:1.0.0 when this is a checkout that can build them
+STANDARD_EXAMPLES = {"hello-py": "py-hello"}
+STANDARD_BUILD = BUNDLED.resolve().parent.parent / "examples" / "standard" / "build.py"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class Platform:
     repo: Path | None = None  # a repository of the caller's to follow; default DATA/git/manifests.git
     token_path: Path | None = None  # a join-token file of the caller's; default DATA/token
     commands: dict[str, list[str]] = field(default_factory=dict)  # process name -> its `driftless` args
+    unavailable_examples: dict[str, str] = field(default_factory=dict)  # example name -> why it was not pushed
 
     # -- derived endpoints -------------------------------------------------------------------
     @property
@@ -190,6 +195,11 @@ class Platform:
             work = Path(tmp) / "work"
             _git("clone", "-q", str(self.git_dir), str(work))
             shutil.copytree(source, work / "manifests")
+            for name, why in self.unavailable_examples.items():
+                for app in sorted((work / "manifests").glob("*/apps/*.yaml")):
+                    if f"image: demo/{name}:" in app.read_text():
+                        app.unlink()  # its component could not be built here: seed the rest
+                        self.say(f"not seeding {app.relative_to(work)}: {why}")
             _git("-C", str(work), "add", "-A")
             _git("-C", str(work), "commit", "-q", "-m", self.seed_message)
             _git("-C", str(work), "push", "-q", "origin", "HEAD:main")
@@ -222,6 +232,16 @@ class Platform:
             if not wat.is_file():
                 raise DriftlessError(f"example component source {wat} not found")
             client.push_component(ref, bytes(wasmtime.wat2wasm(wat.read_text())))
+            pushed.append(ref)
+        for name, source in STANDARD_EXAMPLES.items():
+            ref = f"{self.registry_host}/demo/{name}:{EXAMPLE_TAG}"
+            if client.resolve(ref) is not None:
+                continue
+            built = _standard_example(source)
+            if isinstance(built, str):
+                self.unavailable_examples[name] = built
+                continue
+            client.push_component(ref, built.read_bytes())
             pushed.append(ref)
         return pushed
 
@@ -400,3 +420,22 @@ def _wait_http(
                 pass
             time.sleep(0.05)
     raise NotReachable(f"the {what} did not answer at {url} within {timeout:.0f}s")
+
+
+def _standard_example(source: str) -> Path | str:
+    """The built example component ``source`` (built now if needed), or why it is not available."""
+    if not STANDARD_BUILD.is_file():
+        return "its source is not here (an installed package, not a checkout)"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("driftless_standard_build", STANDARD_BUILD)
+    if spec is None or spec.loader is None:
+        return f"cannot load {STANDARD_BUILD}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    try:
+        spec.loader.exec_module(module)
+        path: Path = module.build(source).path
+    except Exception as exc:  # a missing toolchain: the rest of the platform still comes up
+        return f"building {source} failed ({exc}); run python hack/build-standard-components.py --only {source}"
+    return path

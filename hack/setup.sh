@@ -44,3 +44,9 @@ fi
 if [ -f hack/build-components.py ]; then
   python hack/build-components.py >/dev/null
 fi
+# the example built by a standard toolchain (componentize-py) that `driftless up` serves; cached by
+# source hash, so only the first setup of a machine pays for it
+if [ -f hack/build-standard-components.py ]; then
+  python hack/build-standard-components.py --only py-hello >/dev/null ||
+    echo "setup: could not build the componentize-py example (driftless up will serve the others)" >&2
+fi

@@ -73,6 +73,8 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
         "GIT_COMMITTER_EMAIL": "walk@example.com",
         "NO_COLOR": "1",
         "PYTHONUNBUFFERED": "1",
+        # the user's build cache (components built by standard toolchains, wasmtime's compile cache)
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"),
     }
     blocks = walkthrough_blocks()
     assert blocks[0] == ("sh", "./hack/up.sh\n"), "the walkthrough starts with ./hack/up.sh on its own"
@@ -105,6 +107,9 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
         # what the walkthrough promises, checked in its own output
         assert "Hello from prod" in text
         assert "Bonjour from dev" in text
+        assert "hello from python: Hello from Python in dev" in text  # componentize-py, woken from Idle
+        assert "world:   wasi:http/proxy" in text
+        assert "hello from js: Hello from JavaScript in dev" in text  # componentize-js, deployed by git push
         assert "drift exit status: 2" in text
         assert "Promoted-Digest: web=sha256:" in text
         assert "rollback(hello): prod to" in text

@@ -28,6 +28,8 @@ def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with DriftlessProcess(args, log_dir=tmp, ready_url=f"{url}/v2/"):
         for name in ("hello", "greeter", "frontend"):
             client.push_component(f"demo/{name}:1.0.0", (COMPONENTS / f"{name}.wasm").read_bytes(), registry_url=url)
+        # the example manifests' componentize-py component (manifests/dev/apps/hello-py.yaml)
+        client.push_component("demo/hello-py:1.0.0", standard_component("py-hello").read_bytes(), registry_url=url)
         yield url
 
 

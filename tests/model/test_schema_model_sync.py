@@ -111,8 +111,10 @@ def test_example_manifests_are_the_documented_demo() -> None:
     tree = load_tree(EXAMPLE_MANIFESTS)
     assert set(tree.environments) == {"dev", "staging", "prod"}
     assert {env: set(apps) for env, apps in tree.applications.items()} == {
-        env: {"hello", "greeter"} for env in ("dev", "staging", "prod")
+        "dev": {"hello", "greeter", "hello-py"}, "staging": {"hello", "greeter"}, "prod": {"hello", "greeter"}
     }
+    py = tree.applications["dev"]["hello-py"].components[0]  # the componentize-py example idles at zero
+    assert py.scale is not None and py.scale.min_replicas == 0 and py.expose == "/py"
     prefixes = {name: env.ingress_path_prefix for name, env in tree.environments.items()}
     assert prefixes == {"dev": "/dev", "staging": "/staging", "prod": ""}
     prod = tree.environments["prod"]

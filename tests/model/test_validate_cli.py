@@ -19,7 +19,7 @@ def validate(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[s
 def test_example_manifests_are_valid_by_default_path() -> None:
     result = validate()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "manifests: valid: 3 environment(s), 6 application(s), 0 error(s), 0 warning(s)"
+    assert result.stdout.strip() == "manifests: valid: 3 environment(s), 7 application(s), 0 error(s), 0 warning(s)"
 
 
 def test_errors_exit_1_with_one_located_line_each() -> None:
