@@ -46,6 +46,7 @@ class ComponentCounts:
     ready: int
     hosts: tuple[str, ...]
     errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what the hosts say they cannot do (e.g. enforce a grant), deduplicated
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class ComponentCounts:
             "ready": self.ready,
             "hosts": list(self.hosts),
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
         }
 
 
@@ -127,12 +129,14 @@ def app_views(
                 comp_digests[comp.name] = digest
                 ready = 0
                 errors: list[str] = []
+                warnings: dict[str, None] = {}
                 for host, spec in entries:
                     found = running.get(host, {}).get(spec.id)
                     if host_states.get(host) != "Ready" or found is None:
                         in_sync = False
                         continue
                     inst = found
+                    warnings.update(dict.fromkeys(inst.warnings))
                     if inst.digest != spec.digest or dict(inst.config) != dict(spec.config):
                         in_sync = False
                     if inst.status in UP and inst.digest == spec.digest:
@@ -155,6 +159,7 @@ def app_views(
                         ready=ready,
                         hosts=tuple(sorted({h for h, _ in entries})),
                         errors=tuple(errors),
+                        warnings=tuple(warnings),
                     )
                 )
             for u in missing.get((env_name, app_name), []):

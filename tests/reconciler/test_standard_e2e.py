@@ -55,6 +55,10 @@ def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path)
         app = wait_until(lambda: (a := p.reconciler.app("prod", "shop"))["health"] == "Healthy" and a, timeout=120,
                          what="shop Healthy")
         assert app["sync"] == "Synced"
+        components = {c["name"]: c for c in app["components"]}
+        # the host says what it cannot enforce: front can send HTTP anywhere (wasmtime serve has no allow-list)
+        assert any("outbound HTTP is not filtered" in w for w in components["front"]["warnings"])
+        assert components["api"]["warnings"] == []  # the WAT API cannot send HTTP at all
         assert p.reconciler.get("/api/v1/drift?env=prod")["items"] == []
 
         assert httpx.get(f"{aws}/shop", timeout=30).text == "hello from python: hi"
