@@ -58,6 +58,11 @@ STABLE_SECONDS = 30.0  # running this long resets the restart backoff
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                          "transfer-encoding", "upgrade", "host", "content-length"})
 OUTGOING_HTTP = "wasi:http/outgoing-handler"
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(Exception):
+    """The loopback port chosen for a process was taken before it could bind it."""
 
 
 class ServeRuntime:
@@ -192,11 +197,21 @@ class ServedInstance:
         return args, env
 
     def _spawn(self) -> None:
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._spawn_on(_free_port())
+                return
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise HostError(f"{self.tag}: no free loopback port after {PORT_ATTEMPTS} attempts") from None
+
+    def _spawn_on(self, port: int) -> None:
         with self._lock:
+            if self._closing.is_set():
+                raise HostError(f"{self.tag} is stopping")
             if self._proc is not None and self._proc.poll() is None:
                 return
             self._state = STARTING
-        port = _free_port()
         args, env = self._command(port)
         started = time.perf_counter()
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -207,7 +222,10 @@ class ServedInstance:
             code = proc.poll()
             if code is not None:
                 proc.wait()
-                raise HostError(f"{self.tag}: wasmtime serve exited with code {code} at start: {self._last_errors()}")
+                why = self._last_errors()
+                if "address in use" in why.lower() or "addrinuse" in why.lower():
+                    raise PortTaken(port)  # another process took the port between our probe and the bind
+                raise HostError(f"{self.tag}: wasmtime serve exited with code {code} at start: {why}")
             if _answers(port):
                 break
             if time.monotonic() > deadline or self._closing.is_set():
@@ -216,6 +234,9 @@ class ServedInstance:
                                 f"{READY_TIMEOUT_SECONDS:.0f}s")
             time.sleep(0.002)
         with self._lock:
+            if self._closing.is_set():  # closed while it started: it must not outlive the instance
+                _stop(proc)
+                raise HostError(f"{self.tag} is stopping")
             self._proc, self._port = proc, port
             self._state = RUNNING
             self._last_request = time.monotonic()
