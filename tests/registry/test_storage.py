@@ -1,5 +1,5 @@
-"""The storage contract, one suite for every driver (filesystem now; any future driver joins the
-parametrisation), plus the registry model on top of each driver."""
+"""The storage contract, one suite for every driver (filesystem, memory, and S3 against a real
+SeaweedFS — the ``s3`` fixture), plus the registry model on top of each driver."""
 
 from __future__ import annotations
 
@@ -14,15 +14,24 @@ from registry.layout import key
 from registry.storage import FilesystemStorage, MemoryStorage, Storage
 from registry.store import OCI_MANIFEST, Registry, digest_of
 
-DRIVERS: dict[str, Callable[[Path], Storage]] = {
-    "filesystem": lambda tmp: FilesystemStorage(tmp / "root"),
-    "memory": lambda tmp: MemoryStorage(),
+
+def _s3_driver(tmp: Path, request: pytest.FixtureRequest) -> Storage:
+    from registry.storage_s3 import S3Storage
+
+    s3 = request.getfixturevalue("s3")  # a real SeaweedFS for the session; each test gets its own prefix
+    return S3Storage.from_url(s3.url(), endpoint=s3.endpoint, client=s3.client())
+
+
+DRIVERS: dict[str, Callable[[Path, pytest.FixtureRequest], Storage]] = {
+    "filesystem": lambda tmp, request: FilesystemStorage(tmp / "root"),
+    "memory": lambda tmp, request: MemoryStorage(),
+    "s3": _s3_driver,
 }
 
 
 @pytest.fixture(params=sorted(DRIVERS))
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return DRIVERS[request.param](tmp_path)
+    return DRIVERS[request.param](tmp_path, request)
 
 
 def test_put_get_stat(storage: Storage) -> None:
