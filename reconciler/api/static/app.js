@@ -1,0 +1,393 @@
+// Driftless dashboard: reads the reconciler's JSON API (docs/reconciler.md) and re-reads the parts
+// /api/v1/stream says changed. No framework, no build step; every value is inserted as text.
+
+const TOKEN_KEY = "driftless.readToken";
+const LABEL_KEYS = ["cloud", "region", "tier"];
+let token = localStorage.getItem(TOKEN_KEY) || "";
+const state = { envs: null, source: null, apps: {}, hosts: [], drift: null, history: [], events: [],
+  commits: {}, gates: {}, filter: "" };
+
+// ------------------------------------------------------------------ helpers
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+const $ = (id) => document.getElementById(id);
+const short = (rev) => (rev ? String(rev).slice(0, 12) : "—");
+const shortDigest = (d) => (d ? String(d).replace(/^sha256:/, "").slice(0, 12) : "—");
+const badge = (text, kind) => h("span", { class: `badge ${kind || ""} b-${String(text).replace(/\W/g, "")}` }, text);
+
+function ago(unix) {
+  if (!unix) return "—";
+  const s = Math.max(0, Date.now() / 1000 - unix);
+  if (s < 60) return `${Math.round(s)}s ago`;
+  if (s < 3600) return `${Math.round(s / 60)}m ago`;
+  if (s < 86400) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+const when = (unix) => h("time", { datetime: unix ? new Date(unix * 1000).toISOString() : "",
+  title: unix ? new Date(unix * 1000).toLocaleString() : "" }, ago(unix));
+
+function fill(id, ...children) {
+  const el = $(id);
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+class AuthError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(path, { ...options, headers });
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 401) throw new AuthError(body.error || "a read token is required");
+  if (!r.ok) {
+    const err = new Error(body.error || `${r.status} ${r.statusText}`);
+    err.body = body;
+    throw err;
+  }
+  return body;
+}
+
+// ------------------------------------------------------------------ loading
+const loaders = {
+  async status() {
+    const doc = await api("/api/v1/environments");
+    const apps = {};
+    await Promise.all(doc.environments.map(async (env) => {
+      const got = await api(`/api/v1/environments/${encodeURIComponent(env.name)}/apps`);
+      apps[env.name] = Object.fromEntries(got.apps.filter(Boolean).map((a) => [a.app, a]));
+    }));
+    state.source = doc.source;
+    state.envs = doc.environments;
+    state.apps = apps;
+    renderSource();
+    renderEnvs();
+    renderFilter();
+  },
+  async hosts() {
+    state.hosts = (await api("/api/v1/hosts")).hosts;
+    renderInstances();
+  },
+  async drift() {
+    state.drift = await api("/api/v1/drift");
+    renderDrift();
+  },
+  async events() {
+    state.events = (await api("/api/v1/events?limit=40")).events;
+    renderEvents();
+  },
+  async applied() {
+    state.history = (await api("/api/v1/history?limit=30")).history;
+    const missing = [...new Set(state.history.map((e) => e.revision))].filter((r) => !(r in state.commits));
+    if (missing.length) {
+      const q = missing.map((r) => `revision=${encodeURIComponent(r)}`).join("&");
+      const got = (await api(`/api/v1/commits?${q}`)).commits;
+      for (const r of missing) state.commits[r] = got[r] || null;
+    }
+    renderHistory();
+  },
+};
+const ALL = Object.keys(loaders);
+const PART_LOADERS = { status: ["status"], hosts: ["hosts", "status"], drift: ["drift"], events: ["events"],
+  applied: ["status", "applied"] };
+
+let pending = new Set();
+let running = null;
+async function refresh(parts) {
+  for (const p of parts) for (const l of PART_LOADERS[p] || [p]) if (loaders[l]) pending.add(l);
+  if (running) return running;
+  running = (async () => {
+    while (pending.size) {
+      const now = [...pending];
+      pending = new Set();
+      const results = await Promise.allSettled(now.map((l) => loaders[l]()));
+      const failed = results.find((r) => r.status === "rejected");
+      if (failed && failed.reason instanceof AuthError) { askToken(failed.reason.message); break; }
+      showError(failed ? `could not read the API: ${failed.reason.message}` : "");
+    }
+    running = null;
+  })();
+  return running;
+}
+
+function showError(message) {
+  const el = $("error");
+  el.hidden = !message;
+  el.textContent = message;
+}
+
+// ------------------------------------------------------------------ rendering
+function renderSource() {
+  const s = state.source || {};
+  const applied = s.applied || {};
+  const last = s.lastReconcile || {};
+  fill("source",
+    h("span", { title: s.repo }, `${s.branch || ""} · ${s.path || ""}`),
+    " applied ", h("code", { class: "rev", title: applied.revision }, short(applied.revision)),
+    applied.message ? h("span", { class: "muted" }, ` “${applied.message}”`) : null,
+    s.head && s.head !== applied.revision ? [" head ", h("code", { title: s.head }, short(s.head))] : null,
+    last.at ? h("span", { class: "muted" }, " · reconciled ", when(last.at), last.outcome ? ` (${last.outcome})` : "") : null,
+    s.lastError ? h("span", { class: "bad" }, ` · ${s.lastError}`) : null);
+  const rej = s.rejected;
+  const box = $("rejected");
+  box.hidden = !rej;
+  if (!rej) { box.replaceChildren(); return; }
+  fill("rejected",
+    h("h2", {}, "Rejected revision ", h("code", { title: rej.revision }, short(rej.revision)),
+      h("small", {}, " the last good revision stays applied")),
+    h("p", {}, rej.message ? `“${rej.message}”` : "", rej.author ? ` by ${rej.author}` : "", " · ", when(rej.since)),
+    h("ul", { class: "problems" }, (rej.errors || []).map((e) => h("li", {},
+      e.file ? h("code", { class: "where" }, `${e.file}:${e.line}${e.column ? `:${e.column}` : ""}`) : null,
+      " ", e.message || e.text, e.code ? h("span", { class: "muted" }, ` (${e.code})`) : null))));
+}
+
+function envOrder(envs) {
+  const byName = Object.fromEntries(envs.map((e) => [e.name, e]));
+  const depth = (e, seen = new Set()) => {
+    const from = e.promotion && e.promotion.from;
+    if (!from || !byName[from] || seen.has(e.name)) return 0;
+    seen.add(e.name);
+    return 1 + depth(byName[from], seen);
+  };
+  return [...envs].sort((a, b) => depth(a) - depth(b) || a.name.localeCompare(b.name));
+}
+
+function renderEnvs() {
+  const envs = envOrder(state.envs || []);
+  if (!envs.length) { fill("envs", h("p", { class: "muted" }, "no revision applied yet")); return; }
+  const cols = [];
+  envs.forEach((env, i) => {
+    if (i) cols.push(h("div", { class: "arrow", "aria-hidden": "true" }, "→"));
+    cols.push(renderEnv(env));
+  });
+  fill("envs", cols);
+}
+
+function renderEnv(env) {
+  const p = env.promotion;
+  const apps = state.apps[env.name] || {};
+  return h("div", { class: "env", dataset: { env: env.name } },
+    h("h3", {}, env.name, " ", h("code", { class: "rev", title: env.revision }, short(env.revision))),
+    h("div", { class: "meta" },
+      `${env.hosts.length} host${env.hosts.length === 1 ? "" : "s"}`,
+      env.ingressPathPrefix ? ` · ${env.ingressPathPrefix}` : "",
+      ` · ${env.sync.mode}${env.sync.prune ? ", prune" : ""}`,
+      p ? h("div", { class: "promo" }, `promoted from ${p.from}`,
+        p.minSoakSeconds ? ` · soak ${p.minSoakSeconds}s` : "", p.requireApproval ? " · approval required" : "") : null),
+    env.apps.length ? env.apps.map((a) => renderApp(env, a, apps[a.app])) : h("p", { class: "muted" }, "no applications"),
+    env.unplaced.length ? h("ul", { class: "bad small" }, env.unplaced.map((u) =>
+      h("li", {}, `${u.app}/${u.component} not placed: ${u.reason}`))) : null);
+}
+
+function renderApp(env, summary, full) {
+  const key = `${env.name}/${summary.app}`;
+  const comps = (full && full.components) || [];
+  const gates = state.gates[key];
+  return h("article", { class: "app", dataset: { app: summary.app, health: summary.health, sync: summary.sync } },
+    h("header", {},
+      h("button", { type: "button", class: "link name", title: "show its instances",
+        onclick: () => { state.filter = key; $("app-filter").value = key; renderInstances(); } }, summary.app),
+      badge(summary.health || "Unknown", "health"), badge(summary.sync || "Unknown", "sync"),
+      h("span", { class: "muted" }, ` ${summary.ready}/${summary.desired} ready`)),
+    h("ul", { class: "comps" }, comps.map((c) => h("li", {},
+      h("span", {}, c.name), " ", h("span", { class: "muted" }, c.image), " ",
+      h("code", { class: "digest", title: c.digest || "" }, shortDigest(c.digest)),
+      c.errors && c.errors.length ? h("div", { class: "bad small" }, c.errors.join("; ")) : null))),
+    h("div", { class: "conds" }, ((full && full.conditions) || []).map((c) =>
+      h("span", { class: `cond c-${c.status} cond-${c.type}`, title: `${c.reason}: ${c.message}` }, `${c.type}=${c.status}`,
+        c.reason ? h("small", {}, ` ${c.reason}`) : null))),
+    summary.message ? h("div", { class: "msg small" }, summary.message) : null,
+    summary.healthySince ? h("div", { class: "muted small" }, "healthy since ", when(summary.healthySince)) : null,
+    env.promotion ? h("div", { class: "gates" },
+      h("button", { type: "button", onclick: () => checkGates(env, summary.app) },
+        `check promotion ${env.promotion.from} → ${env.name}`),
+      gates ? renderGates(gates) : null) : null);
+}
+
+async function checkGates(env, app) {
+  const key = `${env.name}/${app}`;
+  state.gates[key] = { loading: true };
+  renderEnvs();
+  try {
+    const r = await api("/api/v1/promote", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ app, from: env.promotion.from, to: env.name, dryRun: true }) });
+    state.gates[key] = { result: r };
+  } catch (e) {
+    state.gates[key] = { error: e.message, hint: e.body && e.body.hint };
+  }
+  renderEnvs();
+}
+
+function renderGates(g) {
+  if (g.loading) return h("p", { class: "muted small" }, "dry run…");
+  if (g.error) return h("div", { class: "small bad" }, `refused: ${g.error}`, g.hint ? h("div", { class: "muted" }, g.hint) : null);
+  const r = g.result;
+  return h("div", { class: "small" },
+    h("ul", { class: "gate-list" }, (r.gates || []).map((x) =>
+      h("li", { class: x.passed ? "ok" : "bad" }, x.passed ? "✓ " : "✗ ", h("b", {}, x.name), ` ${x.message}`))),
+    (r.changes || []).map((c) => h("div", {}, `${c.component}: ${c.old} → `, h("code", {}, shortDigest(c.digest)))),
+    h("div", { class: "muted" }, "dry run: nothing committed"));
+}
+
+function renderFilter() {
+  const sel = $("app-filter");
+  const keys = (state.envs || []).flatMap((e) => e.apps.map((a) => `${e.name}/${a.app}`)).sort();
+  const have = [...sel.options].slice(1).map((o) => o.value);
+  if (have.join() !== keys.join()) {
+    sel.replaceChildren(h("option", { value: "" }, "all applications"), keys.map((k) => h("option", { value: k }, k)));
+  }
+  sel.value = keys.includes(state.filter) ? state.filter : "";
+}
+
+function labelGroup(labels) {
+  const keys = LABEL_KEYS.filter((k) => labels[k]);
+  const use = keys.length ? keys : Object.keys(labels).sort();
+  return use.length ? use.map((k) => `${k}=${labels[k]}`).join(" · ") : "(no labels)";
+}
+
+function renderInstances() {
+  const hosts = state.hosts || [];
+  if (!hosts.length) { fill("instances", h("p", { class: "muted" }, "no hosts registered")); return; }
+  const groups = new Map();
+  for (const host of hosts) {
+    const g = labelGroup(host.labels || {});
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(host);
+  }
+  const f = state.filter;
+  fill("instances", [...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([group, members]) =>
+    h("div", { class: "group" }, h("h3", {}, group), members.map((host) => {
+      const rows = ((host.report && host.report.instances) || [])
+        .filter((i) => !f || `${i.env}/${i.app}` === f)
+        .sort((a, b) => a.id.localeCompare(b.id));
+      return h("div", { class: "host", dataset: { host: host.name } },
+        h("h4", {}, host.name, " ", badge(host.state, "state"),
+          h("span", { class: "muted small" }, ` gen ${host.observedGeneration}/${host.generation} · seen `, when(host.lastSeen))),
+        rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ["instance", "status", "restarts", "digest", "config", "last error"]
+          .map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.map((i) => h("tr", { dataset: { instance: i.id } },
+          h("td", {}, h("span", {}, `${i.env}/${i.app}/${i.component}`), h("div", { class: "muted small" }, i.id,
+            i.managed === false ? " (out of band)" : "")),
+          h("td", {}, badge(i.status || "?", "status")),
+          h("td", { class: i.restarts ? "bad" : "" }, i.restarts || 0),
+          h("td", {}, h("code", { class: "digest", title: i.digest || "" }, shortDigest(i.digest))),
+          h("td", { class: "small" }, Object.entries(i.config || {}).map(([k, v]) => h("div", { class: "cfg" }, `${k}=${v}`))),
+          h("td", { class: "small bad" }, i.lastError || ""))))) : h("p", { class: "muted small" }, "no instances"));
+    }))));
+}
+
+function renderDrift() {
+  const d = state.drift || { items: [] };
+  if (!d.available) { fill("drift", h("p", { class: "muted" }, "drift is not available (no host reports yet)")); return; }
+  if (!d.items.length) { fill("drift", h("p", { class: "ok" }, "nothing drifts: what runs is what Git says")); return; }
+  const counts = {};
+  for (const i of d.items) counts[i.category] = (counts[i.category] || 0) + 1;
+  fill("drift",
+    h("div", { class: "chips" }, Object.entries(counts).map(([c, n]) => badge(`${c} ${n}`, "drift"))),
+    h("table", {}, h("thead", {}, h("tr", {}, ["category", "where", "expected", "actual", "since", "message"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, d.items.map((i) => h("tr", {},
+        h("td", {}, badge(i.category, "drift")),
+        h("td", {}, [i.env, i.app, i.component].filter(Boolean).join("/"), i.host ? h("div", { class: "muted small" }, i.host) : null),
+        h("td", { class: "small" }, i.expected), h("td", { class: "small" }, i.actual),
+        h("td", {}, when(i.since)),
+        h("td", { class: "small" }, i.message, i.healedAt ? h("div", { class: "ok" }, "healed ", when(i.healedAt)) : null))))));
+}
+
+function renderHistory() {
+  const items = state.history || [];
+  if (!items.length) { fill("history", h("p", { class: "muted" }, "no revision applied yet")); return; }
+  fill("history", h("ol", { class: "commits" }, items.map((e) => {
+    const c = state.commits[e.revision];
+    return h("li", { class: "commit" },
+      h("div", {}, h("code", { class: "rev", title: e.revision }, short(e.revision)), " ", badge(e.env, "envname"), " ",
+        h("b", {}, (c && c.subject) || e.message)),
+      h("div", { class: "muted small" }, e.author, " · applied ", when(e.appliedAt)),
+      c && c.body ? h("pre", { class: "body" }, c.body) : null,
+      c && c.trailers.length ? h("dl", { class: "trailers" }, c.trailers.map((t) => [h("dt", {}, t.key), h("dd", {}, t.value)])) : null,
+      h("div", { class: "small" }, e.apps.map((a) => h("span", { class: "hist-app" }, a.name, ": ",
+        a.components.map((x) => [x.name, " ", h("code", { class: "digest", title: x.digest || "" }, shortDigest(x.digest)), " "])))));
+  })));
+}
+
+function renderEvents() {
+  const items = [...(state.events || [])].reverse();
+  if (!items.length) { fill("events", h("p", { class: "muted" }, "no events")); return; }
+  fill("events", h("ul", { class: "events" }, items.map((e) => h("li", { class: e.type === "Warning" ? "warn" : "" },
+    when(e.at), " ", h("b", {}, e.reason), " ",
+    h("span", { class: "muted" }, [e.env, e.app, e.host].filter(Boolean).join("/")), " ", e.message))));
+}
+
+// ------------------------------------------------------------------ live updates
+let source = null;
+function connect() {
+  if (source) source.close();
+  const url = "/api/v1/stream" + (token ? `?access_token=${encodeURIComponent(token)}` : "");
+  source = new EventSource(url);
+  const live = $("live");
+  source.addEventListener("hello", () => {  // first connection or a reconnection: read everything
+    live.textContent = "live";
+    live.className = "live on";
+    refresh(ALL);
+  });
+  source.addEventListener("change", (ev) => {
+    const data = JSON.parse(ev.data);
+    document.body.dataset.lastChange = ev.lastEventId;
+    refresh(data.parts);
+  });
+  source.addEventListener("error", () => {
+    live.textContent = "reconnecting…";
+    live.className = "live off";
+    if (source.readyState !== EventSource.CLOSED) return;  // the browser retries by itself
+    const closed = source;  // refused (a token?) or gone: read once (asks for a token on 401), then retry
+    refresh(ALL).then(() => { if (source === closed) setTimeout(connect, 3000); });
+  });
+}
+
+// ------------------------------------------------------------------ token
+function askToken(message) {
+  $("token-form").hidden = false;
+  $("token-message").textContent = message || "";
+  $("live").textContent = "token needed";
+  $("live").className = "live off";
+  if (source) { source.close(); source = null; }
+}
+
+function setup() {
+  $("token-toggle").addEventListener("click", () => { $("token-form").hidden = !$("token-form").hidden; });
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token-input").value.trim();
+    if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+    $("token-form").hidden = true;
+    connect();
+  });
+  $("token-clear").addEventListener("click", () => {
+    token = "";
+    localStorage.removeItem(TOKEN_KEY);
+    $("token-input").value = "";
+    connect();
+  });
+  $("app-filter").addEventListener("change", (ev) => { state.filter = ev.target.value; renderInstances(); });
+  setInterval(() => {  // keep "Ns ago" honest between changes
+    for (const t of document.querySelectorAll("time[datetime]")) {
+      const at = Date.parse(t.getAttribute("datetime"));
+      if (!Number.isNaN(at)) t.textContent = ago(at / 1000);
+    }
+  }, 5000);
+  connect();
+}
+
+setup();

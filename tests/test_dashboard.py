@@ -1,0 +1,174 @@
+"""The dashboard (docs/dashboard.md) in a real browser: headless Chromium driven by Playwright against a
+real platform (registry, Git repository with its hook, reconciler, three hosts labelled like
+`driftless up`'s) serving the example manifests. The page loads without console errors, shows the
+apps and their health side by side, follows a `git push` without a reload, and shows a rejected
+commit with file:line. Screenshots of the run land in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.platform import LocalPlatform, local_platform, with_custom_section
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extras)")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("DRIFTLESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+HOSTS = {"aws-us-east-1": {"cloud": "aws", "region": "us-east-1"},
+         "gcp-europe-west1": {"cloud": "gcp", "region": "europe-west1"},
+         "edge-1": {"tier": "edge"}}  # fmt: skip
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (hack/setup.sh installs it)")
+
+
+def _example_tree() -> dict[str, str | None]:
+    """The repository's example manifests, without the componentize-py app (its build is slow)."""
+    base = ROOT / "manifests"
+    return {str(p.relative_to(base)): p.read_text() for p in sorted(base.glob("*/**/*.yaml"))
+            if p.name != "hello-py.yaml"}
+
+
+def _wait(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = check()
+        except (httpx.HTTPError, KeyError):
+            got = None
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
+    p = local_platform(tmp_path, hosts=HOSTS)
+    wasm = {n: (ROOT / "examples" / "components" / f"{n}.wasm").read_bytes() for n in ("hello", "greeter", "frontend")}
+    try:
+        p.up(tree=_example_tree(), components={f"demo/{n}:1.0.0": b for n, b in wasm.items()},
+             message="Seed the example manifests")
+        for env in ("dev", "staging", "prod"):
+            _wait(f"{env}/hello healthy", lambda env=env: p.reconciler.app(env, "hello")["health"] == "Healthy")
+        yield p
+    finally:
+        p.stop()
+
+
+def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform) -> None:
+    p = platform
+    url = p.reconciler.url
+    token = p.read_headers.get("Authorization", "")[7:]  # a credential when reads need one
+    page_html = httpx.get(f"{url}/", timeout=5)
+    assert page_html.status_code == 200 and "text/html" in page_html.headers["Content-Type"]
+    assert "http://" not in page_html.text and "https://" not in page_html.text  # no CDN: our /static only
+    _check_stream_and_static(p, token)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 1000})
+            if token:
+                context.add_init_script(f"localStorage.setItem('driftless.readToken', {token!r});")
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
+                    if "/api/v1/stream" not in r.url else None)  # the stream is cut when the page closes
+
+            page.goto(f"{url}/")
+            page.wait_for_selector("#live.on", timeout=10_000)
+            for env in ("dev", "staging", "prod"):
+                page.wait_for_selector(f'.env[data-env="{env}"] article[data-app="hello"][data-health="Healthy"]',
+                                       timeout=20_000)
+            # side by side in promotion order (staging promotes from dev, prod from staging)
+            assert page.locator(".env h3").all_inner_texts()[0].startswith("dev")
+            assert [t.split()[0] for t in page.locator(".env h3").all_inner_texts()] == ["dev", "staging", "prod"]
+            assert "promoted from staging" in page.locator('.env[data-env="prod"] .promo').inner_text()
+            digest = p.registry.digest("demo/hello:1.0.0")
+            assert digest is not None
+            assert digest[7:19] in page.locator('.env[data-env="dev"] article[data-app="hello"]').inner_text()
+            assert "Ready=True" in page.locator('.env[data-env="dev"] article[data-app="hello"] .conds').inner_text()
+            # instances grouped by host labels, with their status
+            groups = page.locator("#instances .group h3").all_inner_texts()
+            assert groups == ["cloud=aws · region=us-east-1", "cloud=gcp · region=europe-west1", "tier=edge"]
+            page.wait_for_selector('#instances tr[data-instance^="dev/hello/web/"] .b-Running')
+            page.wait_for_selector("#history .commit")
+            page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+            # a push shows without a reload: a new digest and a new greeting in dev
+            page.evaluate("window.__notReloaded = true")
+            new_digest = p.registry.push("demo/hello:1.1.0", with_custom_section(
+                (ROOT / "examples" / "components" / "hello.wasm").read_bytes(), b"1.1.0"))
+            hello = _example_tree()["dev/apps/hello.yaml"]
+            assert hello is not None
+            changed = hello.replace("demo/hello:1.0.0", "demo/hello:1.1.0").replace("Hello from dev", "Bonjour from dev")
+            pushed_at = time.monotonic()
+            p.git.push({"dev/apps/hello.yaml": changed},
+                        "dev: hello 1.1.0, in French\n\nThe greeting speaks French now.\n\nReviewed-By: alice")
+            dev_hello = page.locator('.env[data-env="dev"] article[data-app="hello"]')
+            sync_api.expect(dev_hello).to_contain_text(new_digest[7:19], timeout=10_000)
+            seen_digest = time.monotonic() - pushed_at
+            sync_api.expect(page.locator('#instances tr[data-instance^="dev/hello/web/"]').first).to_contain_text(
+                "GREETING=Bonjour from dev", timeout=30_000)
+            seen_greeting = time.monotonic() - pushed_at
+            sync_api.expect(page.locator("#history .commit").first).to_contain_text("Reviewed-By", timeout=10_000)
+            assert page.evaluate("window.__notReloaded") is True
+            assert seen_digest < 5, f"the new digest showed {seen_digest:.1f} s after the push"
+            print(f"after git push: digest on the page in {seen_digest:.2f} s, "
+                  f"greeting served and shown in {seen_greeting:.2f} s")
+            page.wait_for_selector('.env[data-env="dev"] article[data-app="hello"][data-health="Healthy"]',
+                                   timeout=30_000)
+            page.screenshot(path=str(SCREENSHOTS / "dashboard-after-push.png"), full_page=True)
+
+            # a rejected commit: file:line and the message, the last good revision still applied
+            bad = changed.replace("maxConcurrency: 16", "maxConcurrency: lots")
+            assert bad != changed
+            p.git.push({"dev/apps/hello.yaml": bad}, "dev: a broken limit")
+            where = page.locator("#rejected .where").first
+            sync_api.expect(where).to_contain_text("dev/apps/hello.yaml:", timeout=10_000)
+            line = next(i for i, text in enumerate(bad.splitlines(), 1) if "maxConcurrency" in text)
+            assert f"hello.yaml:{line}" in where.inner_text()
+            assert "lots" in page.locator("#rejected").inner_text() or "integer" in page.locator("#rejected").inner_text()
+            assert page.locator("#rejected").is_visible()
+            assert new_digest[7:19] in dev_hello.inner_text()  # still what runs
+            page.locator("#rejected").scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOTS / "dashboard-rejected.png"))
+            assert page.evaluate("window.__notReloaded") is True
+            assert problems == [], "\n".join(problems)
+        finally:
+            browser.close()
+
+
+def _check_stream_and_static(p: LocalPlatform, token: str) -> None:
+    """The stream takes the read credential as ?access_token= (EventSource sends no headers); assets are
+    gzipped and revalidated by ETag; nothing outside static/ is served."""
+    base = p.reconciler.url
+    url = f"{base}/api/v1/stream"
+    if token and httpx.get(f"{base}/api/v1/environments", timeout=5).status_code == 401:
+        assert httpx.get(url, timeout=5).status_code == 401
+    if token:
+        url += f"?access_token={token}"
+    with httpx.stream("GET", url, timeout=5) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert next(r.iter_lines()) == "event: hello"
+    static = httpx.get(f"{base}/static/app.js", headers={"Accept-Encoding": "gzip"}, timeout=5)
+    assert static.status_code == 200 and static.headers["Content-Encoding"] == "gzip"
+    again = httpx.get(f"{base}/static/app.js", headers={"If-None-Match": static.headers["ETag"]}, timeout=5)
+    assert again.status_code == 304
+    assert httpx.get(f"{base}/static/nothing.js", timeout=5).status_code == 404
