@@ -508,4 +508,7 @@ def build_app(controller: Controller) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
+    from reconciler.api import dashboard  # the web page at /, its assets and its live stream
+
+    dashboard.add_routes(web_app)
     return web_app
