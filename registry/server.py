@@ -75,6 +75,8 @@ class ServerOptions:
     access_policy: Path | None = None  # per-repository access control (registry.access); YAML or JSON
     auth_failure_limit: int = 10  # failed logins per user and address per minute before 429 (0: no limit)
     auth_cache_seconds: float = 60.0  # how long a successful password check is remembered
+    storage: str | None = None  # s3://bucket/prefix: an S3 bucket instead of the filesystem under root
+    s3_endpoint: str | None = None  # with storage: the S3 API's URL (MinIO, SeaweedFS); None: AWS
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None,
@@ -700,7 +702,18 @@ def load_policy(options: ServerOptions, auth: Authenticator | None) -> AccessPol
     return policy
 
 
+def open_storage(options: ServerOptions) -> Storage | None:
+    """The driver ``options.storage`` names (an S3 bucket), or None for the filesystem under ``root``."""
+    if options.storage is None:
+        return None
+    from registry.storage_s3 import S3Storage
+
+    return S3Storage.from_url(options.storage, endpoint=options.s3_endpoint)
+
+
 def make_handler(options: ServerOptions, *, storage: Storage | None = None) -> RegistryApp:
+    if storage is None:
+        storage = open_storage(options)
     if storage is None:
         registry, fs = build_registry(options.root)
         blobs_dir: Path | None = fs.root / "blobs"
@@ -747,7 +760,7 @@ def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
         if on_ready:
             on_ready(url)
         else:
-            log.info("registry serving %s (storage %s)", url, options.root)
+            log.info("registry serving %s (storage %s)", url, options.storage or options.root)
         await stop.wait()
         await runner.cleanup()
 

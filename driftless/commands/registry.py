@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from shared import units
 from shared.errors import DriftlessError, UsageError
@@ -12,7 +13,8 @@ from shared.errors import DriftlessError, UsageError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="registry_command", metavar="SUBCOMMAND")
     serve = sub.add_parser("serve", help="serve the OCI Distribution API (and /v2/_driftless/) from a storage root")
-    serve.add_argument("--root", type=Path, required=True, help="storage directory (created if absent)")
+    serve.add_argument("--root", type=Path, help="storage directory (created if absent); or --storage")
+    _storage_arguments(serve)
     serve.add_argument("--listen", default="127.0.0.1:5000", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--htpasswd", type=Path, help="require basic auth from users in this htpasswd file (bcrypt)")
     serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (chain)")
@@ -27,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "(default 10; 0: no limit)")
 
     gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches")
-    gc.add_argument("--root", type=Path, required=True, help="storage directory")
+    gc.add_argument("--root", type=Path, help="storage directory; or --storage")
+    _storage_arguments(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.add_argument("--delete-untagged", action="store_true",
                     help="also delete manifests no tag reaches (default: keep them, digests pinned elsewhere stay pullable)")
@@ -36,7 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="remove upload sessions that received nothing for this long (default 24h)")
 
     fsck = sub.add_parser("fsck", help="re-hash every blob; quarantine corrupt ones (exit 1 if any problem)")
-    fsck.add_argument("--root", type=Path, required=True, help="storage directory")
+    fsck.add_argument("--root", type=Path, help="storage directory; or --storage")
+    _storage_arguments(fsck)
+
+
+def _storage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="s3://BUCKET/PREFIX",
+                   help="keep everything in an S3 bucket under PREFIX instead of --root (credentials: "
+                        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared credentials file; region: "
+                        "AWS_REGION, default us-east-1)")
+    p.add_argument("--s3-endpoint", metavar="URL",
+                   help="with --storage: the S3 API's URL, e.g. http://127.0.0.1:8333 for MinIO or SeaweedFS "
+                        "(path-style addressing); default: AWS")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -51,6 +65,33 @@ def parse_duration(text: str, *, option: str = "--grace") -> float:
         return units.duration_seconds(text if not text.strip().replace(".", "", 1).isdigit() else float(text))
     except ValueError as exc:
         raise UsageError(f"{option} {exc}", hint="use a number with s, m, h or d, e.g. 10m") from None
+
+
+def _check_storage_choice(args: argparse.Namespace) -> None:
+    if (args.root is None) == (args.storage is None):
+        raise UsageError("give either --root DIR or --storage s3://BUCKET/PREFIX",
+                         hint="--root keeps the registry in a directory; --storage in an S3 bucket")
+    if args.s3_endpoint and not args.storage:
+        raise UsageError("--s3-endpoint goes with --storage s3://BUCKET/PREFIX")
+    if args.storage is not None:
+        from registry.storage_s3 import parse_s3_url
+
+        try:
+            parse_s3_url(args.storage)
+        except ValueError as exc:
+            raise UsageError(f"--storage {exc}", hint="for example --storage s3://registry/prod") from None
+
+
+def _open_storage(args: argparse.Namespace) -> Any:
+    """The driver for gc and fsck: the S3 bucket of --storage, or the directory of --root."""
+    _check_storage_choice(args)
+    if args.storage is not None:
+        from registry.storage_s3 import S3Storage
+
+        return S3Storage.from_url(args.storage, endpoint=args.s3_endpoint)
+    from registry.storage import FilesystemStorage
+
+    return FilesystemStorage(_existing_root(args.root))
 
 
 def _existing_root(root: Path) -> Path:
@@ -72,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
+    _check_storage_choice(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--htpasswd", args.htpasswd),
@@ -85,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     from registry.server import ServerOptions, serve  # aiohttp loads only once the options are sound
 
     options = ServerOptions(
-        root=args.root,
+        root=args.root or Path("."),  # unused with --storage
         host=host,
         port=port,
         htpasswd=args.htpasswd,
@@ -95,9 +137,12 @@ def _serve(args: argparse.Namespace) -> int:
         anonymous_pull=args.anonymous_pull,
         access_policy=args.access_policy,
         auth_failure_limit=args.auth_failure_limit,
+        storage=args.storage,
+        s3_endpoint=args.s3_endpoint,
     )
     try:
-        serve(options, on_ready=lambda url: print(f"registry serving {url} (storage {args.root})", flush=True))
+        serve(options, on_ready=lambda url: print(f"registry serving {url} (storage {args.storage or args.root})",
+                                                 flush=True))
     except OSError as exc:
         raise DriftlessError(f"cannot listen on {args.listen}: {exc.strerror or exc}",
                              hint="is another registry running there? choose another --listen") from None
@@ -106,9 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     from registry.maintenance import collect_garbage
-    from registry.storage import FilesystemStorage
 
-    storage = FilesystemStorage(_existing_root(args.root))
+    storage = _open_storage(args)
     report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run,
                              stale_upload_seconds=parse_duration(args.stale_uploads, option="--stale-uploads"),
                              delete_untagged=args.delete_untagged)
@@ -135,9 +179,8 @@ def _gc(args: argparse.Namespace) -> int:
 
 def _fsck(args: argparse.Namespace) -> int:
     from registry.maintenance import check_storage
-    from registry.storage import FilesystemStorage
 
-    storage = FilesystemStorage(_existing_root(args.root))
+    storage = _open_storage(args)
     report = check_storage(storage)
     for digest in report.corrupt:
         print(f"corrupt blob {digest}: content does not match its digest; moved to quarantine/")

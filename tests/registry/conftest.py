@@ -251,3 +251,19 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         for sock in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):  # its unix sockets, named by port
             if any(sock.name.endswith(f"-{p}.sock") for p in (master, volume, filer, s3_port)):
                 sock.unlink(missing_ok=True)
+
+
+def start_s3_registry(s3: S3Service, url: str, log_dir: Path, *extra: str,
+                      port: int | None = None) -> tuple[DriftlessProcess, int]:
+    """``driftless registry serve --storage s3://...`` against the SeaweedFS of the ``s3`` fixture
+    (credentials from the AWS environment variables, as in production)."""
+    port = port or free_port()
+    proc = DriftlessProcess(
+        ["registry", "serve", "--storage", url, "--s3-endpoint", s3.endpoint, "--listen", f"127.0.0.1:{port}", *extra],
+        log_dir=log_dir,
+        ready_url=f"http://127.0.0.1:{port}/v2/",
+        env=s3.env,
+        name="registry-s3",
+    )
+    proc.start()
+    return proc, port

@@ -1,12 +1,43 @@
 """The four workflows of the OCI distribution-spec conformance suite (pull, push, content discovery,
-content management), step by step, as direct HTTP against a real ``driftless registry serve``."""
+content management), step by step, as direct HTTP against a real ``driftless registry serve`` — once
+over the filesystem (``--root``) and once over S3 (``--storage s3://...`` on a real SeaweedFS)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
-from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Oci, Server, error_code, sha256
+import pytest
+
+from tests.registry.conftest import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Oci,
+    Server,
+    error_code,
+    sha256,
+    start_registry,
+    start_s3_registry,
+)
+
+
+@pytest.fixture(scope="module", params=["filesystem", "s3"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's registry: every workflow below runs against both storage drivers."""
+    base = tmp_path_factory.mktemp(f"registry-{request.param}")
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        proc, port = start_s3_registry(s3, s3.url("conformance"), base)
+        root = Path("-")
+    else:
+        proc, port = start_registry(base / "root", base)
+        root = base / "root"
+    try:
+        yield Server(url=f"http://127.0.0.1:{port}", root=root, proc=proc, port=port)
+    finally:
+        proc.stop()
 
 # --- pull -------------------------------------------------------------------------------------------
 
