@@ -7,6 +7,7 @@ commit with file:line. Screenshots of the run land in docs/screenshots/.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import time
@@ -172,3 +173,48 @@ def _check_stream_and_static(p: LocalPlatform, token: str) -> None:
     again = httpx.get(f"{base}/static/app.js", headers={"If-None-Match": static.headers["ETag"]}, timeout=5)
     assert again.status_code == 304
     assert httpx.get(f"{base}/static/nothing.js", timeout=5).status_code == 404
+
+
+def test_dashboard_asks_once_for_a_token_when_reads_need_one(tmp_path: Path) -> None:
+    if "open_reads" not in inspect.signature(local_platform).parameters:
+        pytest.skip("this reconciler has no closed-reads mode to test")
+    p = local_platform(tmp_path, hosts={"aws-us-east-1": HOSTS["aws-us-east-1"]}, open_reads=False)
+    try:
+        p.up(tree=_example_tree(), components={
+            f"demo/{n}:1.0.0": (ROOT / "examples" / "components" / f"{n}.wasm").read_bytes()
+            for n in ("hello", "greeter", "frontend")})
+        base = p.reconciler.url
+        assert httpx.get(f"{base}/api/v1/environments", timeout=5).status_code == 401
+        assert httpx.get(f"{base}/api/v1/stream", timeout=5).status_code == 401
+        assert httpx.get(f"{base}/", timeout=5).status_code == 200  # the page holds no data
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                problems: list[str] = []
+                expected = ("status of 401", "status of 403", "status of 409")  # what the page is told, and shows
+                page.on("console", lambda m: problems.append(m.text)
+                        if m.type == "error" and not any(e in m.text for e in expected) else None)
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                page.goto(f"{base}/")
+                page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+                assert "token" in page.locator("#live").inner_text()
+                page.fill("#token-input", p.admin_token())
+                page.click("#token-form button[type=submit]")
+                page.wait_for_selector("#live.on", timeout=10_000)
+                page.wait_for_selector('.env[data-env="dev"] article[data-app="hello"]', timeout=20_000)
+                page.reload()  # kept in localStorage: asked once
+                page.wait_for_selector("#live.on", timeout=10_000)
+                assert page.locator("#token-form").is_hidden()
+                # the promotion gates, by a dry run (nothing committed)
+                page.click('.env[data-env="prod"] article[data-app="hello"] .gates button')
+                gates = page.locator('.env[data-env="prod"] article[data-app="hello"] .gates')
+                sync_api.expect(gates).not_to_contain_text("dry run…", timeout=30_000)
+                text = gates.inner_text()
+                assert "approv" in text.lower() or "soak" in text.lower(), text
+                page.screenshot(path=str(SCREENSHOTS / "dashboard-gates.png"))
+                assert problems == [], "\n".join(problems)
+            finally:
+                browser.close()
+    finally:
+        p.stop()
