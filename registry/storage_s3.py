@@ -369,11 +369,11 @@ class _MultipartWriter:
         self._buf += data
         self._size += len(data)
         while len(self._buf) >= PART_SIZE:
-            part = bytes(self._buf[:PART_SIZE])
-            del self._buf[:PART_SIZE]
+            part, self._buf = self._buf, self._buf[PART_SIZE:]  # copies only the small remainder
+            del part[PART_SIZE:]
             self._send(part)
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytes | bytearray) -> None:
         if self._upload_id is None:
             self._upload_id = self._s.client.create_multipart_upload(Bucket=self._s.bucket, Key=self._key)["UploadId"]
         in_flight = [f for f in self._parts if not f.done()]
@@ -386,7 +386,7 @@ class _MultipartWriter:
         number = len(self._parts) + 1
         self._parts.append(_POOL.submit(self._upload_part, number, part))
 
-    def _upload_part(self, number: int, part: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytes | bytearray) -> dict[str, Any]:
         r = self._s.client.upload_part(Bucket=self._s.bucket, Key=self._key, UploadId=self._upload_id,
                                        PartNumber=number, Body=part)
         return {"PartNumber": number, "ETag": r["ETag"]}
@@ -399,7 +399,8 @@ class _MultipartWriter:
                 self._s.client.put_object(Bucket=self._s.bucket, Key=self._key, Body=bytes(self._buf))
             else:
                 if self._buf:
-                    self._send(bytes(self._buf))
+                    self._send(self._buf)
+                    self._buf = bytearray()
                 parts = [f.result() for f in self._parts]
                 self._s.client.complete_multipart_upload(Bucket=self._s.bucket, Key=self._key,
                                                          UploadId=self._upload_id, MultipartUpload={"Parts": parts})
