@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from registry.storage_s3 import PART_SIZE, S3Storage, parse_s3_url
-from tests.registry.conftest import OCI_MANIFEST, EMPTY_CONFIG, S3Service, error_code, sha256, start_s3_registry
+from tests.registry.conftest import (
+    EMPTY_CONFIG,
+    OCI_MANIFEST,
+    S3Service,
+    error_code,
+    sha256,
+    start_s3_registry,
+)
 from tests.support.procs import DriftlessProcess
 
 
