@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("DRIFTLESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# where the screenshots go: DRIFTLESS_SCREENSHOTS=docs/screenshots to refresh the documentation's
+SCREENSHOTS_ENV = os.environ.get("DRIFTLESS_SCREENSHOTS")
 HOSTS = {"aws-us-east-1": {"cloud": "aws", "region": "us-east-1"},
          "gcp-europe-west1": {"cloud": "gcp", "region": "europe-west1"},
          "edge-1": {"tier": "edge"}}  # fmt: skip
@@ -39,6 +40,12 @@ def _example_tree() -> dict[str, str | None]:
     base = ROOT / "manifests"
     return {str(p.relative_to(base)): p.read_text() for p in sorted(base.glob("*/**/*.yaml"))
             if p.name != "hello-py.yaml"}
+
+
+def _screenshots(tmp_path: Path) -> Path:
+    out = Path(SCREENSHOTS_ENV) if SCREENSHOTS_ENV else tmp_path / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _wait(what: str, check: Any, timeout: float = 60) -> Any:
@@ -68,15 +75,15 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
         p.stop()
 
 
-def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform) -> None:
+def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform, tmp_path: Path) -> None:
     p = platform
+    shots = _screenshots(tmp_path)
     url = p.reconciler.url
     token = p.read_headers.get("Authorization", "")[7:]  # a credential when reads need one
     page_html = httpx.get(f"{url}/", timeout=5)
     assert page_html.status_code == 200 and "text/html" in page_html.headers["Content-Type"]
     assert "http://" not in page_html.text and "https://" not in page_html.text  # no CDN: our /static only
     _check_stream_and_static(p, token)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -109,7 +116,7 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
             assert groups == ["cloud=aws · region=us-east-1", "cloud=gcp · region=europe-west1", "tier=edge"]
             page.wait_for_selector('#instances tr[data-instance^="dev/hello/web/"] .b-Running')
             page.wait_for_selector("#history .commit")
-            page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
 
             # a push shows without a reload: a new digest and a new greeting in dev
             page.evaluate("window.__notReloaded = true")
@@ -134,7 +141,7 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
                   f"greeting served and shown in {seen_greeting:.2f} s")
             page.wait_for_selector('.env[data-env="dev"] article[data-app="hello"][data-health="Healthy"]',
                                    timeout=30_000)
-            page.screenshot(path=str(SCREENSHOTS / "dashboard-after-push.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard-after-push.png"), full_page=True)
 
             # a rejected commit: file:line and the message, the last good revision still applied
             bad = changed.replace("maxConcurrency: 16", "maxConcurrency: lots")
@@ -148,7 +155,7 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
             assert page.locator("#rejected").is_visible()
             assert new_digest[7:19] in dev_hello.inner_text()  # still what runs
             page.locator("#rejected").scroll_into_view_if_needed()
-            page.screenshot(path=str(SCREENSHOTS / "dashboard-rejected.png"))
+            page.screenshot(path=str(shots / "dashboard-rejected.png"))
             assert page.evaluate("window.__notReloaded") is True
             assert problems == [], "\n".join(problems)
         finally:
@@ -212,7 +219,7 @@ def test_dashboard_asks_once_for_a_token_when_reads_need_one(tmp_path: Path) -> 
                 sync_api.expect(gates).not_to_contain_text("dry run…", timeout=30_000)
                 text = gates.inner_text()
                 assert "approv" in text.lower() or "soak" in text.lower(), text
-                page.screenshot(path=str(SCREENSHOTS / "dashboard-gates.png"))
+                page.screenshot(path=str(_screenshots(tmp_path) / "dashboard-gates.png"))
                 assert problems == [], "\n".join(problems)
             finally:
                 browser.close()
