@@ -68,6 +68,14 @@ class Streams:
 
     open: int = 0
     stopping: bool = False
+    taken_at: float = 0.0  # the last snapshot, shared by every open stream (one computation per poll)
+    last: dict[str, str] | None = None
+
+    def snapshot(self, controller: Controller) -> dict[str, str]:
+        now = time.monotonic()
+        if self.last is None or now - self.taken_at >= POLL_SECONDS * 0.8:
+            self.last, self.taken_at = snapshot(controller), now
+        return self.last
 
 
 ASSETS: web.AppKey[dict[str, Asset]] = web.AppKey("dashboard_assets", dict)
@@ -161,13 +169,13 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     streams = request.app[STREAMS]
     streams.open += 1
-    seen = snapshot(controller)
+    seen = streams.snapshot(controller)
     await response.write(_sse("hello", {"parts": list(PARTS), "at": time.time()}, _digest(seen)))
     quiet_since = time.monotonic()
     try:
         while not streams.stopping:
             await asyncio.sleep(POLL_SECONDS)
-            now = snapshot(controller)
+            now = streams.snapshot(controller)
             changed = [p for p in PARTS if now[p] != seen.get(p)]
             if changed:
                 seen = now
