@@ -9,18 +9,63 @@ the grace period (blobs, manifest revisions, blob links) is kept, so a push in p
 uploaded, manifest not yet put — survives a GC run alongside a serving registry. Upload sessions in
 progress are never touched; one that has received nothing for ``stale_upload_seconds`` (default a
 day) is abandoned and removed, and the markers of closed ones expire with the grace period. fsck re-hashes every blob and moves corrupt ones to ``quarantine/``.
+
+With replicas (several ``serve`` processes on one ``--storage`` bucket) the grace period is not
+enough: a client may find an old, unreferenced blob still there (HEAD), skip its upload and put a
+manifest naming it between GC's mark and its sweep. So, as distribution does, GC on shared storage
+needs every writer stopped: each replica records itself under ``replicas/<id>.json`` (whether it
+serves ``--read-only``, refreshed every :data:`REPLICA_HEARTBEAT` seconds, removed on a clean stop)
+and :func:`collect_garbage` with ``require_read_only`` refuses while a writable replica was seen
+within :data:`REPLICA_STALE` seconds (:func:`writable_replicas`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
+from registry.errors import RegistryError
 from registry.layout import key
 from registry.storage import Storage
 from registry.store import HASHERS, INDEX_MEDIA_TYPES, Registry
 from shared.reference import DIGEST_RE
+
+REPLICAS = "replicas"  # replicas/<id>.json: a serving process on shared storage (see the module docstring)
+REPLICA_HEARTBEAT = 10.0  # seconds between a replica's refreshes of its record
+REPLICA_STALE = 3 * REPLICA_HEARTBEAT  # a record older than this is a replica that died without cleaning up
+
+
+class Replica:
+    """This process's record among the replicas of a shared storage."""
+
+    def __init__(self, storage: Storage, *, read_only: bool, url: str = "") -> None:
+        self.storage = storage
+        self.key = f"{REPLICAS}/{uuid.uuid4().hex}.json"
+        self.record = {"readOnly": read_only, "host": socket.gethostname(), "pid": os.getpid(), "url": url}
+
+    def beat(self) -> None:
+        self.storage.put(self.key, json.dumps({**self.record, "seen": time.time()}).encode())
+
+    def remove(self) -> None:
+        self.storage.delete(self.key)
+
+
+def writable_replicas(storage: Storage, *, now: float | None = None) -> list[dict[str, object]]:
+    """The records of replicas seen within REPLICA_STALE seconds that accept writes."""
+    now = time.time() if now is None else now
+    found = []
+    for name in storage.list(REPLICAS):
+        try:
+            record = json.loads(storage.get(f"{REPLICAS}/{name}"))
+        except (FileNotFoundError, ValueError):
+            continue
+        if isinstance(record, dict) and not record.get("readOnly") and now - float(record.get("seen", 0)) < REPLICA_STALE:
+            found.append(record)
+    return found
 
 
 @dataclass
@@ -82,7 +127,20 @@ def _mark(registry: Registry, repo: str, pending: list[str], live: set[str], mar
 
 
 def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: bool = False,
-                    stale_upload_seconds: float = 86400.0, delete_untagged: bool = False) -> GcReport:
+                    stale_upload_seconds: float = 86400.0, delete_untagged: bool = False,
+                    require_read_only: bool = False) -> GcReport:
+    """Mark and sweep (see the module docstring). With ``require_read_only`` (shared storage), refuse
+    with UNSUPPORTED while a replica that accepts writes is serving it."""
+    if require_read_only and not dry_run:
+        writers = writable_replicas(storage)
+        if writers:
+            names = ", ".join(f"{w.get('host')} pid {w.get('pid')} {w.get('url') or ''}".strip() for w in writers)
+            raise RegistryError(
+                "UNSUPPORTED",
+                f"{len(writers)} registry replica(s) on this storage accept writes ({names}): garbage collection "
+                "on shared storage needs every replica read-only. Restart them with --read-only (or stop them), "
+                f"run gc, then restart them without it (a replica that died is forgotten after {REPLICA_STALE:.0f} s)",
+            )
     registry = Registry(storage)
     report = GcReport(dry_run=dry_run)
     cutoff = time.time() - grace_seconds

@@ -33,6 +33,7 @@ from aiohttp import web
 from registry.access import AccessPolicy
 from registry.auth import Authenticator, unauthorized
 from registry.errors import RegistryError
+from registry.maintenance import REPLICA_HEARTBEAT, Replica
 from registry.metrics import Metrics
 from registry.storage import FilesystemStorage, Storage
 from registry.store import (
@@ -745,7 +746,35 @@ async def start(options: ServerOptions, *, storage: Storage | None = None) -> tu
     port = sockets[0].getsockname()[1] if sockets else options.port
     scheme = "https" if ctx else "http"
     host = f"[{options.host}]" if ":" in options.host else options.host
-    return runner, f"{scheme}://{host}:{port}"
+    url = f"{scheme}://{host}:{port}"
+    if options.storage is not None:  # shared storage: say who serves it, and whether read-only (for gc)
+        replica = Replica(app.registry.storage, read_only=options.read_only, url=url)
+        await asyncio.get_running_loop().run_in_executor(None, replica.beat)
+        _REPLICAS[runner] = (replica, asyncio.create_task(_heartbeat(replica)))
+    return runner, url
+
+
+_REPLICAS: dict[web.BaseRunner, tuple[Replica, asyncio.Task[None]]] = {}
+
+
+async def _heartbeat(replica: Replica) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(REPLICA_HEARTBEAT)
+        try:
+            await loop.run_in_executor(None, replica.beat)
+        except Exception as exc:  # the storage is unreachable for a moment: the next beat retries
+            log.warning("could not refresh this replica's record: %s", exc)
+
+
+async def _forget_replica(runner: web.BaseRunner) -> None:
+    entry = _REPLICAS.pop(runner, None)
+    if entry is not None:
+        entry[1].cancel()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, entry[0].remove)
+        except Exception as exc:
+            log.warning("could not remove this replica's record: %s", exc)
 
 
 def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
@@ -763,6 +792,7 @@ def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
             log.info("registry serving %s (storage %s)", url, options.storage or options.root)
         await stop.wait()
         await runner.cleanup()
+        await _forget_replica(runner)
 
     asyncio.run(main())
 
@@ -776,6 +806,7 @@ class RunningRegistry:
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(_forget_replica(self._runner), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

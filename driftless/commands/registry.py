@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="failed logins per user and address per minute before 429 Too Many Requests "
                             "(default 10; 0: no limit)")
 
-    gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches")
+    gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches (with --storage: every replica "
+                                   "serving it must run --read-only)")
     gc.add_argument("--root", type=Path, help="storage directory; or --storage")
     _storage_arguments(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
@@ -155,7 +156,8 @@ def _gc(args: argparse.Namespace) -> int:
     storage = _open_storage(args)
     report = collect_garbage(storage, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run,
                              stale_upload_seconds=parse_duration(args.stale_uploads, option="--stale-uploads"),
-                             delete_untagged=args.delete_untagged)
+                             delete_untagged=args.delete_untagged,
+                             require_read_only=args.storage is not None)  # shared: replicas must be read-only
     verb = "would delete" if args.dry_run else "deleted"
     for item in report.manifests:
         print(f"{verb} manifest {item}")

@@ -29,7 +29,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     base = tmp_path_factory.mktemp(f"registry-{request.param}")
     if request.param == "s3":
         s3 = request.getfixturevalue("s3")
-        proc, port = start_s3_registry(s3, s3.url("conformance"), base)
+        proc, port = start_s3_registry(s3, s3.url(), base)
         root = Path("-")
     else:
         proc, port = start_registry(base / "root", base)

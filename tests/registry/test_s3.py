@@ -191,3 +191,51 @@ def test_cli_rejects_root_with_storage(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "driftless", "registry", "serve", *args, "--listen", "127.0.0.1:0"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and ("--storage" in r.stderr or "--root" in r.stderr), (args, r.stderr)
+
+
+def test_gc_on_shared_storage_needs_every_replica_read_only(s3: S3Service, tmp_path: Path) -> None:
+    url = s3.url()
+    storage = S3Storage.from_url(url, client=s3.client())
+    orphan = b"an orphan blob" * 100
+    storage.put(f"blobs/sha256/{sha256(orphan)[7:9]}/{sha256(orphan)[7:]}", orphan)
+
+    def gc() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "driftless", "registry", "gc", "--storage", url, "--s3-endpoint", s3.endpoint,
+             "--grace", "0s"], capture_output=True, text=True, timeout=60, env={**os.environ, **s3.env})
+
+    writable, port = start_s3_registry(s3, url, tmp_path)
+    try:
+        refused = gc()
+        assert refused.returncode == 1 and "--read-only" in refused.stderr and f"127.0.0.1:{port}" in refused.stderr
+        assert storage.stat(f"blobs/sha256/{sha256(orphan)[7:9]}/{sha256(orphan)[7:]}") is not None
+    finally:
+        writable.stop()  # a clean stop removes its record
+    read_only, port = start_s3_registry(s3, url, tmp_path, "--read-only")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            r = c.post("/v2/team/app/blobs/uploads/", params={"digest": sha256(b"x")}, content=b"x")
+            assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
+        done = gc()
+        assert done.returncode == 0, done.stderr
+        assert f"deleted blob {sha256(orphan)}" in done.stdout
+        assert storage.stat(f"blobs/sha256/{sha256(orphan)[7:9]}/{sha256(orphan)[7:]}") is None
+    finally:
+        read_only.stop()
+    assert storage.list("replicas") == []
+
+
+def test_a_replica_that_died_is_forgotten() -> None:
+    import time
+
+    from registry.maintenance import REPLICA_STALE, Replica, writable_replicas
+    from registry.storage import MemoryStorage
+
+    storage = MemoryStorage()
+    writer = Replica(storage, read_only=False, url="http://a")
+    writer.beat()
+    Replica(storage, read_only=True, url="http://b").beat()
+    assert [r["url"] for r in writable_replicas(storage)] == ["http://a"]
+    assert writable_replicas(storage, now=time.time() + REPLICA_STALE + 1) == []  # killed: no more beats
+    writer.remove()
+    assert writable_replicas(storage) == []
