@@ -220,6 +220,10 @@ def test_gc_on_shared_storage_needs_every_replica_read_only(s3: S3Service, tmp_p
         assert done.returncode == 0, done.stderr
         assert f"deleted blob {sha256(orphan)}" in done.stdout
         assert storage.stat(f"blobs/sha256/{sha256(orphan)[7:9]}/{sha256(orphan)[7:]}") is None
+        fsck = subprocess.run(
+            [sys.executable, "-m", "driftless", "registry", "fsck", "--storage", url, "--s3-endpoint", s3.endpoint],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **s3.env})
+        assert fsck.returncode == 0 and "fsck: checked 0 blobs" in fsck.stdout, fsck.stdout + fsck.stderr
     finally:
         read_only.stop()
     assert storage.list("replicas") == []
