@@ -249,7 +249,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
             pass
         proc.wait(10)
         for sock in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):  # its unix sockets, named by port
-            if any(sock.name.endswith(f"-{p}.sock") for p in (master, volume, filer, s3_port)):
+            if any(sock.name.endswith(f"-{p}.sock") for p in (master_grpc, volume_grpc, filer_grpc, s3_grpc)):
                 sock.unlink(missing_ok=True)
 
 
