@@ -17,6 +17,8 @@ paths under ``--root``::
                                                            yet lives only in its signed id: POST writes nothing)
       components/<alg>/<hex>.json                          wasm inspection (kind, imports, exports) of layer <hex>
       quarantine/<alg>-<hex>                               corrupt blobs moved aside by fsck
+      replicas/<id>.json                                   a serving process on shared (S3) storage, refreshed
+                                                           every 10 s: gc refuses while a writable one is alive
       _tmp/                                                temp files, renamed into place (same filesystem)
 
 Repository names and tags never start with ``_``, so ``_layers``, ``_manifests`` and ``_referrers``
