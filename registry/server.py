@@ -394,11 +394,13 @@ class RegistryApp:
         response.content_length = stop - start
         await response.prepare(request)
         if request.method != "HEAD":
-            with self.registry.storage.reader(storage_key) as f:
-                f.seek(start)
+            loop = asyncio.get_running_loop()
+            # no local file (memory, S3): reads may wait on the network, so they run off the loop
+            with await loop.run_in_executor(None, self.registry.storage.reader, storage_key) as f:
+                await loop.run_in_executor(None, f.seek, start)
                 remaining = stop - start
                 while remaining > 0:
-                    chunk = f.read(min(1 << 20, remaining))
+                    chunk = await loop.run_in_executor(None, f.read, min(1 << 20, remaining))
                     if not chunk:
                         break
                     await response.write(chunk)
@@ -536,7 +538,10 @@ async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
     try:
         async for chunk in request.content.iter_any():
             hasher.update(chunk)
-            writer.write(chunk)
+            if fileno is None:  # an object-store writer may upload a part now: off the loop
+                await loop.run_in_executor(None, writer.write, chunk)
+            else:
+                writer.write(chunk)
             received += len(chunk)
             if fileno is not None and received >= next_flush and (flushing is None or flushing.done()):
                 next_flush = received + FLUSH_EVERY
