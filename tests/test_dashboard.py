@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api  # the test extras; hack/setup.sh installs Debian's chromium
 
 from tests.support.platform import LocalPlatform, local_platform, with_custom_section
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extras)")
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("DRIFTLESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -32,7 +31,12 @@ HOSTS = {"aws-us-east-1": {"cloud": "aws", "region": "us-east-1"},
          "gcp-europe-west1": {"cloud": "gcp", "region": "europe-west1"},
          "edge-1": {"tier": "edge"}}  # fmt: skip
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (hack/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium() -> None:
+    """A browser test without a browser fails: it never passes silently."""
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: run hack/setup.sh (it installs Debian's chromium)"
 
 
 def _example_tree() -> dict[str, str | None]:
