@@ -33,6 +33,9 @@ from wire.control import HostCapacity, HostDesiredState, HostRegistration, HostR
 
 log = logging.getLogger("driftless.host")
 
+# this host's credential from the reconciler (0600): its identity on desired/report and re-registration
+CREDENTIAL_FILE = "host-credential"
+
 # what the host links for components besides links between them (registration "interfaces")
 PROVIDED_INTERFACES = (
     "driftless:http/handler@0.1.0",
@@ -232,6 +235,7 @@ class HostAgent:
                 on_desired=self.on_desired,
                 heartbeat=self.options.heartbeat,
                 ca_file=self.options.control_ca,
+                credential_file=self.options.data / CREDENTIAL_FILE,
             )
             tasks.append(asyncio.create_task(self.control.run()))
         if self.options.desired_file:

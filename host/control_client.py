@@ -1,19 +1,26 @@
 """The host's side of the control API (wire/control.py): register, long-poll the desired
 state, report. Connects OUT (works behind NAT) with httpx (shared.http); backs off with jitter
 (shared.retry) while the reconciler is unreachable and keeps running what it has (static
-stability); registers again on 401/404."""
+stability); registers again on 401/404.
+
+Identity: the join token only bootstraps. The registration's answer carries this host's credential,
+kept in ``credential_file`` (mode 0600) and presented on desired/report and when registering again
+(a restart keeps its name). A credential the reconciler does not know (its state was reset) falls
+back to the join token, which works when the name is free."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 from shared import http
 from shared.retry import Backoff
-from wire.control import PREFIX, HostDesiredState, HostRegistration, HostReport
+from wire.control import PREFIX, HostDesiredState, HostRegistered, HostRegistration, HostReport
 
 log = logging.getLogger("driftless.host")
 
@@ -48,10 +55,13 @@ class ControlChannel:
         on_desired: Callable[[HostDesiredState], None],
         heartbeat: float,
         ca_file: str | None = None,
+        credential_file: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.ca_file = ca_file
         self.token = token
+        self.credential_file = credential_file
+        self.credential = load_credential(credential_file)
         self.registration = registration
         self.report = report
         self.observed_generation = observed_generation
@@ -66,7 +76,8 @@ class ControlChannel:
         self._last_failure = ""
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        """Desired state and reports: this host's credential (the join token is refused there)."""
+        return {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
 
     def notify_change(self) -> None:
         self.changed.set()
@@ -105,14 +116,33 @@ class ControlChannel:
     async def _register(self) -> None:
         assert self._client is not None
         body = self.registration().to_json()
-        r = await self._client.post(f"{self.url}{PREFIX}/hosts/register", json=body, headers=self._headers())
+        url = f"{self.url}{PREFIX}/hosts/register"
+        r = None
+        if self.credential:  # a restart: our own credential keeps our name
+            r = await self._client.post(url, json=body, headers={"Authorization": f"Bearer {self.credential}"})
+            if r.status_code in (401, 403):
+                log.warning("the reconciler does not know this host's credential (%d); registering with the join token",
+                            r.status_code)
+                r = None
+        if r is None:
+            if not self.token:
+                raise Rejected("the reconciler does not know this host's credential and there is no join token; "
+                               "pass --token / --token-file")
+            r = await self._client.post(url, json=body, headers={"Authorization": f"Bearer {self.token}"})
         if r.status_code == 401:
             raise Rejected("the reconciler rejected the join token (401); check --token / --token-file")
         if r.status_code >= 300:
-            raise Rejected(f"the reconciler refused the registration ({r.status_code}): {r.text[:300]}")
-        answer = r.json()
-        if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
-            self.heartbeat = float(answer["heartbeatSeconds"])
+            raise Rejected(f"the reconciler refused the registration ({r.status_code}): {_error_text(r)}")
+        answer = HostRegistered.from_json(r.json())
+        if answer.heartbeat_seconds > 0:
+            self.heartbeat = answer.heartbeat_seconds
+        if answer.credential and answer.credential != self.credential:
+            self.credential = answer.credential
+            if self.credential_file is not None:
+                try:
+                    save_credential(self.credential_file, answer.credential)
+                except OSError as exc:  # keeps working; a restart will need the join token again
+                    log.error("cannot save the host credential to %s: %s", self.credential_file, exc)
         self.connected = True
         self._last_failure = ""
         self._fresh = True  # the reconciler may have restarted with other generations: ask for its current one
@@ -126,7 +156,7 @@ class ControlChannel:
         after = 0 if self._fresh else self.observed_generation()
         params = {"after": str(after), "wait": str(LONG_POLL_SECONDS)}
         r = await self._client.get(f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers())
-        if r.status_code in (401, 404):
+        if r.status_code in (401, 403, 404):
             raise Reregister(f"desired state answered {r.status_code}")
         if r.status_code == 204:
             self._fresh = False
@@ -172,5 +202,43 @@ class ControlChannel:
         r = await self._client.post(
             f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers()
         )
-        if r.status_code in (401, 404):
+        if r.status_code in (401, 403, 404):
             raise Reregister(f"report answered {r.status_code}")
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:300]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"]) + (f" ({body['hint']})" if body.get("hint") else "")
+    return r.text[:300]
+
+
+def load_credential(path: Path | None) -> str | None:
+    """The host credential saved by an earlier run, or None."""
+    if path is None:
+        return None
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("cannot read the host credential %s: %s", path, exc)
+        return None
+    return value or None
+
+
+def save_credential(path: Path, credential: str) -> None:
+    """Write the credential (mode 0600) next to its final name, then rename: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, credential.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

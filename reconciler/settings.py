@@ -23,3 +23,4 @@ class Settings:
     grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
+    allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host

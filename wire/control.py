@@ -3,14 +3,21 @@
 Hosts connect OUT to the reconciler (works behind NAT), level-triggered like the kubelet:
 
     host                                   reconciler
-     | POST /api/v1/hosts/register  HostRegistration ->  | (bearer join token)
-     |   <- {"heartbeatSeconds": 3}                      |
+     | POST /api/v1/hosts/register  HostRegistration ->  | (bearer join token, or the host's own
+     |   <- HostRegistered {"heartbeatSeconds": 3,       |  credential when it registers again)
+     |        "generation": G, "credential": "..."}      |
      | GET  /api/v1/hosts/{name}/desired?after=G&wait=30 | long-poll: answers at once with the whole
      |   <- 200 HostDesiredState (generation > G)         | HostDesiredState when its generation > G,
      |   <- 204 after `wait` seconds with nothing newer   | else 204 when the wait runs out
      | POST /api/v1/hosts/{name}/report  HostReport ->    | every heartbeat and at once after a change
      |   <- 200 {"generation": G_current}                 |
-     | 401 bad token, 404 unknown host on desired/report: the host registers again.
+     | desired/report take the host credential only (bearer): 401 for the join token or an unknown
+     | credential, 403 for another host's credential, 404 unknown host: the host registers again.
+     | register: 409 when the name is held by another host that is not Lost.
+
+Host identity: the join token only bootstraps. Registering returns the host's credential (random,
+stored by the reconciler as a SHA-256 hash bound to the name); the host keeps it and presents it on
+desired/report and when it registers again (a restart keeps its name; nobody else can take it).
 
 A desired state is always the whole document: a host that missed some generations just
 converges to the newest one. Instance ids are stable across generations
@@ -232,6 +239,24 @@ class HostRegistration:
             ingress_url=d.get("ingressUrl"),
             version=d.get("version", ""),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostRegistered:
+    """The reconciler's answer to a registration."""
+
+    heartbeat_seconds: float
+    generation: int = 0  # the generation published for this host (0: none yet)
+    credential: str | None = None  # this host's credential: present it as the bearer from now on
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean({"heartbeatSeconds": self.heartbeat_seconds, "generation": self.generation,
+                       "credential": self.credential})
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HostRegistered:
+        return cls(heartbeat_seconds=float(d["heartbeatSeconds"]), generation=int(d.get("generation") or 0),
+                   credential=d.get("credential"))
 
 
 # Instance status values a host reports.

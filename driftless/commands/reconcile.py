@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a converging instance is Pending before it counts as drift (default 10)")
     p.add_argument("--allowed-signers", type=Path, default=None, metavar="FILE",
                    help="apply only commits SSH-signed by a key in FILE (git allowed-signers format)")
+    p.add_argument("--allow-host-takeover", action="store_true",
+                   help="let a host registering with the join token take a name held by a host that is not Lost "
+                        "(revokes that host's credential; default: refused with 409)")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
@@ -78,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         history_limit=args.history,
         grace_seconds=args.grace,
         allowed_signers=_signers(args.allowed_signers),
+        allow_host_takeover=args.allow_host_takeover,
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

@@ -19,13 +19,13 @@ from aiohttp import web
 
 from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.metrics import render as render_metrics
-from reconciler.controller.hosts import MAX_GENERATION
+from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event
 from reconciler.gitops import promote, rollback
 from shared.errors import DriftlessError, UsageError
 from shared.redact import redact_url
-from wire.control import PREFIX, HostRegistration, HostReport
+from wire.control import PREFIX, HostRegistered, HostRegistration, HostReport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
@@ -50,13 +50,37 @@ def _controller(request: web.Request) -> Controller:
     return request.app[CONTROLLER]
 
 
+HOST_IDENTITY = "driftless.host_identity"  # request key: the host the bearer credential belongs to
+JOIN_TOKEN = "driftless.join_token"  # request key: the bearer is the join token
+
+
 def host_auth(handler: Handler) -> Handler:
+    """The bearer is the join token or a host's credential (which host: ``request[HOST_IDENTITY]``)."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        if not _same(_bearer(request), _controller(request).settings.token):
-            return _error(401, "missing or wrong join token: send 'Authorization: Bearer <token from --token-file>'")
+        controller = _controller(request)
+        token = _bearer(request)
+        request[JOIN_TOKEN] = _same(token, controller.settings.token)
+        request[HOST_IDENTITY] = controller.fleet.identify(token)
+        if not request[JOIN_TOKEN] and request[HOST_IDENTITY] is None:
+            return _error(401, "missing or wrong join token or host credential: register with "
+                               "'Authorization: Bearer <token from --token-file>', then use the host credential "
+                               "the registration returns")
         return await handler(request)
 
     return wrapped
+
+
+def _own_host(request: web.Request, name: str) -> web.Response | None:
+    """Desired state and reports belong to the host whose credential is presented (after the request is
+    known to be well formed: a malformed one changes nothing)."""
+    owner = request[HOST_IDENTITY]
+    if owner == name:
+        return None
+    if owner is None:
+        return _error(401, f"the join token only registers a host: POST {PREFIX}/hosts/register with it, then "
+                           "send the host credential it returns as 'Authorization: Bearer <credential>'")
+    return _error(403, f"this host credential belongs to host {owner!r}, not {name!r}")
 
 
 def read_auth(handler: Handler) -> Handler:
@@ -115,8 +139,15 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     if not reg.name or "/" in reg.name:
         return _error(400, "host name must be non-empty and contain no '/'")
     controller = _controller(request)
+    try:
+        credential = controller.fleet.admit(reg.name, credential=_bearer(request), join=request[JOIN_TOKEN])
+    except Forbidden as exc:
+        return _error(403, str(exc), hint=exc.hint)
+    except Conflict as exc:
+        return _error(409, str(exc), hint=exc.hint)
     controller.fleet.register(reg)
-    return web.json_response({"heartbeatSeconds": controller.settings.heartbeat, "generation": controller.fleet.generation(reg.name)})
+    return web.json_response(HostRegistered(heartbeat_seconds=controller.settings.heartbeat, credential=credential,
+                                            generation=controller.fleet.generation(reg.name)).to_json())
 
 
 @host_auth
@@ -135,6 +166,8 @@ async def desired(request: web.Request) -> web.StreamResponse:
     if not (math.isfinite(wait) and wait >= 0):
         return _error(400, f"?wait={request.query.get('wait')} is out of range: a number of seconds >= 0 "
                            f"(capped at {controller.settings.long_poll_max:g})")
+    if (refused := _own_host(request, name)) is not None:
+        return refused
     controller.fleet.ensure_generation_above(name, after)
     doc = await controller.fleet.wait_desired(name, after=after, wait=max(0.0, min(wait, controller.settings.long_poll_max)))
     if doc is None:
@@ -156,6 +189,8 @@ async def report(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
     if not 0 <= rep.observed_generation < MAX_GENERATION:
         return _error(400, f"invalid HostReport: observedGeneration {rep.observed_generation} is out of range "
                            f"(0 to {MAX_GENERATION - 1})")
+    if (refused := _own_host(request, name)) is not None:
+        return refused
     return web.json_response({"generation": controller.fleet.report(rep)})
 
 

@@ -4,12 +4,20 @@ which are lost. Serves the hosts' long-polls. Knows nothing of Git or manifests.
 Level-triggered: a host long-polls ``wait_desired`` for a generation newer than its own; a host
 that misses heartbeats for ``heartbeat * lost_after`` seconds is marked Lost (and the planner moves
 its instances). Reports and last-seen times are written to the store in batches (``flush``).
+
+Host identity: the join token only bootstraps. ``register`` hands each host a credential (random,
+kept here and in the store only as its SHA-256, bound to the name); ``identify`` tells which host a
+bearer credential belongs to. A name held by a host that is not Lost is refused to anyone without
+that host's credential (``Conflict``), unless the reconciler allows takeovers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,11 +27,28 @@ from reconciler.controller.state import Store
 from reconciler.planner import drift
 from reconciler.planner.placement import LOST, READY, HostInfo
 from reconciler.settings import Settings
+from shared.errors import DriftlessError
 from wire.control import HostDesiredState, HostRegistration, HostReport
 
 # Generations stay below this: exact in every JSON client (2**53), and far enough below SQLite's
 # integer limit (2**63) that no bump or later publication can overflow the state store.
 MAX_GENERATION = 2**53
+
+
+class Conflict(DriftlessError):
+    """The name is held by another host that is not Lost (409)."""
+
+
+class Forbidden(DriftlessError):
+    """The credential belongs to another host (403)."""
+
+
+def credential_hash(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+def new_credential() -> str:
+    return secrets.token_urlsafe(32)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -54,6 +79,9 @@ class HostRegistry:
         self._reports_dirty: set[str] = set()
         self._seen_dirty = False
         self._restart_grace_until = 0.0
+        self._credentials: dict[str, str] = {}  # host name -> SHA-256 (hex) of its credential
+        self._owners: dict[str, str] = {}  # SHA-256 (hex) -> host name
+        self._refused_at: dict[str, float] = {}  # host name -> last HostRegistrationRefused event
 
     def restore(self) -> None:
         now = time.time()
@@ -63,6 +91,69 @@ class HostRegistry:
             self.hosts[name] = HostState(registration=row.registration, registered_at=row.registered_at, last_seen=now)
         self.published = self._store.published()
         self.reports = self._store.reports()
+        self._credentials = self._store.credentials()
+        self._owners = {digest: name for name, digest in self._credentials.items()}
+
+    # ------------------------------------------------------------------ identity
+    def identify(self, credential: str | None) -> str | None:
+        """The host ``credential`` belongs to, or None."""
+        if not credential:
+            return None
+        digest = credential_hash(credential)
+        name = self._owners.get(digest)
+        if name is None or not hmac.compare_digest(self._credentials.get(name, ""), digest):
+            return None
+        return name
+
+    def admit(self, name: str, *, credential: str | None, join: bool) -> str:
+        """Who may register as ``name``: its own credential (a restart: the same credential back), or
+        the join token when the name is free, its host Lost, or takeovers are allowed (a new
+        credential; the old one is revoked). Raises Forbidden or Conflict."""
+        owner = self.identify(credential)
+        if owner == name:
+            assert credential is not None
+            return credential
+        if owner is not None:
+            raise Forbidden(f"this credential belongs to host {owner!r}: it cannot register as {name!r}",
+                            hint="each host registers under its own name with its own credential")
+        if not join:
+            raise Forbidden("unknown host credential", hint="register with the join token")
+        known = self.hosts.get(name)
+        held = name in self._credentials and known is not None and known.state != LOST
+        if held and not self._settings.allow_host_takeover:
+            assert known is not None
+            ago = max(0.0, time.time() - known.last_seen)
+            now = time.time()
+            if now - self._refused_at.get(name, 0.0) > 60:
+                self._refused_at[name] = now
+                self._event(type="Warning", reason="HostRegistrationRefused", host=name,
+                            message=f"a registration as {name} with the join token was refused: the name is held "
+                                    f"by a {known.state} host (last seen {ago:.0f}s ago)")
+            limit = self._settings.heartbeat * self._settings.lost_after
+            raise Conflict(
+                f"host name {name!r} is held by a registered host ({known.state}, last seen {ago:.0f}s ago): "
+                "only that host's own credential can register it again",
+                hint=f"a restarted host presents the credential in its data directory (host-credential); if the "
+                     f"old host is gone, its name is free once it is Lost ({limit:g}s without heartbeats), "
+                     "or start the reconciler with --allow-host-takeover",
+            )
+        fresh = new_credential()
+        digest = credential_hash(fresh)
+        old = self._credentials.get(name)
+        if old is not None:
+            self._owners.pop(old, None)
+            if held:
+                self._event(type="Warning", reason="HostTakenOver", host=name,
+                            message=f"host name {name} was taken over with the join token (--allow-host-takeover); "
+                                    "the previous host's credential is revoked")
+            elif known is not None:
+                self._event(reason="HostCredentialReplaced", host=name,
+                            message=f"host {name} was Lost and registered again with the join token; "
+                                    "its previous credential is revoked")
+        self._credentials[name] = digest
+        self._owners[digest] = name
+        self._store.save_credential(name, digest, issued_at=time.time())
+        return fresh
 
     # ------------------------------------------------------------------ host calls
     def register(self, reg: HostRegistration) -> None:

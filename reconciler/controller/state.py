@@ -1,6 +1,7 @@
 """Reconciler state in SQLite (``DATA/state.db``): what a restarted reconciler resumes from.
 
-Tables: hosts (registration, last seen), published (desired document + generation per host),
+Tables: hosts (registration, last seen), host_credentials (SHA-256 of each host's credential, never
+the credential itself), published (desired document + generation per host),
 reports (last report per host), history (applied revisions per environment, last N),
 tags (tag -> digest resolutions per revision), events, and a small key/value table (applied
 revision, rejection, drift first-seen times, health bookkeeping).
@@ -24,6 +25,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (name TEXT PRIMARY KEY, registration TEXT NOT NULL,
     registered_at REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS host_credentials (name TEXT PRIMARY KEY, hash TEXT NOT NULL, issued_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS published (host TEXT PRIMARY KEY, generation INTEGER NOT NULL,
     document TEXT NOT NULL, published_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (host TEXT PRIMARY KEY, report TEXT NOT NULL, received_at REAL NOT NULL);
@@ -131,6 +133,15 @@ class Store:
                 registration=HostRegistration.from_json(json.loads(reg)), registered_at=registered_at, last_seen=last_seen
             )
         return out
+
+    # host credentials: only their SHA-256 (hex), bound to the host name
+    def save_credential(self, name: str, digest: str, *, issued_at: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO host_credentials (name, hash, issued_at) VALUES (?,?,?)",
+                       (name, digest, issued_at))
+
+    def credentials(self) -> dict[str, str]:
+        return dict(self._query("SELECT name, hash FROM host_credentials"))  # type: ignore[arg-type]
 
     # published desired state
     def save_published(self, docs: Mapping[str, tuple[HostDesiredState, float]]) -> None:

@@ -8,7 +8,8 @@ lives on (``pause()``: a lost host that comes back with its state), and for benc
 Everything else uses real hosts (tests/support/platform.py).
 
 It speaks the same wire types as the real host (``wire/control.py``): it registers with a
-``HostRegistration``, long-polls its ``HostDesiredState`` and posts ``HostReport``s of
+``HostRegistration`` (the join token the first time, then the credential the reconciler returned, as
+a real host does), long-polls its ``HostDesiredState`` and posts ``HostReport``s of
 ``InstanceStatus`` (every instance Running at the desired digest, but for the misbehaviour above).
 """
 
@@ -25,6 +26,7 @@ from wire.control import (
     RUNNING,
     HostCapacity,
     HostDesiredState,
+    HostRegistered,
     HostRegistration,
     HostReport,
     InstanceStatus,
@@ -36,6 +38,7 @@ class SimHost:
                  beat: float = 0.2) -> None:
         self.control, self.token, self.name, self.labels = control, token, name, labels
         self.max_instances, self.beat = max_instances, beat
+        self.credential: str | None = None  # returned by the registration: desired, reports, registering again
         self.doc: HostDesiredState | None = None
         self.started: dict[str, float] = {}  # instance id -> when it (re)started here
         self.crashing: set[str] = set()
@@ -44,11 +47,13 @@ class SimHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One control API call; OSError when the reconciler cannot be reached (as a real host sees it)."""
+    def call(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> tuple[int, Any]:
+        """One control API call with this host's credential (or ``token``); OSError when the reconciler
+        cannot be reached (as a real host sees it)."""
+        bearer = token or self.credential or ""
         try:
             r = httpx.request(method, f"{self.control}/api/v1{path}", json=body, timeout=10,
-                              headers={"Authorization": f"Bearer {self.token}"})
+                              headers={"Authorization": f"Bearer {bearer}"})
         except httpx.TransportError as e:
             raise OSError(str(e)) from e
         return r.status_code, r.json() if r.content else None
@@ -56,8 +61,13 @@ class SimHost:
     def register(self) -> None:
         reg = HostRegistration(name=self.name, labels=self.labels, version="sim",
                                capacity=HostCapacity(memory_bytes=1 << 30, max_instances=self.max_instances))
-        status, _ = self.call("POST", "/hosts/register", reg.to_json())
-        assert status == 200, status
+        status, answer = (0, None)
+        if self.credential:  # registering again: our own credential keeps our name
+            status, answer = self.call("POST", "/hosts/register", reg.to_json())
+        if status != 200:
+            status, answer = self.call("POST", "/hosts/register", reg.to_json(), token=self.token)
+        assert status == 200, (status, answer)
+        self.credential = HostRegistered.from_json(answer).credential
 
     def start(self) -> SimHost:
         self.register()
@@ -93,7 +103,7 @@ class SimHost:
             except OSError:
                 time.sleep(0.2)
                 continue
-            if status == 404:
+            if status in (401, 404):
                 self.register()
             elif status == 200 and not self.paused.is_set():
                 self._converge(HostDesiredState.from_json(body))
