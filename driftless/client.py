@@ -1,13 +1,14 @@
 """A small synchronous JSON client of the reconciler's API, for the CLI (httpx through shared.http).
 
-    client = ReconcilerClient(base_url=args.control)      # default: driftless.endpoints.default_control_url()
+    client = ReconcilerClient.from_args(args)      # default: driftless.endpoints.default_control_url()
     client.get("/api/v1/drift", env="prod")             # -> parsed JSON
     client.post("/api/v1/promote", {"app": "hello", ...})
 
 A server that does not answer raises :class:`~shared.errors.NotReachable` naming the URL; an
 answer >= 400 raises :class:`ApiError` (a ``Refused``) carrying the server's own message and status.
-A bearer token is sent when given, or from ``$DRIFTLESS_TOKEN``, or from the ``tokenFile`` that
-``driftless up`` records (reconcilers started with a read token require it).
+The bearer credential sent (``Authorization: Bearer <token>``) is, first found: the token given,
+the file given (``--token-file``), ``$DRIFTLESS_TOKEN_FILE``, ``$DRIFTLESS_TOKEN``, the admin
+credential ``driftless up`` created (``credentialFile`` in up.json), else its join token (reads only).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 
 from driftless.endpoints import default_control_url, load_up_json
 from shared import http
-from shared.errors import NotReachable, Refused
+from shared.errors import NotReachable, Refused, UsageError
 
 
 class ApiError(Refused):
@@ -34,26 +35,51 @@ class ApiError(Refused):
         self.body = body
 
 
-def default_token() -> str | None:
+def read_token_file(path: Path, *, what: str) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise UsageError(f"{what} {path} is empty")
+    return token
+
+
+def default_token(token_file: Path | None = None) -> str | None:
+    if token_file is not None:
+        return read_token_file(token_file, what="--token-file")
+    env_file = os.environ.get("DRIFTLESS_TOKEN_FILE")
+    if env_file:
+        return read_token_file(Path(env_file), what="$DRIFTLESS_TOKEN_FILE")
     token = os.environ.get("DRIFTLESS_TOKEN")
     if token:
         return token.strip()
-    path = load_up_json().get("tokenFile")
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError:
-            return None
+    up = load_up_json()
+    for key in ("credentialFile", "tokenFile"):
+        path = up.get(key)
+        if path:
+            try:
+                found = Path(path).read_text().strip()
+            except OSError:
+                continue
+            if found:
+                return found
     return None
 
 
 class ReconcilerClient:
     def __init__(
-        self, *, base_url: str | None = None, token: str | None = None, timeout: float = 30.0
+        self, *, base_url: str | None = None, token: str | None = None, token_file: Path | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.base_url = (base_url or default_control_url()).rstrip("/")
-        self.token = token if token is not None else default_token()
+        self.token = token if token is not None else default_token(token_file)
         self.timeout = timeout
+
+    @classmethod
+    def from_args(cls, args: Any) -> ReconcilerClient:
+        """The client of a command's ``--control`` and ``--token-file``."""
+        return cls(base_url=getattr(args, "control", None), token_file=getattr(args, "token_file", None))
 
     def get(self, path: str, **params: str | None) -> Any:
         query = {k: v for k, v in params.items() if v not in (None, "")}
@@ -98,7 +124,10 @@ class ReconcilerClient:
         message = body.get("error") if isinstance(body, dict) else None
         hint = body.get("hint") if isinstance(body, dict) else None
         if status == 401 and not hint:
-            hint = "set $DRIFTLESS_TOKEN to the reconciler's read token"
+            hint = ("pass --token-file FILE (or set $DRIFTLESS_TOKEN_FILE) with a credential of the reconciler's "
+                    "--users-file; `driftless up` writes one to DATA/admin-token")
+        if status == 403 and not hint:
+            hint = "ask an admin for a credential whose role allows it (docs/reconciler.md, Authentication and roles)"
         if status == 404 and not message:
             message = f"{response.url} not found: is {self.base_url} a Driftless reconciler of this version?"
         return ApiError(

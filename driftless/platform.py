@@ -5,6 +5,8 @@ Data directory layout (``--data``, default ``~/.driftless``)::
     DATA/
       up.json                 endpoints: registry, reconciler, git remote, hosts (written when ready)
       token                   join token shared by the reconciler and the hosts (0600)
+      admin-token             the local user's admin credential for the API (0600; the CLI sends it)
+      users.yaml              the reconciler's users (--users-file): the admin's token SHA-256, role admin
       registry/               registry storage root
       git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
@@ -100,6 +102,9 @@ class Platform:
     repo: Path | None = None  # a repository of the caller's to follow; default DATA/git/manifests.git
     token_path: Path | None = None  # a join-token file of the caller's; default DATA/token
     commands: dict[str, list[str]] = field(default_factory=dict)  # process name -> its `driftless` args
+    admin_name: str | None = None  # the admin user of users.yaml; default: the local user
+    extra_users: Sequence[dict[str, Any]] = ()  # more users for users.yaml (its format), written with the admin
+    open_reads: bool = False  # the reconciler serves reads without a credential (--open-reads)
     unavailable_examples: dict[str, str] = field(default_factory=dict)  # example name -> why it was not pushed
 
     # -- derived endpoints -------------------------------------------------------------------
@@ -124,6 +129,39 @@ class Platform:
         return self.token_path or self.data / "token"
 
     @property
+    def admin_token_file(self) -> Path:
+        return self.data / "admin-token"
+
+    @property
+    def users_file(self) -> Path:
+        return self.data / "users.yaml"
+
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text().strip()
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token()}"}
+
+    def ensure_admin_credential(self) -> None:
+        """DATA/admin-token (0600) for the local user and DATA/users.yaml naming it admin (first start only:
+        a users.yaml of the user's, edited since, is kept)."""
+        from reconciler.api.auth import dump_users, token_sha256
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        if self.admin_token_file.exists() and self.users_file.exists():
+            return
+        if not self.admin_token_file.exists():
+            fd = os.open(self.admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        name = self.admin_name or _local_user()
+        admin = {"name": name, "email": _local_email(name), "role": "admin",
+                 "tokenSha256": token_sha256(self.admin_token())}
+        tmp = self.users_file.with_suffix(".tmp")
+        tmp.write_text(dump_users([admin, *self.extra_users]))
+        os.replace(tmp, self.users_file)
+
+    @property
     def hosts(self) -> list[HostPlan]:
         if self.host_list is not None:
             return list(self.host_list)
@@ -143,6 +181,7 @@ class Platform:
             fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        self.ensure_admin_credential()
         self._ensure_ports_free()
 
     def _ensure_ports_free(self) -> None:
@@ -248,6 +287,7 @@ class Platform:
     def reconciler_command(self) -> list[str]:
         """The ``driftless`` arguments of this platform's reconciler."""
         tls = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        self.ensure_admin_credential()
         return [
             "reconcile",
             "--repo", str(self.git_dir),
@@ -258,6 +298,8 @@ class Platform:
             "--registry", self.registry_url,
             "--token-file", str(self.token_file),
             "--heartbeat", str(self.heartbeat),
+            "--users-file", str(self.users_file),
+            *(["--open-reads"] if self.open_reads else []),
             *tls,
             *self.reconciler_args,
         ]  # fmt: skip
@@ -298,6 +340,8 @@ class Platform:
             "reconciler": self.control_url,
             "git": str(self.git_dir),
             "tokenFile": str(self.token_file),
+            "credentialFile": str(self.admin_token_file),
+            "usersFile": str(self.users_file),
             "data": str(self.data),
             "pid": os.getpid(),
             "hosts": [
@@ -389,6 +433,21 @@ class Platform:
             (self.data / "up.json").unlink()
         except FileNotFoundError:
             pass
+
+
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "admin"
+
+
+def _local_email(name: str) -> str:
+    r = subprocess.run(["git", "config", "--get", "user.email"], capture_output=True, text=True)
+    email = r.stdout.strip()
+    return email if r.returncode == 0 and email and " " not in email and "<" not in email else f"{name}@localhost"
 
 
 def _git(*args: str) -> None:

@@ -74,6 +74,13 @@ class ReconcilerServer:
             raise UsageError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
         log.info("event=listening url=%s repo=%s branch=%s path=%s", self.url, self.controller.git.url,
                  self.settings.branch, self.settings.path)
+        s = self.settings
+        if s.users_file is None:
+            log.warning("event=no_users writes (promote, rollback, sync) are refused: start with --users-file; "
+                        "reads are %s", "open" if s.read_token is None else "for the read token")
+        elif s.open_reads:
+            log.warning("event=open_reads reads need no credential (--open-reads); writes need a user of %s",
+                        s.users_file)
 
     async def stop(self) -> None:
         if self.controller is not None:

@@ -19,6 +19,8 @@ class Settings:
     lost_after: int = 3
     webhook_secret: str | None = None  # GitHub HMAC / GitLab token / generic HMAC
     read_token: str | None = None  # when set, read endpoints require it (or the join token)
+    users_file: Path | None = None  # users, roles and token hashes (reconciler/api/auth.py); re-read when it changes
+    open_reads: bool = False  # reads without a credential even with users or a read token
     history_limit: int = 20  # applied revisions kept per environment
     grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll

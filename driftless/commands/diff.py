@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.env and args.env not in tree.environments:
         known = ", ".join(sorted(tree.environments)) or "none"
         raise DriftlessError(f"environment {args.env!r} is not in these manifests; known: {known}")
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
     inputs = client.get("/api/v1/plan-inputs") or {}
     registry_url = args.registry or default_registry_url()
 

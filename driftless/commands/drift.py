@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     wanted = _categories(args.category)
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
     if args.env:
         # an unknown environment is a mistake, not "no drift"
         client.get(f"/api/v1/environments/{args.env}")

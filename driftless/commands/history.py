@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
     if args.env:
         client.get(f"/api/v1/environments/{args.env}")  # a clear error for an unknown environment
     doc = client.get("/api/v1/history", env=args.env, app=args.app, limit=str(max(1, args.limit))) or {}

@@ -1,9 +1,10 @@
 """``driftless promote APP --from S --to T``: declare in T exactly the digests APP runs Healthy in S, as a Git commit.
 
-The source status comes from the reconciler (``--control``); the commit is made in a fresh clone
-of ``--repo`` (default: the Git remote ``driftless up`` serves) and pushed, like Kargo does.
-``--no-push`` commits into ``--repo`` when it is a local working copy and leaves the push to you.
-Without any repository known, the reconciler is asked to promote (``POST /api/v1/promote``).
+By default the reconciler promotes (``POST /api/v1/promote`` at ``--control``): the gates run there,
+the approval is recorded as the user of the credential sent (``--token-file``, else the one of
+``driftless up``) and the commit is authored by that user. With ``--repo`` the commit is made here
+instead, in a fresh clone of that remote (pushed) or in that local working copy (``--no-push``
+leaves the push to you), from the status the reconciler reports.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
-from driftless.client import ReconcilerClient
+from driftless.client import ApiError, ReconcilerClient
 from driftless.commands.status import add_control_argument, paint, print_json, short
-from driftless.endpoints import default_git_remote
 from shared.errors import UsageError
 
 
@@ -24,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="APP", help="application to promote")
     p.add_argument("--from", dest="from_env", required=True, metavar="ENV", help="source environment")
     p.add_argument("--to", dest="to_env", required=True, metavar="ENV", help="target environment")
-    p.add_argument("--approve", metavar="NAME", default=None, help="approve (recorded as Approved-By: NAME)")
+    p.add_argument("--approve", metavar="NAME", nargs="?", const=True, default=None,
+                   help="approve, recorded as Approved-By: the user of your credential (NAME, if given, must be "
+                        "that user; with --repo: NAME, default git config user.name)")
     add_git_target_arguments(p)
     p.add_argument(
         "--wait",
@@ -72,25 +75,35 @@ def _seconds(text: str) -> float:
 
 
 def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> int:
-    from reconciler.gitops.promote import PromotionRefused, promote
+    from reconciler.gitops.promote import Gate, PromotionRefused, promote
 
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
 
     def locally(repo: str) -> dict[str, Any]:
         status = client.get(f"/api/v1/environments/{args.from_env}/apps/{args.app}")
         drift = (client.get("/api/v1/drift", env=args.from_env) or {}).get("items")
         return promote(
             repo=repo, branch=args.branch, subdir=args.path, app=args.app, from_env=args.from_env,
-            to_env=args.to_env, source_status=status, approver=args.approve, dry_run=args.dry_run,
-            push=args.push, author=args.author, source_drift=drift,
+            to_env=args.to_env, source_status=status, approver=_local_approver(args.approve, repo),
+            dry_run=args.dry_run, push=args.push, author=args.author, source_drift=drift,
         ).to_json()  # fmt: skip
 
     body = {"app": args.app, "from": args.from_env, "to": args.to_env, "approve": args.approve,
             "dryRun": args.dry_run, "author": args.author}  # fmt: skip
     try:
-        result_json, where = change_in_repository(
-            args, client=client, endpoint="/api/v1/promote", body=body, locally=locally
-        )
+        try:
+            result_json, where = change_in_repository(
+                args, client=client, endpoint="/api/v1/promote", body=body, locally=locally
+            )
+        except ApiError as exc:
+            gates = exc.body.get("gates") if isinstance(exc.body, dict) else None
+            if exc.status != 409 or not isinstance(gates, list):
+                raise
+            raise PromotionRefused(
+                str(exc), hint=exc.hint,
+                gates=[Gate(name=str(g.get("name")), passed=bool(g.get("passed")), message=str(g.get("message")))
+                       for g in gates if isinstance(g, dict)],
+            ) from None
     except PromotionRefused as refused:
         if quiet_refusal:
             raise
@@ -105,6 +118,21 @@ def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> i
     assert isinstance(result_json, dict)
     print_text(result_json, repo=where, branch=args.branch)
     return 0
+
+
+def _local_approver(approve: str | bool | None, repo: str) -> str | None:
+    """--approve with --repo: the NAME given, else git's user.name (there is no credential to take it from)."""
+    if approve is None or isinstance(approve, str):
+        return approve
+    import subprocess
+
+    cwd = repo if Path(repo).is_dir() else None
+    r = subprocess.run(["git", "config", "--get", "user.name"], capture_output=True, text=True, cwd=cwd)
+    name = r.stdout.strip()
+    if not name:
+        raise UsageError("--approve without NAME needs git config user.name when promoting with --repo",
+                         hint="pass --approve NAME")
+    return name
 
 
 def print_gates(gates: list[dict[str, Any]], *, file: TextIO | None = None) -> None:
@@ -153,14 +181,15 @@ def add_git_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repo",
         default=None,
-        help="manifests repository: a Git remote (cloned fresh) or a local clone (committed in place, "
-        "pushed to its origin); default: the one `driftless up` serves",
+        help="make the commit here, in this manifests repository: a Git remote (cloned fresh) or a local "
+        "clone (committed in place, pushed to its origin); default: the reconciler makes it (POST /api/v1/...)",
     )
     p.add_argument("--branch", default="main", help="branch (default main)")
     p.add_argument(
         "--path", default="manifests", help="manifests folder in the repository (default manifests)"
     )
-    p.add_argument("--author", default=None, help='commit author, "Name <email>" (default: git identity)')
+    p.add_argument("--author", default=None,
+                   help='commit author, "Name <email>" (default: the user of your credential; with --repo: git identity)')
 
 
 def add_text_output_argument(p: argparse.ArgumentParser) -> None:
@@ -177,17 +206,17 @@ def change_in_repository(
     body: dict[str, Any],
     locally: Callable[[str], dict[str, Any]],
 ) -> tuple[dict[str, Any], str]:
-    """Make the change with ``locally(repo)`` in --repo (default: the remote `driftless up` serves);
-    with no repository known, ask the reconciler (POST ``endpoint`` with ``body``, None values left out).
+    """Ask the reconciler to make the change (POST ``endpoint`` with ``body``, None values left out), so
+    its gates and its access control apply; with --repo make it here with ``locally(repo)``.
 
     Returns the result JSON and where the commit went, in words for the text output.
     """
-    repo = args.repo or default_git_remote()
-    if repo is None:
-        result = client.post(endpoint, {k: v for k, v in body.items() if v is not None})
-    else:
-        result = locally(str(repo))
-    return result, str(repo) if repo else "the reconciler's repository"
+    if args.repo is None:
+        if not args.push and not args.dry_run:
+            raise UsageError("--no-push commits into a local clone: pass --repo PATH of one",
+                             hint="without --repo the reconciler makes and pushes the commit")
+        return client.post(endpoint, {k: v for k, v in body.items() if v is not None}), "the reconciler's repository"
+    return locally(str(args.repo)), str(args.repo)
 
 
 def print_dry_run_diff(r: dict[str, Any]) -> None:

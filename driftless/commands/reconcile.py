@@ -21,8 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="host heartbeat in seconds, told to hosts; Lost after 3 missed (default 3)")
     p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
                    help="secret for /hooks/github (HMAC), /hooks/gitlab (token) and /hooks/generic (HMAC or bearer)")
+    p.add_argument("--users-file", type=Path, default=None, metavar="FILE",
+                   help="users of the API (YAML/JSON: name, tokenSha256, role viewer|operator|admin, environments, "
+                        "email); re-read when it changes. Writes (promote, rollback, sync) need a user of it")
+    p.add_argument("--open-reads", action="store_true",
+                   help="serve reads without a credential although users are configured (writes still need one)")
     p.add_argument("--read-token-file", type=Path, default=None, metavar="FILE",
-                   help="require this bearer token on read endpoints (default: open, for loopback)")
+                   help="a bearer token that may read (role viewer); reads are open when neither this nor "
+                        "--users-file is given")
     p.add_argument("--history", type=int, default=20, metavar="N", help="applied revisions kept per environment (default 20)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="seconds a converging instance is Pending before it counts as drift (default 10)")
@@ -67,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--history must be at least 1")
     token = _secret(args.token_file, "--token-file")
     assert token is not None
+    read_token = _secret(args.read_token_file, "--read-token-file")
+    if args.open_reads and read_token is not None:
+        raise UsageError("--open-reads and --read-token-file contradict each other", hint="choose one")
+    users_file = None
+    if args.users_file is not None:
+        from reconciler.api.auth import load_users
+
+        load_users(args.users_file)  # a bad file is a usage error now, not a locked API later
+        users_file = args.users_file.resolve()
     settings = Settings(
         repo=args.repo,
         data=args.data.resolve(),
@@ -77,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         heartbeat=args.heartbeat,
         webhook_secret=_secret(args.webhook_secret_file, "--webhook-secret-file"),
-        read_token=_secret(args.read_token_file, "--read-token-file"),
+        read_token=read_token,
+        users_file=users_file,
+        open_reads=args.open_reads,
         history_limit=args.history,
         grace_seconds=args.grace,
         allowed_signers=_signers(args.allowed_signers),

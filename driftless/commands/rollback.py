@@ -1,8 +1,9 @@
 """``driftless rollback APP --env E --to REVISION``: restore APP's manifests from an earlier revision, as a new commit.
 
 By default REVISION must be one the reconciler applied to E (``driftless history``); any commit
-is accepted with ``--any-revision``. The commit is made in a fresh clone of ``--repo`` (default:
-the Git remote ``driftless up`` serves) and pushed; history is never rewritten.
+is accepted with ``--any-revision``. By default the reconciler makes the commit (``POST
+/api/v1/rollback``), authored by the user of the credential sent; with ``--repo`` it is made here, in
+a fresh clone of that remote or in that local working copy. History is never rewritten.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from reconciler.gitops.rollback import rollback
 
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
 
     def locally(repo: str) -> dict[str, Any]:
         applied = None

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.color import ColorSystem
@@ -40,6 +41,14 @@ def add_control_argument(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=None,
         help="reconciler API (default: $DRIFTLESS_CONTROL, else the one `driftless up` started)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="bearer credential for the reconciler (default: $DRIFTLESS_TOKEN_FILE, $DRIFTLESS_TOKEN, "
+        "else the admin credential of `driftless up`)",
     )
 
 
@@ -130,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ReconcilerClient(base_url=args.control)
+    client = ReconcilerClient.from_args(args)
     envs_doc = client.get("/api/v1/environments") or {}
     hosts_doc = client.get("/api/v1/hosts") or {}
     environments = list(envs_doc.get("environments") or [])

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _api(platform: Platform) -> ReconcilerClient:
-    return ReconcilerClient(base_url=platform.control_url, token=platform.token(), timeout=2)
+    return ReconcilerClient(base_url=platform.control_url, token=platform.admin_token(), timeout=2)
 
 
 def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:
@@ -168,6 +168,7 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
     print(f"  reconciler  {info['reconciler']}")
     print(f"  git remote  {info['git']}")
     print(f"  endpoints   {platform.data / 'up.json'}")
+    print(f"  credential  {platform.admin_token_file} (admin; users in {platform.users_file}; the CLI sends it)")
     print()
     print("Next:")
     first = info["hosts"][0]["ingress"]

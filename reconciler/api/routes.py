@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from reconciler.api.auth import Authenticator, User
 from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.metrics import render as render_metrics
 from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
@@ -30,7 +32,9 @@ from wire.control import PREFIX, HostRegistered, HostRegistration, HostReport
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+log = logging.getLogger("driftless.reconciler.api")
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -83,16 +87,56 @@ def _own_host(request: web.Request, name: str) -> web.Response | None:
     return _error(403, f"this host credential belongs to host {owner!r}, not {name!r}")
 
 
+USER = "driftless.user"  # request key: the authenticated User (reconciler/api/auth.py)
+
+
+def _authenticator(request: web.Request) -> Authenticator:
+    return request.app[AUTHENTICATOR]
+
+
 def read_auth(handler: Handler) -> Handler:
+    """Reads need a credential of any role (viewer and up), unless reads are open (--open-reads)."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        settings = _controller(request).settings
-        if settings.read_token is not None:
-            token = _bearer(request)
-            if not (_same(token, settings.read_token) or _same(token, settings.token)):
-                return _error(401, "this reconciler requires a read token: send 'Authorization: Bearer <token>'")
+        auth = _authenticator(request)
+        token = _bearer(request)
+        user = auth.authenticate(token)
+        if user is None and not auth.reads_open:
+            return _error(401, auth.unauthenticated_message(token, what="reading"))
+        request[USER] = user
         return await handler(request)
 
     return wrapped
+
+
+def write_auth(handler: Handler) -> Handler:
+    """Writes need a user credential (401 without one); the handler checks the role (403) once it knows
+    the environment, with :func:`_may_write`."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        auth = _authenticator(request)
+        token = _bearer(request)
+        user = auth.authenticate(token)
+        if user is None or not user.token_sha256:  # the read token and the join token never write
+            what = f"POST {request.path}"
+            message = auth.unauthenticated_message(None if user else token, what=what)
+            if user is not None:
+                message = f"{what} needs a user credential of role operator or admin; the read token and the join token only read"
+            return _error(401, message)
+        request[USER] = user
+        return await handler(request)
+
+    return wrapped
+
+
+def _may_write(request: web.Request, action: str, env: str | None) -> web.Response | None:
+    """403 saying what is missing when the authenticated user may not ``action`` (in ``env``)."""
+    user: User = request[USER]
+    if user.may_write(env):
+        return None
+    where = f" in environment {env}" if env else ""
+    needed = f"role admin, or operator of {env}" if env else "role admin, or operator of every environment"
+    return _error(403, f"{user.describe()} may not {action}{where}: that needs {needed}")
 
 
 def json_body(handler: BodyHandler) -> Handler:
@@ -395,8 +439,10 @@ async def drift(request: web.Request) -> web.StreamResponse:
     })
 
 
-@read_auth
+@write_auth
 async def sync(request: web.Request) -> web.StreamResponse:
+    if (refused := _may_write(request, "sync", None)) is not None:
+        return refused
     _controller(request).trigger(fetch=True)
     return web.json_response({"status": "accepted", "message": "fetch and reconcile scheduled"}, status=202)
 
@@ -421,20 +467,31 @@ async def plan_inputs(request: web.Request) -> web.StreamResponse:
 GitWriter = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def _git_write(function: str, write: GitWriter) -> Handler:
-    """POST /api/v1/promote and /rollback: thin handlers over the GitOps writers."""
+def _git_write(function: str, write: GitWriter, *, env_field: str) -> Handler:
+    """POST /api/v1/promote and /rollback: thin handlers over the GitOps writers. The user must be
+    allowed to write the environment named by ``env_field`` (a promotion's target, a rollback's env);
+    the commit's author and approver are that user, never the body's."""
 
-    @read_auth
+    @write_auth
     @json_body
     async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        user: User = request[USER]
+        env = body.get(env_field)
+        if not isinstance(env, str) or not env:
+            return _error(400, f"invalid {function} request: field {env_field!r} is required and must be a non-empty string")
+        if (refused := _may_write(request, function, env)) is not None:
+            return refused
         try:
-            result = await write(controller=_controller(request), body=body)
+            result = await write(controller=_controller(request), body=body, user=user.name, author=user.identity)
         except TypeError as exc:
             return _error(400, f"invalid {function} request: {exc}")
         except UsageError as exc:
             return _error(400, str(exc), hint=exc.hint)
         except DriftlessError as exc:
-            return _error(409, str(exc), hint=exc.hint)
+            gates = getattr(exc, "gates", None)
+            extra = {"gates": [g.to_json() for g in gates]} if gates else {}
+            return _error(409, str(exc), hint=exc.hint, **extra)
+        log.info("event=git_write action=%s env=%s user=%s commit=%s", function, env, user.name, result.get("commit"))
         _controller(request).trigger(fetch=True)
         return web.json_response(result)
 
@@ -520,6 +577,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 def build_app(controller: Controller) -> web.Application:
     web_app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
     web_app[CONTROLLER] = controller
+    s = controller.settings
+    web_app[AUTHENTICATOR] = Authenticator(users_file=s.users_file, read_token=s.read_token, join_token=s.token,
+                                           open_reads=s.open_reads)
     r = web_app.router
     r.add_post(f"{PREFIX}/hosts/register", register)
     r.add_get(f"{PREFIX}/hosts/{{name}}/desired", desired)
@@ -535,8 +595,8 @@ def build_app(controller: Controller) -> web.Application:
     r.add_get(f"{PREFIX}/drift", drift)
     r.add_get(f"{PREFIX}/plan-inputs", plan_inputs)
     r.add_post(f"{PREFIX}/sync", sync)
-    r.add_post(f"{PREFIX}/promote", _git_write("promote", promote.handle_request))
-    r.add_post(f"{PREFIX}/rollback", _git_write("rollback", rollback.handle_request))
+    r.add_post(f"{PREFIX}/promote", _git_write("promote", promote.handle_request, env_field="to"))
+    r.add_post(f"{PREFIX}/rollback", _git_write("rollback", rollback.handle_request, env_field="env"))
     r.add_post("/hooks/github", hook_github)
     r.add_post("/hooks/gitlab", hook_gitlab)
     r.add_post("/hooks/generic", hook_generic)

@@ -18,8 +18,9 @@ Library entry point (the reconciler's ``POST /api/v1/promote`` and ``driftless p
 
 HTTP (``POST /api/v1/promote``, wired by the reconciler to :func:`handle_request`)::
 
-    request   {"app": "hello", "from": "staging", "to": "prod", "approve": "alice"?, "dryRun": false?,
-               "author": "Alice <alice@example.com>"?}
+    request   {"app": "hello", "from": "staging", "to": "prod", "approve": true?, "dryRun": false?}
+              (the approver and the author are the authenticated user; an "approve"/"approver" or
+              "author" naming anyone else is refused with 400)
     200       PromotionResult.to_json(): {"app", "from", "to", "sourceRevision", "gates": [{"name",
               "passed", "message"}], "changes": [{"component", "old", "new", "digest"}], "file",
               "diff", "message", "dryRun", "commit", "pushed"}
@@ -54,7 +55,7 @@ from reconciler.gitops.working_copy import (
     commit_change,
     in_repository,
 )
-from shared.errors import Refused
+from shared.errors import Refused, UsageError
 from shared.reference import DIGEST_RE, ReferenceError, parse
 from shared.units import duration_seconds
 
@@ -157,10 +158,17 @@ def promote(
     )
 
 
-async def handle_request(*, controller: Controller, body: Mapping[str, Any]) -> dict[str, Any]:
-    """``POST /api/v1/promote``: the source status comes from the controller, Git work runs in a thread."""
+async def handle_request(
+    *, controller: Controller, body: Mapping[str, Any], user: str, author: str
+) -> dict[str, Any]:
+    """``POST /api/v1/promote``: the source status comes from the controller, Git work runs in a thread.
+
+    ``user`` and ``author`` (``Name <email>``) are the authenticated caller's: the approval is recorded
+    as ``user`` and the commit authored by ``author``. A body naming someone else is refused (UsageError).
+    """
     app, from_env, to_env = (required_text(body, k) for k in ("app", "from", "to"))
-    approver = optional_text(body, "approve") or optional_text(body, "approver")
+    approver = approval(body, user=user, author=author)
+    check_author(body, author=author)
     status = controller.tracker.app_status(from_env, app)
     if status is None:
         raise Refused(
@@ -170,10 +178,40 @@ async def handle_request(*, controller: Controller, body: Mapping[str, Any]) -> 
     result = await asyncio.to_thread(
         promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,
         to_env=to_env, source_status=status, approver=approver, dry_run=bool(body.get("dryRun", False)),
-        push=True, author=optional_text(body, "author"),
+        push=True, author=author,
         source_drift=[i.to_json() for i in controller.tracker.drift_items if i.env == from_env],
     )  # fmt: skip
     return result.to_json()
+
+
+def approval(body: Mapping[str, Any], *, user: str, author: str) -> str | None:
+    """The approver of a request: the authenticated ``user`` when the body approves (``"approve": true``,
+    or the user's own name or ``Name <email>``), None when it does not; someone else's name is refused."""
+    given = [(k, body[k]) for k in ("approve", "approver") if body.get(k) not in (None, False, "")]
+    if not given:
+        return None
+    for key, value in given:
+        if value is True or value in (user, author):
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"field {key!r} must be true or a string")
+        raise UsageError(
+            f"{key} {value!r} is not the authenticated user {user!r}: an approval is recorded as the user "
+            "whose credential makes the request",
+            hint=f"send \"approve\": true (recorded as Approved-By: {user}), or use {value}'s own credential",
+        )
+    return user
+
+
+def check_author(body: Mapping[str, Any], *, author: str) -> None:
+    """A body ``author`` must be the authenticated user's ``Name <email>`` (the commit is authored by it)."""
+    given = optional_text(body, "author")
+    if given is not None and given != author:
+        raise UsageError(
+            f"author {given!r} is not the authenticated user {author!r}: commits are authored by the user "
+            "whose credential makes the request",
+            hint="leave author out of the request",
+        )
 
 
 def required_text(body: Mapping[str, Any], key: str) -> str:

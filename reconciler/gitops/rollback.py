@@ -20,7 +20,8 @@ Library entry point (the reconciler's ``POST /api/v1/rollback`` and ``driftless 
 HTTP (``POST /api/v1/rollback``, wired by the reconciler to :func:`handle_request`)::
 
     request   {"app": "hello", "env": "prod", "to": "<revision>", "anyRevision": false?,
-               "dryRun": false?, "reason": "..."?, "author": "..."?}
+               "dryRun": false?, "reason": "..."?}   (authored by the authenticated user; an
+              "author" naming anyone else is refused with 400)
     200       RollbackResult.to_json(): {"app", "env", "toRevision", "fromRevision",
               "files": [{"path", "action"}], "diff", "message", "dryRun", "commit", "pushed"}
     400       a field is missing or has the wrong type;  409  refused (never applied, unknown app...)
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.controller.pipeline import Controller
-from reconciler.gitops.promote import app_files, application_name, optional_text, required_text
+from reconciler.gitops.promote import app_files, application_name, check_author, optional_text, required_text
 from reconciler.gitops.working_copy import (
     ChangeResult,
     WorkingCopy,
@@ -141,9 +142,15 @@ def _was_applied(
     return False
 
 
-async def handle_request(*, controller: Controller, body: Mapping[str, Any]) -> dict[str, Any]:
-    """``POST /api/v1/rollback``: applied revisions come from the controller's history; Git work runs in a thread."""
+async def handle_request(
+    *, controller: Controller, body: Mapping[str, Any], user: str, author: str
+) -> dict[str, Any]:
+    """``POST /api/v1/rollback``: applied revisions come from the controller's history; Git work runs in a thread.
+
+    The commit is authored by ``author`` (the authenticated user's ``Name <email>``); a body ``author``
+    naming anyone else is refused (UsageError)."""
     app, env, to = (required_text(body, k) for k in ("app", "env", "to"))
+    check_author(body, author=author)
     applied = None
     if not body.get("anyRevision", False):
         applied = [e["revision"] for e in controller.store.history(env=env, limit=10_000)]
@@ -151,7 +158,7 @@ async def handle_request(*, controller: Controller, body: Mapping[str, Any]) -> 
     result = await asyncio.to_thread(
         rollback, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, env=env,
         to_revision=to, applied_revisions=applied, dry_run=bool(body.get("dryRun", False)), push=True,
-        author=optional_text(body, "author"), reason=optional_text(body, "reason"),
+        author=author, reason=optional_text(body, "reason"),
     )  # fmt: skip
     return result.to_json()
 

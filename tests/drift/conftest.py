@@ -25,7 +25,8 @@ from tests.support.components import build, variant
 from tests.support.platform import LocalPlatform, Process, local_platform
 from tests.support.procs import wait_until
 
-TOKEN = "drift-test-token"
+TOKEN = "drift-test-token"  # the join token (hosts, their admin APIs)
+ADMIN = "alice"  # the reconciler's admin user: the CLI promotes and approves as her
 HEARTBEAT = 0.5
 
 ENVIRONMENTS = {
@@ -95,6 +96,18 @@ class Platform:
     lp: LocalPlatform | None = None  # the processes
 
     @property
+    def credential(self) -> Path:
+        """The admin's bearer token file (DATA/admin-token, like `driftless up`)."""
+        assert self.lp is not None
+        return self.lp.admin_token_file
+
+    def client(self) -> Any:
+        """A ReconcilerClient of the platform, as the admin."""
+        from driftless.client import ReconcilerClient
+
+        return ReconcilerClient(base_url=self.control, token_file=self.credential)
+
+    @property
     def registry_host(self) -> str:
         return self.registry.removeprefix("http://")
 
@@ -104,7 +117,8 @@ class Platform:
             "DRIFTLESS_CONTROL": self.control,
             "DRIFTLESS_REGISTRY": self.registry,
             "DRIFTLESS_REPO": str(self.remote),
-            "DRIFTLESS_TOKEN": TOKEN,
+            "DRIFTLESS_TOKEN": TOKEN,  # `driftless host exec`: the hosts' admin APIs
+            "DRIFTLESS_TOKEN_FILE": str(self.credential),  # the reconciler's API: the admin credential
             "DRIFTLESS_DATA": str(self.root / "cli"),  # no stray up.json
             "NO_COLOR": "1",
         }
@@ -172,7 +186,7 @@ COMPONENTS = {"demo/hello:1.0.0": lambda: build("hello"), "demo/hello:2.0.0": la
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("platform")
     (root / "token").write_text(TOKEN)
-    lp = local_platform(root, hosts=HOSTS, heartbeat=HEARTBEAT, host_args=["--drain-timeout", "1"])
+    lp = local_platform(root, hosts=HOSTS, heartbeat=HEARTBEAT, host_args=["--drain-timeout", "1"], admin_name=ADMIN)
     try:
         digests = lp.up(tree={k.removeprefix("manifests/"): v for k, v in TREE.items()},
                         message="seed: hello in staging (2.0.0) and prod (1.0.0)",
@@ -205,7 +219,8 @@ def reset(p: Platform) -> None:
     if p.git("status", "--porcelain", "manifests").strip():
         p.commit({}, "back to the baseline")
     head = p.git("rev-parse", "HEAD").strip()
-    httpx.post(f"{p.control}/api/v1/sync", json={}, timeout=5).raise_for_status()  # tags are read at a fetch
+    httpx.post(f"{p.control}/api/v1/sync", json={}, timeout=5,  # tags are read at a fetch
+               headers=p.lp.admin_headers()).raise_for_status()
 
     def at_baseline() -> bool:
         hosts = p.api("/api/v1/hosts")["hosts"]

@@ -282,12 +282,16 @@ def test_promotion_gates_then_commit_then_rollout(p: Platform) -> None:
 def test_promote_and_rollback_through_the_api(p: Platform) -> None:
     from driftless.client import ApiError, ReconcilerClient
 
-    client = ReconcilerClient(base_url=p.control)
+    client = ReconcilerClient(base_url=p.control, token_file=p.credential)
     _promote(p)  # something to roll back
     _soaked(p)
     head = p.git("ls-remote", str(p.remote), "main").split()[0]
+    with pytest.raises(ApiError) as not_hers:  # an approval is the credential's user's, not the body's
+        client.post("/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod", "approve": "bob",
+                                        "dryRun": True})
+    assert not_hers.value.status == 400 and "not the authenticated user 'alice'" in str(not_hers.value)
     dry = client.post(
-        "/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod", "approve": "bob", "dryRun": True}
+        "/api/v1/promote", {"app": "hello", "from": "staging", "to": "prod", "approve": True, "dryRun": True}
     )
     assert dry["dryRun"] is True and dry["commit"] is None and all(g["passed"] for g in dry["gates"])
     with pytest.raises(ApiError) as refused:
@@ -358,7 +362,7 @@ def test_moved_tag_is_reported(p: Platform) -> None:
     assert "demo/hello:2.0.0" in item["message"]
     # the reconciler sees it too at its next fetch (here: asked for at once), in the API and as an event
     before = time.time()
-    ReconcilerClient(base_url=p.control).post("/api/v1/sync", {})
+    ReconcilerClient(base_url=p.control, token_file=p.credential).post("/api/v1/sync", {})
     served = wait_for_drift(p, category="TagMoved", env="staging", component="web")
     assert (served["expected"], served["actual"]) == (deployed, moved)
     wait_until(lambda: _events(p, "DriftTagMoved", before - 60), timeout=10, what="TagMoved event")

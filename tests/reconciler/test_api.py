@@ -45,6 +45,7 @@ class World:
         self.git = self.platform.git
         self.token_file = self.platform.token_file
         self.token = self.platform.token()
+        self.admin = self.platform.admin_headers()  # the users file's admin: writes need it
         self.reconciler = self.platform.reconciler
         self.hosts: dict[str, SimHost] = {}
 
@@ -253,7 +254,7 @@ def test_invalid_commit_is_rejected_and_last_good_stays(world: World) -> None:
     assert "driftless_revision_rejected 1" in metrics
     # the same commit applies once the image exists (no new commit needed)
     w.registry.push("demo/nothere:9.9.9", build("hello"))
-    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST")[0] == 202
+    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST", headers=w.admin)[0] == 202
     wait_until(lambda: w.reconciler.get("/api/v1/environments/prod")["revision"] == bad2, timeout=10,
                what="commit applied once its image was pushed")
     # fixed: applied, rejection cleared
@@ -331,7 +332,7 @@ def test_moved_tag_is_reported_not_deployed(world: World) -> None:
                what="hello 2.0.0 deployed")
     moved = w.registry.push("demo/hello:2.0.0", with_custom_section(build("hello"), b"moved"))
     assert moved != deployed
-    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST")[0] == 202
+    assert request(f"{w.reconciler.url}/api/v1/sync", method="POST", headers=w.admin)[0] == 202
     drift = wait_until(lambda: [i for i in w.reconciler.get("/api/v1/drift?env=prod")["items"]
                                 if i["category"] == "TagMoved"], timeout=10, what="TagMoved")
     assert drift[0]["app"] == "shop" and moved in drift[0]["actual"] + drift[0]["expected"] + drift[0]["message"]
@@ -398,13 +399,16 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     assert request(f"{url}/hooks/generic", method="POST")[0] == 401
     assert request(f"{url}/hooks/generic", method="POST", body=payload, headers={"X-Signature-256": sig})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST", body=payload + b" ", headers={"X-Signature-256": sig})[0] == 401
-    assert request(f"{url}/api/v1/sync", method="POST")[0] == 202
-    status, body = request(f"{url}/api/v1/promote", method="POST", body=b'{"app": "shop"}')
+    assert request(f"{url}/api/v1/sync", method="POST")[0] == 401  # writes need a user credential
+    assert request(f"{url}/api/v1/sync", method="POST", headers=auth)[0] == 401  # the join token only reads
+    assert request(f"{url}/api/v1/sync", method="POST", headers=w.admin)[0] == 202
+    status, body = request(f"{url}/api/v1/promote", method="POST", body=b'{"app": "shop", "to": "prod"}',
+                           headers=w.admin)
     assert status == 400 and "'from'" in body["error"]
     status, body = request(f"{url}/api/v1/promote", method="POST",
-                           body=b'{"app": "nope", "from": "prod", "to": "prod"}')
+                           body=b'{"app": "nope", "from": "prod", "to": "prod"}', headers=w.admin)
     assert status == 409 and "nope" in body["error"]
-    status, body = request(f"{url}/api/v1/rollback", method="POST", body=b'[]')
+    status, body = request(f"{url}/api/v1/rollback", method="POST", body=b'[]', headers=w.admin)
     assert status == 400 and "JSON object" in body["error"]
     metrics = request(f"{url}/metrics")[1].decode()
     for name in ("driftless_reconcile_duration_seconds_bucket", 'driftless_apps{env="prod",health="Healthy",sync="Synced"} 1',
@@ -412,6 +416,7 @@ def test_auth_webhooks_and_errors(world: World) -> None:
         assert name in metrics, name
     log = w.reconciler.proc.log() if w.reconciler.proc else ""
     assert w.token not in log and "hook-secret" not in log
+    assert w.admin["Authorization"].removeprefix("Bearer ") not in log
 
 
 def test_heal_events_name_their_environment(world: World) -> None:

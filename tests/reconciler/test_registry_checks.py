@@ -84,7 +84,8 @@ def test_registry_error_on_component_check_is_retried_not_rejected(tmp_path: Pat
         assert "registry is restarting" in source["lastError"] or "503" in source["lastError"], source
         assert source["rejected"] is None and source["applied"] is None  # not the commit's fault
         FlakyRegistry.down.clear()
-        urllib.request.urlopen(urllib.request.Request(f"{rec.url}/api/v1/sync", method="POST"), timeout=5).close()
+        urllib.request.urlopen(urllib.request.Request(f"{rec.url}/api/v1/sync", method="POST",
+                                                      headers=rec.p.admin_headers()), timeout=5).close()
         env = wait_until(lambda: rec.get("/api/v1/environments")["source"]["applied"], timeout=15,
                          what="the same commit applied once the registry answers")
         assert env["revision"] == rev

@@ -13,8 +13,8 @@ from tests.support.components import build
 from tests.support.procs import wait_until
 
 
-def post(url: str) -> int:
-    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
+def post(url: str, headers: dict[str, str] | None = None) -> int:
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST", headers=headers or {}), timeout=5) as r:
         return r.status
 
 
@@ -37,7 +37,7 @@ def test_unreachable_git_is_retried_then_applied(tmp_path: Path) -> None:
         rev = git.push({"prod/environment.yaml": environment("prod"),
                         "prod/apps/a.yaml": application("a", [{"name": "w", "image": "demo/hello:1.0.0",
                                                                "placement": {"spread": {"replicas": 1}}}])}, "late")
-        assert post(f"{rec.url}/api/v1/sync") == 202
+        assert post(f"{rec.url}/api/v1/sync", rec.p.admin_headers()) == 202  # a write: the admin credential
         env = wait_until(lambda: rec.get("/api/v1/environments/prod"), timeout=15, what="applied after retry")
         assert env["revision"] == rev
         wait_until(lambda: rec.get("/api/v1/environments")["source"]["lastError"] is None, timeout=10,

@@ -34,6 +34,7 @@ from tests.support.procs import DriftlessProcess, free_port
 # explicit syncs drive them), a short grace before a converging instance counts as drift
 RECONCILER_ARGS = ("--interval", "30", "--grace", "3")
 HEARTBEAT = 0.5
+ADMIN = "driftless-test"  # the admin user of the tests' users files
 PUSHED_AT = "2025-01-01T00:00:00Z"  # the artifacts' creation time: pushing the same bytes again changes nothing
 
 
@@ -142,6 +143,12 @@ class Reconciler:
         r.raise_for_status()
         return r.json()
 
+    def post(self, path: str, body: Any = None, *, token: str | None = None) -> httpx.Response:
+        """POST as the platform's admin (or with the bearer ``token`` given; "" for none); the response as is."""
+        bearer = self.p.admin_token() if token is None else token
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return httpx.post(f"{self.url}{path}", json=body if body is not None else {}, headers=headers, timeout=60)
+
     def app(self, env: str, app: str) -> dict[str, Any]:
         return self.get(f"/api/v1/environments/{env}/apps/{app}")  # type: ignore[no-any-return]
 
@@ -218,8 +225,12 @@ class LocalPlatform(Platform):
     """``driftless up``'s Platform whose processes are DriftlessProcess (their logs shown on failure)."""
 
     running: dict[str, DriftlessProcess] = field(default_factory=dict)
-    read_headers: dict[str, str] = field(default_factory=dict)  # for a reconciler started with --read-token-file
     _git_repo: GitRepo | None = None
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        """The admin credential (``driftless up``'s DATA/admin-token), for reads and writes alike."""
+        return self.admin_headers() if self.admin_token_file.exists() else {}
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         proc = DriftlessProcess(args, log_dir=self.data / "logs", name=name).start()
@@ -297,14 +308,38 @@ def local_platform(
     tls: tuple[Path, Path] | None = None,
     repo: Path | None = None,
     token_path: Path | None = None,
+    admin_name: str = ADMIN,
+    users: list[dict[str, Any]] | None = None,
+    open_reads: bool | None = None,
 ) -> LocalPlatform:
-    """A platform in ``root`` on free ports: ``hosts`` maps host names to their labels (none: no hosts)."""
+    """A platform in ``root`` on free ports: ``hosts`` maps host names to their labels (none: no hosts).
+
+    Like ``driftless up`` the reconciler runs with a users file (DATA/users.yaml): an admin named
+    ``admin_name`` whose token is DATA/admin-token (``p.admin_token()``), plus ``users`` (users-file
+    entries, :func:`user`). Reads are open (``--open-reads``, for the tests that read with a plain GET)
+    unless ``open_reads=False`` or the reconciler is given ``--read-token-file``.
+    """
     plans = [HostPlan(name, dict(labels), free_port(), free_port()) for name, labels in (hosts or {}).items()]
+    if open_reads is None:
+        open_reads = "--read-token-file" not in reconciler_args
     return LocalPlatform(
         data=root, registry_port=free_port(), control_port=free_port(), host_list=plans, heartbeat=heartbeat,
         reconciler_args=[*RECONCILER_ARGS, *reconciler_args], host_args=list(host_args),
         external_registry=external_registry, tls=tls, repo=repo, token_path=token_path, say=lambda _: None,
+        admin_name=admin_name, extra_users=list(users or []), open_reads=open_reads,
     )  # fmt: skip
+
+
+def user(name: str, token: str, role: str, *, environments: list[str] | None = None,
+         email: str | None = None) -> dict[str, Any]:
+    """A users-file entry for ``token`` (stored as its SHA-256)."""
+    from reconciler.api.auth import token_sha256
+
+    entry: dict[str, Any] = {"name": name, "email": email or f"{name}@example.com", "role": role,
+                             "tokenSha256": token_sha256(token)}
+    if environments is not None:
+        entry["environments"] = environments
+    return entry
 
 
 def environment(name: str, *, prefix: str = "", selector: dict[str, str] | None = None, prune: bool = True,
