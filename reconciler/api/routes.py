@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from reconciler.api.auth import Authenticator, User
-from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from reconciler.api.metrics import render as render_metrics
+from reconciler.api.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from reconciler.api.prometheus import render as render_metrics
 from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event

@@ -114,7 +114,7 @@ class Controller:
         self.last_error: str | None = None
         self.last_reconcile: dict[str, Any] = {}
         # metrics
-        self.reconcile_seconds = Histogram(  # unregistered: reconciler.api.metrics collects it per scrape
+        self.reconcile_seconds = Histogram(  # unregistered: reconciler.api.prometheus collects it per scrape
             "driftless_reconcile_duration_seconds", "Duration of a reconcile (fetch, load, resolve, plan, publish).",
             buckets=RECONCILE_BUCKETS, registry=None)
         self.reconciles: dict[str, int] = {}

@@ -6,7 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from reconciler.api.metrics import render
+from reconciler.api.prometheus import render
 from reconciler.controller.hosts import HostState
 from reconciler.controller.pipeline import Controller
 from reconciler.planner.placement import LOST
