@@ -314,8 +314,14 @@ class Platform:
                    verify=ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True)  # fmt: skip
 
     def start_hosts(self) -> None:
+        """Start every host, then wait until each listens (its ingress opens before its admin API):
+        a resumed platform is "up" only once the hosts serve again, not when the reconciler's saved
+        state says the apps are Healthy."""
         for h in self.hosts:
             self.start_host(h)
+        for h in self.hosts:
+            _wait_http(f"http://127.0.0.1:{h.admin_port}/healthz", what=f"host {h.name}",
+                       proc=self.procs[f"host-{h.name}"])
 
     def start_host(self, h: HostPlan) -> None:
         args = [
