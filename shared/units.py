@@ -52,3 +52,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     if m is None or int(m["port"]) > 65535:
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)")
     return (m["v6"] or m["host"] or DEFAULT_LISTEN_HOST), int(m["port"])
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from environment variable ``name`` (an operator's tuning knob),
+    else ``default`` (also for a value that is not a positive number)."""
+    import os
+
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default

@@ -26,19 +26,13 @@ from pathlib import Path
 import git
 
 from shared.redact import redact_text, redact_url
+from shared.units import seconds_from_env
 
 log = logging.getLogger("driftless.reconciler.git")
 
 
-def _seconds(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
 
-
-GIT_TIMEOUT = _seconds("DRIFTLESS_GIT_TIMEOUT", 120.0)  # one fetch (clone included), seconds
+GIT_TIMEOUT = seconds_from_env("DRIFTLESS_GIT_TIMEOUT", 120.0)  # one fetch (clone included), seconds
 WATCH_DEBOUNCE = 0.05  # a push writes a lock file, then renames it: look at the ref once it settled
 # Git never waits for a password on a terminal nobody watches
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}

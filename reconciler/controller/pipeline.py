@@ -22,7 +22,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import sqlite3
 import tarfile
 import tempfile
@@ -50,21 +49,15 @@ from shared.errors import NotReachable, UsageError
 from shared.redact import redact_text
 from shared.reference import parse
 from shared.retry import Backoff
+from shared.units import seconds_from_env
 from wire.control import HostDesiredState
 
 log = logging.getLogger("driftless.reconciler")
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def _seconds(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
 
-
-REGISTRY_TIMEOUT = _seconds("DRIFTLESS_REGISTRY_TIMEOUT", 5.0)  # one registry request (connect, each read)
+REGISTRY_TIMEOUT = seconds_from_env("DRIFTLESS_REGISTRY_TIMEOUT", 5.0)  # one registry request (connect, each read)
 RESOLVE_DEADLINE = 6 * REGISTRY_TIMEOUT  # all the tags of a revision, resolved concurrently
 RESOLVE_WORKERS = 8  # registry requests in flight at once
 RETRY_FIRST, RETRY_CAP = 0.5, 30.0  # backoff of transient failures and of commits waiting for an image
