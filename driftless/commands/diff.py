@@ -152,18 +152,23 @@ def render(result: dict[str, Any], *, what: str) -> str:
             )
         )
     for need in result.get("needsMore") or []:
-        out.append(paint(f"\n! {need['component']} {short(need['oldDigest'])} -> {short(need['newDigest'])} "
-                         f"needs more than the running version: {', '.join('+ ' + i for i in need['imports'])}",
-                         "yellow"))
+        head = f"\n! {need['component']} {short(need['oldDigest'])} -> {short(need['newDigest'])}"
+        if need.get("imports"):
+            out.append(paint(f"{head} needs more than the running version: "
+                             f"{', '.join('+ ' + i for i in need['imports'])}", "yellow"))
+        for problem in need.get("breaking") or []:
+            out.append(paint(f"{head} is not compatible: {problem}", "red"))
     n = result.get("counts") or {}
     out.append(f"\n{n.get('start', 0)} to start, {n.get('update', 0)} to update, {n.get('stop', 0)} to stop.")
     return "\n".join(out)
 
 
 def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[str, Any]]:
-    """For each component whose digest changes: the interfaces the new digest imports that the
-    running one did not (a new capability to review), from what the registry recorded."""
-    from shared.interfaces import unversioned
+    """For each component whose digest changes, what to review before it rolls out, from what the
+    registry recorded: the interfaces the new digest imports that the running one did not (a new
+    capability), and what its exports break of the running one's (a removed interface or function,
+    a changed signature: whoever is linked to it was built against the old ones)."""
+    from reconciler.planner.compat import breaking_changes, new_capabilities
     from shared.registry_client import component_info
 
     seen: set[tuple[str, str, str]] = set()
@@ -180,8 +185,9 @@ def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[
             after = component_info(f"{repository}@{new}", registry_url=registry_url)
         except DriftlessError:
             continue  # not a Driftless registry, or a digest it no longer has: nothing to compare
-        had = {unversioned(i) for i in before.get("imports") or ()}
-        added = sorted({unversioned(i) for i in after.get("imports") or ()} - had)
-        if added:
-            out.append({"component": key[0], "oldDigest": old, "newDigest": new, "imports": added})
+        added = new_capabilities(before.get("imports") or (), after.get("imports") or ())
+        breaking = breaking_changes(before.get("exportsDetail") or {}, after.get("exportsDetail") or {})
+        if added or breaking:
+            out.append({"component": key[0], "oldDigest": old, "newDigest": new, "imports": added,
+                        "breaking": breaking})
     return out

@@ -239,4 +239,59 @@ def test_diff_flags_a_new_digest_that_needs_more_than_the_running_one(registry_u
     assert "wasi:sockets/tcp" in need["imports"]
     assert "wasi:http/types" not in need["imports"]  # both import it
     back = dict(change, oldDigest=new, newDigest=old, image=f"{host}/demo/grows@{old}")
-    assert new_needs([back], registry_url=registry_url) == []  # needing less is not flagged
+    (review,) = new_needs([back], registry_url=registry_url)
+    assert review["imports"] == []  # needing less is not flagged...
+    assert review["breaking"] == ["exports: the interface is no longer exported"]  # ...losing an export is
+
+
+def _math(add: tuple[str, str], *, sub: bool) -> bytes:
+    """A component exporting acme:demo/math@1.0.0 with add (of the given component/core type) and maybe sub."""
+    import wasmtime
+
+    wit, core = add
+    subtract = ('(func (export "sub") (param i32 i32) (result i32) local.get 0 local.get 1 i32.sub)' if sub else "")
+    lifted = '(func $sub (param "a" u32) (param "b" u32) (result u32) (canon lift (core func $i "sub")))' if sub else ""
+    export = '(export "sub" (func $sub))' if sub else ""
+    return wasmtime.wat2wasm(f"""(component
+      (core module $m
+        (func (export "add") (param {core} {core}) (result {core}) local.get 0 local.get 1 {core}.add) {subtract})
+      (core instance $i (instantiate $m))
+      (func $add (param "a" {wit}) (param "b" {wit}) (result {wit}) (canon lift (core func $i "add")))
+      {lifted}
+      (instance $math (export "add" (func $add)) {export})
+      (export "acme:demo/math@1.0.0" (instance $math)))""")
+
+
+def test_diff_flags_a_new_digest_that_breaks_its_exports(registry_url: str) -> None:
+    from driftless.commands.diff import new_needs
+
+    old = client.push_component("demo/math:1.0.0", _math(("u32", "i32"), sub=True), registry_url=registry_url)
+    added = client.push_component("demo/math:1.1.0", _math(("u32", "i32"), sub=True) + b"\x00\x02\x01x",
+                                  registry_url=registry_url)  # the same exports (a custom section): compatible
+    broken = client.push_component("demo/math:2.0.0", _math(("u64", "i64"), sub=False), registry_url=registry_url)
+    host = registry_url.split("://", 1)[1]
+
+    def change(new: str) -> dict[str, str]:
+        return {"action": "update", "env": "prod", "app": "calc", "component": "math", "oldDigest": old,
+                "newDigest": new, "image": f"{host}/demo/math@{new}"}
+
+    assert new_needs([change(added)], registry_url=registry_url) == []
+    (review,) = new_needs([change(broken)], registry_url=registry_url)
+    assert review["breaking"] == [
+        "acme:demo/math: add: func(a: u32, b: u32) -> u32 -> func(a: u64, b: u64) -> u64",
+        "acme:demo/math: function sub was removed",
+    ]
+    assert review["imports"] == []
+
+
+def test_compatibility_rules() -> None:
+    from reconciler.planner.compat import breaking_changes, new_capabilities
+
+    old = {"acme:x/api@1.0.0": ["get: func(k: string) -> string"], "acme:x/admin@1.0.0": ["reset: func()"]}
+    grown = {"acme:x/api@1.1.0": ["get: func(k: string) -> string", "put: func(k: string, v: string)"],
+             "acme:x/admin@1.0.0": ["reset: func()"], "acme:x/extra": ["ping: func()"]}
+    assert breaking_changes(old, grown) == []  # additions are compatible
+    assert breaking_changes(old, {"acme:x/api@1.0.0": ["get: func(k: string) -> string"]}) == [
+        "acme:x/admin: the interface is no longer exported"]
+    assert new_capabilities(["wasi:cli/environment@0.2.0"], ["wasi:cli/environment@0.2.6", "wasi:http/types@0.2.6"]) \
+        == ["wasi:http/types"]
