@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--approve", metavar="NAME", nargs="?", const=True, default=None,
                    help="approve, recorded as Approved-By: the user of your credential (NAME, if given, must be "
                         "that user; with --repo: NAME, default git config user.name)")
+    p.add_argument("--approve-capabilities", action="store_true",
+                   help="approve the interfaces the new digests import that the running ones did not (the "
+                        "no-new-capabilities gate; recorded as Approved-Capabilities: in the commit)")
     add_git_target_arguments(p)
     p.add_argument(
         "--wait",
@@ -89,7 +92,8 @@ def _promote_once(args: argparse.Namespace, *, quiet_refusal: bool = False) -> i
         ).to_json()  # fmt: skip
 
     body = {"app": args.app, "from": args.from_env, "to": args.to_env, "approve": args.approve,
-            "dryRun": args.dry_run, "author": args.author}  # fmt: skip
+            "dryRun": args.dry_run, "author": args.author,
+            "approveCapabilities": args.approve_capabilities or None}  # fmt: skip
     try:
         try:
             result_json, where = change_in_repository(

@@ -55,8 +55,10 @@ from reconciler.gitops.working_copy import (
     commit_change,
     in_repository,
 )
-from shared.errors import Refused, UsageError
+from reconciler.planner.compat import breaking_changes, new_capabilities
+from shared.errors import DriftlessError, Refused, UsageError
 from shared.reference import DIGEST_RE, ReferenceError, parse
+from shared.registry_client import component_info
 from shared.units import duration_seconds
 
 # -- public types ----------------------------------------------------------------------------
@@ -141,13 +143,18 @@ def promote(
     now: float | None = None,
     author: str | None = None,
     source_drift: Sequence[Mapping[str, Any]] | None = None,
+    review: Mapping[str, DigestReview] | None = None,
+    approve_capabilities: bool = False,
 ) -> PromotionResult:
+    """``review`` (component -> what its new digest breaks and newly imports, from
+    :func:`review_digests`) adds the gates ``compatible`` and ``no-new-capabilities``."""
     now = time.time() if now is None else now
     if from_env == to_env:
         raise Refused(f"cannot promote {app} from {from_env} to itself", hint="--from and --to must differ")
     kwargs: dict[str, Any] = dict(
         subdir=subdir, app=app, from_env=from_env, to_env=to_env, source_status=source_status,
         approver=approver, dry_run=dry_run, now=now, author=author, source_drift=source_drift,
+        review=review, approve_capabilities=approve_capabilities,
     )  # fmt: skip
     return in_repository(
         repo=repo,
@@ -175,13 +182,65 @@ async def handle_request(
             f"application {app} is not running in environment {from_env}", hint="check `driftless status`"
         )
     settings = controller.settings
+    approve_capabilities = body.get("approveCapabilities", False)
+    if not isinstance(approve_capabilities, bool):
+        raise TypeError("field 'approveCapabilities' must be true or false")
+    target = controller.tracker.app_status(to_env, app) or {}
+    review = await asyncio.to_thread(
+        review_digests, running=_component_digests(target), proposed=_component_digests(status),
+        registry_url=settings.registry,
+    )
     result = await asyncio.to_thread(
         promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,
         to_env=to_env, source_status=status, approver=approver, dry_run=bool(body.get("dryRun", False)),
         push=True, author=author,
         source_drift=[i.to_json() for i in controller.tracker.drift_items if i.env == from_env],
+        review=review, approve_capabilities=approve_capabilities,
     )  # fmt: skip
     return result.to_json()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestReview:
+    """What replacing one component's running digest with another would change of its contract."""
+
+    running: str
+    proposed: str
+    breaking: tuple[str, ...] = ()  # exports removed or changed (reconciler.planner.compat)
+    new_imports: tuple[str, ...] = ()  # capabilities it starts needing
+
+
+def _component_digests(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """component -> (image as written, digest it runs) from an app status document."""
+    return {
+        str(c["name"]): (str(c.get("image") or ""), str(c["digest"]))
+        for c in status.get("components") or ()
+        if isinstance(c, Mapping) and c.get("name") and DIGEST_RE.match(str(c.get("digest") or ""))
+    }
+
+
+def review_digests(*, running: Mapping[str, tuple[str, str]], proposed: Mapping[str, tuple[str, str]],
+                   registry_url: str) -> dict[str, DigestReview]:
+    """For each component whose digest would change, its typed compatibility and new capabilities,
+    from what the registry recorded of both digests. A component the registry cannot describe (a
+    plain OCI registry, a digest it no longer has) is left out: nothing to compare."""
+    out = {}
+    for component, (image, new) in sorted(proposed.items()):
+        old = running.get(component, ("", ""))[1]
+        if not old or old == new:
+            continue
+        try:
+            repository = parse(image).repository
+            before = component_info(f"{repository}@{old}", registry_url=registry_url)
+            after = component_info(f"{repository}@{new}", registry_url=registry_url)
+        except (DriftlessError, ReferenceError):
+            continue
+        out[component] = DigestReview(
+            running=old, proposed=new,
+            breaking=tuple(breaking_changes(before.get("exportsDetail") or {}, after.get("exportsDetail") or {})),
+            new_imports=tuple(new_capabilities(before.get("imports") or (), after.get("imports") or ())),
+        )  # fmt: skip
+    return out
 
 
 def approval(body: Mapping[str, Any], *, user: str, author: str) -> str | None:
@@ -243,6 +302,8 @@ def _promote_in(
     now: float,
     author: str | None,
     source_drift: Sequence[Mapping[str, Any]] | None,
+    review: Mapping[str, DigestReview] | None,
+    approve_capabilities: bool,
 ) -> PromotionResult:
     policy = read_promotion_policy(wc.path, subdir=subdir, env=to_env)
     located = find_app(wc.path, subdir=subdir, env=to_env, app=app)
@@ -252,6 +313,8 @@ def _promote_in(
         target_components=[c for c, _ in located.images], approver=approver, now=now,
         target_images=dict(located.images), source_drift=source_drift,
     )  # fmt: skip
+    if review is not None:
+        gates.extend(review_gates(review, approved=approve_capabilities, to_env=to_env))
     failed = [g for g in gates if not g.passed]
     if failed:
         raise PromotionRefused(
@@ -278,6 +341,8 @@ def _promote_in(
         app=app, from_env=from_env, to_env=to_env, revision=revision, changes=changes,
         digests=source_digests, components=[c for c, _ in located.images], approver=approver,
         healthy_since=source_status.get("healthySince"), now=now,
+        approved_capabilities={c: r.new_imports for c, r in (review or {}).items() if r.new_imports}
+        if approve_capabilities else {},
     )  # fmt: skip
     diff = "".join(
         difflib.unified_diff(
@@ -424,6 +489,29 @@ def check_gates(
                 ),
             )
         )
+    return gates
+
+
+def review_gates(review: Mapping[str, DigestReview], *, approved: bool, to_env: str) -> list[Gate]:
+    """``compatible``: no export the running digests offer is removed or changed; ``no-new-capabilities``:
+    the new digests import nothing the running ones did not, unless approved (recorded in the commit)."""
+    breaking = [f"{c}: {b}" for c, r in sorted(review.items()) for b in r.breaking]
+    needs = [f"{c}: {', '.join(r.new_imports)}" for c, r in sorted(review.items()) if r.new_imports]
+    gates = [Gate(
+        name="compatible", passed=not breaking,
+        message=("not compatible with what runs in " + to_env + ": " + "; ".join(breaking[:3])
+                 + (f" (and {len(breaking) - 3} more)" if len(breaking) > 3 else ""))
+        if breaking else f"the new digests keep every export what runs in {to_env} offers",
+    )]  # fmt: skip
+    if not needs:
+        gates.append(Gate(name="no-new-capabilities", passed=True,
+                          message=f"the new digests need nothing more than what runs in {to_env}"))
+    else:
+        gates.append(Gate(
+            name="no-new-capabilities", passed=approved,
+            message=("new capabilities approved: " if approved else "new capabilities need an approval "
+                     "(--approve-capabilities): ") + "; ".join(needs),
+        ))  # fmt: skip
     return gates
 
 
@@ -614,6 +702,7 @@ def promotion_message(
     approver: str | None,
     healthy_since: Any,
     now: float,
+    approved_capabilities: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     lines = [f"promote({app}): {from_env} -> {to_env}", ""]
     soaked = (
@@ -632,6 +721,8 @@ def promotion_message(
         lines.append(f"Promoted-Digest: {component}={digests[component]}")
     if approver:
         lines.append(f"Approved-By: {approver}")
+    for component, imports in sorted((approved_capabilities or {}).items()):
+        lines.append(f"Approved-Capabilities: {component}={','.join(imports)}")
     return "\n".join(lines) + "\n"
 
 
