@@ -67,6 +67,14 @@ def _patch_from(body: dict[str, Any]) -> dict[str, Any]:
     return change
 
 
+def _shown(spec: InstanceSpec) -> dict[str, Any]:
+    """An instance as the admin API shows it: a secret key's fingerprint, never its value."""
+    out = spec.to_json()
+    out["config"] = spec.reported_config()
+    out.pop("secretFingerprints", None)
+    return out
+
+
 def make_admin_app(
     *, supervisor: Supervisor, token: str | None, status: Callable[[], dict[str, Any]]
 ) -> web.Application:
@@ -126,7 +134,7 @@ def make_admin_app(
             spec = supervisor.start_unmanaged(spec)
         except HostError as exc:
             return _error(409, str(exc))
-        return web.json_response({"instance": spec.to_json()}, status=201)
+        return web.json_response({"instance": _shown(spec)}, status=201)
 
     def instance_id(request: web.Request) -> str:
         value = request.query.get("id")
@@ -151,7 +159,7 @@ def make_admin_app(
             spec = supervisor.change(iid, **change)
         except KeyError:
             return _error(404, f"no instance {iid} on this host")
-        return web.json_response({"instance": spec.to_json()})
+        return web.json_response({"instance": _shown(spec)})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/healthz", healthz)

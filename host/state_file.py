@@ -3,6 +3,7 @@ atomically, read at start for static stability) and a user's ``--desired FILE`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -14,8 +15,11 @@ from wire.control import HostDesiredState
 
 
 def save_desired(path: Path, desired: HostDesiredState) -> None:
+    """Mode 0600: the reconciler's answer carries the values of the secrets this host's instances use."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover may have another mode: O_CREAT keeps it
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(desired.to_json(), f, indent=1)
         f.flush()
         os.fsync(f.fileno())

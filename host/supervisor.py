@@ -473,7 +473,7 @@ class Supervisor:
                     status=state,
                     restarts=restarts,
                     last_error=error,
-                    config=dict(e.spec.config),
+                    config=e.spec.reported_config(),  # a secret key's fingerprint, never its value
                     route=e.spec.route,
                     managed=e.managed,
                     started_at=inst.started_at if inst is not None and current else None,
@@ -488,7 +488,7 @@ class Supervisor:
                 InstanceStatus(
                     id=inst.spec.id, env=inst.spec.env, app=inst.spec.app, component=inst.spec.component,
                     digest=inst.spec.digest, status=STOPPING, restarts=inst.restarts, last_error=inst.last_error,
-                    config=dict(inst.spec.config), route=inst.spec.route, managed=inst.managed,
+                    config=inst.spec.reported_config(), route=inst.spec.route, managed=inst.managed,
                     started_at=inst.started_at,
                 )
             )  # fmt: skip

@@ -21,6 +21,7 @@ from model.types import (
     Link,
     PromotionPolicy,
     Scale,
+    SecretRef,
     Spread,
     SpreadRequirement,
     SyncMode,
@@ -92,6 +93,7 @@ DERIVED: frozenset[tuple[type, str]] = frozenset({
     (Environment, "source"),  # the file it was read from
     (Application, "source"),
     (Application, "env"),  # the folder it lives in
+    (SecretRef, "name"),  # a config value {secretRef: name} (spec.components[].config.*.secretRef)
 })
 
 
@@ -136,7 +138,8 @@ def _component(data: dict[str, Any]) -> Component:
     return Component(
         name=data["name"],
         image=data["image"],
-        config=dict(data.get("config") or {}),
+        config={k: SecretRef(name=v["secretRef"]) if isinstance(v, dict) else v
+                for k, v in (data.get("config") or {}).items()},
         placement=_placement(data.get("placement")),
         limits=Limits(
             memory_bytes=memory_bytes(limits["memory"]) if "memory" in limits else None,

@@ -162,10 +162,18 @@ class Grants:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """A config value kept in the reconciler's secret store (``{secretRef: name}``): the model keeps the
+    reference, never the value."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Component:
     name: str
     image: str  # as written: short ("demo/hello:1.0.0") or with registry; tag or @sha256 digest
-    config: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, str | SecretRef] = field(default_factory=dict)
     placement: Placement = field(default_factory=lambda: Spread(replicas=1))
     limits: Limits = field(default_factory=Limits)
     capabilities: tuple[str, ...] = ()  # in-process world only: WASI interfaces it may import (strict mode)

@@ -26,6 +26,7 @@ converges to the newest one. Instance ids are stable across generations
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +34,21 @@ from typing import Any
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 
 PREFIX = "/api/v1"
+SECRET_PREFIX = "secret:"
+
+
+def secret_fingerprint(name: str, value: str) -> str:
+    """What stands for a secret's value everywhere but the host's own long-poll answer:
+    ``secret:<name>:sha256:<first 16 hex of sha256(value)>`` (a new value, a new fingerprint)."""
+    return f"{SECRET_PREFIX}{name}:sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+
+
+def secret_name(fingerprint: str) -> str | None:
+    """The secret's name in a fingerprint, None when ``fingerprint`` is not one."""
+    if not fingerprint.startswith(SECRET_PREFIX):
+        return None
+    name, sep, _ = fingerprint[len(SECRET_PREFIX):].rpartition(":sha256:")
+    return name if sep and name else None
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +147,24 @@ class InstanceSpec:
     links: tuple[InstanceLink, ...] = ()
     grants: InstanceGrants = field(default_factory=InstanceGrants)
     idle_after_ms: int | None = None  # scale to zero: stop after this long without requests; None: always on
+    # the config keys whose values are secrets: their config value is the secret's fingerprint
+    # (secret_fingerprint) in every document but the host's own long-poll answer, which carries the
+    # value and, in ``fingerprints``, each secret key's fingerprint (what the host reports instead)
+    secrets: tuple[str, ...] = ()
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+
+    def reported_config(self) -> dict[str, str]:
+        """The config as the host reports and shows it: a secret key's fingerprint, never its value."""
+        out = dict(self.config)
+        for key in self.secrets:
+            value = out.get(key)
+            if value is None:
+                continue
+            name = secret_name(self.fingerprints.get(key, ""))
+            if name is None and secret_name(value) is not None:
+                continue  # a published document: the value is already the fingerprint
+            out[key] = secret_fingerprint(name or key, value)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return _clean(
@@ -148,6 +182,8 @@ class InstanceSpec:
                 "links": [link.to_json() for link in self.links],
                 "grants": self.grants.to_json() or None,
                 "idleAfterMs": self.idle_after_ms,
+                "secrets": list(self.secrets) or None,
+                "secretFingerprints": dict(self.fingerprints) or None,
             }
         )
 
@@ -167,6 +203,8 @@ class InstanceSpec:
             links=tuple(InstanceLink.from_json(x) for x in d.get("links") or ()),
             grants=InstanceGrants.from_json(d.get("grants") or {}),
             idle_after_ms=d.get("idleAfterMs"),
+            secrets=tuple(d.get("secrets") or ()),
+            fingerprints=dict(d.get("secretFingerprints") or {}),
         )
 
 

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-host-takeover", action="store_true",
                    help="let a host registering with the join token take a name held by a host that is not Lost "
                         "(revokes that host's credential; default: refused with 409)")
+    p.add_argument("--secrets-file", type=Path, default=None, metavar="FILE",
+                   help="secrets that config values reference with {secretRef: NAME} (YAML NAME: value; mode 0600, "
+                        "refused when group or others may read it); re-read when it changes")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
@@ -82,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
         load_users(args.users_file)  # a bad file is a usage error now, not a locked API later
         users_file = args.users_file.resolve()
+    secrets_file = None
+    if args.secrets_file is not None:
+        from reconciler.controller.secrets import read_secrets
+
+        read_secrets(args.secrets_file)  # unreadable, not a mapping or group/world readable: refused now
+        secrets_file = args.secrets_file.resolve()
     settings = Settings(
         repo=args.repo,
         data=args.data.resolve(),
@@ -99,5 +108,6 @@ def run(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         allowed_signers=_signers(args.allowed_signers),
         allow_host_takeover=args.allow_host_takeover,
+        secrets_file=secrets_file,
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

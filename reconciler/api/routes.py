@@ -216,7 +216,8 @@ async def desired(request: web.Request) -> web.StreamResponse:
     doc = await controller.fleet.wait_desired(name, after=after, wait=max(0.0, min(wait, controller.settings.long_poll_max)))
     if doc is None:
         return web.Response(status=204)
-    return web.json_response(doc.to_json())
+    # the one place a secret's value leaves the reconciler: this host's own answer (its credential)
+    return web.json_response(controller.secrets.reveal(doc).to_json())
 
 
 @host_auth
@@ -455,6 +456,7 @@ async def plan_inputs(request: web.Request) -> web.StreamResponse:
         "registry": controller.registry_host,
         "revision": (controller.applied or {}).get("revision"),
         "digests": controller.digests,
+        "secrets": controller.secrets.fingerprints(),  # name -> fingerprint, never a value
         "hosts": [
             {"name": n, "labels": dict(h.registration.labels), "maxInstances": h.registration.capacity.max_instances,
              "state": h.state, "ingressUrl": h.registration.ingress_url}

@@ -38,7 +38,16 @@ from reconciler.controller.datadir import lock_data_dir
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.hosts import HostRegistry
-from reconciler.controller.revisions import Rejected, env_changed, error_json, locate_image, problem_json
+from reconciler.controller.revisions import (
+    Rejected,
+    env_changed,
+    error_json,
+    locate_image,
+    locate_secrets,
+    problem_json,
+    secret_refs,
+)
+from reconciler.controller.secrets import SecretStore
 from reconciler.controller.state import Store
 from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
@@ -82,6 +91,7 @@ class Context:
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.secrets = SecretStore(settings.secrets_file)  # before the lock: a bad file is a usage error
         self._lock_file = lock_data_dir(settings.data)
         try:
             self.store = Store(settings.data / "state.db", history_limit=settings.history_limit)
@@ -218,7 +228,20 @@ class Controller:
                 log.exception("event=reconcile-crashed error=%r", exc)
                 await asyncio.sleep(1)
 
+    def _reload_secrets(self) -> None:
+        """Read --secrets-file again when it changed: new values replan (a new fingerprint is a new
+        generation for the hosts that run it) and retry a revision rejected for a missing secret."""
+        why = self.secrets.reload(required=secret_refs(self.tree) if self.tree is not None else frozenset())
+        if why is None:
+            return
+        if why:
+            self.event(type="Warning", reason="SecretsRefused", message=why)
+            return
+        self.event(reason="SecretsReloaded", message=f"--secrets-file re-read: {len(self.secrets.names())} secret(s)")
+        self.trigger(fetch=True)
+
     async def reconcile(self, ctx: Context) -> None:
+        self._reload_secrets()
         started = time.perf_counter()
         steps: list[Callable[[Context], Awaitable[None]]] = [
             self._step_fetch, self._step_load, self._step_resolve, self._step_plan, self._step_publish,
@@ -333,7 +356,8 @@ class Controller:
         if self.rejected and head.revision == self.rejected.revision:
             # stalled: no retry until a new commit; except a missing image, which a push to the
             # registry can fix: that commit is tried again at each poll, sync or webhook
-            waiting_for_image = all(e.get("code") == "unknown-image" for e in self.rejected.errors)
+            # (or a secret: adding it to --secrets-file retries the revision)
+            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret") for e in self.rejected.errors)
             if not (waiting_for_image and ctx.fetch):
                 ctx.outcome = "rejected"
                 return
@@ -353,6 +377,11 @@ class Controller:
             raise Transient(f"cannot load revision {head.revision[:12]}: {exc!r}") from exc
         if not tree.ok:
             self._reject(head, [problem_json(p) for p in tree.errors])
+            ctx.outcome = "rejected"
+            return
+        unknown_secrets = locate_secrets(tree, self.secrets.names())
+        if unknown_secrets:  # like an unknown image: every reference at its file:line, the last good state stays
+            self._reject(head, unknown_secrets)
             ctx.outcome = "rejected"
             return
         ctx.new_tree = tree
@@ -482,7 +511,7 @@ class Controller:
         tree = self.tree or ManifestTree()
         previous = {h: doc.instances for h, (doc, _) in self.fleet.published.items()}
         ctx.plan = plan(tree=tree, digests=self.digests, hosts=self.fleet.infos(), previous=previous,
-                        registry=self.registry_host)
+                        registry=self.registry_host, secrets=self.secrets.fingerprints())
 
     async def _step_publish(self, ctx: Context) -> None:
         if ctx.plan is None:
@@ -538,6 +567,8 @@ class Controller:
             await asyncio.sleep(0.1)
             try:
                 self.fleet.check_lost()
+                if time.monotonic() - last_flush > 1.0:
+                    self._reload_secrets()
                 if self._status_dirty:
                     self._status_dirty = False
                     self.tracker.update()

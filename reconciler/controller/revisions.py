@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.types import ManifestTree
+from model.types import ManifestTree, SecretRef
 
 
 @dataclass(slots=True, kw_only=True)
@@ -53,3 +53,25 @@ def locate_image(tree: ManifestTree, image: str, message: str) -> dict[str, Any]
 def env_changed(old: ManifestTree, new: ManifestTree, env: str) -> bool:
     return old.environments.get(env) != new.environments.get(env) or \
         old.applications.get(env) != new.applications.get(env)
+
+
+def secret_refs(tree: ManifestTree) -> frozenset[str]:
+    """The names of every secret the tree's config values reference."""
+    return frozenset(v.name for apps in tree.applications.values() for app in apps.values()
+                     for comp in app.components for v in comp.config.values() if isinstance(v, SecretRef))
+
+
+def locate_secrets(tree: ManifestTree, known: frozenset[str]) -> list[dict[str, Any]]:
+    """An unknown-secret error at the file:line of each reference to a secret not in ``known``."""
+    out: list[dict[str, Any]] = []
+    for env, apps in sorted(tree.applications.items()):
+        for _, app in sorted(apps.items()):
+            for i, comp in enumerate(app.components):
+                for key, value in comp.config.items():
+                    if isinstance(value, SecretRef) and value.name not in known:
+                        path = f"spec.components[{i}].config.{key}"
+                        file, line, column = tree.location(env=env, app=app.name, path=path)
+                        out.append(error_json(file, line, f"secret {value.name!r} is not in the reconciler's "
+                                                          f"--secrets-file at {path}", code="unknown-secret",
+                                              column=column))
+    return out

@@ -105,7 +105,8 @@ def diff_tree(
     }
     digests = dict(resolve(images_of(tree)))
     registry = str(inputs.get("registry") or "")
-    result = plan(tree=tree, digests=digests, hosts=hosts, previous=published, registry=registry)
+    secrets = {str(k): str(v) for k, v in (inputs.get("secrets") or {}).items()}  # name -> fingerprint
+    result = plan(tree=tree, digests=digests, hosts=hosts, previous=published, registry=registry, secrets=secrets)
     changes = compare(before=published, after=result.desired, env=env)
     unplaced = tuple(u for u in result.unplaced if env is None or u.env == env)
     return DiffResult(

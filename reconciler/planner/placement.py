@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from model.types import Application, Component, Daemon, Environment, ManifestTree, Spread
+from model.types import Application, Component, Daemon, Environment, ManifestTree, SecretRef, Spread
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec
@@ -181,13 +181,17 @@ def plan(
     hosts: Sequence[HostInfo],
     previous: Mapping[str, Sequence[InstanceSpec]],
     registry: str,
+    secrets: Mapping[str, str] | None = None,
 ) -> Plan:
     """Per-host desired instance sets for ``tree``.
 
     ``digests`` maps an image as written in Git (``demo/hello:1.0.0``) to its manifest digest;
     images pinned with ``@sha256:...`` need no entry. ``previous`` is the instance set last
     published to each host (for stable assignments). ``registry`` is the platform registry host
-    (``127.0.0.1:5000``) that short references resolve against.
+    (``127.0.0.1:5000``) that short references resolve against. ``secrets`` maps a secret's name
+    to its fingerprint: a ``{secretRef: name}`` config value becomes that fingerprint (never a value;
+    a changed value is a changed fingerprint, so a new generation) and its key is listed in
+    ``InstanceSpec.secrets``; a component naming a secret not in ``secrets`` is not placed.
     """
     by_name = {h.name: h for h in sorted(hosts, key=lambda h: h.name)}
     ready = [h for h in by_name.values() if h.state == READY]
@@ -345,7 +349,9 @@ def plan(
 
     # Build the documents.
     desired: dict[str, list[InstanceSpec]] = {name: [] for name in by_name}
-    spec_cache: dict[tuple[str, str, str], tuple[str, str, dict[str, str], InstanceLimits, tuple[InstanceLink, ...]]] = {}
+    spec_cache: dict[tuple[str, str, str], tuple[str, str, dict[str, str], InstanceLimits, tuple[InstanceLink, ...],
+                                                  tuple[str, ...]]] = {}
+    fingerprints = secrets or {}
     pinned: dict[tuple[str, str], str] = {}
     for want in wants:
         env, app, comp = want.env, want.app, want.component
@@ -366,12 +372,21 @@ def plan(
         except ReferenceError as exc:
             unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=0, reason=str(exc)))
             continue
+        lacking = sorted({v.name for v in comp.config.values() if isinstance(v, SecretRef)} - set(fingerprints))
+        if lacking:
+            n = sum(len(o) for o in want.placed.values())
+            unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=n,
+                                     reason=f"secret(s) {', '.join(lacking)} not in the reconciler's --secrets-file"))
+            for host, ords in want.placed.items():
+                for _ in ords:
+                    load.count[host] -= 1
+            continue
         if key not in spec_cache:
             lim = comp.limits
             spec_cache[key] = (
                 image,
                 digest,
-                dict(comp.config),
+                {k: fingerprints[v.name] if isinstance(v, SecretRef) else v for k, v in comp.config.items()},
                 InstanceLimits(memory_bytes=lim.memory_bytes, fuel=lim.fuel, timeout_ms=lim.timeout_ms,
                                max_concurrency=lim.max_concurrency),
                 tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component,
@@ -379,8 +394,9 @@ def plan(
                                                         by_name) if unversioned(lk.interface) == WASI_HTTP_HANDLER
                                    else ())
                       for lk in app.links if lk.from_component == comp.name),
+                tuple(sorted(k for k, v in comp.config.items() if isinstance(v, SecretRef))),
             )
-        image, digest, config, limits, links = spec_cache[key]
+        image, digest, config, limits, links, secret_keys = spec_cache[key]
         grants = InstanceGrants(outbound_hosts=comp.grants.outbound_hosts, sockets=comp.grants.sockets)
         scale = comp.scale
         idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
@@ -397,7 +413,7 @@ def plan(
                 if (old is not None and old.digest == digest and old.image == image and old.route == route
                         and old.config == config and old.limits == limits and old.links == links
                         and old.capabilities == caps and old.grants == grants
-                        and old.idle_after_ms == idle_after_ms):
+                        and old.idle_after_ms == idle_after_ms and old.secrets == secret_keys):
                     out.append(old)
                     continue
                 out.append(
@@ -415,6 +431,7 @@ def plan(
                         links=links,
                         grants=grants,
                         idle_after_ms=idle_after_ms,
+                        secrets=secret_keys,
                     )
                 )
 
