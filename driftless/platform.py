@@ -245,14 +245,23 @@ class Platform:
         return True
 
     def install_hook(self) -> None:
-        """post-receive: tell the reconciler at once (it also watches the repository itself)."""
+        """post-receive: tell the reconciler at once (it also watches the repository itself), then tell
+        the pusher whether the revision was applied or rejected, with file:line (driftless/push_feedback.py,
+        up to 10 s; git shows it as ``remote: ...``). The hook never fails the push."""
+        import shlex
+
         hook = self.git_dir / "hooks" / "post-receive"
-        ca = f"--cacert {self.tls[0]} " if self.tls else ""
+        ca = f"--cacert {shlex.quote(str(self.tls[0]))} " if self.tls else ""
+        token = shlex.quote(str(self.token_file))
         hook.write_text(
             "#!/bin/sh\n"
-            "# installed by driftless up: a push triggers an immediate reconcile\n"
-            f'curl -fsS -m 2 {ca}-X POST -H "Authorization: Bearer $(cat {self.token_file})" '
+            "# installed by driftless up: a push triggers an immediate reconcile, and the pusher sees its outcome\n"
+            "refs=$(cat)\n"
+            f'curl -fsS -m 2 {ca}-X POST -H "Authorization: Bearer $(cat {token})" '
             f"{self.control_url}/hooks/generic >/dev/null 2>&1 || true\n"
+            f'printf \'%s\\n\' "$refs" | {shlex.quote(sys.executable)} -m driftless.push_feedback '
+            f"--url {self.control_url} --token-file {token} --branch main {ca}2>/dev/null || true\n"
+            "exit 0\n"
         )
         hook.chmod(0o755)
 

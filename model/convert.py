@@ -19,6 +19,7 @@ from model.types import (
     HostSelector,
     Limits,
     Link,
+    Notification,
     PromotionPolicy,
     Scale,
     SecretRef,
@@ -44,6 +45,11 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
         "spec.promotion.from": (PromotionPolicy, "from_env"),
         "spec.promotion.minSoak": (PromotionPolicy, "min_soak_seconds"),
         "spec.promotion.requireApproval": (PromotionPolicy, "require_approval"),
+        "spec.notifications": (Environment, "notifications"),
+        "spec.notifications[].url": (Notification, "url"),
+        "spec.notifications[].format": (Notification, "format"),
+        "spec.notifications[].events": (Notification, "events"),
+        "spec.notifications[].secretName": (Notification, "secret_name"),
     },
     "Application": {
         "metadata.name": (Application, "name"),
@@ -112,6 +118,11 @@ def to_environment(data: dict[str, Any], *, source: str) -> Environment:
             from_env=promotion["from"],
             min_soak_seconds=duration_seconds(promotion["minSoak"]) if "minSoak" in promotion else 0.0,
             require_approval=promotion.get("requireApproval", False),
+        ),
+        notifications=tuple(
+            Notification(url=n["url"], format=n.get("format", "generic"), events=tuple(n.get("events") or ()),
+                         secret_name=n.get("secretName"))
+            for n in spec.get("notifications") or ()
         ),
         source=source,
     )

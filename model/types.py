@@ -95,6 +95,20 @@ class PromotionPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Notification:
+    """A webhook called when an event of ``events`` (empty: every one) happens in the environment;
+    its body signed with the reconciler's secret named ``secret_name`` (the secret never is in Git)."""
+
+    url: str
+    format: Literal["generic", "slack"] = "generic"
+    events: tuple[str, ...] = ()
+    secret_name: str | None = None
+
+    def wants(self, reason: str) -> bool:
+        return not self.events or reason in self.events or ("Drift" in self.events and reason.startswith("Drift"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
     name: str
     host_selector: HostSelector = field(default_factory=HostSelector)
@@ -102,6 +116,7 @@ class Environment:
     ingress_path_prefix: str = ""  # prepended to every component's expose path on the hosts
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     promotion: PromotionPolicy | None = None
+    notifications: tuple[Notification, ...] = ()
     source: str = ""  # file the Environment came from, relative to the tree root
 
 

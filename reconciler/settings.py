@@ -27,3 +27,4 @@ class Settings:
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
     allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host
     secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
+    notification_secrets_file: Path | None = None  # {name: secret} signing notifications (re-read at each send)

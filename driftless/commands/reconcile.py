@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-host-takeover", action="store_true",
                    help="let a host registering with the join token take a name held by a host that is not Lost "
                         "(revokes that host's credential; default: refused with 409)")
+    p.add_argument("--notification-secrets-file", type=Path, default=None, metavar="FILE",
+                   help="secrets signing the notifications environments declare (YAML/JSON {name: secret}, read at "
+                        "each send; else $DRIFTLESS_NOTIFICATION_SECRET_<NAME>)")
     p.add_argument("--secrets-file", type=Path, default=None, metavar="FILE",
                    help="secrets that config values reference with {secretRef: NAME} (YAML NAME: value; mode 0600, "
                         "refused when group or others may read it); re-read when it changes")
@@ -54,6 +57,15 @@ def _secret(path: Path | None, option: str) -> str | None:
     if not value:
         raise UsageError(f"{option} {path} is empty", hint="write a long random token into it")
     return value
+
+
+def _secrets_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise UsageError(f"--notification-secrets-file {path} is not a file",
+                         hint="YAML or JSON mapping secret names to secrets: {ci: <a long random token>}")
+    return path.resolve()
 
 
 def _signers(path: Path | None) -> Path | None:
@@ -109,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
         allowed_signers=_signers(args.allowed_signers),
         allow_host_takeover=args.allow_host_takeover,
         secrets_file=secrets_file,
+        notification_secrets_file=_secrets_file(args.notification_secrets_file),
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from reconciler.controller.state import Store
 
@@ -11,8 +13,12 @@ log = logging.getLogger("driftless.reconciler")
 
 
 class EventLog:
-    def __init__(self, store: Store) -> None:
+    """``listeners`` are called with each event after it is stored (the notifier: :mod:`.notify`);
+    one that fails is logged, never raised into whoever recorded the event."""
+
+    def __init__(self, store: Store, *, listeners: tuple[Callable[..., Any], ...] = ()) -> None:
         self._store = store
+        self._listeners = listeners
 
     def __call__(self, *, reason: str, message: str, type: str = "Normal", env: str = "", app: str = "",
                  host: str = "", revision: str = "") -> None:
@@ -21,3 +27,8 @@ class EventLog:
         fields = {"event": reason, "type": type, "env": env, "app": app, "host": host, "revision": revision[:12]}
         shown = " ".join(f"{k}={v}" for k, v in fields.items() if v)
         log.log(logging.WARNING if type == "Warning" else logging.INFO, "%s message=%r", shown, message)
+        for listener in self._listeners:
+            try:
+                listener(type=type, reason=reason, message=message, env=env, app=app, host=host, revision=revision)
+            except Exception as exc:
+                log.exception("event=listener-failed listener=%r error=%r", listener, exc)

@@ -38,6 +38,7 @@ from reconciler.controller.datadir import lock_data_dir
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.hosts import HostRegistry
+from reconciler.controller.notify import Notifier, commit_event
 from reconciler.controller.revisions import (
     Rejected,
     env_changed,
@@ -101,7 +102,9 @@ class Controller:
                              hint="give a writable --data directory") from exc
         self.git = GitSource(url=settings.repo, branch=settings.branch, mirror=settings.data / "git" / "mirror.git")
         self.registry_host = tags_mod.registry_host(settings.registry)
-        self.event = EventLog(self.store)
+        self.notifier = Notifier(environments=lambda: self.tree.environments if self.tree else {},
+                                 secrets_file=settings.notification_secrets_file)
+        self.event = EventLog(self.store, listeners=(self.notifier,))
         self.fleet = HostRegistry(store=self.store, events=self.event, settings=settings,
                                   replan=self.trigger, status_changed=self._mark_status_dirty)
         self.tracker = StatusTracker(store=self.store, events=self.event, settings=settings, fleet=self.fleet,
@@ -169,6 +172,7 @@ class Controller:
         self.fleet.flush()
         await asyncio.to_thread(self.git.close)
         self._resolver.shutdown(wait=False, cancel_futures=True)
+        self.notifier.close()
         self.store.close()
         self._lock_file.close()
 
@@ -492,6 +496,10 @@ class Controller:
             if previous_tree is None or env_changed(previous_tree, tree, env_name):
                 self.event(reason="Applied", env=env_name, revision=head.revision,
                            message=f"revision {head.revision[:12]} applied: {head.message}")
+        found = commit_event(head.message)  # a promotion's or rollback's commit, now applied
+        if found is not None and found[1] in tree.environments:
+            reason, env, app, message = found
+            self.event(reason=reason, env=env, app=app, revision=head.revision, message=message)
 
     def app_summaries_for_history(self, tree: ManifestTree, env: str) -> list[dict[str, Any]]:
         return [

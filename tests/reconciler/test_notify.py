@@ -1,0 +1,181 @@
+"""Feedback where people look: webhooks the environments declare (signed, retried, never in the
+reconcile's way) and the outcome of a push printed by the post-receive hook (``remote: ...``).
+
+The receivers are real aiohttp servers on 127.0.0.1; the platform is ``driftless up``'s own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from model.types import Notification
+from reconciler.controller.notify import SIGNATURE_HEADER, commit_event, secret_env_name
+from tests.support.components import build
+from tests.support.platform import LocalPlatform, application, environment, local_platform
+from tests.support.procs import wait_until
+
+SECRET = "s3cret-for-tests"
+BROKEN = application("bad", [{"name": "web", "image": "demo/hello:1.0.0", "replicas": 3}])  # unknown field
+GOOD = application("bad", [{"name": "web", "image": "demo/hello:1.0.0"}])
+
+
+class Receiver:
+    """An HTTP server recording each POST (headers, body); answers 503 to the first ``fail`` of them."""
+
+    def __init__(self, *, fail: int = 0) -> None:
+        self.fail = fail
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.answered: list[int] = []
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._started.wait(10)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        status = 503 if len(self.requests) <= self.fail else 200
+        self.answered.append(status)
+        return web.Response(status=status, text="ok" if status == 200 else "try again")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = self._runner.addresses[0][1]
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def receivers() -> Iterator[dict[str, Receiver]]:
+    made = {"generic": Receiver(), "slack": Receiver(), "flaky": Receiver(fail=2)}
+    try:
+        yield made
+    finally:
+        for r in made.values():
+            r.close()
+
+
+def env_with_notifications(receivers: dict[str, Receiver]) -> str:
+    return environment("prod").rstrip(" ") + f"""\
+          notifications:
+          - url: {receivers['generic'].url}
+            secretName: ci
+          - url: {receivers['slack'].url}
+            format: slack
+            events: [Rejected, AppDegraded]
+          - url: {receivers['flaky'].url}
+            events: [Rejected]
+        """
+
+
+def started(tmp_path: Path, receivers: dict[str, Receiver] | None = None) -> LocalPlatform:
+    secrets = tmp_path / "notification-secrets.yaml"
+    secrets.write_text(f"ci: {SECRET}\n")
+    p = local_platform(tmp_path / "platform", reconciler_args=["--notification-secrets-file", str(secrets)])
+    tree = {"prod/environment.yaml": env_with_notifications(receivers) if receivers else environment("prod")}
+    p.up(tree=tree, components={"demo/hello:1.0.0": build("hello")}, hosts=False)
+    wait_until(lambda: p.reconciler.get("/api/v1/environments")["source"]["applied"], timeout=20,
+               what="the seed applied")
+    return p
+
+
+def test_a_rejected_push_is_sent_signed_to_every_receiver_and_retried(tmp_path: Path,
+                                                                       receivers: dict[str, Receiver]) -> None:
+    p = started(tmp_path, receivers)
+    try:
+        revision = p.git.push({"prod/apps/bad.yaml": BROKEN}, "a broken app")
+        wait_until(lambda: receivers["generic"].requests and receivers["slack"].requests
+                   and 200 in receivers["flaky"].answered, timeout=20, what="every receiver notified")
+    finally:
+        p.stop()
+
+    # generic: the event as JSON, signed with the secret named in Git (the secret itself never is)
+    (headers, body), = receivers["generic"].requests
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == expected
+    event = json.loads(body)
+    assert event["reason"] == event["event"] == "Rejected" and event["type"] == "Warning"
+    assert event["revision"] == revision and event["env"] == "prod" and event["time"].endswith("Z")
+    assert re.search(r"prod/apps/bad\.yaml:\d+:\d+: error: .*replicas", event["message"]), event["message"]
+
+    # slack: {"text": ...}, unsigned (no secretName)
+    (headers, _), = receivers["slack"].requests
+    assert SIGNATURE_HEADER not in headers
+    text = receivers["slack"].bodies()[0]["text"]
+    assert "Rejected" in text and revision[:12] in text and "prod/apps/bad.yaml:" in text
+
+    # failing twice, then answering: the same delivery on the third try
+    assert receivers["flaky"].answered == [503, 503, 200]
+    bodies = [body for _, body in receivers["flaky"].requests]
+    assert bodies[0] == bodies[1] == bodies[2] and json.loads(bodies[2])["reason"] == "Rejected"
+
+
+def _push(p: LocalPlatform, files: dict[str, str | None], message: str) -> str:
+    """Commit and ``git push`` as a person would; the push's stderr (where ``remote:`` lines go)."""
+    repo = p.git
+    repo.sync()
+    repo.write(files)
+    work = str(repo.work)
+    subprocess.run(["git", "-C", work, "add", "-A", "manifests"], check=True, capture_output=True)
+    subprocess.run(["git", "-C", work, "commit", "-q", "-m", message], check=True, capture_output=True)
+    done = subprocess.run(["git", "-C", work, "push", "origin", "HEAD:main"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr  # the hook never fails the push
+    return done.stderr
+
+
+def test_the_push_shows_whether_its_revision_was_applied_or_rejected(tmp_path: Path) -> None:
+    p = started(tmp_path)
+    try:
+        err = _push(p, {"prod/apps/bad.yaml": BROKEN}, "a broken app")
+        assert re.search(r"remote: driftless: revision [0-9a-f]{12} rejected \(1 error\(s\)\); [0-9a-f]{12} stays "
+                         r"applied", err), err
+        assert re.search(r"remote: driftless: +manifests/prod/apps/bad\.yaml:\d+:\d+: error: .*replicas", err), err
+        err = _push(p, {"prod/apps/bad.yaml": GOOD}, "fixed")
+        assert re.search(r"remote: driftless: revision [0-9a-f]{12} applied", err), err
+        assert "rejected" not in err
+    finally:
+        p.stop()
+
+
+def test_which_events_a_webhook_wants_and_what_commits_mean() -> None:
+    every = Notification(url="http://x")
+    assert every.wants("Rejected") and every.wants("DriftMissing")
+    drift = Notification(url="http://x", events=("Drift", "Promoted"))
+    assert drift.wants("DriftTagMoved") and drift.wants("Promoted") and not drift.wants("Rejected")
+    assert commit_event("promote(shop): staging -> prod") == (
+        "Promoted", "prod", "shop", "shop promoted from staging to prod")
+    assert commit_event("rollback(shop): prod to 0123456789ab")[:3] == ("RolledBack", "prod", "shop")  # type: ignore[index]
+    assert commit_event("a change") is None
+    assert secret_env_name("slack-ops.1") == "DRIFTLESS_NOTIFICATION_SECRET_SLACK_OPS_1"
