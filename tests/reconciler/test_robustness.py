@@ -167,7 +167,7 @@ def test_git_fetch_has_a_deadline(tmp_path: Path, hanging_port: int) -> None:
 
 def test_credentials_in_the_repo_url_are_never_shown(tmp_path: Path) -> None:
     dead = free_port()  # nothing listens: each fetch fails with an error naming the URL
-    rec = start_reconciler(tmp_path, f"http://user:secret@127.0.0.1:{dead}/x.git")
+    rec = start_reconciler(tmp_path, f"http://user:s3cr3t-hunter2@127.0.0.1:{dead}/x.git")
     try:
         url = rec.ready_url.removesuffix("/healthz") if rec.ready_url else ""
         wait_until(lambda: metric(url, "driftless_git_fetch_errors_total") >= 2, timeout=15, what="failed fetches")
@@ -182,10 +182,10 @@ def test_credentials_in_the_repo_url_are_never_shown(tmp_path: Path) -> None:
             "/api/v1/environments", "/api/v1/events?limit=1000", "/api/v1/hosts", "/api/v1/history", "/api/v1/drift",
             "/api/v1/plan-inputs", "/metrics", "/readyz", "/healthz")}
         for path, body in bodies.items():
-            assert "secret" not in body, (path, body)
+            assert "s3cr3t-hunter2" not in body, (path, body)
         assert json.loads(bodies["/api/v1/environments"])["source"]["repo"].startswith("http://***@")
     finally:
         rec.stop()
     log = rec.log()
     assert re.search(r"cannot fetch", log), log
-    assert "secret" not in log, log
+    assert "s3cr3t-hunter2" not in log, log
