@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _processes import free_port, wait_ready  # hack/bench/_processes.py (scripts run from hack/bench)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -130,10 +131,6 @@ def _push_child(mode: str, url: str, wasm_path: str) -> int:
 # --- the driver ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -144,17 +141,6 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the registry exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
 def one_run(mode: str, wasm: Path) -> dict[str, float]:
@@ -165,7 +151,7 @@ def one_run(mode: str, wasm: Path) -> dict[str, float]:
         registry = subprocess.Popen([sys.executable, me, "_registry", mode, str(Path(tmp) / "root"), str(port)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
         try:
-            _wait_ready(f"{url}/v2/", registry)
+            wait_ready(f"{url}/v2/", registry)
             idle = _status_kib(registry.pid, "VmRSS")
             push = subprocess.run([sys.executable, me, "_push", mode, url, str(wasm)], capture_output=True,
                                   text=True, cwd=REPO_ROOT, timeout=300)
