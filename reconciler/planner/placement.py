@@ -358,13 +358,7 @@ def plan(
         key = (env.name, app.name, comp.name)
         digest = _digest_of(comp.image, digests)
         if digest is None:
-            n = sum(len(o) for o in want.placed.values())
-            if n:
-                unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=n,
-                                         reason=f"image {comp.image} has no resolved digest"))
-                for host, ords in want.placed.items():
-                    for _ in ords:
-                        load.count[host] -= 1
+            _give_back(want, load, unplaced, reason=f"image {comp.image} has no resolved digest")
             continue
         try:
             image = pinned.get((comp.image, digest)) or pinned.setdefault(
@@ -374,12 +368,8 @@ def plan(
             continue
         lacking = sorted({v.name for v in comp.config.values() if isinstance(v, SecretRef)} - set(fingerprints))
         if lacking:
-            n = sum(len(o) for o in want.placed.values())
-            unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=n,
-                                     reason=f"secret(s) {', '.join(lacking)} not in the reconciler's --secrets-file"))
-            for host, ords in want.placed.items():
-                for _ in ords:
-                    load.count[host] -= 1
+            _give_back(want, load, unplaced, always=True,
+                       reason=f"secret(s) {', '.join(lacking)} not in the reconciler's --secrets-file")
             continue
         if key not in spec_cache:
             lim = comp.limits
@@ -453,6 +443,17 @@ def plan(
 
 
 _by_id = attrgetter("id")
+
+
+def _give_back(want: _Want, load: _Load, unplaced: list[Unplaced], *, reason: str, always: bool = False) -> None:
+    """A placed component that cannot run after all: its slots go back to the hosts, and it is
+    reported unplaced (when it had instances, or ``always``)."""
+    n = sum(len(o) for o in want.placed.values())
+    if n or always:
+        unplaced.append(Unplaced(env=want.env.name, app=want.app.name, component=want.component.name, missing=n,
+                                 reason=reason))
+    for host, ords in want.placed.items():
+        load.count[host] -= len(ords)
 
 
 def _may_idle(ordinal: str, min_replicas: int) -> bool:
