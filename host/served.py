@@ -44,7 +44,7 @@ from aiohttp import web
 
 from host.errors import HostError, Unavailable
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
-from shared.interfaces import WASI_HTTP_HANDLER, unversioned
+from shared.interfaces import WASI_HTTP_HANDLER, WASI_HTTP_OUTGOING, unversioned
 from shared.retry import Backoff
 from wire.control import BACKOFF, IDLE, RUNNING, STARTING, InstanceSpec
 
@@ -57,7 +57,6 @@ STABLE_SECONDS = 30.0  # running this long resets the restart backoff
 # request/response headers that describe one hop, not the message (RFC 9110 7.6.1)
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                          "transfer-encoding", "upgrade", "host", "content-length"})
-OUTGOING_HTTP = "wasi:http/outgoing-handler"
 PORT_ATTEMPTS = 3
 
 
@@ -162,7 +161,7 @@ class ServedInstance:
 
     def _warnings(self) -> tuple[str, ...]:
         out = []
-        if any(unversioned(i) == OUTGOING_HTTP for i in self.imports):
+        if any(unversioned(i) == WASI_HTTP_OUTGOING for i in self.imports):
             allowed = ", ".join(self.spec.grants.outbound_hosts) or "none"
             out.append(f"outbound HTTP is not filtered on this host (wasmtime serve cannot restrict it): "
                        f"grants.outboundHosts ({allowed}) is not enforced")

@@ -16,13 +16,17 @@ from typing import Any
 
 from model.types import Application, Component, ManifestTree, Problem
 from shared.errors import NotReachable
-from shared.interfaces import ALWAYS_ALLOWED_WASI, WASI_HTTP_HANDLER, unversioned
+from shared.interfaces import (
+    ALWAYS_ALLOWED_WASI,
+    DRIFTLESS_HTTP_HANDLER,
+    WASI_HTTP_HANDLER,
+    WASI_HTTP_OUTGOING,
+    unversioned,
+)
 from shared.reference import ReferenceError, parse
 from shared.registry_client import Credentials, RegistryClientError, Session
 from shared.wasm import HTTP_WORLDS, WASI_HTTP_PROXY, infer_worlds
 
-HTTP_HANDLER = "driftless:http/handler"
-OUTGOING_HTTP = "wasi:http/outgoing-handler"
 HOST_PROVIDED_NAMESPACE = "driftless:http/"  # types, config, log, handler: the host supplies these to every component
 TIMEOUT_SECONDS = 5.0
 
@@ -34,9 +38,6 @@ class ComponentInfo:
     exports: tuple[str, ...]
     worlds: tuple[str, ...] = ()  # standard worlds it targets: wasi:http/proxy, wasi:cli/command, driftless:http
 
-
-def _unversioned(name: str) -> str:
-    return name.split("@", 1)[0]
 
 
 def interface_matches(declared: str, recorded: str) -> bool:
@@ -186,9 +187,9 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
         source = infos.get(link.from_component)
         if unversioned(link.interface) == WASI_HTTP_HANDLER:
             # an HTTP link: the caller sends requests (wasi:http/outgoing-handler) to <TO>_URL
-            if source is not None and not any(unversioned(m) == OUTGOING_HTTP for m in source.imports):
+            if source is not None and not any(unversioned(m) == WASI_HTTP_OUTGOING for m in source.imports):
                 problems.append(_problem(tree, env, app, path, f"'{link.from_component}' cannot send HTTP requests "
-                                                               f"(it does not import {OUTGOING_HTTP}): the HTTP link "
+                                                               f"(it does not import {WASI_HTTP_OUTGOING}): the HTTP link "
                                                                "would be unused", code="interface-not-imported"))
         elif source is not None and not any(interface_matches(link.interface, m) for m in source.imports):
             imported = ", ".join(m for m in source.imports if ":" in m) or "no interfaces"
@@ -211,8 +212,8 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
                     continue
                 if not component.capabilities:
                     continue  # grants, not import lists: WASI imports are linked (strict only with capabilities)
-                granted = {_unversioned(c) for c in component.capabilities} | ALWAYS_ALLOWED_WASI
-                if _unversioned(name) not in granted:
+                granted = {unversioned(c) for c in component.capabilities} | ALWAYS_ALLOWED_WASI
+                if unversioned(name) not in granted:
                     problems.append(_problem(
                         tree, env, app, f"{base}.capabilities",
                         f"'{component.name}' imports {name}, which its capabilities do not grant: the host will "
@@ -226,12 +227,12 @@ def _check_wiring(tree: ManifestTree, env: str, app: Application, infos: dict[st
             problems.append(_problem(tree, env, app, f"{base}.expose",
                                      f"'{component.name}' exposes {component.expose} but targets no HTTP world: it "
                                      f"exports neither wasi:http/incoming-handler@0.2.x (world wasi:http/proxy) nor "
-                                     f"{HTTP_HANDLER} (world driftless:http), so it cannot serve HTTP "
+                                     f"{DRIFTLESS_HTTP_HANDLER} (world driftless:http), so it cannot serve HTTP "
                                      f"(it exports {_listed(info.exports)})", code="not-http-handler"))
         elif not info.worlds and not any(_is_interface(e) for e in info.exports):
             problems.append(_problem(tree, env, app, f"{base}.image",
                                      f"'{component.name}' ({component.image}) exports no HTTP handler "
-                                     f"(wasi:http/incoming-handler or {HTTP_HANDLER}), no wasi:cli/run and no interface "
+                                     f"(wasi:http/incoming-handler or {DRIFTLESS_HTTP_HANDLER}), no wasi:cli/run and no interface "
                                      f"a link could use (it exports {_listed(info.exports)}): nothing could run it; "
                                      "build it for the wasi:http/proxy, wasi:cli/command or driftless:http world, or "
                                      "export a WIT interface", code="nothing-to-run"))

@@ -8,6 +8,7 @@ a job), or our own ``driftless:http/handler`` (served in-process).
 from __future__ import annotations
 
 WASI_HTTP_HANDLER = "wasi:http/incoming-handler"
+WASI_HTTP_OUTGOING = "wasi:http/outgoing-handler"  # what a component imports to send HTTP
 WASI_CLI_RUN = "wasi:cli/run"
 WASI_CONFIG_STORE = "wasi:config/store"
 DRIFTLESS_HTTP_HANDLER = "driftless:http/handler"
