@@ -120,7 +120,6 @@ class ServedInstance:
         self.imports = imports
         self._serve = serve
         self.handler_export: str | None = WASI_HTTP_HANDLER
-        self.exports = (WASI_HTTP_HANDLER,)
         self.timeout_ms = timeout_ms
         self.max_concurrency = max_concurrency
         self.managed = managed
@@ -142,7 +141,6 @@ class ServedInstance:
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
-        self.stopped_idle = 0  # times it scaled to zero (for status and tests)
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -315,7 +313,6 @@ class ServedInstance:
                     or now - self._last_request < self.idle_after):
                 return False
             self._proc, self._state = None, IDLE
-            self.stopped_idle += 1
         log.info("%s: idle for %.0fs, stopping (scaled to zero)", self.spec.id, self.idle_after)
         _stop(proc)
         return True
