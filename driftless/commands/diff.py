@@ -164,12 +164,9 @@ def render(result: dict[str, Any], *, what: str) -> str:
 
 
 def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[str, Any]]:
-    """For each component whose digest changes, what to review before it rolls out, from what the
-    registry recorded: the interfaces the new digest imports that the running one did not (a new
-    capability), and what its exports break of the running one's (a removed interface or function,
-    a changed signature: whoever is linked to it was built against the old ones)."""
-    from reconciler.planner.compat import breaking_changes, new_capabilities
-    from shared.registry_client import component_info
+    """For each component whose digest changes, what to review before it rolls out: the promotion
+    gates' own review (reconciler.gitops.promote.review_digests) of the running and the new digest."""
+    from reconciler.gitops.promote import review_digests
 
     seen: set[tuple[str, str, str]] = set()
     out: list[dict[str, Any]] = []
@@ -179,15 +176,9 @@ def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[
         if c.get("action") != "update" or not old or not new or old == new or key in seen:
             continue
         seen.add(key)
-        repository = image.split("@", 1)[0]
-        try:
-            before = component_info(f"{repository}@{old}", registry_url=registry_url)
-            after = component_info(f"{repository}@{new}", registry_url=registry_url)
-        except DriftlessError:
-            continue  # not a Driftless registry, or a digest it no longer has: nothing to compare
-        added = new_capabilities(before.get("imports") or (), after.get("imports") or ())
-        breaking = breaking_changes(before.get("exportsDetail") or {}, after.get("exportsDetail") or {})
-        if added or breaking:
-            out.append({"component": key[0], "oldDigest": old, "newDigest": new, "imports": added,
-                        "breaking": breaking})
+        review = review_digests(running={key[0]: (image, old)}, proposed={key[0]: (image, new)},
+                                registry_url=registry_url).get(key[0])
+        if review is not None and (review.new_imports or review.breaking):
+            out.append({"component": key[0], "oldDigest": old, "newDigest": new,
+                        "imports": list(review.new_imports), "breaking": list(review.breaking)})
     return out

@@ -230,7 +230,8 @@ def review_digests(*, running: Mapping[str, tuple[str, str]], proposed: Mapping[
         if not old or old == new:
             continue
         try:
-            repository = parse(image).repository
+            ref = parse(image)
+            repository = f"{ref.registry}/{ref.repository}" if ref.registry else ref.repository
             before = component_info(f"{repository}@{old}", registry_url=registry_url)
             after = component_info(f"{repository}@{new}", registry_url=registry_url)
         except (DriftlessError, ReferenceError):
