@@ -16,6 +16,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+# postgresql: the reconciler's replicated state store (tests start private clusters on loopback);
+# age: encrypts secret values kept in Git (the reconciler decrypts with pyrage)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v age >/dev/null || need_apt+=(age)
 # chromium: the dashboard's browser test (tests/test_dashboard.py, Playwright on Debian's build)
 command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -23,6 +27,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
+    # keep packages' own services (postgresql's cluster) from starting: tests start private ones
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "setup: please install ${need_apt[*]} (Debian: sudo apt-get install ${need_apt[*]})" >&2
