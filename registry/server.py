@@ -320,7 +320,10 @@ class RegistryApp:
         headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": result.digest}
         if result.subject:
             headers["OCI-Subject"] = result.subject
-        return _empty(201, headers)
+        response = _empty(201, headers)
+        for tag in result.tags:  # one OCI-Tag per tag set (distribution-spec, next version)
+            response.headers.add("OCI-Tag", tag)
+        return response
 
     async def _tags(self, request: web.BaseRequest, name: str) -> web.Response:
         def listing() -> list[str]:

@@ -35,6 +35,7 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_LIST)
 EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_TAG_PARAMETERS = 100  # ?tag= parameters of one manifest push
 GENERIC_CONTENT_TYPES = frozenset({"application/json", "application/octet-stream", "text/plain"})
 MAX_NAME_LENGTH = 255
 # 32 hex random, 8 hex start time, 24 hex HMAC over both and the repository
@@ -106,6 +107,7 @@ class StoredManifest:
 class PutResult:
     digest: str
     subject: str | None
+    tags: tuple[str, ...] = ()  # every tag the push set (the reference if a tag, then each ?tag=), for OCI-Tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +397,13 @@ class Registry:
         else:
             check_tag(reference)
             digest = digest_of(body)
-        for t in tags:
+        if len(tags) > MAX_TAG_PARAMETERS:
+            raise RegistryError(
+                "MANIFEST_INVALID", f"{len(tags)} tag parameters; at most {MAX_TAG_PARAMETERS} tags can be set in one push"
+            )
+        for t in tags:  # every tag is checked before anything is written: all of them are set, or none
             check_tag(t)
+        applied = tuple(dict.fromkeys((() if is_digest_like(reference) else (reference,)) + tuple(tags)))
         manifest = parse_manifest(body, content_type)
         media_type = manifest["mediaType"]
         self._check_references(repo, manifest)
@@ -415,9 +422,9 @@ class Registry:
             self.storage.put(
                 key("referrer", repo=repo, subject=subject["digest"], digest=digest), json.dumps(descriptor).encode()
             )
-        for t in (() if is_digest_like(reference) else (reference,)) + tuple(tags):
+        for t in applied:
             self.storage.put(key("tag", repo=repo, tag=t), digest.encode())
-        return PutResult(digest=digest, subject=subject["digest"] if subject else None)
+        return PutResult(digest=digest, subject=subject["digest"] if subject else None, tags=applied)
 
     def _check_references(self, repo: str, manifest: dict[str, Any]) -> None:
         if manifest["mediaType"] in INDEX_MEDIA_TYPES:

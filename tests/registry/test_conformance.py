@@ -431,16 +431,62 @@ def test_pull_large_blob_keeps_connection_usable(oci: Oci) -> None:
 
 
 def test_push_manifest_by_digest_with_tag_parameters(oci: Oci) -> None:
+    """The distribution-spec development version: PUT by digest with one or more ``tag`` query parameters
+    sets every tag, and the response names each one in an ``OCI-Tag`` header (clients that see none fall
+    back to one PUT per tag)."""
     _, manifest = oci.image("conf/tag-param", None)
     body = json.dumps({**manifest, "annotations": {"v": "2"}}).encode()
-    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(body)}?tag=a&tag=b", content=body,
+    digest = sha256(body)
+    r = oci.put(f"/v2/conf/tag-param/manifests/{digest}?tag=a&tag=b&tag=a", content=body,
                 headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 201
+    assert r.headers.get_list("OCI-Tag") == ["a", "b"]  # one header per tag, each once
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Location"] == f"/v2/conf/tag-param/manifests/{digest}"
     assert oci.get("/v2/conf/tag-param/tags/list").json()["tags"] == ["a", "b"]
-    assert oci.head("/v2/conf/tag-param/manifests/b").headers["Docker-Content-Digest"] == sha256(body)
-    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(body)}?tag=-bad", content=body,
+    for tag in ("a", "b"):
+        got = oci.get(f"/v2/conf/tag-param/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+        assert got.status_code == 200 and got.content == body and got.headers["Docker-Content-Digest"] == digest
+    # a single tag parameter, moving a tag another manifest held
+    other = json.dumps({**manifest, "annotations": {"v": "3"}}).encode()
+    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(other)}", params={"tag": "b"}, content=other,
                 headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201 and r.headers.get_list("OCI-Tag") == ["b"]
+    assert oci.head("/v2/conf/tag-param/manifests/b").headers["Docker-Content-Digest"] == sha256(other)
+    assert oci.head("/v2/conf/tag-param/manifests/a").headers["Docker-Content-Digest"] == digest
+    # without parameters, a push by digest sets no tag and says so by sending no OCI-Tag
+    plain = json.dumps({**manifest, "annotations": {"v": "4"}}).encode()
+    r = oci.put(f"/v2/conf/tag-param/manifests/{sha256(plain)}", content=plain, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201 and "OCI-Tag" not in r.headers
+    # a push by tag names its tag (and any parameters) too
+    r = oci.put("/v2/conf/tag-param/manifests/c", params=[("tag", "d")], content=plain,
+                headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201 and r.headers.get_list("OCI-Tag") == ["c", "d"]
+    assert oci.get("/v2/conf/tag-param/tags/list").json()["tags"] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("tags", [["-bad"], ["ok1", "no/slash"], ["ok2", ""], ["x" * 129], ["ok3", ".dot"]])
+def test_push_with_an_invalid_tag_parameter_sets_nothing(oci: Oci, tags: list[str]) -> None:
+    """Any invalid tag refuses the whole push with MANIFEST_INVALID (the registry's error table): no tag
+    of the request is set, and the manifest is not stored either."""
+    _, manifest = oci.image("conf/tag-bad", None)
+    body = json.dumps({**manifest, "annotations": {"tags": ",".join(tags)}}).encode()
+    r = oci.put(f"/v2/conf/tag-bad/manifests/{sha256(body)}", params=[("tag", t) for t in tags], content=body,
+                headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", r.text
+    assert "is invalid" in r.json()["errors"][0]["detail"] and "OCI-Tag" not in r.headers
+    assert oci.get("/v2/conf/tag-bad/tags/list").json()["tags"] == []
+    assert oci.get(f"/v2/conf/tag-bad/manifests/{sha256(body)}").status_code == 404
+
+
+def test_push_with_too_many_tag_parameters_is_refused(oci: Oci) -> None:
+    _, manifest = oci.image("conf/tag-many", None)
+    body = json.dumps(manifest).encode()
+    r = oci.put(f"/v2/conf/tag-many/manifests/{sha256(body)}", params=[("tag", f"t{i}") for i in range(101)],
+                content=body, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"
+    assert "at most 100" in r.json()["errors"][0]["detail"]
+    assert oci.get("/v2/conf/tag-many/tags/list").json()["tags"] == []
 
 
 def test_referrers_artifact_type_fallbacks_and_index_referrer(oci: Oci) -> None:
