@@ -10,7 +10,7 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       registry/               registry storage root
       git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
-      hosts/<name>/           each host's state (desired state, compiled cache)
+      hosts/<name>/           each host's state (desired state, compiled cache, admin-token: its admin API credential)
       logs/<process>.log      one log per process
 
 Started again on the same data directory it resumes: nothing is re-seeded, the registry keeps its
@@ -135,6 +135,10 @@ class Platform:
     @property
     def users_file(self) -> Path:
         return self.data / "users.yaml"
+
+    def host_admin_token_file(self, name: str) -> Path:
+        """The credential of host ``name``'s admin API (the host creates it, 0600, in its data directory)."""
+        return self.data / "hosts" / name / "admin-token"
 
     def admin_token(self) -> str:
         return self.admin_token_file.read_text().strip()
@@ -365,6 +369,7 @@ class Platform:
                     "labels": h.labels,
                     "ingress": f"http://127.0.0.1:{h.port}",
                     "admin": f"http://127.0.0.1:{h.admin_port}",
+                    "adminTokenFile": str(self.host_admin_token_file(h.name)),
                 }
                 for h in self.hosts
             ],

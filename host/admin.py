@@ -1,5 +1,11 @@
-"""The host-local admin API (``--admin-listen``, bearer token): list, start out of band, stop,
-reconfigure and re-image instances. Out-of-band changes last until the next desired generation arrives.
+"""The host-local admin API (``--admin-listen``): list, start out of band, stop, reconfigure and
+re-image instances. Out-of-band changes last until the next desired generation arrives.
+
+Its credential is the host's own admin token, never the join token nor the host's credential from the
+reconciler: ``--admin-token-file FILE`` (default ``DATA/admin-token``), created with a fresh random
+token (mode 0600) when it does not exist, refused when group or others may read it. ``driftless host
+exec --token-file FILE`` sends it (``Authorization: Bearer <admin token>``); without it every endpoint
+but ``/healthz`` answers 401 and changes nothing.
 
     GET    /api/v1/status                      host, generation, compile/cache counters
     GET    /api/v1/instances                   {"observedGeneration": G, "instances": [InstanceStatus]}
@@ -12,7 +18,11 @@ reconfigure and re-image instances. Out-of-band changes last until the next desi
 from __future__ import annotations
 
 import hmac
+import os
+import secrets
+import stat
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +34,35 @@ from wire.control import InstanceSpec
 
 REQUIRED_FIELDS = ("image", "digest", "env", "app", "component")
 PATCH_FIELDS = frozenset({"config", "image", "digest"})
+
+
+ADMIN_TOKEN_FILE = "admin-token"  # in the host's data directory, unless --admin-token-file says otherwise
+
+
+def admin_token(path: Path) -> str:
+    """The admin API's token kept in ``path``: created (random, mode 0600) when missing; HostError when
+    the file is empty, unreadable, or readable by group or others."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise HostError(f"cannot create the admin token file {path}: {exc.strerror}",
+                        hint="pass a writable --data DIR or --admin-token-file FILE") from None
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        mode = os.stat(path).st_mode
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise HostError(f"cannot read the admin token file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise HostError(f"the admin token file {path} is readable by group or others (mode {stat.S_IMODE(mode):04o})",
+                        hint=f"chmod 600 {path}")
+    if not token:
+        raise HostError(f"the admin token file {path} is empty", hint="remove it: the host creates a new one")
+    return token
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -76,8 +115,13 @@ def _shown(spec: InstanceSpec) -> dict[str, Any]:
 
 
 def make_admin_app(
-    *, supervisor: Supervisor, token: str | None, status: Callable[[], dict[str, Any]]
+    *, supervisor: Supervisor, token: str, status: Callable[[], dict[str, Any]]
 ) -> web.Application:
+    """The admin API; every endpoint but /healthz needs ``Authorization: Bearer <token>``."""
+    if not token:
+        raise ValueError("the admin API needs a token")
+    expected = f"Bearer {token}".encode()
+
     @web.middleware
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,8 +129,10 @@ def make_admin_app(
         if request.path == "/healthz":
             return await handler(request)
         given = request.headers.get("Authorization", "")
-        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token; pass the host's token (--token)")
+        if not hmac.compare_digest(given.encode(), expected):
+            return _error(401, "missing or wrong admin credential: send the host's admin token (its "
+                               "--admin-token-file, default DATA/admin-token; `driftless host exec --token-file "
+                               "FILE`); the join token and the host's credential are not accepted here")
         return await handler(request)
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from host.admin import make_admin_app
+from host.admin import ADMIN_TOKEN_FILE, admin_token, make_admin_app
 from host.cache import CompiledCache
 from host.control_client import ControlChannel
 from host.errors import HostError
@@ -62,6 +62,7 @@ class HostOptions:
     desired_file: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     admin_listen: tuple[str, int] | None = None
+    admin_token_file: Path | None = None  # the admin API's credential; default DATA/admin-token (created 0600)
     advertise: str | None = None
     heartbeat: float = 3.0
     access: RegistryAccess = field(default_factory=RegistryAccess)
@@ -208,8 +209,9 @@ class HostAgent:
         print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
         runners = [ingress]
         if self.options.admin_listen:
+            token_file = self.options.admin_token_file or self.options.data / ADMIN_TOKEN_FILE
             admin = web.AppRunner(
-                make_admin_app(supervisor=self.supervisor, token=self.options.token, status=self.status),
+                make_admin_app(supervisor=self.supervisor, token=admin_token(token_file), status=self.status),
                 access_log=None,
                 handle_signals=False,
             )
@@ -220,9 +222,8 @@ class HostAgent:
                 raise HostError(f"cannot listen on {self.options.admin_listen}: {exc.strerror}") from None
             runners.append(admin)
             host, port = self.options.admin_listen
-            print(f"driftless host {self.options.name}: admin API on http://{host}:{port}", flush=True)
-            if not self.options.token:
-                log.warning("the admin API has no token: anyone who can reach %s:%d can change this host", host, port)
+            print(f"driftless host {self.options.name}: admin API on http://{host}:{port} (credential: {token_file})",
+                  flush=True)
 
         tasks = [asyncio.create_task(self._retry_loop())]
         if self.options.control:

@@ -2,7 +2,7 @@
 
     driftless host --control URL --token T --name NAME --label cloud=aws --listen 127.0.0.1:8081 --data DIR
     driftless host --desired desired.yaml --listen 127.0.0.1:8081         # standalone, no reconciler
-    driftless host exec --admin http://127.0.0.1:9081 --token T ls|status|run|stop|set-config|set-image ...
+    driftless host exec --admin http://127.0.0.1:9081 [--token-file DATA/admin-token] ls|status|run|stop|...
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.allow_abbrev = False  # `host exec --admin URL` must not read as an abbreviation of --admin-listen/--admin-token-file
     p.add_argument("--control", metavar="URL", help="reconciler URL to connect out to (e.g. http://10.0.0.5:8080)")
     p.add_argument("--control-ca", metavar="FILE", help="CA bundle to trust for an https reconciler")
     p.add_argument("--desired", type=Path, metavar="FILE",
                    help="standalone: run the HostDesiredState in FILE (JSON/YAML), re-read when it changes")
-    p.add_argument("--token", help="join token (default: $DRIFTLESS_TOKEN); also protects the admin API")
+    p.add_argument("--token", help="join token (default: $DRIFTLESS_TOKEN); only registers the host")
     p.add_argument("--token-file", type=Path, metavar="FILE", help="read the join token from FILE")
     p.add_argument("--name", default=None, help="host name (default: the machine's hostname)")
     p.add_argument("--label", action="append", type=parse_pair, default=[], metavar="KEY=VALUE",
@@ -64,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ingress where exposed components are served (default 127.0.0.1:8081)")
     p.add_argument("--admin-listen", type=parse_listen, default=None, metavar="HOST:PORT",
                    help="host-local admin API (off unless given; keep it on loopback)")
+    p.add_argument("--admin-token-file", type=Path, default=None, metavar="FILE",
+                   help="the admin API's own credential (default DATA/admin-token; created with a random token, "
+                        "mode 0600, when missing)")
     p.add_argument("--advertise", metavar="URL", help="ingress URL reported to the reconciler (default from --listen)")
     p.add_argument("--data", type=Path, default=None,
                    help="state directory: last desired state, compiled cache (default $DRIFTLESS_DATA/host-NAME)")
@@ -92,9 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Out-of-band changes through a host's admin API; they last until the "
                                     "next desired generation arrives.")  # fmt: skip
     ex.add_argument("--admin", required=True, metavar="URL", help="admin API URL, e.g. http://127.0.0.1:9081")
-    ex.add_argument("--token", dest="exec_token", metavar="TOKEN",
-                    help="host token (default: $DRIFTLESS_TOKEN, else the token of a local `driftless up`)")
-    ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE")
+    ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE",
+                    help="the host's admin credential (its --admin-token-file; default: $DRIFTLESS_ADMIN_TOKEN_FILE, "
+                         "else the file of the host of a local `driftless up` at --admin)")
     ex.add_argument("--json", action="store_true", help="print JSON")
     acts = ex.add_subparsers(dest="exec_action", metavar="ACTION", required=True)
     acts.add_parser("ls", help="list instances")
@@ -169,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         desired_file=args.desired,
         labels=dict(args.label),
         admin_listen=args.admin_listen,
+        admin_token_file=args.admin_token_file,
         advertise=args.advertise,
         heartbeat=args.heartbeat,
         access=RegistryAccess(
@@ -188,16 +193,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _exec_token(args: argparse.Namespace) -> str | None:
-    """--token, --token-file, $DRIFTLESS_TOKEN, else the token of a local `driftless up`."""
-    token = _token(args.exec_token, args.exec_token_file)
-    if token:
-        return token
-    token_file = load_up_json().get("tokenFile")
-    if token_file:
+    """The host's admin credential: --token-file, $DRIFTLESS_ADMIN_TOKEN_FILE, else the admin token file
+    of the host of a local `driftless up` whose admin API is --admin (never the join token)."""
+    path: Path | None = args.exec_token_file
+    if path is None and os.environ.get("DRIFTLESS_ADMIN_TOKEN_FILE"):
+        path = Path(os.environ["DRIFTLESS_ADMIN_TOKEN_FILE"])
+    if path is not None:
         try:
-            return Path(token_file).read_text().strip() or None
-        except OSError:
-            return None
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise UsageError(f"cannot read the admin token file {path}: {exc.strerror}") from None
+    admin = args.admin.rstrip("/")
+    for h in load_up_json().get("hosts") or []:
+        if isinstance(h, dict) and str(h.get("admin", "")).rstrip("/") == admin and h.get("adminTokenFile"):
+            try:
+                return Path(h["adminTokenFile"]).read_text().strip() or None
+            except OSError:
+                return None
     return None
 
 

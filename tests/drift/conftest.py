@@ -25,7 +25,7 @@ from tests.support.components import build, variant
 from tests.support.platform import LocalPlatform, Process, local_platform
 from tests.support.procs import wait_until
 
-TOKEN = "drift-test-token"  # the join token (hosts, their admin APIs)
+TOKEN = "drift-test-token"  # the join token (hosts register with it)
 ADMIN = "alice"  # the reconciler's admin user: the CLI promotes and approves as her
 HEARTBEAT = 0.5
 
@@ -117,13 +117,16 @@ class Platform:
             "DRIFTLESS_CONTROL": self.control,
             "DRIFTLESS_REGISTRY": self.registry,
             "DRIFTLESS_REPO": str(self.remote),
-            "DRIFTLESS_TOKEN": TOKEN,  # `driftless host exec`: the hosts' admin APIs
             "DRIFTLESS_TOKEN_FILE": str(self.credential),  # the reconciler's API: the admin credential
             "DRIFTLESS_DATA": str(self.root / "cli"),  # no stray up.json
             "NO_COLOR": "1",
         }
 
     def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        if args[:3] == ("host", "exec", "--admin"):  # the host's own admin credential, never the join token
+            assert self.lp is not None
+            name = next(h.name for h in self.hosts.values() if h.admin == args[3])
+            args = (*args[:4], "--token-file", str(self.lp.host_admin_token_file(name)), *args[4:])
         return subprocess.run(
             [sys.executable, "-m", "driftless", *args],
             capture_output=True, text=True, env=self.env(), cwd=cwd or self.root, timeout=60,
@@ -136,7 +139,9 @@ class Platform:
     def admin(self, host: str, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.hosts[host].admin + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {TOKEN}")
+        assert self.lp is not None
+        for k, v in self.lp.host_admin_headers(host).items():
+            req.add_header(k, v)
         req.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read() or b"null")

@@ -119,8 +119,17 @@ class Host:
     proc: DriftlessProcess
     url: str
     admin: str
-    token: str
+    token: str  # the join token
     data: Path
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The admin API's credential, which the host created in its data directory (0600)."""
+        return self.data / "admin-token"
+
+    @property
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text().strip()
 
     def __enter__(self) -> Host:
         return self
@@ -136,7 +145,7 @@ class Host:
     def admin_get(self, path: str) -> Any:
         import httpx
 
-        r = httpx.get(self.admin + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
+        r = httpx.get(self.admin + path, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=5)
         r.raise_for_status()
         return r.json()
 

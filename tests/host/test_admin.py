@@ -17,9 +17,10 @@ from tests.support.components import variant
 from tests.support.procs import wait_until
 
 
-def _exec(host: Host, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+def _exec(host: Host, *args: str, token_file: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "driftless", "host", "exec", "--admin", host.admin, "--token", token or host.token, *args],
+        [sys.executable, "-m", "driftless", "host", "exec", "--admin", host.admin,
+         "--token-file", str(token_file or host.admin_token_file), *args],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 
@@ -72,10 +73,12 @@ def test_out_of_band_changes_last_until_the_next_generation(tmp_path: Path, imag
 
 def test_admin_api_wants_the_token_and_clear_input(tmp_path: Path, images: dict[str, str]) -> None:
     with start_host(tmp_path) as host:
-        r = _exec(host, "ls", token="wrong")
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("wrong\n")
+        r = _exec(host, "ls", token_file=wrong)
         assert r.returncode == 1
-        assert "401" in r.stderr and "token" in r.stderr and "Traceback" not in r.stderr
-        auth = {"Authorization": f"Bearer {host.token}"}
+        assert "401" in r.stderr and "admin token" in r.stderr and "Traceback" not in r.stderr
+        auth = {"Authorization": f"Bearer {host.admin_token}"}
         r = httpx.post(host.admin + "/api/v1/instances", headers=auth, json={"image": images["hello"]})
         assert r.status_code == 400
         assert "digest" in r.json()["error"] and "env" in r.json()["error"]
@@ -92,25 +95,69 @@ def test_admin_api_wants_the_token_and_clear_input(tmp_path: Path, images: dict[
     assert r.returncode == 1 and "not reachable" in r.stderr
 
 
-def test_exec_finds_the_token_of_a_local_driftless_up(tmp_path: Path) -> None:
+def test_exec_finds_the_admin_token_of_a_local_driftless_up(tmp_path: Path) -> None:
     with start_host(tmp_path) as host:
         token_file = tmp_path / "token"
         token_file.write_text(host.token + "\n")
         data = tmp_path / "up-data"
         data.mkdir()
-        (data / "up.json").write_text(json.dumps({"tokenFile": str(token_file)}))
-        env = {k: v for k, v in os.environ.items() if k != "DRIFTLESS_TOKEN"}
-        r = subprocess.run(
-            [sys.executable, "-m", "driftless", "host", "exec", "--admin", host.admin, "status"],
-            capture_output=True, text=True, timeout=30, env={**env, "DRIFTLESS_DATA": str(data)},
-        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLESS_")}
+        env["DRIFTLESS_DATA"] = str(data)
+
+        def status(up: dict[str, object]) -> subprocess.CompletedProcess[str]:
+            (data / "up.json").write_text(json.dumps(up))
+            return subprocess.run(
+                [sys.executable, "-m", "driftless", "host", "exec", "--admin", host.admin, "status"],
+                capture_output=True, text=True, timeout=30, env=env,
+            )  # fmt: skip
+
+        # the join token of up.json is no admin credential
+        r = status({"tokenFile": str(token_file)})
+        assert r.returncode == 1 and "401" in r.stderr, r.stderr
+        r = status({"tokenFile": str(token_file),
+                    "hosts": [{"name": "h1", "admin": host.admin, "adminTokenFile": str(host.admin_token_file)}]})
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["name"] == "h1"
 
 
+def test_the_join_token_changes_nothing_on_the_admin_api(tmp_path: Path, images: dict[str, str]) -> None:
+    """The admin API has its own credential (DATA/admin-token, 0600, made by the host): the join token
+    (and no token) get 401 on every endpoint, and the host runs exactly what it ran."""
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(images["hello"], component="web", route="/web")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running")
+        assert host.admin_token_file.stat().st_mode & 0o777 == 0o600
+        assert host.admin_token and host.admin_token != host.token
+        before = host.instances()
+        spec = {"env": "dev", "app": "demo", "component": "evil", "image": images["hello"],
+                "digest": images["hello"].rpartition("@")[2], "route": "/evil"}
+        for headers in ({"Authorization": f"Bearer {host.token}"}, {}):
+            attempts = [
+                httpx.get(host.admin + "/api/v1/instances", headers=headers),
+                httpx.get(host.admin + "/api/v1/status", headers=headers),
+                httpx.post(host.admin + "/api/v1/instances", headers=headers, json=spec),
+                httpx.delete(host.admin + "/api/v1/instances", headers=headers, params={"id": "dev/demo/web/0"}),
+                httpx.patch(host.admin + "/api/v1/instances", headers=headers, params={"id": "dev/demo/web/0"},
+                            json={"config": {"GREETING": "pwned"}}),
+            ]
+            assert [r.status_code for r in attempts] == [401] * 5, [r.text for r in attempts]
+            assert "admin token" in attempts[0].json()["error"]
+        assert host.instances() == before
+        assert host.get("/web").status_code == 200 and host.get("/evil").status_code == 404
+    # an admin token file others may read is refused at start, with the fix
+    loose = tmp_path / "loose-token"
+    loose.write_text("x" * 32)
+    loose.chmod(0o644)
+    r = subprocess.run([sys.executable, "-m", "driftless", "host", "--name", "h2", "--listen", "127.0.0.1:0",
+                        "--admin-listen", "127.0.0.1:0", "--admin-token-file", str(loose), "--data",
+                        str(tmp_path / "h2")], capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode != 0 and "readable by group or others" in r.stderr and f"chmod 600 {loose}" in r.stderr
+
+
 def _patch(host: Host, instance_id: str, body: object) -> httpx.Response:
     return httpx.patch(host.admin + "/api/v1/instances", params={"id": instance_id}, json=body,
-                       headers={"Authorization": f"Bearer {host.token}"}, timeout=10)  # fmt: skip
+                       headers={"Authorization": f"Bearer {host.admin_token}"}, timeout=10)  # fmt: skip
 
 
 def test_set_image_replaces_rolling_and_lasts_until_the_next_generation(

@@ -270,7 +270,7 @@ def test_instance_stopped_by_hand_is_healed(platform: Platform) -> None:
     p = platform
     victim = next(i for i in p.desired("aws") if "/hello/" in i)
     req = urllib.request.Request(f"{p.admin['aws']}/api/v1/instances?id={urllib.parse.quote(victim)}",
-                                 method="DELETE", headers={"Authorization": f"Bearer {p.token_file.read_text()}"})
+                                 method="DELETE", headers=p.lp.host_admin_headers("aws"))
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status in (200, 202, 204)
     wait_until(lambda: victim not in p.report("aws"), timeout=10, what="instance gone from the report")

@@ -86,7 +86,7 @@ class World:
 
     def admin_instances(self) -> dict[str, Any]:
         r = httpx.get(f"{self.p.admin(HOST)}/api/v1/instances", timeout=5,
-                      headers={"Authorization": f"Bearer {self.p.token()}"})
+                      headers=self.p.host_admin_headers(HOST))
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body

@@ -262,6 +262,10 @@ class LocalPlatform(Platform):
     def admin(self, host: str) -> str:
         return f"http://127.0.0.1:{self.host_plan(host).admin_port}"
 
+    def host_admin_headers(self, host: str) -> dict[str, str]:
+        """The credential of ``host``'s admin API (DATA/hosts/NAME/admin-token, made by the host)."""
+        return {"Authorization": f"Bearer {self.host_admin_token_file(host).read_text().strip()}"}
+
     def process(self, name: str) -> Process:
         """The process ``registry``, ``reconciler`` or ``host-NAME``."""
         return Process(self, name)
