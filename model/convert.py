@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from model.rollout import to_rollout
 from model.types import (
     DEFAULT_IDLE_TIMEOUT_S,
     Application,
@@ -21,12 +22,16 @@ from model.types import (
     Link,
     Notification,
     PromotionPolicy,
+    RolloutPolicy,
+    RolloutStep,
     Scale,
     SecretRef,
+    ShadowPolicy,
     Spread,
     SpreadRequirement,
     SyncMode,
     SyncPolicy,
+    Threshold,
 )
 from shared.units import duration_seconds, memory_bytes
 
@@ -82,6 +87,17 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
         "spec.links[].from": (Link, "from_component"),
         "spec.links[].to": (Link, "to_component"),
         "spec.links[].interface": (Link, "interface"),
+        "spec.rollout": (Application, "rollout"),
+        "spec.rollout.strategy": (RolloutPolicy, "strategy"),
+        "spec.rollout.steps": (RolloutPolicy, "steps"),
+        "spec.rollout.steps[].weight": (RolloutStep, "weight"),
+        "spec.rollout.steps[].pause": (RolloutStep, "pause_s"),
+        "spec.rollout.abortWhen": (RolloutPolicy, "abort_when"),
+        "spec.rollout.shadow": (RolloutPolicy, "shadow"),
+        "spec.rollout.shadow.sample": (ShadowPolicy, "sample"),
+        "spec.rollout.shadow.compare": (ShadowPolicy, "compare"),
+        "spec.rollout.shadow.minMatch": (ShadowPolicy, "min_match"),
+        "spec.rollout.shadow.duration": (ShadowPolicy, "duration_s"),
     },
 }
 
@@ -91,6 +107,8 @@ STRUCTURAL: dict[str, frozenset[str]] = {
     "Application": frozenset({
         "apiVersion", "kind", "metadata", "spec",
         "spec.components[].placement.spread", "spec.components[].placement.daemon",
+        # thresholds by metric (model.rollout.METRICS): one Mapping field, abort_when
+        "spec.rollout.abortWhen.errorRate", "spec.rollout.abortWhen.p99", "spec.rollout.abortWhen.traps",
     }),
 }
 
@@ -100,6 +118,9 @@ DERIVED: frozenset[tuple[type, str]] = frozenset({
     (Application, "source"),
     (Application, "env"),  # the folder it lives in
     (SecretRef, "name"),  # a config value {secretRef: name} (spec.components[].config.*.secretRef)
+    (Threshold, "text"),  # spec.rollout.abortWhen.<metric>, parsed by model.rollout.parse_threshold
+    (Threshold, "value"),
+    (Threshold, "relative"),
 })
 
 
@@ -139,6 +160,7 @@ def to_application(data: dict[str, Any], *, env: str, source: str) -> Applicatio
             Link(from_component=link["from"], to_component=link["to"], interface=link["interface"])
             for link in spec.get("links") or ()
         ),
+        rollout=to_rollout(spec.get("rollout")),
         source=source,
     )
 

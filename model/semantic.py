@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from model.rollout import check_rollout
 from model.schema_check import did_you_mean
 from model.types import Application, Component, Daemon, Environment, Problem, Spread
 from model.yamldoc import Document, PathKey
@@ -144,6 +145,7 @@ def check_applications(env: Environment | None, apps: list[AppRecord]) -> list[P
             seen_apps[app.name] = record
         problems.extend(_check_components(env, record))
         problems.extend(_check_links(record))
+        problems.extend(check_rollout(app, record.doc))
     return problems
 
 

@@ -205,12 +205,49 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutStep:
+    weight: int  # percent of the traffic the new digest gets during this step
+    pause_s: float = 0.0  # how long the step lasts before the next one (while the new digest behaves)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Threshold:
+    """An abort threshold: the metric above ``value`` (a fraction for errorRate, seconds for p99,
+    a count for traps), or with ``relative`` above ``value`` times the stable digest's figure."""
+
+    text: str  # as written, e.g. "> 1.5x baseline"
+    value: float
+    relative: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowPolicy:
+    """Mirror a ``sample`` of the stable digest's requests to the new one, compare the answers."""
+
+    sample: float  # fraction 0-1 of the requests mirrored
+    compare: Literal["status", "body"] = "status"
+    min_match: float = 1.0  # fraction of mirrored answers that must match (default all)
+    duration_s: float | None = None  # how long the shadow phase lasts (default: the first step's pause)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutPolicy:
+    """``spec.rollout``: how a new digest replaces the running one (model/rollout.py)."""
+
+    strategy: Literal["rolling", "canary"] = "rolling"
+    steps: tuple[RolloutStep, ...] = ()
+    abort_when: Mapping[str, Threshold] = field(default_factory=dict)  # errorRate, p99, traps
+    shadow: ShadowPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Application:
     name: str
     env: str  # the environment folder it lives in
     labels: Mapping[str, str] = field(default_factory=dict)
     components: tuple[Component, ...] = ()
     links: tuple[Link, ...] = ()
+    rollout: RolloutPolicy | None = None  # None: rolling replacement
     source: str = ""  # file, relative to the tree root
 
     def component(self, name: str) -> Component | None:
