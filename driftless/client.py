@@ -8,7 +8,7 @@ A server that does not answer raises :class:`~shared.errors.NotReachable` naming
 answer >= 400 raises :class:`ApiError` (a ``Refused``) carrying the server's own message and status.
 The bearer credential sent (``Authorization: Bearer <token>``) is, first found: the token given,
 the file given (``--token-file``), ``$DRIFTLESS_TOKEN_FILE``, ``$DRIFTLESS_TOKEN``, the admin
-credential ``driftless up`` created (``credentialFile`` in up.json), else its join token (reads only).
+credential ``driftless up`` created (``credentialFile`` in up.json); never the join token (it only registers hosts).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def default_token(token_file: Path | None = None) -> str | None:
     if token:
         return token.strip()
     up = load_up_json()
-    for key in ("credentialFile", "tokenFile"):
+    for key in ("credentialFile",):
         path = up.get(key)
         if path:
             try:

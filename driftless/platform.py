@@ -7,6 +7,7 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       token                   join token shared by the reconciler and the hosts (0600)
       admin-token             the local user's admin credential for the API (0600; the CLI sends it)
       users.yaml              the reconciler's users (--users-file): the admin's token SHA-256, role admin
+      hook-token              the post-receive hook's credential (0600; user git-hook, role viewer)
       registry/               registry storage root
       git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
@@ -146,23 +147,36 @@ class Platform:
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token()}"}
 
+    @property
+    def hook_token_file(self) -> Path:
+        return self.data / "hook-token"
+
     def ensure_admin_credential(self) -> None:
         """DATA/admin-token (0600) for the local user and DATA/users.yaml naming it admin (first start only:
-        a users.yaml of the user's, edited since, is kept)."""
-        from reconciler.api.auth import dump_users, token_sha256
+        a users.yaml of the user's, edited since, is kept), plus the post-receive hook's viewer credential
+        DATA/hook-token (user git-hook, added to users.yaml when missing: the join token reads nothing)."""
+        from reconciler.api.auth import dump_users, load_users, token_sha256
 
         self.data.mkdir(parents=True, exist_ok=True)
-        if self.admin_token_file.exists() and self.users_file.exists():
-            return
-        if not self.admin_token_file.exists():
-            fd = os.open(self.admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
-        name = self.admin_name or _local_user()
-        admin = {"name": name, "email": _local_email(name), "role": "admin",
-                 "tokenSha256": token_sha256(self.admin_token())}
+        for path in (self.admin_token_file, self.hook_token_file):
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(32))
+        hook = {"name": "git-hook", "role": "viewer", "tokenSha256": token_sha256(self.hook_token_file.read_text().strip())}
+        if self.users_file.exists():
+            users = load_users(self.users_file)
+            if any(u.name == hook["name"] for u in users):
+                return
+            entries = [{"name": u.name, "email": u.email, "role": u.role, "tokenSha256": u.token_sha256,
+                        **({"environments": list(u.environments)} if u.environments is not None else {})}
+                       for u in users]  # fmt: skip
+        else:
+            name = self.admin_name or _local_user()
+            entries = [{"name": name, "email": _local_email(name), "role": "admin",
+                        "tokenSha256": token_sha256(self.admin_token())}, *self.extra_users]
         tmp = self.users_file.with_suffix(".tmp")
-        tmp.write_text(dump_users([admin, *self.extra_users]))
+        tmp.write_text(dump_users([*entries, hook]))
         os.replace(tmp, self.users_file)
 
     @property
@@ -256,7 +270,8 @@ class Platform:
 
         hook = self.git_dir / "hooks" / "post-receive"
         ca = f"--cacert {shlex.quote(str(self.tls[0]))} " if self.tls else ""
-        token = shlex.quote(str(self.token_file))
+        token = shlex.quote(str(self.token_file))  # /hooks/generic: a webhook, not a read
+        viewer = shlex.quote(str(self.hook_token_file))  # push_feedback reads as the viewer git-hook
         hook.write_text(
             "#!/bin/sh\n"
             "# installed by driftless up: a push triggers an immediate reconcile, and the pusher sees its outcome\n"
@@ -264,7 +279,7 @@ class Platform:
             f'curl -fsS -m 2 {ca}-X POST -H "Authorization: Bearer $(cat {token})" '
             f"{self.control_url}/hooks/generic >/dev/null 2>&1 || true\n"
             f'printf \'%s\\n\' "$refs" | {shlex.quote(sys.executable)} -m driftless.push_feedback '
-            f"--url {self.control_url} --token-file {token} --branch main {ca}2>/dev/null || true\n"
+            f"--url {self.control_url} --token-file {viewer} --branch main {ca}2>/dev/null || true\n"
             "exit 0\n"
         )
         hook.chmod(0o755)

@@ -4,7 +4,7 @@ whether the pushed revision was applied or rejected, with every problem at its f
     printf '%s\\n' "$refs" | python -m driftless.push_feedback --url URL --token-file FILE [--cacert CA]
 
 It reads the hook's stdin (``<old> <new> <ref>`` per line), asks the reconciler (``GET
-/api/v1/environments``, as a viewer with the join token) until the revision pushed to the branch it
+/api/v1/environments``, as a viewer: ``driftless up``'s DATA/hook-token, user git-hook) until the revision pushed to the branch it
 follows is applied or rejected, for at most ``--wait`` seconds, and always exits 0: the push is done,
 this only reports on it.
 """

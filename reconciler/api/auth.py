@@ -17,8 +17,9 @@ admin does everything. The file is re-read when it changes; a file that no longe
 user at all (fail closed) until it is fixed. Tokens are compared in constant time (their SHA-256,
 against every user's) and never logged.
 
-Two credentials of the older options stay valid for reads only (role viewer): the token of
-``--read-token-file`` and the hosts' join token.
+The token of ``--read-token-file`` stays valid for reads only (role viewer). The hosts' join token
+grants nothing here: it only registers hosts (``POST /api/v1/hosts/register``), and is refused with
+a message that says so.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class User:
     name: str
     role: str  # viewer | operator | admin
     email: str
-    token_sha256: str = ""  # hex; "" for the read token and the join token (not users of the file)
+    token_sha256: str = ""  # hex; "" for the read token (not a user of the file)
     environments: tuple[str, ...] | None = None  # operators: where they may write; None = everywhere
 
     @property
@@ -196,9 +197,12 @@ class Authenticator:
             return found
         if self.read_token is not None and hmac.compare_digest(token.encode(), self.read_token.encode()):
             return User(name="read-token", role="viewer", email="read-token@driftless.local")
-        if self.join_token is not None and hmac.compare_digest(token.encode(), self.join_token.encode()):
-            return User(name="host-join-token", role="viewer", email="hosts@driftless.local")
         return None
+
+    def is_join_token(self, token: str | None) -> bool:
+        """Whether ``token`` is the hosts' join token (refused here: it only registers hosts)."""
+        return bool(token) and self.join_token is not None and hmac.compare_digest(
+            (token or "").encode(), self.join_token.encode())
 
     def unauthenticated_message(self, token: str | None, *, what: str) -> str:
         if self.error:
@@ -206,6 +210,9 @@ class Authenticator:
         if self.users_file is None and what != "read":
             return (f"{what} needs a user credential, and this reconciler has no users: start it with "
                     "--users-file (driftless up does) and send 'Authorization: Bearer <token>'")
+        if self.is_join_token(token):
+            return (f"{what}: the join token only registers hosts (POST /api/v1/hosts/register); "
+                    "send a user's credential (--users-file) instead")
         if token:
             return f"{what}: the bearer token matches no user of this reconciler"
         return f"{what} needs a credential: send 'Authorization: Bearer <token>' (driftless --token-file FILE)"

@@ -117,11 +117,11 @@ def write_auth(handler: Handler) -> Handler:
         auth = _authenticator(request)
         token = _bearer(request)
         user = auth.authenticate(token)
-        if user is None or not user.token_sha256:  # the read token and the join token never write
+        if user is None or not user.token_sha256:  # the read token never writes (the join token never authenticates)
             what = f"POST {request.path}"
             message = auth.unauthenticated_message(None if user else token, what=what)
             if user is not None:
-                message = f"{what} needs a user credential of role operator or admin; the read token and the join token only read"
+                message = f"{what} needs a user credential of role operator or admin; the read token only reads"
             return _error(401, message)
         request[USER] = user
         return await handler(request)

@@ -400,7 +400,7 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     assert request(f"{url}/hooks/generic", method="POST", body=payload, headers={"X-Signature-256": sig})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST", body=payload + b" ", headers={"X-Signature-256": sig})[0] == 401
     assert request(f"{url}/api/v1/sync", method="POST")[0] == 401  # writes need a user credential
-    assert request(f"{url}/api/v1/sync", method="POST", headers=auth)[0] == 401  # the join token only reads
+    assert request(f"{url}/api/v1/sync", method="POST", headers=auth)[0] == 401  # the join token only registers hosts
     assert request(f"{url}/api/v1/sync", method="POST", headers=w.admin)[0] == 202
     status, body = request(f"{url}/api/v1/promote", method="POST", body=b'{"app": "shop", "to": "prod"}',
                            headers=w.admin)

@@ -118,6 +118,10 @@ def test_reads_need_a_credential_of_any_role(p: LocalPlatform) -> None:
     assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]
     r = httpx.get(f"{url}/api/v1/environments", headers={"Authorization": "Bearer wrong"}, timeout=5)
     assert r.status_code == 401 and "matches no user" in r.json()["error"]
+    # the hosts' join token only registers hosts: it reads nothing either
+    for path in ("/api/v1/environments", "/api/v1/hosts", "/api/v1/events", "/api/v1/plan-inputs", "/api/v1/drift"):
+        r = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {p.token()}"}, timeout=5)
+        assert r.status_code == 401 and "only registers hosts" in r.json()["error"], (path, r.text)
     for token in (VIEWER, STAGING_OP, PROD_OP, p.admin_token()):
         assert httpx.get(f"{url}/api/v1/hosts", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
@@ -126,7 +130,7 @@ def test_reads_need_a_credential_of_any_role(p: LocalPlatform) -> None:
 @pytest.mark.parametrize(("who", "token", "status", "says"), [
     ("nobody", "", 401, "needs a credential"),
     ("a wrong token", "not-a-user-token", 401, "matches no user"),
-    ("the join token", None, 401, "only read"),
+    ("the join token", None, 401, "only registers hosts"),
     ("a viewer", VIEWER, 403, "user 'vera' (role viewer) may not"),
     ("an operator of staging", STAGING_OP, 403, "user 'sam' (role operator of staging) may not"),
 ])
