@@ -13,6 +13,7 @@ from model.rollout import to_rollout
 from model.types import (
     DEFAULT_IDLE_TIMEOUT_S,
     Application,
+    CommitStatusTarget,
     Component,
     Daemon,
     Environment,
@@ -55,6 +56,14 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
         "spec.notifications[].format": (Notification, "format"),
         "spec.notifications[].events": (Notification, "events"),
         "spec.notifications[].secretName": (Notification, "secret_name"),
+        "spec.commitStatus": (Environment, "commit_status"),
+        "spec.commitStatus[].provider": (CommitStatusTarget, "provider"),
+        "spec.commitStatus[].repository": (CommitStatusTarget, "repository"),
+        "spec.commitStatus[].url": (CommitStatusTarget, "api_url"),
+        "spec.commitStatus[].token.secretRef": (CommitStatusTarget, "token_secret"),
+        "spec.commitStatus[].token.file": (CommitStatusTarget, "token_file"),
+        "spec.commitStatus[].context": (CommitStatusTarget, "context"),
+        "spec.commitStatus[].targetUrl": (CommitStatusTarget, "target_url"),
     },
     "Application": {
         "metadata.name": (Application, "name"),
@@ -103,7 +112,7 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
 
 # schema properties that only group others (no model field of their own)
 STRUCTURAL: dict[str, frozenset[str]] = {
-    "Environment": frozenset({"apiVersion", "kind", "metadata", "spec", "spec.ingress"}),
+    "Environment": frozenset({"apiVersion", "kind", "metadata", "spec", "spec.ingress", "spec.commitStatus[].token"}),
     "Application": frozenset({
         "apiVersion", "kind", "metadata", "spec",
         "spec.components[].placement.spread", "spec.components[].placement.daemon",
@@ -144,6 +153,12 @@ def to_environment(data: dict[str, Any], *, source: str) -> Environment:
             Notification(url=n["url"], format=n.get("format", "generic"), events=tuple(n.get("events") or ()),
                          secret_name=n.get("secretName"))
             for n in spec.get("notifications") or ()
+        ),
+        commit_status=tuple(
+            CommitStatusTarget(provider=c["provider"], repository=c["repository"], api_url=c.get("url", ""),
+                               token_secret=c["token"].get("secretRef"), token_file=c["token"].get("file"),
+                               context=c.get("context", ""), target_url=c.get("targetUrl", ""))
+            for c in spec.get("commitStatus") or ()
         ),
         source=source,
     )

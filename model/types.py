@@ -109,6 +109,21 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CommitStatusTarget:
+    """Where the environment reports each pushed commit's outcome: a GitHub or GitLab commit status
+    (reconciler/controller/commit_status.py). The token is a secret of the reconciler (``token_secret``)
+    or a file on its machine (``token_file``), never in Git."""
+
+    provider: Literal["github", "gitlab"]
+    repository: str  # GitHub "owner/repo"; GitLab a project id or "group/project"
+    api_url: str = ""  # "" = https://api.github.com or https://gitlab.com/api/v4
+    token_secret: str | None = None
+    token_file: str | None = None
+    context: str = ""  # "" = driftless/<env>
+    target_url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
     name: str
     host_selector: HostSelector = field(default_factory=HostSelector)
@@ -117,6 +132,7 @@ class Environment:
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     promotion: PromotionPolicy | None = None
     notifications: tuple[Notification, ...] = ()
+    commit_status: tuple[CommitStatusTarget, ...] = ()
     source: str = ""  # file the Environment came from, relative to the tree root
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from prometheus_client import Histogram
 
 from model.types import ManifestTree
+from reconciler.controller.commit_status import CommitStatuses
 from reconciler.controller.datadir import lock_data_dir
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
@@ -109,6 +110,7 @@ class Controller:
                                   replan=self.trigger, status_changed=self._mark_status_dirty)
         self.tracker = StatusTracker(store=self.store, events=self.event, settings=settings, fleet=self.fleet,
                                      revision=self, heal=lambda envs: self.trigger(heal=envs))
+        self.commit_statuses = CommitStatuses(self, secret=self.secrets.get)  # spec.commitStatus
         # the revision: what is applied, what was rejected, where tags point
         self.tree: ManifestTree | None = None
         self.digests: dict[str, str] = {}
@@ -173,6 +175,7 @@ class Controller:
         await asyncio.to_thread(self.git.close)
         self._resolver.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
+        self.commit_statuses.close()
         self.store.close()
         self._lock_file.close()
 
@@ -580,6 +583,7 @@ class Controller:
                 if self._status_dirty:
                     self._status_dirty = False
                     self.tracker.update()
+                self.commit_statuses.update()
                 if time.monotonic() - last_flush > 1.0:
                     last_flush = time.monotonic()
                     await asyncio.to_thread(self.fleet.flush)
