@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "promote": "promote the digests running healthy in one environment to the next, as a Git commit",
     "history": "revisions applied to an environment",
     "rollback": "revert an application to an earlier applied revision, as a new Git commit",
+    "secrets": "age keys and encrypted values for secrets kept in Git (keygen, encrypt)",
 }
 
 

@@ -127,6 +127,7 @@ DERIVED: frozenset[tuple[type, str]] = frozenset({
     (Application, "source"),
     (Application, "env"),  # the folder it lives in
     (SecretRef, "name"),  # a config value {secretRef: name} (spec.components[].config.*.secretRef)
+    (SecretRef, "age"),  # a config value {age: ciphertext} (spec.components[].config.*.age)
     (Threshold, "text"),  # spec.rollout.abortWhen.<metric>, parsed by model.rollout.parse_threshold
     (Threshold, "value"),
     (Threshold, "relative"),
@@ -186,8 +187,7 @@ def _component(data: dict[str, Any]) -> Component:
     return Component(
         name=data["name"],
         image=data["image"],
-        config={k: SecretRef(name=v["secretRef"]) if isinstance(v, dict) else v
-                for k, v in (data.get("config") or {}).items()},
+        config={k: _config_value(v) for k, v in (data.get("config") or {}).items()},
         placement=_placement(data.get("placement")),
         limits=Limits(
             memory_bytes=memory_bytes(limits["memory"]) if "memory" in limits else None,
@@ -200,6 +200,14 @@ def _component(data: dict[str, Any]) -> Component:
         scale=_scale(data.get("scale")),
         grants=Grants(outbound_hosts=tuple(grants.get("outboundHosts") or ()), sockets=grants.get("sockets", False)),
     )
+
+
+def _config_value(value: str | dict[str, str]) -> str | SecretRef:
+    if not isinstance(value, dict):
+        return value
+    if "age" in value:
+        return SecretRef.from_age(value["age"])
+    return SecretRef(name=value["secretRef"])
 
 
 def _scale(data: dict[str, Any] | None) -> Scale | None:

@@ -30,6 +30,7 @@ YAML (see README "Manifest format")::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -194,10 +195,18 @@ class Grants:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecretRef:
-    """A config value kept in the reconciler's secret store (``{secretRef: name}``): the model keeps the
-    reference, never the value."""
+    """A config value kept secret; the model keeps the reference or the ciphertext, never the value.
+    ``{secretRef: name}`` names a value of the reconciler's secret store (``--secrets-file``);
+    ``{age: "-----BEGIN AGE ENCRYPTED FILE-----..."}`` is the value encrypted with age to the
+    reconciler's key (``--age-identity-file``), decrypted by the reconciler only. Its name is then
+    ``age-`` and the first 16 hex of the ciphertext's SHA-256 (:meth:`from_age`)."""
 
     name: str
+    age: str | None = None  # the ASCII-armored age ciphertext of an encrypted value
+
+    @classmethod
+    def from_age(cls, ciphertext: str) -> SecretRef:
+        return cls(name="age-" + hashlib.sha256(ciphertext.encode()).hexdigest()[:16], age=ciphertext)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,4 +27,5 @@ class Settings:
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
     allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host
     secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
+    age_identity_file: Path | None = None  # age X25519 identities (0600) decrypting {age: ...} config values
     notification_secrets_file: Path | None = None  # {name: secret} signing notifications (re-read at each send)

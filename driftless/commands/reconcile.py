@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secrets-file", type=Path, default=None, metavar="FILE",
                    help="secrets that config values reference with {secretRef: NAME} (YAML NAME: value; mode 0600, "
                         "refused when group or others may read it); re-read when it changes")
+    p.add_argument("--age-identity-file", type=Path, default=None, metavar="FILE",
+                   help="age identities (driftless secrets keygen; mode 0600) decrypting config values kept "
+                        "encrypted in Git as {age: CIPHERTEXT}; users encrypt to its public key")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
@@ -103,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
 
         read_secrets(args.secrets_file)  # unreadable, not a mapping or group/world readable: refused now
         secrets_file = args.secrets_file.resolve()
+    if args.age_identity_file is not None:
+        from reconciler.controller.secrets import age_recipients, read_age_identities
+
+        recipients = age_recipients(read_age_identities(args.age_identity_file))  # refused now when unusable
+        print(f"driftless reconcile: age recipient(s) for secrets in Git: {', '.join(recipients)}", flush=True)
     settings = Settings(
         repo=args.repo,
         data=args.data.resolve(),
@@ -121,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         allowed_signers=_signers(args.allowed_signers),
         allow_host_takeover=args.allow_host_takeover,
         secrets_file=secrets_file,
+        age_identity_file=args.age_identity_file.resolve() if args.age_identity_file is not None else None,
         notification_secrets_file=_secrets_file(args.notification_secrets_file),
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

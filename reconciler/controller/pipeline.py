@@ -93,7 +93,8 @@ class Context:
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.secrets = SecretStore(settings.secrets_file)  # before the lock: a bad file is a usage error
+        # before the lock: a bad file is a usage error
+        self.secrets = SecretStore(settings.secrets_file, age_identity_file=settings.age_identity_file)
         self._lock_file = lock_data_dir(settings.data)
         try:
             self.store = Store(settings.data / "state.db", history_limit=settings.history_limit)
@@ -190,6 +191,8 @@ class Controller:
             self.digests = self.store.tags(revision)
             try:
                 self.tree = self._load(revision)
+                if self.secrets.decrypt(self.tree):  # e.g. another --age-identity-file since: logged, unplaced
+                    log.warning("event=restore-undecryptable revision=%s", revision)
             except Exception as exc:  # keep serving the published documents; the next reconcile retries
                 log.warning("event=restore-failed revision=%s error=%r", revision, exc)
         log.info("event=restored hosts=%d published=%d applied=%s", len(self.fleet.hosts), len(self.fleet.published),
@@ -384,6 +387,11 @@ class Controller:
             raise Transient(f"cannot load revision {head.revision[:12]}: {exc!r}") from exc
         if not tree.ok:
             self._reject(head, [problem_json(p) for p in tree.errors])
+            ctx.outcome = "rejected"
+            return
+        undecryptable = await asyncio.to_thread(self.secrets.decrypt, tree)  # age values kept in Git
+        if undecryptable:  # every one at its file:line; the last good state stays
+            self._reject(head, undecryptable)
             ctx.outcome = "rejected"
             return
         unknown_secrets = locate_secrets(tree, self.secrets.names())

@@ -56,9 +56,10 @@ def env_changed(old: ManifestTree, new: ManifestTree, env: str) -> bool:
 
 
 def secret_refs(tree: ManifestTree) -> frozenset[str]:
-    """The names of every secret the tree's config values reference."""
+    """The names of every secret of --secrets-file the tree's config values reference (not age values)."""
     return frozenset(v.name for apps in tree.applications.values() for app in apps.values()
-                     for comp in app.components for v in comp.config.values() if isinstance(v, SecretRef))
+                     for comp in app.components for v in comp.config.values()
+                     if isinstance(v, SecretRef) and v.age is None)
 
 
 def locate_secrets(tree: ManifestTree, known: frozenset[str]) -> list[dict[str, Any]]:
@@ -68,7 +69,7 @@ def locate_secrets(tree: ManifestTree, known: frozenset[str]) -> list[dict[str, 
         for _, app in sorted(apps.items()):
             for i, comp in enumerate(app.components):
                 for key, value in comp.config.items():
-                    if isinstance(value, SecretRef) and value.name not in known:
+                    if isinstance(value, SecretRef) and value.age is None and value.name not in known:
                         path = f"spec.components[{i}].config.{key}"
                         file, line, column = tree.location(env=env, app=app.name, path=path)
                         out.append(error_json(file, line, f"secret {value.name!r} is not in the reconciler's "
