@@ -30,6 +30,7 @@ from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import ServeCaches, WasmtimeCli
 from shared import __version__
 from wire.control import HostCapacity, HostDesiredState, HostRegistration, HostReport
+from wire.traffic import FEATURE_TRAFFIC_SPLIT
 
 log = logging.getLogger("driftless.host")
 
@@ -136,6 +137,7 @@ class HostAgent:
             interfaces=PROVIDED_INTERFACES,
             ingress_url=self.ingress_url,
             version=__version__,
+            features=(FEATURE_TRAFFIC_SPLIT,),
         )
 
     def report(self) -> HostReport:
@@ -143,6 +145,7 @@ class HostAgent:
             name=self.options.name,
             observed_generation=self.supervisor.observed_generation,
             instances=tuple(self.supervisor.statuses()),
+            traffic=self.supervisor.traffic.report(),
         )
 
     def status(self) -> dict[str, Any]:

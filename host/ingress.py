@@ -14,16 +14,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from host.errors import HostError, Unavailable
 from host.runtime import ComponentInstance, HttpRequest
 from host.served import HOP_HEADERS, ServedInstance, ServeRuntime
 from host.supervisor import Instance, Supervisor
+from host.traffic import TrafficCollector, matches
+from wire.traffic import TRACK_HEADER
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 # headers aiohttp computes itself; a component's values would contradict the real body
@@ -31,6 +36,7 @@ _SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection"}
 LINKS_PREFIX = "/.driftless/links/"
 HOP_HEADER = "x-driftless-link-hop"
 LINK_TIMEOUT_SECONDS = 60.0
+METRICS_PATH = "/.driftless/metrics"  # the host's Prometheus metrics (per-digest traffic)
 
 
 def _json_error(status: int, message: str, **extra: object) -> web.Response:
@@ -42,28 +48,62 @@ def make_ingress_app(
     serve: ServeRuntime,
 ) -> web.Application:
     rr = itertools.count()
+    traffic = supervisor.traffic
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(TrafficCollector(traffic))
+    mirrors: set[asyncio.Task[None]] = set()
 
     async def call(instance: Instance, request: web.Request, path: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        reason: str | None = None
         try:
             if isinstance(instance, ServedInstance):
-                return await instance.forward(request, path=path)
-            assert isinstance(instance, ComponentInstance)
-            return await _call_in_process(instance, request, path, pool)
+                response = await instance.forward(request, path=path)
+            else:
+                assert isinstance(instance, ComponentInstance)
+                response = await _call_in_process(instance, request, path, pool)
         except Unavailable as exc:
-            return _json_error(503, str(exc), reason=exc.reason, instance=instance.spec.id)
+            reason = exc.reason
+            response = _json_error(503, str(exc), reason=exc.reason, instance=instance.spec.id)
         except HostError as exc:
-            return _json_error(502, str(exc), instance=instance.spec.id)
+            response = _json_error(502, str(exc), instance=instance.spec.id)
+        traffic.record(instance.spec, status=response.status, seconds=time.perf_counter() - started, reason=reason)
+        return response
+
+    async def split_call(instances: list[Instance], request: web.Request, path: str) -> web.StreamResponse:
+        """One of ``instances`` answers; under a canary split, the side by weight (or sticky), and
+        maybe a shadow copy to the canary, compared and discarded (host/traffic.py)."""
+        chosen, side, shadow = traffic.choose(instances, headers=request.headers, cookies=request.cookies,
+                                              pick=supervisor.pick)
+        response = await call(chosen, request, path)
+        if side is not None:
+            response.headers[TRACK_HEADER] = side
+        if shadow is not None:
+            task = asyncio.get_running_loop().create_task(mirror(shadow, request, path, response))
+            mirrors.add(task)
+            task.add_done_callback(mirrors.discard)
+        return response
+
+    async def mirror(shadow: Instance, request: web.Request, path: str, primary: web.StreamResponse) -> None:
+        split = traffic.split_of(shadow.spec)
+        answer = await call(shadow, request, path)
+        compare = split.shadow_compare if split is not None else "status"
+        same = matches(compare, (primary.status, getattr(primary, "body", b"") or b""),
+                       (answer.status, getattr(answer, "body", b"") or b""))
+        traffic.record_shadow(shadow.spec, matched=same)
 
     async def serve_route(request: web.Request) -> web.StreamResponse:
         if stopping():
             return _json_error(503, "host is shutting down", reason="draining")
         if request.path.startswith(LINKS_PREFIX):
             return await serve_link(request)
+        if request.path == METRICS_PATH:
+            return web.Response(body=generate_latest(metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
         match = supervisor.route(request.path)
         if match is None:
             return _json_error(404, f"no component is exposed at {request.path}", path=request.path)
         _route, instances = match
-        return await call(supervisor.pick(instances), request, request.path_qs)
+        return await split_call(instances, request, request.path_qs)
 
     async def serve_link(request: web.Request) -> web.StreamResponse:
         parts = request.path[len(LINKS_PREFIX):].split("/", 3)
@@ -75,7 +115,7 @@ def make_ingress_app(
             path += "?" + request.query_string
         local = supervisor.http_link_targets(env=env, app=app, component=component)
         if local:
-            return await call(supervisor.pick(local), request, path)
+            return await split_call(local, request, path)
         if request.headers.get(HOP_HEADER):
             return _json_error(503, f"no instance of {env}/{app}/{component} runs on this host", reason="link")
         endpoints = supervisor.remote_link_endpoints(env=env, app=app, component=component)

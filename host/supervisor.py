@@ -26,6 +26,7 @@ from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, 
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
 from host.served import ServedInstance, ServeRuntime
+from host.traffic import Traffic
 from host.wasm_engine import WasmEngine, check_component_bytes
 from host.wasmtime_cli import EngineFlags, ServeCaches
 from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
@@ -136,6 +137,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutting_down = False  # SIGTERM: every instance is reported Stopping while it drains
+        self.traffic = Traffic(on_report_due=on_change)  # canary splits and per-digest counters (host/traffic.py)
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -146,6 +148,7 @@ class Supervisor:
             (spec.env, spec.app, link.to_component): link.endpoints
             for spec in desired.instances for link in spec.links if link.is_http
         }
+        self.traffic.update(desired.instances)
         wanted = {spec.id: spec for spec in desired.instances}
         for instance_id in [i for i in self.entries if i not in wanted]:
             self.remove(instance_id)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
+from wire.traffic import DigestTraffic, TrafficSplit
 
 PREFIX = "/api/v1"
 SECRET_PREFIX = "secret:"
@@ -152,6 +153,7 @@ class InstanceSpec:
     # value and, in ``fingerprints``, each secret key's fingerprint (what the host reports instead)
     secrets: tuple[str, ...] = ()
     fingerprints: Mapping[str, str] = field(default_factory=dict)
+    traffic: TrafficSplit | None = None  # a canary rollout: how its component's traffic splits (wire.traffic)
 
     def reported_config(self) -> dict[str, str]:
         """The config as the host reports and shows it: a secret key's fingerprint, never its value."""
@@ -184,6 +186,7 @@ class InstanceSpec:
                 "idleAfterMs": self.idle_after_ms,
                 "secrets": list(self.secrets) or None,
                 "secretFingerprints": dict(self.fingerprints) or None,
+                "traffic": self.traffic.to_json() if self.traffic is not None else None,
             }
         )
 
@@ -205,6 +208,7 @@ class InstanceSpec:
             idle_after_ms=d.get("idleAfterMs"),
             secrets=tuple(d.get("secrets") or ()),
             fingerprints=dict(d.get("secretFingerprints") or {}),
+            traffic=TrafficSplit.from_json(d["traffic"]) if d.get("traffic") else None,
         )
 
 
@@ -256,6 +260,7 @@ class HostRegistration:
     interfaces: tuple[str, ...] = ()  # interfaces the host provides to components
     ingress_url: str | None = None  # where the host serves exposed components
     version: str = ""
+    features: tuple[str, ...] = ()  # what this agent can do, e.g. wire.traffic.FEATURE_TRAFFIC_SPLIT
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -265,6 +270,7 @@ class HostRegistration:
             "interfaces": list(self.interfaces),
             "ingressUrl": self.ingress_url,
             "version": self.version,
+            "features": list(self.features),
         }
 
     @classmethod
@@ -276,6 +282,7 @@ class HostRegistration:
             interfaces=tuple(d.get("interfaces") or ()),
             ingress_url=d.get("ingressUrl"),
             version=d.get("version", ""),
+            features=tuple(d.get("features") or ()),
         )
 
 
@@ -371,13 +378,17 @@ class HostReport:
     name: str
     observed_generation: int
     instances: tuple[InstanceStatus, ...] = ()
+    traffic: tuple[DigestTraffic, ...] = ()  # per-digest counters of components under a traffic split
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "name": self.name,
             "observedGeneration": self.observed_generation,
             "instances": [i.to_json() for i in self.instances],
         }
+        if self.traffic:
+            d["traffic"] = [t.to_json() for t in self.traffic]
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> HostReport:
@@ -385,4 +396,5 @@ class HostReport:
             name=d["name"],
             observed_generation=int(d.get("observedGeneration", 0)),
             instances=tuple(InstanceStatus.from_json(x) for x in d.get("instances") or ()),
+            traffic=tuple(DigestTraffic.from_json(x) for x in d.get("traffic") or ()),
         )
