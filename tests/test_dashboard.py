@@ -1,15 +1,18 @@
 """The dashboard (docs/dashboard.md) in a real browser: headless Chromium driven by Playwright against a
 real platform (registry, Git repository with its hook, reconciler, three hosts labelled like
 `driftless up`'s) serving the example manifests. The page loads without console errors, shows the
-apps and their health side by side, follows a `git push` without a reload, and shows a rejected
-commit with file:line. Screenshots of the run land in docs/screenshots/.
+apps and their health side by side, follows a `git push` without a reload, shows a rejected
+commit with file:line, and promotes, approves and rolls back through its buttons: the commits land in
+Git, authored (and approved) by the credential's user; a viewer sees no button and gets 403 from the
+API. Screenshots of the run land in docs/screenshots/.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
+import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import httpx
 import pytest
 from playwright import sync_api  # the test extras; hack/setup.sh installs Debian's chromium
 
-from tests.support.platform import LocalPlatform, local_platform, with_custom_section
+from tests.support.platform import ADMIN, LocalPlatform, local_platform, user, with_custom_section
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("DRIFTLESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -44,6 +47,14 @@ def _example_tree() -> dict[str, str | None]:
     base = ROOT / "manifests"
     return {str(p.relative_to(base)): p.read_text() for p in sorted(base.glob("*/**/*.yaml"))
             if p.name != "hello-py.yaml"}
+
+
+def _last_commit(p: LocalPlatform) -> dict[str, str]:
+    """The branch head of the platform's Git repository (what a promotion or rollback pushed)."""
+    out = subprocess.run(["git", "--git-dir", str(p.git.bare), "log", "-1", "--format=%H%x00%s%x00%an%x00%b", "main"],
+                         check=True, capture_output=True, text=True).stdout
+    sha, subject, author, body = out.split("\x00")
+    return {"sha": sha, "subject": subject, "author": author, "body": body}
 
 
 def _screenshots(tmp_path: Path) -> Path:
@@ -97,7 +108,8 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
                 context.add_init_script(f"localStorage.setItem('driftless.readToken', {token!r});")
             page = context.new_page()
             problems: list[str] = []
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")  # a dry run's 409 lists the
+                    if m.type == "error" and "status of 409" not in m.text else None)  # gates that wait: shown
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
                     if "/api/v1/stream" not in r.url else None)  # the stream is cut when the page closes
@@ -147,6 +159,33 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
                                    timeout=30_000)
             page.screenshot(path=str(shots / "dashboard-after-push.png"), full_page=True)
 
+            # promote dev -> staging with the button (an admin's page): every gate passes, the commit lands in Git
+            assert ADMIN in page.locator("#who").inner_text()
+            staging_hello = page.locator('.env[data-env="staging"] article[data-app="hello"]')
+            staging_hello.locator("button.check").click()
+            promote = staging_hello.locator("button.promote")
+            sync_api.expect(promote).to_be_enabled(timeout=30_000)
+            assert staging_hello.locator(".gate").count() >= 4
+            assert staging_hello.locator('.gate:not([data-state="pass"])').count() == 0
+            assert new_digest[7:19] in staging_hello.locator(".gates").inner_text()  # what would change
+            promote.click()
+            committed = staging_hello.locator(".committed code.commit")
+            sync_api.expect(committed).to_be_visible(timeout=30_000)
+            head = _last_commit(p)
+            assert committed.get_attribute("title") == head["sha"]
+            assert head["subject"] == "promote(hello): dev -> staging" and head["author"] == ADMIN, head
+            sync_api.expect(staging_hello.locator(".comps")).to_contain_text(new_digest[7:19], timeout=15_000)
+            # prod's gates: staging's new digest soaks (30 s, with the time left) and prod wants an approval
+            page.wait_for_selector('.env[data-env="staging"] article[data-app="hello"][data-health="Healthy"]',
+                                   timeout=30_000)
+            prod_hello = page.locator('.env[data-env="prod"] article[data-app="hello"]')
+            prod_hello.locator("button.check").click()
+            sync_api.expect(prod_hello.locator('.gate[data-gate="min-soak"][data-state="wait"]')).to_contain_text(
+                "s left", timeout=30_000)
+            assert prod_hello.locator('.gate[data-gate="approval"][data-state="wait"]').count() == 1
+            assert prod_hello.locator("button.promote.approve").is_disabled()
+            page.locator("#envs").screenshot(path=str(shots / "dashboard-gates.png"))
+
             # a rejected commit: file:line and the message, the last good revision still applied
             bad = changed.replace("maxConcurrency: 16", "maxConcurrency: lots")
             assert bad != changed
@@ -186,18 +225,29 @@ def _check_stream_and_static(p: LocalPlatform, token: str) -> None:
     assert httpx.get(f"{base}/static/nothing.js", timeout=5).status_code == 404
 
 
-def test_dashboard_asks_once_for_a_token_when_reads_need_one(tmp_path: Path) -> None:
-    if "open_reads" not in inspect.signature(local_platform).parameters:
-        pytest.skip("this reconciler has no closed-reads mode to test")
-    p = local_platform(tmp_path, hosts={"aws-us-east-1": HOSTS["aws-us-east-1"]}, open_reads=False)
+def test_dashboard_asks_once_for_a_token_and_promotes_with_an_approval(tmp_path: Path) -> None:
+    """Reads closed: the page asks for a token once. A viewer's page has no button (and the API refuses
+    them 403); an admin's approves and promotes to prod once the soak time is over (counted down on the
+    page), then rolls prod back from the history: each a commit in Git by that user."""
+    viewer = "viewer-" + secrets.token_hex(12)
+    p = local_platform(tmp_path, hosts=HOSTS, open_reads=False, users=[user("vera", viewer, "viewer")])
+    tree = _example_tree()
+    prod_env = tree["prod/environment.yaml"]
+    assert prod_env is not None and "minSoak: 30s" in prod_env
+    tree["prod/environment.yaml"] = prod_env.replace("minSoak: 30s", "minSoak: 3s")  # a shorter wait to watch
+    hello_wasm = (ROOT / "examples" / "components" / "hello.wasm").read_bytes()
     try:
-        p.up(tree=_example_tree(), components={
+        digests = p.up(tree=tree, components={
             f"demo/{n}:1.0.0": (ROOT / "examples" / "components" / f"{n}.wasm").read_bytes()
             for n in ("hello", "greeter", "frontend")})
         base = p.reconciler.url
         assert httpx.get(f"{base}/api/v1/environments", timeout=5).status_code == 401
         assert httpx.get(f"{base}/api/v1/stream", timeout=5).status_code == 401
         assert httpx.get(f"{base}/", timeout=5).status_code == 200  # the page holds no data
+        refused = httpx.post(f"{base}/api/v1/promote", json={"app": "hello", "from": "staging", "to": "prod"},
+                             headers={"Authorization": f"Bearer {viewer}"}, timeout=10)
+        assert refused.status_code == 403, refused.text  # what a viewer's click would get
+        seed = _last_commit(p)["sha"]
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -210,20 +260,61 @@ def test_dashboard_asks_once_for_a_token_when_reads_need_one(tmp_path: Path) -> 
                 page.goto(f"{base}/")
                 page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
                 assert "token" in page.locator("#live").inner_text()
-                page.fill("#token-input", p.admin_token())
+
+                # a viewer reads everything and sees no button that changes something
+                page.fill("#token-input", viewer)
                 page.click("#token-form button[type=submit]")
                 page.wait_for_selector("#live.on", timeout=10_000)
-                page.wait_for_selector('.env[data-env="dev"] article[data-app="hello"]', timeout=20_000)
-                page.reload()  # kept in localStorage: asked once
+                prod_hello = page.locator('.env[data-env="prod"] article[data-app="hello"]')
+                sync_api.expect(prod_hello.locator(".gates")).to_contain_text("vera may not promote", timeout=20_000)
+                page.wait_for_selector("#history .commit")
+                assert "vera (viewer)" in page.locator("#who").inner_text()
+                assert page.locator(".gates button, button.promote, button.rollback").count() == 0
+
+                # an admin's token, asked once (kept across a reload)
+                page.click("#token-toggle")
+                page.fill("#token-input", p.admin_token())
+                page.click("#token-form button[type=submit]")
+                sync_api.expect(page.locator("#who")).to_contain_text(f"{ADMIN} (admin)", timeout=10_000)
+                page.reload()
                 page.wait_for_selector("#live.on", timeout=10_000)
                 assert page.locator("#token-form").is_hidden()
-                # the promotion gates, by a dry run (nothing committed)
-                page.click('.env[data-env="prod"] article[data-app="hello"] .gates button')
-                gates = page.locator('.env[data-env="prod"] article[data-app="hello"] .gates')
-                sync_api.expect(gates).not_to_contain_text("dry run…", timeout=30_000)
-                text = gates.inner_text()
-                assert "approv" in text.lower() or "soak" in text.lower(), text
-                page.screenshot(path=str(_screenshots(tmp_path) / "dashboard-gates.png"))
+                sync_api.expect(page.locator("#who")).to_contain_text(ADMIN, timeout=10_000)
+
+                # a new digest in staging; prod's gates wait for its soak, then approve & promote commits
+                new_digest = p.registry.push("demo/hello:1.1.0", with_custom_section(hello_wasm, b"1.1.0"))
+                staging = tree["staging/apps/hello.yaml"]
+                assert staging is not None and "demo/hello:1.0.0" in staging
+                p.git.push({"staging/apps/hello.yaml": staging.replace("demo/hello:1.0.0", "demo/hello:1.1.0")},
+                           "staging: hello 1.1.0")
+                _wait("staging/hello healthy on the new digest", lambda: (
+                    (s := p.reconciler.app("staging", "hello"))["health"] == "Healthy"
+                    and s["components"][0]["digest"] == new_digest))
+                prod_hello.locator("button.check").click()
+                approve = prod_hello.locator("button.promote.approve")
+                sync_api.expect(approve).to_be_visible(timeout=30_000)
+                assert prod_hello.locator('.gate[data-gate="approval"][data-state="wait"]').count() == 1
+                sync_api.expect(approve).to_be_enabled(timeout=20_000)  # checked again once the soak is over
+                assert approve.inner_text() == f"approve & promote as {ADMIN}"
+                approve.click()
+                committed = prod_hello.locator(".committed code.commit")
+                sync_api.expect(committed).to_be_visible(timeout=30_000)
+                head = _last_commit(p)
+                assert committed.get_attribute("title") == head["sha"]
+                assert head["subject"] == "promote(hello): staging -> prod" and head["author"] == ADMIN, head
+                assert f"Approved-By: {ADMIN}" in head["body"], head["body"]
+                sync_api.expect(prod_hello.locator(".comps")).to_contain_text(new_digest[7:19], timeout=15_000)
+                page.locator('.env[data-env="prod"]').screenshot(path=str(_screenshots(tmp_path) / "dashboard-approved.png"))
+
+                # roll prod's hello back to the seed from the history: a new commit by the admin
+                entry = page.locator(f'#history li.commit[data-env="prod"][data-revision="{seed}"]')
+                entry.locator('.hist-app[data-app="hello"] button.rollback').click()
+                entry.locator("button.do-rollback").click()
+                sync_api.expect(entry.locator(".rolled-back")).to_be_visible(timeout=30_000)
+                head = _last_commit(p)
+                assert head["subject"] == f"rollback(hello): prod to {seed[:12]}" and head["author"] == ADMIN, head
+                old = digests["demo/hello:1.0.0"]
+                sync_api.expect(prod_hello.locator(".comps")).to_contain_text(old[7:19], timeout=15_000)
                 assert problems == [], "\n".join(problems)
             finally:
                 browser.close()

@@ -1,4 +1,4 @@
-"""The dashboard: a read-only web page served by the reconciler itself (docs/dashboard.md).
+"""The dashboard: a web page served by the reconciler itself (docs/dashboard.md).
 
     GET /                    the page (reconciler/api/static/index.html)
     GET /static/{name}       its assets (app.js, app.css), from package data, no CDN
@@ -7,9 +7,12 @@
                              only, since EventSource cannot send headers)
     GET /api/v1/commits?revision=SHA&...
                              full commit messages with their trailers (history entries keep the subject)
+    GET /api/v1/whoami       who the credential is and where it may write (the page shows its promote,
+                             approve and rollback buttons only there; the API decides anyway)
 
-The page reads the ordinary JSON API (docs/reconciler.md) with the same credentials as any reader;
-this module only serves files and tells the page when to read again. The stream polls the
+The page reads the ordinary JSON API (docs/reconciler.md) with the same credentials as any reader,
+and writes through it (POST /api/v1/promote, /rollback) with the same rules as the CLI; this module
+only serves files, says who the credential is and tells the page when to read again. The stream polls the
 controller's in-memory state every 250 ms and sends an event when a hash of one part changes:
 simple, and robust to every way the state can change.
 """
@@ -30,7 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
-from reconciler.api.routes import CONTROLLER, read_auth
+from reconciler.api.auth import User
+from reconciler.api.routes import CONTROLLER, USER, read_auth
 from reconciler.controller.pipeline import Controller
 
 POLL_SECONDS = 0.25
@@ -234,6 +238,20 @@ async def commits(request: web.Request) -> web.StreamResponse:
     return web.json_response({"commits": found})
 
 
+@read_auth
+async def whoami(request: web.Request) -> web.StreamResponse:
+    controller: Controller = request.app[CONTROLLER]
+    user: User | None = request[USER]
+    envs = sorted(controller.tree.environments) if controller.tree else []
+    writes = user is not None and bool(user.token_sha256)  # the read and join tokens never write
+    return web.json_response({
+        "user": user.name if user else None,
+        "role": user.role if user else None,
+        "environments": list(user.environments) if user and user.environments is not None else None,
+        "mayWrite": {env: writes and user is not None and user.may_write(env) for env in envs},
+    })
+
+
 def add_routes(app: web.Application) -> None:
     """Register the dashboard on the reconciler's application (called by ``routes.build_app``)."""
     app[ASSETS] = _load_assets()
@@ -244,3 +262,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/static/{name}", static)
     r.add_get("/api/v1/stream", stream)
     r.add_get("/api/v1/commits", commits)
+    r.add_get("/api/v1/whoami", whoami)

@@ -69,9 +69,13 @@ class Gate:
     name: str  # "promotion-from", "synced", "healthy", "min-soak", "approval", "components"
     passed: bool
     message: str
+    wait_seconds: float | None = None  # a gate that passes by itself in this long (min-soak), when known
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "message": self.message}
+        out: dict[str, Any] = {"name": self.name, "passed": self.passed, "message": self.message}
+        if self.wait_seconds is not None:
+            out["waitSeconds"] = round(self.wait_seconds, 1)
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,6 +428,7 @@ def check_gates(
             name="min-soak",
             passed=soaked >= soak and health == "Healthy",
             message=f"healthy for {_human(soaked)} of the {_human(soak)} minSoak {to_env} requires",
+            wait_seconds=soak - soaked if health == "Healthy" and soaked < soak else None,
         )
     )
     if policy.require_approval:

@@ -1,11 +1,13 @@
 // Driftless dashboard: reads the reconciler's JSON API (docs/reconciler.md) and re-reads the parts
-// /api/v1/stream says changed. No framework, no build step; every value is inserted as text.
+// /api/v1/stream says changed; promotes, approves and rolls back through the same API, with buttons
+// shown only where /api/v1/whoami says the credential may write. No framework, no build step; every
+// value is inserted as text.
 
 const TOKEN_KEY = "driftless.readToken";
 const LABEL_KEYS = ["cloud", "region", "tier"];
 let token = localStorage.getItem(TOKEN_KEY) || "";
 const state = { envs: null, source: null, apps: {}, hosts: [], drift: null, history: [], events: [],
-  commits: {}, gates: {}, filter: "" };
+  commits: {}, gates: {}, rollbacks: {}, filter: "", me: null };
 
 // ------------------------------------------------------------------ helpers
 function h(tag, attrs, ...children) {
@@ -63,6 +65,12 @@ async function api(path, options = {}) {
 
 // ------------------------------------------------------------------ loading
 const loaders = {
+  async whoami() {
+    state.me = await api("/api/v1/whoami");
+    renderWho();
+    if (state.envs) renderEnvs();
+    renderHistory();
+  },
   async status() {
     const doc = await api("/api/v1/environments");
     const apps = {};
@@ -211,35 +219,126 @@ function renderApp(env, summary, full) {
         c.reason ? h("small", {}, ` ${c.reason}`) : null))),
     summary.message ? h("div", { class: "msg small" }, summary.message) : null,
     summary.healthySince ? h("div", { class: "muted small" }, "healthy since ", when(summary.healthySince)) : null,
-    env.promotion ? h("div", { class: "gates" },
-      h("button", { type: "button", onclick: () => checkGates(env, summary.app) },
-        `check promotion ${env.promotion.from} → ${env.name}`),
-      gates ? renderGates(gates) : null) : null);
+    env.promotion ? renderPromotion(env, summary.app, gates) : null);
+}
+
+const mayWrite = (envName) => Boolean(state.me && state.me.mayWrite && state.me.mayWrite[envName]);
+
+function renderWho() {
+  const me = state.me || {};
+  fill("who", me.user ? `${me.user} (${me.role}${me.environments ? ` of ${me.environments.join(", ")}` : ""})`
+    : "anonymous, read-only");
+}
+
+// Promotion: a dry run shows every gate (passing, failing, waiting with time left); the promote (or, where
+// the environment requires an approval, approve & promote) button commits through POST /api/v1/promote,
+// the approver being the credential's user. Shown only to users who may write the target environment.
+function renderPromotion(env, app, g) {
+  const from = env.promotion.from;
+  if (!mayWrite(env.name)) {
+    return h("div", { class: "gates muted small" }, `promotion ${from} → ${env.name}: `,
+      state.me && state.me.user ? `${state.me.user} may not promote here` : "paste a token of an operator or admin to promote");
+  }
+  return h("div", { class: "gates" },
+    h("button", { type: "button", class: "check", onclick: () => checkGates(env, app) },
+      `check promotion ${from} → ${env.name}`),
+    g ? renderGates(env, app, g) : null);
+}
+
+const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json" } };
+
+async function promotion(env, app, extra) {
+  return api("/api/v1/promote", { ...JSON_POST,
+    body: JSON.stringify({ app, from: env.promotion.from, to: env.name, ...extra }) });
 }
 
 async function checkGates(env, app) {
   const key = `${env.name}/${app}`;
   state.gates[key] = { loading: true };
   renderEnvs();
+  let g;
   try {
-    const r = await api("/api/v1/promote", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ app, from: env.promotion.from, to: env.name, dryRun: true }) });
-    state.gates[key] = { result: r };
+    const r = await promotion(env, app, { dryRun: true });
+    g = { gates: r.gates || [], changes: r.changes || [], checked: true };
   } catch (e) {
-    state.gates[key] = { error: e.message, hint: e.body && e.body.hint };
+    const gates = (e.body && e.body.gates) || null;
+    g = { gates, changes: null, error: e.message, hint: e.body && e.body.hint };
+    if (gates && gates.every((x) => x.passed || x.name === "approval")) {
+      // only the approval is missing, which the button gives: what would change, approved
+      try {
+        const r = await promotion(env, app, { dryRun: true, approve: true });
+        g = { gates, changes: r.changes || [], checked: true };
+      } catch (again) { /* shown as refused above */ }
+    }
+  }
+  const wait = Math.max(0, ...(g.gates || []).map((x) => (x.passed ? 0 : x.waitSeconds || 0)));
+  g.until = wait ? Date.now() + wait * 1000 : null;
+  state.gates[key] = g;
+  renderEnvs();
+}
+
+async function promote(env, app) {
+  const key = `${env.name}/${app}`;
+  const before = state.gates[key] || {};
+  state.gates[key] = { ...before, busy: true };
+  renderEnvs();
+  try {
+    const r = await promotion(env, app, env.promotion.requireApproval ? { approve: true } : {});
+    state.gates[key] = { gates: r.gates || [], changes: r.changes || [], done: r };
+  } catch (e) {
+    state.gates[key] = { gates: (e.body && e.body.gates) || before.gates || null, changes: before.changes,
+      error: e.message, hint: e.body && e.body.hint, failed: true };
   }
   renderEnvs();
 }
 
-function renderGates(g) {
+function gateState(x) {
+  if (x.passed) return "pass";
+  if (x.waitSeconds || x.name === "approval") return "wait";
+  return "fail";
+}
+
+function renderGate(x, g) {
+  const st = gateState(x);
+  const mark = { pass: "✓ ", wait: "… ", fail: "✗ " }[st];
+  let left = null;
+  if (st === "wait" && x.waitSeconds && g.until) {
+    left = h("span", { class: "left", dataset: { until: String(g.until) } }, ` ${Math.ceil((g.until - Date.now()) / 1000)}s left`);
+  } else if (st === "wait") {
+    left = h("span", { class: "left" }, " waiting for an approval");
+  }
+  return h("li", { class: `gate g-${st}`, dataset: { gate: x.name, state: st } }, mark, h("b", {}, x.name), ` ${x.message}`, left);
+}
+
+function renderGates(env, app, g) {
   if (g.loading) return h("p", { class: "muted small" }, "dry run…");
-  if (g.error) return h("div", { class: "small bad" }, `refused: ${g.error}`, g.hint ? h("div", { class: "muted" }, g.hint) : null);
-  const r = g.result;
+  const gates = g.gates || [];
+  const blocking = gates.filter((x) => !x.passed && x.name !== "approval");
+  const approve = Boolean(env.promotion.requireApproval);
+  let action = null;
+  if (g.busy) action = h("p", { class: "muted" }, "committing…");
+  else if (g.done) {
+    action = h("div", { class: "committed ok" }, g.done.commit ? "committed " : "nothing committed",
+      g.done.commit ? h("code", { class: "commit", title: g.done.commit }, short(g.done.commit)) : null,
+      g.done.message ? ` “${g.done.message.split("\n")[0]}”` : "", g.done.pushed ? ", pushed: the reconciler applies it next" : "");
+  } else if (g.error && !gates.length) {
+    action = h("div", { class: "bad" }, `refused: ${g.error}`, g.hint ? h("div", { class: "muted" }, g.hint) : null);
+  } else if (g.changes && !g.changes.length && !blocking.length) {
+    action = h("div", { class: "muted" }, `nothing to promote: ${env.name} already declares what ${env.promotion.from} runs`);
+  } else {
+    action = [
+      g.failed ? h("div", { class: "bad" }, `refused: ${g.error}`, g.hint ? h("div", { class: "muted" }, g.hint) : null) : null,
+      h("button", { type: "button", class: `promote${approve ? " approve" : ""}`, disabled: blocking.length > 0,
+        title: blocking.length ? `waiting for: ${blocking.map((x) => x.name).join(", ")}` : "commit the promotion to Git",
+        onclick: () => promote(env, app) },
+      approve ? `approve & promote as ${(state.me && state.me.user) || "you"}` : `promote ${env.promotion.from} → ${env.name}`),
+      g.done ? null : h("span", { class: "muted" }, " dry run: nothing committed yet"),
+    ];
+  }
   return h("div", { class: "small" },
-    h("ul", { class: "gate-list" }, (r.gates || []).map((x) =>
-      h("li", { class: x.passed ? "ok" : "bad" }, x.passed ? "✓ " : "✗ ", h("b", {}, x.name), ` ${x.message}`))),
-    (r.changes || []).map((c) => h("div", {}, `${c.component}: ${c.old} → `, h("code", {}, shortDigest(c.digest)))),
-    h("div", { class: "muted" }, "dry run: nothing committed"));
+    h("ul", { class: "gate-list" }, gates.map((x) => renderGate(x, g))),
+    (g.changes || []).map((c) => h("div", {}, `${c.component}: ${c.old} → `, h("code", {}, shortDigest(c.digest)))),
+    action);
 }
 
 function renderFilter() {
@@ -306,19 +405,51 @@ function renderDrift() {
         h("td", { class: "small" }, i.message, i.healedAt ? h("div", { class: "ok" }, "healed ", when(i.healedAt)) : null))))));
 }
 
+// Rollback: an app of an older applied revision, for users who may write its environment: a
+// confirmation, then POST /api/v1/rollback (a new commit restoring the app's manifests as they were).
+function renderRollback(e, app, newest) {
+  if (!mayWrite(e.env) || e.revision === newest[e.env]) return null;
+  const key = `${e.env}/${app}/${e.revision}`;
+  const r = state.rollbacks[key];
+  const go = async () => {
+    state.rollbacks[key] = { busy: true };
+    renderHistory();
+    try {
+      state.rollbacks[key] = { done: await api("/api/v1/rollback", { ...JSON_POST,
+        body: JSON.stringify({ app, env: e.env, to: e.revision }) }) };
+    } catch (err) {
+      state.rollbacks[key] = { error: err.message };
+    }
+    renderHistory();
+  };
+  const set = (v) => () => { state.rollbacks[key] = v; renderHistory(); };
+  if (!r) return h("button", { type: "button", class: "link rollback", onclick: set({ confirm: true }) }, "roll back");
+  if (r.confirm) {
+    return h("span", { class: "confirm" }, ` roll ${app} in ${e.env} back to ${short(e.revision)}? `,
+      h("button", { type: "button", class: "do-rollback", onclick: go }, "commit rollback"), " ",
+      h("button", { type: "button", class: "link", onclick: set(undefined) }, "cancel"));
+  }
+  if (r.busy) return h("span", { class: "muted" }, " committing…");
+  if (r.error) return h("span", { class: "bad" }, ` refused: ${r.error}`);
+  return h("span", { class: "ok rolled-back" }, " committed ", h("code", { class: "commit" }, short(r.done.commit)));
+}
+
 function renderHistory() {
   const items = state.history || [];
   if (!items.length) { fill("history", h("p", { class: "muted" }, "no revision applied yet")); return; }
+  const newest = {};
+  for (const e of items) if (!(e.env in newest)) newest[e.env] = e.revision;  // newest first
   fill("history", h("ol", { class: "commits" }, items.map((e) => {
     const c = state.commits[e.revision];
-    return h("li", { class: "commit" },
+    return h("li", { class: "commit", dataset: { env: e.env, revision: e.revision } },
       h("div", {}, h("code", { class: "rev", title: e.revision }, short(e.revision)), " ", badge(e.env, "envname"), " ",
         h("b", {}, (c && c.subject) || e.message)),
       h("div", { class: "muted small" }, e.author, " · applied ", when(e.appliedAt)),
       c && c.body ? h("pre", { class: "body" }, c.body) : null,
       c && c.trailers.length ? h("dl", { class: "trailers" }, c.trailers.map((t) => [h("dt", {}, t.key), h("dd", {}, t.value)])) : null,
-      h("div", { class: "small" }, e.apps.map((a) => h("span", { class: "hist-app" }, a.name, ": ",
-        a.components.map((x) => [x.name, " ", h("code", { class: "digest", title: x.digest || "" }, shortDigest(x.digest)), " "])))));
+      h("div", { class: "small" }, e.apps.map((a) => h("span", { class: "hist-app", dataset: { app: a.name } }, a.name, ": ",
+        a.components.map((x) => [x.name, " ", h("code", { class: "digest", title: x.digest || "" }, shortDigest(x.digest)), " "]),
+        renderRollback(e, a.name, newest)))));
   })));
 }
 
@@ -381,6 +512,18 @@ function setup() {
     connect();
   });
   $("app-filter").addEventListener("change", (ev) => { state.filter = ev.target.value; renderInstances(); });
+  setInterval(() => {  // the time left of waiting gates; checked again once it is over
+    for (const el of document.querySelectorAll(".left[data-until]")) {
+      el.textContent = ` ${Math.max(0, Math.ceil((Number(el.dataset.until) - Date.now()) / 1000))}s left`;
+    }
+    for (const [key, g] of Object.entries(state.gates)) {
+      if (!g.until || g.rechecked || Date.now() < g.until + 500) continue;
+      g.rechecked = true;
+      const [envName, app] = key.split("/");
+      const env = (state.envs || []).find((x) => x.name === envName);
+      if (env && env.promotion) checkGates(env, app);
+    }
+  }, 1000);
   setInterval(() => {  // keep "Ns ago" honest between changes
     for (const t of document.querySelectorAll("time[datetime]")) {
       const at = Date.parse(t.getAttribute("datetime"));
