@@ -8,6 +8,7 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       admin-token             the local user's admin credential for the API (0600; the CLI sends it)
       users.yaml              the reconciler's users (--users-file): the admin's token SHA-256, role admin
       hook-token              the post-receive hook's credential (0600; user git-hook, role viewer)
+      age-identity            the reconciler's age key (0600; --age-identity-file): decrypts {age: ...} values
       registry/               registry storage root
       git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
@@ -146,6 +147,22 @@ class Platform:
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token()}"}
+
+    @property
+    def age_identity_file(self) -> Path:
+        return self.data / "age-identity"
+
+    def age_recipient(self) -> str:
+        """The public key of DATA/age-identity (made at the first start): what users encrypt secrets to."""
+        from pyrage import x25519
+
+        if not self.age_identity_file.exists():
+            identity = x25519.Identity.generate()
+            fd = os.open(self.age_identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"# public key: {identity.to_public()}\n{identity}\n")
+        line = next(x for x in self.age_identity_file.read_text().splitlines() if x.startswith("AGE-SECRET-KEY-"))
+        return str(x25519.Identity.from_str(line.strip()).to_public())
 
     @property
     def hook_token_file(self) -> Path:
@@ -316,6 +333,7 @@ class Platform:
         """The ``driftless`` arguments of this platform's reconciler."""
         tls = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
         self.ensure_admin_credential()
+        self.age_recipient()  # DATA/age-identity exists
         return [
             "reconcile",
             "--repo", str(self.git_dir),
@@ -327,6 +345,7 @@ class Platform:
             "--token-file", str(self.token_file),
             "--heartbeat", str(self.heartbeat),
             "--users-file", str(self.users_file),
+            "--age-identity-file", str(self.age_identity_file),
             *(["--open-reads"] if self.open_reads else []),
             *tls,
             *self.reconciler_args,
@@ -376,6 +395,7 @@ class Platform:
             "tokenFile": str(self.token_file),
             "credentialFile": str(self.admin_token_file),
             "usersFile": str(self.users_file),
+            "ageRecipient": self.age_recipient(),  # `driftless secrets encrypt` encrypts to it
             "data": str(self.data),
             "pid": os.getpid(),
             "hosts": [

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="write the identity here (mode 0600; an existing file is never overwritten)")
     enc = sub.add_parser("encrypt", help="encrypt a value read from stdin to the reconciler's public key")
     enc.add_argument("--recipient", "-r", action="append", default=[], metavar="AGE1...",
-                     help="the reconciler's public key (repeatable; default $DRIFTLESS_AGE_RECIPIENT)")
+                     help="the reconciler's public key (repeatable; default $DRIFTLESS_AGE_RECIPIENT, else the "
+                          "reconciler of a local `driftless up`)")
     enc.add_argument("--key", metavar="NAME", help="print a whole config entry NAME: {age: ...} (default: the "
                                                   "{age: ...} value alone)")
     enc.add_argument("--keep-newline", action="store_true",
@@ -74,7 +75,11 @@ def _encrypt(args: argparse.Namespace) -> int:
     import pyrage
     from pyrage import x25519
 
+    from driftless.endpoints import load_up_json
+
     texts = args.recipient or [r for r in os.environ.get("DRIFTLESS_AGE_RECIPIENT", "").split(",") if r.strip()]
+    if not texts and load_up_json().get("ageRecipient"):
+        texts = [str(load_up_json()["ageRecipient"])]
     if not texts:
         raise UsageError("no recipient: give --recipient age1... (the reconciler's public key)",
                          hint="`driftless secrets keygen` printed it; or: age-keygen -y IDENTITY_FILE")

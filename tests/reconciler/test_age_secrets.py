@@ -12,6 +12,7 @@ rejects the revision at its file:line and keeps the last good state running.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import subprocess
@@ -22,9 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from model.loader import load_tree
-from reconciler.controller.secrets import SecretStore, read_age_identities
+from reconciler.controller.secrets import SecretStore, decrypt_age, read_age_identities
 from shared.errors import UsageError
 from tests.support.components import build
 from tests.support.platform import LocalPlatform, environment, local_platform
@@ -207,6 +209,14 @@ def test_keys_and_refusals_without_processes(tmp_path: Path) -> None:
     bad = load_tree(root)
     assert not bad.ok and any(p.line == 13 for p in bad.errors), bad.problems
     env = {k: v for k, v in os.environ.items() if k != "DRIFTLESS_AGE_RECIPIENT"}
+    env["DRIFTLESS_DATA"] = str(tmp_path / "up")
     r = subprocess.run([sys.executable, "-m", "driftless", "secrets", "encrypt"], input="v", capture_output=True,
                        text=True, timeout=30, env=env)  # fmt: skip
     assert r.returncode == 2 and "--recipient" in r.stderr
+    # with a local `driftless up`, encrypt finds the reconciler's public key in up.json
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "up.json").write_text(json.dumps({"ageRecipient": recipient}))
+    r = subprocess.run([sys.executable, "-m", "driftless", "secrets", "encrypt", "--key", "TOKEN"], input="v\n",
+                       capture_output=True, text=True, timeout=30, env=env)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("TOKEN:\n  age: |\n    -----BEGIN AGE ENCRYPTED FILE-----")
+    assert decrypt_age(yaml.safe_load(r.stdout)["TOKEN"]["age"], read_age_identities(key)) == "v"
