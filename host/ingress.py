@@ -37,6 +37,7 @@ LINKS_PREFIX = "/.driftless/links/"
 HOP_HEADER = "x-driftless-link-hop"
 LINK_TIMEOUT_SECONDS = 60.0
 METRICS_PATH = "/.driftless/metrics"  # the host's Prometheus metrics (per-digest traffic)
+HEALTHZ_PATH = "/healthz"  # the ingress's own liveness (200, or 503 while draining), before any route
 
 
 def _json_error(status: int, message: str, **extra: object) -> web.Response:
@@ -99,6 +100,8 @@ def make_ingress_app(
             return await serve_link(request)
         if request.path == METRICS_PATH:
             return web.Response(body=generate_latest(metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if request.path == HEALTHZ_PATH and request.method in ("GET", "HEAD"):
+            return web.json_response({"status": "ok"})
         match = supervisor.route(request.path)
         if match is None:
             return _json_error(404, f"no component is exposed at {request.path}", path=request.path)

@@ -99,7 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ex.add_argument("--token-file", dest="exec_token_file", type=Path, metavar="FILE",
                     help="the host's admin credential (its --admin-token-file; default: $DRIFTLESS_ADMIN_TOKEN_FILE, "
                          "else the file of the host of a local `driftless up` at --admin)")
-    ex.add_argument("--json", action="store_true", help="print JSON")
+    ex.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                    help="output format (default text)")
+    ex.add_argument("--json", dest="output", action="store_const", const="json", help="same as -o json")
     acts = ex.add_subparsers(dest="exec_action", metavar="ACTION", required=True)
     acts.add_parser("ls", help="list instances")
     acts.add_parser("status", help="host status: generation, compilations, cache")
@@ -236,11 +238,28 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
     return json.loads(r.content or b"null")
 
 
+def _status_text(out: dict[str, Any]) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in (out.get("labels") or {}).items())
+    cache = out.get("cache") or {}
+    return "\n".join([
+        f"host          {out.get('name')} (driftless {out.get('version')})",
+        f"labels        {labels or '-'}",
+        f"ingress       {out.get('ingressUrl') or '-'}",
+        f"control       {out.get('control') or '-'} ({'connected' if out.get('connected') else 'not connected'})",
+        f"generation    {out.get('observedGeneration')}",
+        f"instances     {out.get('instances')} ({out.get('inflight', 0)} calls in flight)",
+        f"compilations  {out.get('compilations')} (cache hits {out.get('cacheHits', 0)}, "
+        f"in memory {out.get('memoryHits', 0)}; cache {cache.get('entries', 0)} entries, {cache.get('bytes', 0)} bytes)",
+        f"engine        {out.get('engine') or '-'}",
+    ])
+
+
 def _exec(args: argparse.Namespace) -> int:
     action = args.exec_action
+    as_json = args.output == "json"
     if action == "ls":
         out = _call(args, "GET", "/api/v1/instances")
-        if args.json:
+        if as_json:
             print(json.dumps(out, indent=2))
             return 0
         print(f"observed generation {out.get('observedGeneration')}")
@@ -254,7 +273,8 @@ def _exec(args: argparse.Namespace) -> int:
                 print(f"    last error: {i['lastError']}")
         return 0
     if action == "status":
-        print(json.dumps(_call(args, "GET", "/api/v1/status"), indent=2))
+        status = _call(args, "GET", "/api/v1/status")
+        print(json.dumps(status, indent=2) if as_json else _status_text(status))
         return 0
     if action == "run":
         from shared.reference import ReferenceError, parse
@@ -270,22 +290,23 @@ def _exec(args: argparse.Namespace) -> int:
         out = _call(args, "POST", "/api/v1/instances", body)
         instance_id = out["instance"]["id"]
         status = _wait_running(args, instance_id, timeout=args.wait) if args.wait > 0 else "Starting"
-        print(json.dumps(out, indent=2) if args.json else f"started {instance_id} ({status})")
+        print(json.dumps(out, indent=2) if as_json else f"started {instance_id} ({status})")
         return 0
     if action == "stop":
-        _call(args, "DELETE", "/api/v1/instances", params={"id": args.id})
-        print(f"stopped {args.id}")
+        out = _call(args, "DELETE", "/api/v1/instances", params={"id": args.id})
+        print(json.dumps(out if out is not None else {"stopped": args.id}, indent=2) if as_json
+              else f"stopped {args.id}")
         return 0
     if action == "set-config":
         out = _call(args, "PATCH", "/api/v1/instances", {"config": dict(args.config)},
                     params={"id": args.id})  # fmt: skip
-        print(json.dumps(out, indent=2) if args.json else f"reconfigured {args.id}")
+        print(json.dumps(out, indent=2) if as_json else f"reconfigured {args.id}")
         return 0
     if action == "set-image":
         image, digest, resolved = _pinned_image(args.image)
         out = _call(args, "PATCH", "/api/v1/instances", {"image": image, "digest": digest},
                     params={"id": args.id})  # fmt: skip
-        if args.json:
+        if as_json:
             print(json.dumps(out, indent=2))
             return 0
         if resolved:

@@ -1,5 +1,6 @@
 ;; frontend: an HTTP handler that imports driftless:demo/greeter (wired by a link to a greeter instance)
-;; and answers with greet(<last path segment>), or greet("world") when the path ends in "/".
+;; and answers with greet(<last path segment>), or greet("world") when the path ends in "/"; the query
+;; string is not part of the name (/greet/ada?lang=fr greets "ada").
 (component
   (import "driftless:demo/greeter" (instance $greeter
     (export "greet" (func (param "name" string) (result string)))))
@@ -30,16 +31,25 @@
     (data (i32.const 128) "content-type")
     (data (i32.const 144) "text/plain")
     (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (local $i i32) (local $start i32) (local $np i32) (local $nl i32)
-      ;; start = index after the last '/' of the path
+      (local $i i32) (local $start i32) (local $np i32) (local $nl i32) (local $end i32)
+      ;; end = index of the first '?' (the query string starts there), else the path's length
+      (local.set $end (local.get 3))
+      (block $found (loop $q
+        (br_if $found (i32.ge_u (local.get $i) (local.get 3)))
+        (if (i32.eq (i32.load8_u (i32.add (local.get 2) (local.get $i))) (i32.const 63))
+          (then (local.set $end (local.get $i)) (br $found)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $q)))
+      (local.set $i (i32.const 0))
+      ;; start = index after the last '/' before end
       (block $done (loop $l
-        (br_if $done (i32.ge_u (local.get $i) (local.get 3)))
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
         (if (i32.eq (i32.load8_u (i32.add (local.get 2) (local.get $i))) (i32.const 47))
           (then (local.set $start (i32.add (local.get $i) (i32.const 1)))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $l)))
       (local.set $np (i32.add (local.get 2) (local.get $start)))
-      (local.set $nl (i32.sub (local.get 3) (local.get $start)))
+      (local.set $nl (i32.sub (local.get $end) (local.get $start)))
       (if (i32.eqz (local.get $nl)) (then (local.set $np (i32.const 32)) (local.set $nl (i32.const 5))))
       ;; greet's string result written at 64: ptr @64, len @68
       (call $greet (local.get $np) (local.get $nl) (i32.const 64))

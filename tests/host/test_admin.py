@@ -57,6 +57,13 @@ def test_out_of_band_changes_last_until_the_next_generation(tmp_path: Path, imag
         assert "dev/demo/extra/oob-1" in r.stdout and "(unmanaged)" in r.stdout
         listed = json.loads(_exec(host, "--json", "ls").stdout)
         assert listed["observedGeneration"] == 1
+        # every action prints text by default and JSON with -o json
+        text = _exec(host, "status").stdout
+        assert text.startswith("host ") and "generation    1" in text and "{" not in text, text
+        assert json.loads(_exec(host, "-o", "json", "status").stdout)["observedGeneration"] == 1
+        assert json.loads(_exec(host, "-o", "json", "ls").stdout)["observedGeneration"] == 1
+        stopped = _exec(host, "-o", "json", "stop", "dev/demo/extra/oob-1")
+        assert stopped.returncode == 0 and isinstance(json.loads(stopped.stdout), dict), stopped.stdout
 
         # nothing reverts them between generations...
         assert host.get("/web").text == "changed from /web"
@@ -117,7 +124,7 @@ def test_exec_finds_the_admin_token_of_a_local_driftless_up(tmp_path: Path) -> N
         r = status({"tokenFile": str(token_file),
                     "hosts": [{"name": "h1", "admin": host.admin, "adminTokenFile": str(host.admin_token_file)}]})
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["name"] == "h1"
+        assert r.stdout.startswith("host          h1 "), r.stdout  # text by default
 
 
 def test_the_join_token_changes_nothing_on_the_admin_api(tmp_path: Path, images: dict[str, str]) -> None:

@@ -33,6 +33,10 @@ def test_serves_hello_with_config_and_a_linked_frontend(tmp_path: Path, images: 
         assert r.headers["content-type"] == "text/plain"
         r = host.get("/dev/front/ada")
         assert (r.status_code, r.text) == (200, "Hello, ada!")
+        r = host.get("/dev/front/ada?lang=fr")  # the query string is not part of the name
+        assert (r.status_code, r.text) == (200, "Hello, ada!")
+        r = host.get("/healthz")  # the ingress's own, whatever is exposed
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
         # longest prefix wins; unknown paths get a JSON 404
         r = host.get("/nothing/here")
         assert r.status_code == 404
