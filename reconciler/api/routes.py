@@ -253,6 +253,7 @@ def _app_summary(controller: Controller, env: str, app: str) -> dict[str, Any]:
         "message": full.get("message"),
         "desired": sum(c["desired"] for c in comps),
         "ready": sum(c["ready"] for c in comps),
+        "rollout": full.get("rollout"),  # a canary rollout: phase, step, weight, measured figures
     }
 
 

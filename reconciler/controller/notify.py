@@ -51,7 +51,8 @@ log = logging.getLogger("driftless.reconciler")
 
 SIGNATURE_HEADER = "X-Driftless-Signature-256"
 SECRET_ENV_PREFIX = "DRIFTLESS_NOTIFICATION_SECRET_"
-NOTIFIED = frozenset({"Rejected", "AppDegraded", "Healed", "Promoted", "RolledBack"})  # and every Drift*
+NOTIFIED = frozenset({"Rejected", "AppDegraded", "Healed", "Promoted", "RolledBack",  # and every Drift*
+                      "RolloutAborted", "RolloutCompleted", "RolloutWaiting"})  # canary rollouts
 ATTEMPTS = 5  # per delivery
 TIMEOUT = 5.0  # per attempt (connect, each read)
 WORKERS = 4

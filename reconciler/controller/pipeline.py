@@ -49,10 +49,12 @@ from reconciler.controller.revisions import (
     problem_json,
     secret_refs,
 )
+from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.secrets import SecretStore
 from reconciler.controller.state import Store
 from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
+from reconciler.planner.rollout import without_canaries
 from reconciler.settings import Settings
 from shared import registry_client
 from shared import tags as tags_mod
@@ -111,6 +113,8 @@ class Controller:
                                   replan=self.trigger, status_changed=self._mark_status_dirty)
         self.tracker = StatusTracker(store=self.store, events=self.event, settings=settings, fleet=self.fleet,
                                      revision=self, heal=lambda envs: self.trigger(heal=envs))
+        self.rollouts = Rollouts(store=self.store, events=self.event, fleet=self.fleet, tree=lambda: self.tree,
+                                 replan=self.trigger)  # canary rollouts (controller/rollouts.py)
         self.commit_statuses = CommitStatuses(self, secret=self.secrets.get)  # spec.commitStatus
         # the revision: what is applied, what was rejected, where tags point
         self.tree: ManifestTree | None = None
@@ -158,6 +162,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._status_loop(), name="status"),
+            asyncio.create_task(self.rollouts.run(), name="rollouts"),
         ]
 
     async def halt(self) -> None:
@@ -183,6 +188,7 @@ class Controller:
     def _restore(self) -> None:
         self.fleet.restore()
         self.tracker.restore()
+        self.rollouts.restore()
         rej = self.store.get("rejected")
         self.rejected = Rejected(**rej) if rej else None
         self.applied = self.store.get("applied")
@@ -528,9 +534,9 @@ class Controller:
         if self.tree is None and self.applied:
             return  # the applied tree is not loaded yet: publishing now would empty the hosts
         tree = self.tree or ManifestTree()
-        previous = {h: doc.instances for h, (doc, _) in self.fleet.published.items()}
-        ctx.plan = plan(tree=tree, digests=self.digests, hosts=self.fleet.infos(), previous=previous,
-                        registry=self.registry_host, secrets=self.secrets.fingerprints())
+        previous = {h: without_canaries(doc.instances) for h, (doc, _) in self.fleet.published.items()}
+        ctx.plan = self.rollouts.plan(plan(tree=tree, digests=self.digests, hosts=self.fleet.infos(), previous=previous,
+                                           registry=self.registry_host, secrets=self.secrets.fingerprints()), tree)
 
     async def _step_publish(self, ctx: Context) -> None:
         if ctx.plan is None:

@@ -14,6 +14,7 @@ from model.types import ManifestTree, SyncMode
 from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import HostRegistry
 from reconciler.controller.revisions import Rejected
+from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.state import Store
 from reconciler.planner import drift, healing
 from reconciler.planner.placement import READY, Unplaced
@@ -33,6 +34,7 @@ class Revision(Protocol):
     rejected: Rejected | None
     applied: dict[str, Any] | None
     current_tags: dict[str, str]
+    rollouts: Rollouts
 
 
 class StatusTracker:
@@ -146,6 +148,7 @@ class StatusTracker:
             "message": view.message,
             "conditions": [c.to_json() for c in self.conditions(view)],
             "components": [c.to_json() for c in view.components],
+            "rollout": self._revision.rollouts.status(env, app),  # a canary rollout (or None)
         }
 
     # ------------------------------------------------------------------ drift
