@@ -420,7 +420,10 @@ class Supervisor:
         ]
         if not candidates:
             return None
-        return candidates[next(self._rr) % len(candidates)]
+        # under a canary split, typed calls follow the weight too (no client to be sticky to)
+        chosen, _, _ = self.traffic.choose(candidates, headers={}, cookies={},
+                                           pick=lambda found: found[next(self._rr) % len(found)])
+        return chosen
 
     def http_link_targets(self, *, env: str, app: str, component: str) -> list[Instance]:
         """Instances on this host that can answer an HTTP link to ``component`` (any HTTP world)."""

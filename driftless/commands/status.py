@@ -261,6 +261,10 @@ def render(
     else:
         out.append("No applications.")
     out.append("")
+    rollouts = rollout_rows(environments)
+    if rollouts:  # canary rollouts: phase, step, weight and the figures of the window
+        out.extend([table(["ENVIRONMENT", "APPLICATION", "ROLLOUT", "STEP", "WEIGHT", "CANARY", "STABLE",
+                           "MESSAGE"], rollouts, colour_columns=(2,)), ""])
     host_rows = []
     for h in hosts:
         report = h.get("report") or {}
@@ -294,3 +298,26 @@ def render(
     else:
         out.append("No hosts registered.")
     return "\n".join(out)
+
+
+def rollout_rows(environments: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per canary rollout: its phase, step, weight and what both digests measured."""
+
+    def figures(w: dict[str, Any] | None) -> str:
+        if not w:
+            return "-"
+        p99 = f", p99 {w['p99Ms']:g}ms" if w.get("p99Ms") is not None else ""
+        return f"{w.get('requests', 0)} req, {w.get('errorRate', 0):.1%} err{p99}, {w.get('traps', 0)} traps"
+
+    rows = []
+    for e in environments:
+        for a in e.get("apps") or []:
+            r = a.get("rollout")
+            if not r:
+                continue
+            measured = r.get("measured") or {}
+            step = "shadow" if r.get("shadow") else f"{r.get('step', 0)}/{r.get('steps', 0)}"
+            rows.append([str(e.get("name")), str(a.get("name") or a.get("app")), str(r.get("phase")), step,
+                         f"{r.get('weight', 0)}%", figures(measured.get("canary")), figures(measured.get("stable")),
+                         str((r.get("condition") or {}).get("message") or "")[:100]])
+    return rows

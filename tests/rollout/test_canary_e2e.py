@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from driftless.commands.status import rollout_rows
 from tests.rollout.conftest import hello_variant
 from tests.support.components import build
 from tests.support.platform import LocalPlatform, environment, local_platform
@@ -136,6 +137,10 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
         after = [(s, t) for when, s, t, _ in traffic.seen if when > at + 0.5]
         assert after and all(s == 200 and t == "" for s, t in after), after[:5]
 
+        # `driftless status` shows it: phase, step, weight, both digests' figures
+        rows = rollout_rows(p.reconciler.get("/api/v1/environments")["environments"])
+        assert [row[:5] for row in rows] == [["dev", "web", "Aborted", "1/3", "0%"]], rows
+        assert "err" in rows[0][5] and rows[0][7].startswith("aborted at step 1/3 (weight 20%): errorRate")
         # held back: Git names 1.2.0, 1.1.0 runs; not drift; the same after a reconciler restart
         app = p.reconciler.app("dev", "web")
         assert app["sync"] == "Synced" and app["health"] == "Healthy"
