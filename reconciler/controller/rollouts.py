@@ -47,6 +47,7 @@ class Rollouts:
         self._replan = replan
         self.states: dict[str, planner.RolloutState] = {}
         self._saved: dict[str, Any] = {}
+        self._overlaid = True  # published documents may carry splits (at start: maybe, from before a restart)
 
     def restore(self) -> None:
         saved = self._store.get(STORE_KEY, {}) or {}
@@ -69,6 +70,10 @@ class Rollouts:
     # ------------------------------------------------------------------ at each plan
     def plan(self, plan: Plan, tree: ManifestTree) -> Plan:
         """Track Git's digests against what runs, then lay the rollouts over the plan's documents."""
+        canaries = any(app.rollout is not None and app.rollout.strategy == "canary"
+                       for apps in tree.applications.values() for app in apps.values())
+        if not canaries and not self.states and not self._overlaid:
+            return plan  # nothing to track, nothing to lay over (the common case, at any scale)
         now = time.time()
         runs = planner.running({h: d for h, (d, _) in self._fleet.published.items()})
         git = planner.planned(plan.desired)
@@ -84,6 +89,7 @@ class Rollouts:
                     states[key] = state
         self.states = states
         self._save()
+        self._overlaid = bool(states)
         return replace(plan, desired=planner.overlay(plan.desired, states, self.policies()))
 
     # ------------------------------------------------------------------ every tick
@@ -96,6 +102,8 @@ class Rollouts:
                 log.exception("event=rollout-tick-failed error=%r", exc)
 
     def tick(self, now: float | None = None) -> None:
+        if not any(s.active for s in self.states.values()):
+            return
         now = time.time() if now is None else now
         policies = self.policies()
         published = {h: d for h, (d, _) in self._fleet.published.items()}
@@ -128,7 +136,9 @@ class Rollouts:
         state = self.states.get(f"{env}/{app}")
         if state is None:
             return None
-        return state.status_json(self.policies().get(state.key))
+        tree = self._tree()
+        found = tree.applications.get(env, {}).get(app) if tree is not None else None
+        return state.status_json(found.rollout if found is not None else None)
 
     def all(self) -> Mapping[str, planner.RolloutState]:
         return self.states

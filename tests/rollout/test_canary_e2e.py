@@ -163,3 +163,32 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
         assert served_digests(p, "shop") == {v1}
     finally:
         p.stop()
+
+
+def test_a_host_that_cannot_split_makes_the_rollout_wait(tmp_path: Path) -> None:
+    """An agent without traffic-split/v1 in its registration (an older one: here the reconciler tests'
+    simulated host, which speaks the same wire types) holds the canary back until it is gone."""
+    from tests.reconciler.simhost import SimHost
+
+    p = local_platform(tmp_path, hosts={"aws-1": {"cloud": "aws"}})
+    p.up(tree={"dev/environment.yaml": environment("dev"), "dev/apps/web.yaml": web("demo/web:1.0.0")},
+         components={"demo/web:1.0.0": build("hello"), "demo/web:1.1.0": hello_variant("good")})
+    old = SimHost(control=p.control_url, token=p.token(), name="old-1", labels={"cloud": "old"}, beat=0.2).start()
+    try:
+        wait_until(lambda: len(p.reconciler.app("dev", "web")["components"][0]["hosts"]) == 2, timeout=20,
+                   what="web on both hosts")
+        with Traffic([p.ingress("aws-1")]) as traffic:
+            p.git.push({"dev/apps/web.yaml": web("demo/web:1.1.0")}, "dev: web 1.1.0 as a canary")
+            waiting = wait_until(lambda: (r := rollout(p)).get("phase") == "Waiting" and r, timeout=20,
+                                 what="the rollout waits")
+            assert waiting["condition"]["reason"] == "HostCannotSplit" and "old-1" in waiting["condition"]["message"]
+            time.sleep(1.0)
+            assert {t for _, _, t, _ in traffic.seen[-20:]} == {""}  # no split anywhere: the stable digest serves
+            events = p.reconciler.get("/api/v1/events?env=dev&app=web")["events"]
+            assert any(e["reason"] == "RolloutWaiting" and e["type"] == "Warning" for e in events)
+            old.stop()  # the old agent goes (Lost): every host left can split, the rollout goes on
+            wait_until(lambda: rollout(p).get("phase") == "Completed", timeout=30, interval=0.05,
+                       what="the rollout completes once every host can split")
+    finally:
+        old.stop()
+        p.stop()
