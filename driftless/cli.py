@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "history": "revisions applied to an environment",
     "rollback": "revert an application to an earlier applied revision, as a new Git commit",
     "secrets": "age keys and encrypted values for secrets kept in Git (keygen, encrypt)",
+    "logs": "show (or --follow) the logs of the platform `driftless up` runs",
 }
 
 
@@ -61,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"driftless.commands.{args.command}")
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `driftless status -o json | head -1`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except DriftlessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if exc.hint:
@@ -78,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("(run with -v for details)", file=sys.stderr)
         return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not complain of the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

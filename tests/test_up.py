@@ -1,12 +1,16 @@
-"""`driftless up`: the whole platform in one process tree; Ctrl-C stops it; started again it resumes."""
+"""`driftless up`: the whole platform in one process tree; Ctrl-C stops it; started again it resumes.
+up.json appears only once the platform serves; the death of a host is a loss the reconciler heals, not
+the end of the platform; `driftless logs` shows (and follows) the logs up says it writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,13 +29,64 @@ def _start_up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _wait_up(proc: subprocess.Popen[bytes], log: Path, *, runs: int) -> str:
+def _wait_up(proc: subprocess.Popen[bytes], log: Path, *, runs: int, data: Path | None = None) -> str:
     deadline = time.monotonic() + 90
     while log.read_text().count("Driftless is up") < runs:
+        # up.json (what the CLI reads) only once the example apps serve
+        said = log.read_text()
+        if data is not None and (data / "up.json").exists():
+            done = re.findall(r"serve the example apps[ .]*(?:ready|\(still converging)", said)
+            assert len(done) == said.count("serve the example apps"), f"up.json before the apps serve:\n{said}"
         assert proc.poll() is None, f"driftless up exited:\n{log.read_text()}"
         assert time.monotonic() < deadline, f"not up in 90 s:\n{log.read_text()}"
-        time.sleep(0.2)
+        time.sleep(0.05)
     return log.read_text()
+
+
+def _child(parent: int, *args: str) -> int:
+    """The pid of ``parent``'s child process whose command line holds ``args`` in a row."""
+    want = "\0".join(args)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and want in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError(f"no child of {parent} runs {' '.join(args)}")
+
+
+def _driftless(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLESS_")}
+    return subprocess.run([sys.executable, "-m", "driftless", *args], capture_output=True, text=True, timeout=30,
+                          env={**env, "DRIFTLESS_DATA": str(data)})
+
+
+def _host_death_is_healed_and_logged(up: subprocess.Popen[bytes], log: Path, data: Path) -> None:
+    """Kill a host: up says so and goes on; the reconciler's HostLost shows in `driftless logs --follow`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLESS_")}
+    follow = subprocess.Popen([sys.executable, "-m", "driftless", "logs", "--process", "reconciler", "--follow",
+                               "-n", "0"], stdout=subprocess.PIPE, text=True, env={**env, "DRIFTLESS_DATA": str(data)})
+    followed: list[str] = []
+    reader = threading.Thread(target=lambda: followed.extend(iter(follow.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        os.kill(_child(up.pid, "--name", "edge-1"), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not any("HostLost" in line and "edge-1" in line for line in followed):
+            assert time.monotonic() < deadline, f"no HostLost followed: {followed}\n{log.read_text()}"
+            time.sleep(0.2)
+    finally:
+        follow.terminate()
+        follow.wait(10)
+        reader.join(5)
+        follow.stdout.close()  # type: ignore[union-attr]
+    said = log.read_text()
+    assert "host edge-1 exited; the reconciler heals its loss" in said, said
+    assert up.poll() is None, f"driftless up stopped when a host died:\n{said}"
+    shown = _driftless(data, "logs", "--host", "edge-1", "-n", "5")
+    assert shown.returncode == 0 and "driftless.host" in shown.stdout, shown.stdout + shown.stderr
 
 
 def _interrupt(proc: subprocess.Popen[bytes]) -> int:
@@ -77,7 +132,9 @@ def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> Non
 
     first = _start_up(data, ports, log)
     try:
-        out = _wait_up(first, log, runs=1)
+        out = _wait_up(first, log, runs=1, data=data)
+        assert f"logs          {data / 'logs'}" in out  # where the logs are, and how to read them
+        assert "driftless logs [--host NAME] [--follow]" in out
         info = json.loads((data / "up.json").read_text())
         assert info["registry"] == f"http://127.0.0.1:{ports['registry']}"
         assert info["reconciler"] == f"http://127.0.0.1:{ports['control']}"
@@ -91,6 +148,7 @@ def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> Non
         assert "Hello" in _get(f"{info['hosts'][2]['ingress']}/greet")
         hooks = (Path(info["git"]) / "hooks" / "post-receive").read_text()
         assert "/hooks/generic" in hooks
+        _host_death_is_healed_and_logged(first, log, data)
     finally:
         code = _interrupt(first)
     assert code == 0
@@ -101,7 +159,7 @@ def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> Non
     log.write_text("")
     second = _start_up(data, ports, log)
     try:
-        out = _wait_up(second, log, runs=1)
+        out = _wait_up(second, log, runs=1, data=data)
         assert "resuming Driftless" in out
         assert "pushed" not in out and "seeded" not in out
         info = json.loads((data / "up.json").read_text())

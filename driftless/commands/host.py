@@ -255,12 +255,14 @@ def _status_text(out: dict[str, Any]) -> str:
 
 
 def _exec(args: argparse.Namespace) -> int:
+    from driftless.commands.status import iso_times  # -o json: times in ISO 8601
+
     action = args.exec_action
     as_json = args.output == "json"
     if action == "ls":
         out = _call(args, "GET", "/api/v1/instances")
         if as_json:
-            print(json.dumps(out, indent=2))
+            print(json.dumps(iso_times(out), indent=2))
             return 0
         print(f"observed generation {out.get('observedGeneration')}")
         instances = out.get("instances", [])
@@ -274,7 +276,7 @@ def _exec(args: argparse.Namespace) -> int:
         return 0
     if action == "status":
         status = _call(args, "GET", "/api/v1/status")
-        print(json.dumps(status, indent=2) if as_json else _status_text(status))
+        print(json.dumps(iso_times(status), indent=2) if as_json else _status_text(status))
         return 0
     if action == "run":
         from shared.reference import ReferenceError, parse
@@ -290,24 +292,24 @@ def _exec(args: argparse.Namespace) -> int:
         out = _call(args, "POST", "/api/v1/instances", body)
         instance_id = out["instance"]["id"]
         status = _wait_running(args, instance_id, timeout=args.wait) if args.wait > 0 else "Starting"
-        print(json.dumps(out, indent=2) if as_json else f"started {instance_id} ({status})")
+        print(json.dumps(iso_times(out), indent=2) if as_json else f"started {instance_id} ({status})")
         return 0
     if action == "stop":
         out = _call(args, "DELETE", "/api/v1/instances", params={"id": args.id})
-        print(json.dumps(out if out is not None else {"stopped": args.id}, indent=2) if as_json
+        print(json.dumps(iso_times(out) if out is not None else {"stopped": args.id}, indent=2) if as_json
               else f"stopped {args.id}")
         return 0
     if action == "set-config":
         out = _call(args, "PATCH", "/api/v1/instances", {"config": dict(args.config)},
                     params={"id": args.id})  # fmt: skip
-        print(json.dumps(out, indent=2) if as_json else f"reconfigured {args.id}")
+        print(json.dumps(iso_times(out), indent=2) if as_json else f"reconfigured {args.id}")
         return 0
     if action == "set-image":
         image, digest, resolved = _pinned_image(args.image)
         out = _call(args, "PATCH", "/api/v1/instances", {"image": image, "digest": digest},
                     params={"id": args.id})  # fmt: skip
         if as_json:
-            print(json.dumps(out, indent=2))
+            print(json.dumps(iso_times(out), indent=2))
             return 0
         if resolved:
             print(f"resolved {args.image} to {digest}")

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from shared.registry_client import push_component
 
     ref = parse_ref(args.ref)
+    if not ref.tag and not ref.digest:  # type: ignore[attr-defined]
+        raise UsageError(f"{args.ref} has no tag: give one, e.g. {args.ref}:1.0.0",
+                         hint="manifests refuse images without a tag (or :latest): a tag says which version runs")
     try:
         wasm = args.file.read_bytes()
     except OSError as exc:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,29 @@ def short(value: str | None) -> str:
     return value
 
 
+TIME_KEYS = frozenset({"at", "since", "lastSeen", "lastTransitionTime"})  # and every key ending in At or Since
+
+
+def _is_time(key: str) -> bool:
+    return key in TIME_KEYS or key.endswith(("At", "Since"))
+
+
+def iso_times(value: Any, key: str = "") -> Any:
+    """``value`` with the API's unix times (seconds) as ISO 8601 UTC, e.g. ``2026-12-01T16:50:47.123Z``:
+    every number under a key ending in ``At`` or ``Since`` (appliedAt, healthySince...) or named at,
+    since, lastSeen, lastTransitionTime."""
+    if isinstance(value, dict):
+        return {k: iso_times(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [iso_times(v, key) for v in value]
+    if key and isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and _is_time(key):
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=False))
+    """``-o json``: the API's document, its times in ISO 8601 (``iso_times``)."""
+    print(json.dumps(iso_times(value), indent=2, sort_keys=False))
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -91,16 +91,13 @@ def run(args: argparse.Namespace) -> int:
         platform.start_reconciler()
         _step(f"reconciler    {platform.control_url}")
         platform.start_hosts()
-        info = platform.write_up_json()
-        _wait_serving(platform, timeout=args.timeout, stopping=lambda: stopping)
+        _step(f"logs          {data / 'logs'} (driftless logs [--host NAME] [--follow])")
+        lost: set[str] = set()
+        _wait_serving(platform, timeout=args.timeout, stopping=lambda: stopping, lost=lost)
+        info = platform.write_up_json()  # once the platform is ready: what reads up.json finds it serving
         _print_summary(platform, info)
         while not stopping:
-            dead = platform.dead()
-            if dead:
-                raise DriftlessError(
-                    f"{', '.join(dead)} exited unexpectedly; see {data / 'logs'}",
-                    hint="start `driftless up` again: it resumes from the data directory",
-                )
+            _check_processes(platform, lost)
             time.sleep(0.2)
         print("\n==> stopping (hosts drain in-flight calls)...", flush=True)
         return 0
@@ -114,7 +111,25 @@ def _api(platform: Platform) -> ReconcilerClient:
     return ReconcilerClient(base_url=platform.control_url, token=platform.admin_token(), timeout=2)
 
 
-def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool]) -> None:
+def _check_processes(platform: Platform, lost: set[str]) -> None:
+    """A dead registry or reconciler stops the platform; a dead host is a host loss the reconciler heals
+    (its instances move to the other hosts), said once, and the platform goes on."""
+    dead = platform.dead()
+    fatal = [name for name in dead if not name.startswith("host-")]
+    if fatal:
+        raise DriftlessError(
+            f"{', '.join(fatal)} exited unexpectedly; see {platform.data / 'logs'} (driftless logs)",
+            hint="start `driftless up` again: it resumes from the data directory",
+        )
+    for name in sorted(set(dead) - lost):
+        lost.add(name)
+        host = name.removeprefix("host-")
+        print(f"==> host {host} exited; the reconciler heals its loss (its instances move to the other hosts). "
+              f"Its log: driftless logs --host {host}", flush=True)
+
+
+def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], bool],
+                  lost: set[str] | None = None) -> None:
     """Wait until every host has registered and every example app is Healthy (a spinner with the counts
     on a terminal, progress dots otherwise)."""
     api = _api(platform)
@@ -131,7 +146,8 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                 envs = api.get("/api/v1/environments")["environments"]
                 apps = [a for e in envs for a in e.get("apps") or []]
                 healthy = [a for a in apps if a.get("health") == "Healthy"]
-                if len(ready) >= platform.host_count and apps and len(healthy) == len(apps):
+                wanted = platform.host_count - len(lost or ())
+                if len(ready) >= wanted and apps and len(healthy) == len(apps):
                     outcome = " ready"
                     break
                 if status is not None:
@@ -139,10 +155,10 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                                   f"{len(healthy)}/{len(apps)} apps Healthy")
             except DriftlessError:  # not listening yet, or not reconciled yet
                 pass
-            if platform.dead():
+            if set(platform.dead()) - (lost if lost is not None else set()):
                 if console is None:
                     print(flush=True)
-                raise DriftlessError(f"{', '.join(platform.dead())} exited; see {platform.data / 'logs'}")
+                _check_processes(platform, lost if lost is not None else set())
             if console is None:
                 print(".", end="", flush=True)
             time.sleep(0.5)
@@ -168,6 +184,7 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
     print(f"  reconciler  {info['reconciler']}")
     print(f"  git remote  {info['git']}")
     print(f"  endpoints   {platform.data / 'up.json'}")
+    print(f"  logs        {platform.data / 'logs'}  (driftless logs [--host NAME] [--follow])")
     print(f"  credential  {platform.admin_token_file} (admin; users in {platform.users_file}; the CLI sends it)")
     print()
     print("Next:")
