@@ -86,3 +86,17 @@ def test_logs_shows_each_process_and_follows(tmp_path: Path) -> None:
         out, _ = follow.communicate(timeout=10)
     assert out.splitlines() == ["host-edge-1 | edge line 3", "host-edge-1 | edge line 4",
                                 "host-aws    | aws started"], out
+
+
+def test_the_status_table_shows_a_rejection_at_file_line() -> None:
+    from driftless.commands.status import render
+
+    errors = [{"file": "dev/apps/hello.yaml", "line": 12 + i, "column": 5, "message": "bad",
+               "text": f"dev/apps/hello.yaml:{12 + i}:5: error: bad"} for i in range(7)]
+    text = render(source={"repo": "r", "branch": "main", "path": "manifests",
+                          "applied": {"revision": "a" * 40, "appliedAt": 1.0},
+                          "rejected": {"revision": "b" * 40, "errors": errors}}, environments=[], hosts=[])
+    lines = text.splitlines()
+    assert "head bbbbbbbbbbbb REJECTED" in lines[0]
+    assert lines[1:6] == [f"  dev/apps/hello.yaml:{12 + i}:5: error: bad" for i in range(5)]
+    assert lines[6] == "  ... and 2 more (driftless status -o json)"

@@ -212,6 +212,9 @@ def _worst_health(apps: list[dict[str, Any]]) -> str:
     return "Healthy" if apps else "-"
 
 
+MAX_PROBLEMS = 5  # of a rejected revision, under the Git line
+
+
 def render(
     *,
     source: dict[str, Any],
@@ -228,6 +231,11 @@ def render(
         if source.get("rejected"):
             rej = source["rejected"]
             line += "  " + paint(f"head {short(rej.get('revision'))} REJECTED", "red")
+            errors = [e for e in rej.get("errors") or [] if isinstance(e, dict)]
+            for e in errors[:MAX_PROBLEMS]:  # where and why, as `driftless validate` says it
+                line += "\n  " + paint(str(e.get("text") or e.get("message") or e), "red")
+            if len(errors) > MAX_PROBLEMS:
+                line += f"\n  ... and {len(errors) - MAX_PROBLEMS} more (driftless status -o json)"
         out += [line, ""]
     env_rows = []
     app_rows = []
