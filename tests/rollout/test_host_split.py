@@ -95,3 +95,33 @@ def variant_bytes(wasm: bytes, label: str) -> bytes:
     from tests.rollout.conftest import _custom_section
 
     return wasm + _custom_section(label)
+
+
+def test_a_sticky_client_on_the_canary_stays_there_as_the_weight_grows() -> None:
+    from host.traffic import Traffic
+    from wire.control import InstanceSpec
+    from wire.traffic import TrafficSplit
+
+    def spec(digest: str, weight: int) -> InstanceSpec:
+        return InstanceSpec(id=f"dev/demo/web/{digest}", env="dev", app="demo", component="web", image="r/x@" + digest,
+                            digest=digest, traffic=TrafficSplit(stable="s", canary="c", weight=weight))
+
+    def sides(weight: int) -> dict[str, str]:
+        traffic = Traffic()
+        specs = [spec("s", weight), spec("c", weight)]
+        traffic.update(specs)
+
+        class Inst:
+            def __init__(self, s: InstanceSpec) -> None:
+                self.spec = s
+
+        instances = [Inst(s) for s in specs]
+        return {client: traffic.choose(instances, headers={"x-driftless-client": client}, cookies={},
+                                       pick=lambda found: found[0])[1] or ""
+                for client in (f"client-{i}" for i in range(1000))}
+
+    at10, at50 = sides(10), sides(50)
+    on_canary = {c for c, side in at10.items() if side == "canary"}
+    assert 50 < len(on_canary) < 150  # ~10% of the clients
+    assert all(at50[c] == "canary" for c in on_canary)  # and none of them moves back
+    assert 400 < sum(1 for side in at50.values() if side == "canary") < 600
