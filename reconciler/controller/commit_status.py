@@ -15,7 +15,8 @@ The state of the branch head, per environment (GitHub spelling; GitLab's in brac
   environment's hosts converging: "applied, converging: 1/2 app(s) ready");
 - ``success`` once it is applied and every application of the environment is Healthy and Synced;
 - ``failure`` [failed] when the revision is rejected, with the first problem at file:line;
-- ``error`` [failed] when it is applied but an application is Degraded (stalled).
+- ``error`` [failed] when it is applied but an application is still Degraded (stalled) once the
+  reconciler's grace time (``--grace``, 10 s) has passed since the apply (before, it is converging).
 
 It is level-triggered: :meth:`CommitStatuses.update` runs in the controller's status loop, computes
 the state from what the controller knows and posts a state only when it changed. The configuration
@@ -32,6 +33,7 @@ import concurrent.futures
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +77,9 @@ def _where(error: Mapping[str, Any]) -> str:
 
 def outcome(*, env: str, head: str, applied: str | None, rejected: str | None,
             rejected_errors: Sequence[Mapping[str, Any]], apps: Sequence[Mapping[str, Any]],
-            last_error: str | None) -> Outcome:
-    """What ``env`` says of the branch head ``head`` (pure)."""
+            last_error: str | None, settled: bool = True) -> Outcome:
+    """What ``env`` says of the branch head ``head`` (pure); ``settled``: the grace time since the
+    apply is over (a Degraded app is stalled then, converging before)."""
     if rejected == head:
         first = rejected_errors[0] if rejected_errors else {}
         more = f" (+{len(rejected_errors) - 1} more)" if len(rejected_errors) > 1 else ""
@@ -85,7 +88,7 @@ def outcome(*, env: str, head: str, applied: str | None, rejected: str | None,
     if applied != head:
         return Outcome("pending", _clip("reconciling" + (f", retrying: {last_error}" if last_error else "")))
     stalled = [a for a in apps if a.get("health") == "Degraded"]
-    if stalled:
+    if stalled and settled:
         a = stalled[0]
         return Outcome("error", _clip(f"stalled in {env}: {a.get('app')} is Degraded: {a.get('message') or ''}"))
     ready = [a for a in apps if a.get("health") == "Healthy" and a.get("sync") == "Synced"]
@@ -121,7 +124,8 @@ class _Revision(Protocol):
     """What the reporter reads of the controller (reconciler.controller.pipeline.Controller)."""
 
     head: Any  # CommitInfo | None
-    applied: dict[str, Any] | None
+    applied: dict[str, Any] | None  # {"revision", "appliedAt", ...}
+    settings: Any  # Settings (grace_seconds)
     rejected: Any  # Rejected | None
     tree: Any  # ManifestTree | None
     tracker: Any  # StatusTracker
@@ -167,8 +171,10 @@ class CommitStatuses:
         if not any(e.commit_status for e in environments.values()):
             return
         rejected = rev.rejected
+        applied_at = (rev.applied or {}).get("appliedAt")
+        settled = not applied_at or time.time() - float(applied_at) >= float(rev.settings.grace_seconds)
         seen = (head.revision, (rev.applied or {}).get("revision"), id(tree), id(rev.tracker.views),
-                rejected.revision if rejected else None, id(rejected), rev.last_error)
+                rejected.revision if rejected else None, id(rejected), rev.last_error, settled)
         if seen == self._seen:
             return
         self._seen = seen
@@ -178,7 +184,8 @@ class CommitStatuses:
                 continue
             apps = [rev.tracker.app_status(name, a) or {"app": a} for a in sorted(tree.applications.get(name, {}))]
             result = outcome(env=name, head=sha, applied=seen[1], rejected=seen[4],
-                             rejected_errors=rejected.errors if rejected else (), apps=apps, last_error=rev.last_error)
+                             rejected_errors=rejected.errors if rejected else (), apps=apps, last_error=rev.last_error,
+                             settled=settled)
             for target in environment.commit_status:
                 key = (target, name, sha)
                 if self._posted.get(key) == result:

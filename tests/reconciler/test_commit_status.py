@@ -190,8 +190,10 @@ def test_the_state_of_a_head_per_environment() -> None:
     assert outcome(**common, applied="h", apps=[ok, {"app": "b", "health": "Progressing", "sync": "Synced"}]) == \
         Outcome("pending", "applied in prod, converging: 1/2 app(s) ready")
     assert outcome(**common, applied="h", apps=[ok]).state == "success"
-    assert outcome(**common, applied="h", apps=[{"app": "b", "health": "Degraded", "message": "no host fits"}]) == \
-        Outcome("error", "stalled in prod: b is Degraded: no host fits")
+    degraded = [{"app": "b", "health": "Degraded", "message": "no host fits"}]
+    assert outcome(**common, applied="h", apps=degraded) == Outcome("error", "stalled in prod: b is Degraded: no host fits")
+    assert outcome(**common, applied="h", apps=degraded, settled=False) == \
+        Outcome("pending", "applied in prod, converging: 0/1 app(s) ready")  # within the grace time
     errors = [{"file": "prod/apps/x.yaml", "line": 3, "column": 5, "message": "bad " * 60}, {"message": "two"}]
     failed = outcome(**{**common, "rejected": "h", "rejected_errors": errors}, applied="old", apps=[])
     assert failed.state == "failure" and failed.description.startswith("rejected (+1 more): prod/apps/x.yaml:3:5: bad")
