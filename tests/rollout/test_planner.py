@@ -164,6 +164,13 @@ def test_breaches_compare_with_the_baseline_over_a_floor() -> None:
     assert found and found[0].startswith("shadow status match 80.0%")
 
 
+def test_aborted_completed_and_waiting_rollouts_reach_the_webhooks() -> None:
+    from reconciler.controller.notify import notified
+
+    assert all(notified(reason) for reason in ("RolloutAborted", "RolloutCompleted", "RolloutWaiting"))
+    assert not notified("RolloutAdvanced")
+
+
 def test_state_survives_json() -> None:
     state = started()
     assert r.RolloutState.from_json(state.to_json()) == state
