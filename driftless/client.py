@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,28 @@ def default_token(token_file: Path | None = None) -> str | None:
     return None
 
 
+FAILOVER_WAIT = 15.0  # seconds a client of replicated reconcilers waits for a leader
+
+
+def _leader_named(response: httpx.Response | None) -> str | None:
+    if response is None or response.status_code != 503:
+        return None
+    try:
+        leader = response.json().get("leader")
+    except (ValueError, AttributeError):
+        return None
+    return leader.rstrip("/") if isinstance(leader, str) and leader else None
+
+
 class ReconcilerClient:
     def __init__(
         self, *, base_url: str | None = None, token: str | None = None, token_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.base_url = (base_url or default_control_url()).rstrip("/")
+        # replicated reconcilers: --control URL1,URL2 (a follower answers 503 naming the leader; one
+        # that does not answer is skipped); requests go to the leader, reads to whichever answers
+        self.base_urls = [u.strip().rstrip("/") for u in (base_url or default_control_url()).split(",") if u.strip()]
+        self.base_url = self.base_urls[0]
         self.token = token if token is not None else default_token(token_file)
         self.timeout = timeout
 
@@ -94,15 +111,7 @@ class ReconcilerClient:
         all_headers = {"Accept": "application/json", **(headers or {})}
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            with http.client(timeout=self.timeout) as client:
-                response = client.request(method, self.base_url + path, params=params, content=body,
-                                          headers=all_headers)
-        except httpx.TransportError as exc:
-            raise http.not_reachable(
-                exc, url=self.base_url, what="the reconciler at",
-                hint="start the platform with `driftless up`, or pass --control URL (or set $DRIFTLESS_CONTROL)",
-            ) from None
+        response = self._failover(method, path, params=params, body=body, headers=all_headers)
         if response.status_code >= 400:
             raise self._api_error(response)
         if not response.content:
@@ -114,6 +123,39 @@ class ReconcilerClient:
                 f"{response.url} did not answer with JSON; is {self.base_url} a Driftless reconciler?",
                 hint="pass --control URL of the reconciler",
             ) from None
+
+    def _failover(self, method: str, path: str, *, params: Mapping[str, str | None] | None, body: bytes | None,
+                  headers: dict[str, str]) -> httpx.Response:
+        """Send to the current reconciler; with several (--control URL1,URL2), go to the leader a follower
+        names (503), or on to the next when one does not answer, for up to FAILOVER_WAIT seconds (an
+        election). A write sent again this way is safe: promote, rollback and sync change nothing the
+        second time (the target already declares the digests, the files are already restored)."""
+        deadline = time.monotonic() + FAILOVER_WAIT
+        tried = 0
+        while True:
+            url = self.base_url
+            try:
+                with http.client(timeout=self.timeout) as client:
+                    response = client.request(method, url + path, params=params, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                if len(self.base_urls) < 2 or time.monotonic() > deadline:
+                    raise http.not_reachable(
+                        exc, url=url, what="the reconciler at",
+                        hint="start the platform with `driftless up`, or pass --control URL (or set $DRIFTLESS_CONTROL)",
+                    ) from None
+                response = None
+            if response is not None and (response.status_code != 503 or len(self.base_urls) < 2
+                                         or time.monotonic() > deadline):
+                return response
+            leader = _leader_named(response)
+            if leader and leader != url:
+                self.base_url = leader
+                continue
+            position = self.base_urls.index(url) if url in self.base_urls else -1
+            self.base_url = self.base_urls[(position + 1) % len(self.base_urls)]
+            tried += 1
+            if tried % len(self.base_urls) == 0:  # each answered nothing useful: an election, wait a little
+                time.sleep(0.3)
 
     def _api_error(self, response: httpx.Response) -> ApiError:
         try:

@@ -6,7 +6,15 @@ stability); registers again on 401/404.
 Identity: the join token only bootstraps. The registration's answer carries this host's credential,
 kept in ``credential_file`` (mode 0600) and presented on desired/report and when registering again
 (a restart keeps its name). A credential the reconciler does not know (its state was reset) falls
-back to the join token, which works when the name is free."""
+back to the join token, which works when the name is free.
+
+Several reconcilers (replicated on PostgreSQL): ``url`` may list several, comma-separated. The host
+talks to one at a time; a follower answers 503 naming the leader (``{"leader": URL}``), and the host
+goes there at once; a reconciler that does not answer (or answers 503 without a leader) sends it to
+the next URL of the list, with backoff. A report that fails (connection refused, no answer within
+``max(5, 2 x heartbeat)`` seconds: a paused process) ends the long-poll too, so a host never waits
+on a dead leader for a whole long-poll. Nothing restarts: what runs keeps running, the new leader
+answers with the same generation (it is in the shared database), which the host already runs."""
 
 from __future__ import annotations
 
@@ -43,6 +51,25 @@ class Reregister(Exception):
     """The reconciler does not know this host (404) or rejected the token (401)."""
 
 
+class NotLeader(Exception):
+    """A follower answered 503: ``leader`` is the URL it named (None: no leader known yet)."""
+
+    def __init__(self, message: str, leader: str | None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+def _not_leader(r: httpx.Response, what: str) -> NotLeader | None:
+    if r.status_code != 503:
+        return None
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
+    leader = body.get("leader") if isinstance(body, dict) else None
+    return NotLeader(f"{what} answered 503: {_error_text(r)}", leader if isinstance(leader, str) and leader else None)
+
+
 class ControlChannel:
     def __init__(
         self,
@@ -57,7 +84,8 @@ class ControlChannel:
         ca_file: str | None = None,
         credential_file: Path | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url.rstrip("/")]
+        self.url = self.urls[0]
         self.ca_file = ca_file
         self.token = token
         self.credential_file = credential_file
@@ -74,6 +102,21 @@ class ControlChannel:
         self._backoff = Backoff(first=BACKOFF_FIRST, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
         self._fresh = True
         self._last_failure = ""
+        self._interrupt = asyncio.Event()  # a failed report ends the long-poll on the same reconciler
+
+    def _fail_over(self, failed: str, leader: str | None = None) -> None:
+        """Talk to ``leader`` (named by a follower), else the URL after ``failed`` in the list."""
+        if self.url != failed:
+            return  # the other loop moved on already
+        if leader:
+            self.url = leader.rstrip("/")
+        elif len(self.urls) > 1:
+            position = self.urls.index(failed) if failed in self.urls else -1
+            self.url = self.urls[(position + 1) % len(self.urls)]
+        if self.url != failed:
+            log.warning("reconciler %s: %s; trying %s", failed, "not the leader" if leader else "unavailable", self.url)
+            self.registered.clear()
+            self._interrupt.set()
 
     def _headers(self) -> dict[str, str]:
         """Desired state and reports: this host's credential (the join token is refused there)."""
@@ -102,6 +145,16 @@ class ControlChannel:
             except Reregister as exc:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
+            except NotLeader as exc:
+                failed = self.url
+                self._fail_over(failed, exc.leader)
+                self.connected = False
+                self.registered.clear()
+                if self.url == failed:  # no leader known and nowhere else to go: wait a little
+                    self._backoff.cap = min(BACKOFF_MAX, max(BACKOFF_MIN_CAP, 2 * self.heartbeat))
+                    await self._backoff.wait()
+                else:
+                    await asyncio.sleep(0.05)
             except (Rejected, TimeoutError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
                 message = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
                 if self.connected or message != self._last_failure:
@@ -109,6 +162,7 @@ class ControlChannel:
                 self._last_failure = message
                 self.connected = False
                 self.registered.clear()
+                self._fail_over(self.url)
                 # the cap follows the heartbeat the reconciler set; jitter: hosts don't retry in step
                 self._backoff.cap = min(BACKOFF_MAX, max(BACKOFF_MIN_CAP, 2 * self.heartbeat))
                 await self._backoff.wait()
@@ -120,6 +174,8 @@ class ControlChannel:
         r = None
         if self.credential:  # a restart: our own credential keeps our name
             r = await self._client.post(url, json=body, headers={"Authorization": f"Bearer {self.credential}"})
+            if (follower := _not_leader(r, "registration")) is not None:
+                raise follower
             if r.status_code in (401, 403):
                 log.warning("the reconciler does not know this host's credential (%d); registering with the join token",
                             r.status_code)
@@ -129,6 +185,8 @@ class ControlChannel:
                 raise Rejected("the reconciler does not know this host's credential and there is no join token; "
                                "pass --token / --token-file")
             r = await self._client.post(url, json=body, headers={"Authorization": f"Bearer {self.token}"})
+        if (follower := _not_leader(r, "registration")) is not None:
+            raise follower
         if r.status_code == 401:
             raise Rejected("the reconciler rejected the join token (401); check --token / --token-file")
         if r.status_code >= 300:
@@ -155,7 +213,21 @@ class ControlChannel:
         name = self.registration().name
         after = 0 if self._fresh else self.observed_generation()
         params = {"after": str(after), "wait": str(LONG_POLL_SECONDS)}
-        r = await self._client.get(f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers())
+        self._interrupt.clear()
+        poll = asyncio.ensure_future(
+            self._client.get(f"{self.url}{PREFIX}/hosts/{name}/desired", params=params, headers=self._headers()))
+        interrupted = asyncio.ensure_future(self._interrupt.wait())
+        try:
+            await asyncio.wait({poll, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not poll.done():
+                poll.cancel()
+        if not poll.done() or poll.cancelled():
+            return  # a report failed over to another reconciler: register there
+        r = poll.result()
+        if (follower := _not_leader(r, "desired state")) is not None:
+            raise follower
         if r.status_code in (401, 403, 404):
             raise Reregister(f"desired state answered {r.status_code}")
         if r.status_code == 204:
@@ -181,13 +253,18 @@ class ControlChannel:
             self.changed.clear()
             if not self.registered.is_set():
                 continue
+            target = self.url
             try:
                 await self.send_report()
             except Reregister as exc:
                 log.warning("reconciler: %s; registering again", exc)
                 self.registered.clear()
+            except NotLeader as exc:
+                self._fail_over(target, exc.leader)
             except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 log.debug("report failed: %s", exc)
+                if len(self.urls) > 1:  # replicated reconcilers: this one may be dead or paused
+                    self._fail_over(target)
 
     async def final_report(self, *, timeout: float) -> None:
         """One last report on the way out (its own client: the loops are stopped by then)."""
@@ -200,8 +277,11 @@ class ControlChannel:
         assert self._client is not None
         report = self.report()
         r = await self._client.post(
-            f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers()
+            f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers(),
+            timeout=http.timeout(max(5.0, 2 * self.heartbeat)),
         )
+        if (follower := _not_leader(r, "report")) is not None:
+            raise follower
         if r.status_code in (401, 403, 404):
             raise Reregister(f"report answered {r.status_code}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -51,9 +52,11 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 class ReconcilerServer:
     def __init__(self, settings: Settings, *, listen: str = "127.0.0.1:8080",
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        self.settings = settings
         self.host, self.port = parse_listen(listen)
         self.ssl_context = ssl_context
+        if settings.advertise_url is None:  # how followers name this one when it leads
+            settings = dataclasses.replace(settings, advertise_url=self.url)
+        self.settings = settings
         self.controller: Controller | None = None
         self._runner: web.AppRunner | None = None
 

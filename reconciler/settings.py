@@ -29,3 +29,6 @@ class Settings:
     secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
     age_identity_file: Path | None = None  # age X25519 identities (0600) decrypting {age: ...} config values
     notification_secrets_file: Path | None = None  # {name: secret} signing notifications (re-read at each send)
+    state: str | None = None  # postgresql://... (no password): state shared by replicated reconcilers; None: DATA/state.db
+    advertise_url: str | None = None  # this reconciler's URL as hosts and clients reach it (a follower names the leader's)
+    lease_seconds: float = 3.0  # the leader lease on a shared state (renewed every third of it)

@@ -52,7 +52,8 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.allow_abbrev = False  # `host exec --admin URL` must not read as an abbreviation of --admin-listen/--admin-token-file
-    p.add_argument("--control", metavar="URL", help="reconciler URL to connect out to (e.g. http://10.0.0.5:8080)")
+    p.add_argument("--control", metavar="URL", help="reconciler URL to connect out to (e.g. http://10.0.0.5:8080); "
+                   "replicated reconcilers: several, comma-separated (the host follows the leader)")
     p.add_argument("--control-ca", metavar="FILE", help="CA bundle to trust for an https reconciler")
     p.add_argument("--desired", type=Path, metavar="FILE",
                    help="standalone: run the HostDesiredState in FILE (JSON/YAML), re-read when it changes")

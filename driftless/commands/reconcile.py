@@ -46,6 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--age-identity-file", type=Path, default=None, metavar="FILE",
                    help="age identities (driftless secrets keygen; mode 0600) decrypting config values kept "
                         "encrypted in Git as {age: CIPHERTEXT}; users encrypt to its public key")
+    p.add_argument("--state", default=None, metavar="URL",
+                   help="postgresql://USER@HOST:PORT/DB: state shared by replicated reconcilers (one leads, the others "
+                        "follow and take over); password from PGPASSWORD or ~/.pgpass, never in the URL. "
+                        "Default: DATA/state.db (SQLite, one reconciler)")
+    p.add_argument("--advertise", default=None, metavar="URL",
+                   help="this reconciler's URL as hosts and clients reach it; followers send them to the leader's "
+                        "(default from --listen)")
+    p.add_argument("--lease", type=float, default=3.0, metavar="SECONDS",
+                   help="leader lease with --state postgresql://, renewed every third of it (default 3)")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
@@ -89,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--interval and --heartbeat must be positive numbers of seconds")
     if args.history < 1:
         raise UsageError("--history must be at least 1")
+    if args.state is not None:
+        from reconciler.controller.state_postgres import check_url
+
+        check_url(args.state)
+    if not 0.5 <= args.lease <= 600:
+        raise UsageError("--lease must be between 0.5 and 600 seconds")
     token = _secret(args.token_file, "--token-file")
     assert token is not None
     read_token = _secret(args.read_token_file, "--read-token-file")
@@ -131,5 +146,8 @@ def run(args: argparse.Namespace) -> int:
         secrets_file=secrets_file,
         age_identity_file=args.age_identity_file.resolve() if args.age_identity_file is not None else None,
         notification_secrets_file=_secrets_file(args.notification_secrets_file),
+        state=args.state,
+        advertise_url=args.advertise.rstrip("/") if args.advertise else None,
+        lease_seconds=args.lease,
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

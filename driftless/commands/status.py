@@ -41,7 +41,8 @@ def add_control_argument(p: argparse.ArgumentParser) -> None:
         "--control",
         metavar="URL",
         default=None,
-        help="reconciler API (default: $DRIFTLESS_CONTROL, else the one `driftless up` started)",
+        help="reconciler API (default: $DRIFTLESS_CONTROL, else the one `driftless up` started); replicated "
+        "reconcilers: several, comma-separated (writes go to the leader)",
     )
     p.add_argument(
         "--token-file",
@@ -236,7 +237,14 @@ def render(
                 line += "\n  " + paint(str(e.get("text") or e.get("message") or e), "red")
             if len(errors) > MAX_PROBLEMS:
                 line += f"\n  ... and {len(errors) - MAX_PROBLEMS} more (driftless status -o json)"
-        out += [line, ""]
+        out.append(line)
+        leadership = source.get("leadership") or {}
+        if leadership.get("mode") == "replicated":  # several reconcilers on PostgreSQL: who leads
+            leader = leadership.get("leader") or {}
+            said = f"leader {leader['url']} (epoch {leader.get('epoch')})" if leader.get("url") else \
+                paint("no leader right now (an election takes a few seconds)", "red")
+            out.append(f"Reconcilers: {said}; this answer from {leadership.get('url')} ({leadership.get('role')})")
+        out.append("")
     env_rows = []
     app_rows = []
     for e in environments:

@@ -299,6 +299,7 @@ def source_json(controller: Controller) -> dict[str, Any]:
         "rejected": controller.rejected.to_json() if controller.rejected else None,
         "lastReconcile": controller.last_reconcile,
         "lastError": controller.last_error,
+        "leadership": controller.leadership.to_json(),  # who leads (replicated reconcilers on PostgreSQL)
     }
 
 
@@ -551,7 +552,8 @@ async def hook_generic(request: web.Request) -> web.StreamResponse:
 
 # ---------------------------------------------------------------- health, metrics
 async def healthz(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok", "time": time.time()})
+    return web.json_response({"status": "ok", "time": time.time(),
+                              "leadership": _controller(request).leadership.to_json()})
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
@@ -578,7 +580,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def build_app(controller: Controller) -> web.Application:
-    web_app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
+    from reconciler.api import replication  # followers refuse host calls and writes (503 naming the leader)
+
+    web_app = web.Application(middlewares=[errors_middleware, replication.middleware(controller)],
+                              client_max_size=8 * 1024 * 1024)
     web_app[CONTROLLER] = controller
     s = controller.settings
     web_app[AUTHENTICATOR] = Authenticator(users_file=s.users_file, read_token=s.read_token, join_token=s.token,

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.controller.state import Store
+from reconciler.controller.state import StateStore
 
 log = logging.getLogger("driftless.reconciler")
 
@@ -16,12 +16,17 @@ class EventLog:
     """``listeners`` are called with each event after it is stored (the notifier: :mod:`.notify`);
     one that fails is logged, never raised into whoever recorded the event."""
 
-    def __init__(self, store: Store, *, listeners: tuple[Callable[..., Any], ...] = ()) -> None:
+    def __init__(self, store: StateStore, *, listeners: tuple[Callable[..., Any], ...] = (),
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self._store = store
         self._listeners = listeners
+        self._leading = leading  # replicated reconcilers: only the leader records events and notifies
 
     def __call__(self, *, reason: str, message: str, type: str = "Normal", env: str = "", app: str = "",
                  host: str = "", revision: str = "") -> None:
+        if not self._leading():
+            log.debug("event=%s not recorded: this reconciler does not lead", reason)
+            return
         self._store.add_event(type=type, reason=reason, message=message, env=env, app=app, host=host,
                               revision=revision)
         fields = {"event": reason, "type": type, "env": env, "app": app, "host": host, "revision": revision[:12]}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from reconciler.controller.events import EventLog
-from reconciler.controller.state import Store
+from reconciler.controller.state import StateStore
 from reconciler.planner import drift
 from reconciler.planner.placement import LOST, READY, HostInfo
 from reconciler.settings import Settings
@@ -64,7 +64,7 @@ def _kv(d: Mapping[str, str]) -> str:
 
 
 class HostRegistry:
-    def __init__(self, *, store: Store, events: EventLog, settings: Settings,
+    def __init__(self, *, store: StateStore, events: EventLog, settings: Settings,
                  replan: Callable[[], None], status_changed: Callable[[], None]) -> None:
         self._store = store
         self._event = events

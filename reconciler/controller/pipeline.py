@@ -40,6 +40,7 @@ from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.hosts import HostRegistry
 from reconciler.controller.notify import Notifier, commit_event
+from reconciler.controller.replication import leadership_for
 from reconciler.controller.revisions import (
     Rejected,
     env_changed,
@@ -51,7 +52,7 @@ from reconciler.controller.revisions import (
 )
 from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.secrets import SecretStore
-from reconciler.controller.state import Store
+from reconciler.controller.state import NotLeader, open_store
 from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
 from reconciler.planner.rollout import without_canaries
@@ -99,7 +100,10 @@ class Controller:
         self.secrets = SecretStore(settings.secrets_file, age_identity_file=settings.age_identity_file)
         self._lock_file = lock_data_dir(settings.data)
         try:
-            self.store = Store(settings.data / "state.db", history_limit=settings.history_limit)
+            self.store = open_store(settings.state, path=settings.data / "state.db", history_limit=settings.history_limit)
+        except UsageError:
+            self._lock_file.close()
+            raise
         except sqlite3.Error as exc:
             self._lock_file.close()
             raise UsageError(f"cannot open the reconciler state {settings.data / 'state.db'}: {exc}",
@@ -108,7 +112,8 @@ class Controller:
         self.registry_host = tags_mod.registry_host(settings.registry)
         self.notifier = Notifier(environments=lambda: self.tree.environments if self.tree else {},
                                  secrets_file=settings.notification_secrets_file)
-        self.event = EventLog(self.store, listeners=(self.notifier,))
+        self.leadership = leadership_for(settings, self.store)  # alone, or one of replicated reconcilers
+        self.event = EventLog(self.store, listeners=(self.notifier,), leading=self.leadership.leading)
         self.fleet = HostRegistry(store=self.store, events=self.event, settings=settings,
                                   replan=self.trigger, status_changed=self._mark_status_dirty)
         self.tracker = StatusTracker(store=self.store, events=self.event, settings=settings, fleet=self.fleet,
@@ -156,6 +161,10 @@ class Controller:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.leadership.replicated:  # follows, and leads once elected (reconciler.controller.replication)
+            self.git.watch(self._on_git_change)
+            self._tasks = [asyncio.create_task(self.leadership.run(self), name="replication")]
+            return
         await asyncio.to_thread(self._restore)
         if self.git.watch(self._on_git_change):
             pass
@@ -177,7 +186,8 @@ class Controller:
 
     async def stop(self) -> None:
         await self.halt()
-        self.fleet.flush()
+        with contextlib.suppress(NotLeader):  # a follower has nothing of its own to save
+            self.fleet.flush()
         await asyncio.to_thread(self.git.close)
         self._resolver.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
@@ -555,6 +565,7 @@ class Controller:
         if not changed:
             return
         # in the same step as the tree and unplaced: status never sees a new tree with old documents
+        self.leadership.check()  # replicated: a deposed leader publishes nothing (its writes are fenced too)
         await self.fleet.publish(changed)
         self.generations_published += len(changed)
         for host, (doc, _) in sorted(changed.items()):

@@ -5,6 +5,9 @@ the credential itself), published (desired document + generation per host),
 reports (last report per host), history (applied revisions per environment, last N),
 tags (tag -> digest resolutions per revision), events, and a small key/value table (applied
 revision, rejection, drift first-seen times, health bookkeeping).
+
+``StateStore`` is the interface; ``open_store`` picks SQLite (this module, the default) or PostgreSQL
+(:mod:`.state_postgres`, for replicated reconcilers).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wire.control import HostDesiredState, HostRegistration, HostReport
 
@@ -74,7 +77,57 @@ class HostRow:
     last_seen: float
 
 
+class NotLeader(Exception):
+    """A write by a reconciler that does not lead (a follower, or a leader whose lease ended): refused,
+    nothing written. :class:`Fenced` when the database itself refused it (the epoch moved on)."""
+
+
+class Fenced(NotLeader):
+    """The database refused a write: it carried a fencing epoch that is no longer the leader's."""
+
+
+class StateStore(Protocol):
+    """What the controller keeps of its state: :class:`Store` (SQLite, embedded, the default) and
+    :class:`reconciler.controller.state_postgres.PostgresStore` (shared by replicated reconcilers)
+    implement it, and pass the same suite (tests/reconciler/test_state_store.py). Writes may raise
+    :class:`NotLeader` on a store shared by several reconcilers."""
+
+    history_limit: int
+
+    def close(self) -> None: ...
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def put(self, key: str, value: Any) -> None: ...
+    def save_host(self, reg: HostRegistration, *, registered_at: float, last_seen: float) -> None: ...
+    def touch_hosts(self, seen: Mapping[str, float]) -> None: ...
+    def hosts(self) -> dict[str, HostRow]: ...
+    def save_credential(self, name: str, digest: str, *, issued_at: float) -> None: ...
+    def credentials(self) -> dict[str, str]: ...
+    def save_published(self, docs: Mapping[str, tuple[HostDesiredState, float]]) -> None: ...
+    def published(self) -> dict[str, tuple[HostDesiredState, float]]: ...
+    def save_reports(self, reports: Mapping[str, tuple[HostReport, float]]) -> None: ...
+    def reports(self) -> dict[str, tuple[HostReport, float]]: ...
+    def save_tags(self, revision: str, digests: Mapping[str, str], *, at: float) -> None: ...
+    def tags(self, revision: str) -> dict[str, str]: ...
+    def add_history(self, *, env: str, revision: str, applied_at: float, message: str, author: str,
+                    apps: list[Any]) -> None: ...
+    def history(self, *, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+    def add_event(self, *, type: str = "Normal", reason: str, message: str, env: str = "", app: str = "",
+                  host: str = "", revision: str = "", at: float | None = None) -> Event: ...
+    def events(self, *, env: str | None = None, since: float | None = None, limit: int = 100) -> list[Event]: ...
+
+
+def open_store(state: str | None, *, path: Path, history_limit: int = 20) -> StateStore:
+    """The store ``--state`` names: None -> SQLite at ``path``; ``postgresql://...`` -> PostgreSQL."""
+    if state is None:
+        return Store(path, history_limit=history_limit)
+    from reconciler.controller.state_postgres import PostgresStore
+
+    return PostgresStore(state, history_limit=history_limit)
+
+
 class Store:
+    """The embedded store: SQLite in WAL mode, one reconciler per data directory."""
+
     def __init__(self, path: Path, *, history_limit: int = 20, event_limit: int = 10_000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

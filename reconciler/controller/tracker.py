@@ -15,7 +15,7 @@ from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import HostRegistry
 from reconciler.controller.revisions import Rejected
 from reconciler.controller.rollouts import Rollouts
-from reconciler.controller.state import Store
+from reconciler.controller.state import StateStore
 from reconciler.planner import drift, healing
 from reconciler.planner.placement import READY, Unplaced
 from reconciler.planner.status import DEGRADED, HEALTHY, SYNCED, AppView, Condition, app_views
@@ -38,7 +38,7 @@ class Revision(Protocol):
 
 
 class StatusTracker:
-    def __init__(self, *, store: Store, events: EventLog, settings: Settings, fleet: HostRegistry,
+    def __init__(self, *, store: StateStore, events: EventLog, settings: Settings, fleet: HostRegistry,
                  revision: Revision, heal: Callable[[Mapping[str, frozenset[str]]], None]) -> None:
         self._store = store
         self._event = events
@@ -59,7 +59,9 @@ class StatusTracker:
         self.first_seen = self._store.get("drift_first_seen", {})
 
     # ------------------------------------------------------------------ status
-    def update(self) -> None:
+    def update(self, *, observe_only: bool = False) -> None:
+        """Compute views and drift; ``observe_only`` (a follower of replicated reconcilers): write
+        nothing and heal nothing, the leader does (its marks and first-seen times are read back)."""
         now = time.time()
         rev, fleet = self._revision, self._fleet
         views = app_views(
@@ -95,9 +97,9 @@ class StatusTracker:
             self.marks.pop(f"{gone[0]}/{gone[1]}", None)
             marks_changed = True
         self.views = views
-        if marks_changed:
+        if marks_changed and not observe_only:
             self._store.put("marks", self.marks)
-        self._update_drift(now)
+        self._update_drift(now, observe_only=observe_only)
 
     def _condition_states(self, view: AppView) -> dict[str, str]:
         rejected = self._revision.rejected
@@ -163,7 +165,7 @@ class StatusTracker:
         return [drift.Rejection(env=e, revision=rej.revision, applied_revision=applied, errors=texts,
                                 since=rej.since) for e in envs or [""]]  # "": before any environment is known
 
-    def _update_drift(self, now: float) -> None:
+    def _update_drift(self, now: float, *, observe_only: bool = False) -> None:
         if not self.drift_available:
             return
         rev = self._revision
@@ -193,9 +195,9 @@ class StatusTracker:
         for item in new:
             self._event(type="Warning", reason=f"Drift{item.category}", env=item.env, app=item.app, host=item.host,
                         message=item.message or f"{item.category} {item.instance or item.component}")
-        if fs_changed:
+        if fs_changed and not observe_only:
             self._store.put("drift_first_seen", self.first_seen)
-        self.drift_items = self._heal(items, now)
+        self.drift_items = items if observe_only else self._heal(items, now)
 
     def _heal(self, items: list[drift.DriftItem], now: float) -> list[drift.DriftItem]:
         """In heal-mode environments, republish to hosts with drift (see reconciler.planner.healing)."""

@@ -17,6 +17,7 @@ becomes a :class:`GitError` that says which command failed and why.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import random
@@ -41,6 +42,12 @@ class GitError(DriftlessError):
 
 class PushConflict(Refused):
     """Someone else changed the same lines in the meantime; rebasing could not apply our commit."""
+
+
+# Called before every `git push` attempt; raises to refuse it. Replicated reconcilers set it (per
+# request: asyncio.to_thread carries it into the Git thread) to "this reconciler still leads, with
+# a margin of lease left" (reconciler/api/replication.py): a deposed leader never pushes.
+push_guard: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("push_guard", default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +185,9 @@ class WorkingCopy:
         """
         last = ""
         for attempt in range(attempts):
+            guard = push_guard.get()
+            if guard is not None:
+                guard()
             r = git(
                 "push",
                 "-q",
