@@ -57,6 +57,9 @@ class ControllerCollector(Collector):
         if c.applied:
             info.add_metric((str(c.applied["revision"]),), 1)
         yield info
+        yield GaugeMetricFamily("driftless_leader", "1 while this reconciler leads (always, alone on SQLite; "
+                                "replicated on PostgreSQL: the one holding the lease).",
+                                value=1 if c.leadership.leading() else 0)
 
 
 def _gauge_by(name: str, help_text: str, *, labels: tuple[str, ...],

@@ -24,13 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.postgres import PostgresServer, postgres  # noqa: F401  (the session fixture)
+from tests.support.postgres import PostgresServer
 from tests.support.procs import wait_until
 from tests.support.replicated import HOSTS, LEASE, Replicated
 
 
 @pytest.fixture
-def replicated(tmp_path: Path, postgres: PostgresServer) -> Iterator[Replicated]:  # noqa: F811
+def replicated(tmp_path: Path, postgres: PostgresServer) -> Iterator[Replicated]:
     r = Replicated(tmp_path, postgres.new_database())
     try:
         r.start()
@@ -43,7 +43,7 @@ def replicated(tmp_path: Path, postgres: PostgresServer) -> Iterator[Replicated]
         r.p.stop()
 
 
-def test_failover_and_fencing(replicated: Replicated, postgres: PostgresServer) -> None:  # noqa: F811
+def test_failover_and_fencing(replicated: Replicated, postgres: PostgresServer) -> None:
     r = replicated
     a, b = "reconciler", "reconciler-b"
     wait_until(lambda: r.healthy(a), timeout=30, what="every app Healthy")

@@ -35,12 +35,12 @@ def test_every_documented_family_is_rendered_from_the_engine(tmp_path: Path) -> 
     finally:
         asyncio.run(controller.stop())
     names = documented_metrics()
-    assert len(names) == 11, names
+    assert len(names) == 12, names
     for name in names:
         kind = "histogram" if name.endswith("_seconds") else "(counter|gauge)"
         assert re.search(rf"^# TYPE {name} {kind}$", text, re.M), name
     for line in ('driftless_reconcile_total{result="rejected"} 2.0', "driftless_reconcile_duration_seconds_count 1.0",
                  'driftless_hosts{state="Lost"} 1.0', 'driftless_hosts{state="Ready"} 0.0', "driftless_git_fetch_total 5.0",
                  "driftless_heals_total 1.0", "driftless_revision_rejected 0.0",
-                 'driftless_applied_revision_info{revision="abc123"} 1.0'):
+                 'driftless_applied_revision_info{revision="abc123"} 1.0', "driftless_leader 1.0"):
         assert line in text.splitlines(), line

@@ -12,7 +12,7 @@ import pytest
 from reconciler.controller.state import Fenced, NotLeader, StateStore, open_store
 from reconciler.controller.state_postgres import PostgresLease, PostgresStore, check_url
 from shared.errors import UsageError
-from tests.support.postgres import PostgresServer, postgres  # noqa: F401  (the session fixture)
+from tests.support.postgres import PostgresServer
 from wire.control import (
     HostCapacity,
     HostDesiredState,
@@ -125,14 +125,14 @@ def test_a_url_with_a_password_is_refused() -> None:
     assert check_url("postgresql://driftless@db.example.com:5432/driftless")
 
 
-def test_an_unreachable_database_is_a_usage_error(postgres: PostgresServer) -> None:  # noqa: F811
+def test_an_unreachable_database_is_a_usage_error(postgres: PostgresServer) -> None:
     from tests.support.procs import free_port
 
     with pytest.raises(UsageError, match="cannot use the PostgreSQL state"):
         PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", open_timeout=2)
 
 
-def test_the_lease_fences_every_write(postgres: PostgresServer) -> None:  # noqa: F811
+def test_the_lease_fences_every_write(postgres: PostgresServer) -> None:
     url = postgres.new_database()
     a, b = PostgresStore(url), PostgresStore(url)
     try:
