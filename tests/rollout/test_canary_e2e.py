@@ -26,7 +26,7 @@ HOSTS = {"aws-1": {"cloud": "aws"}, "gcp-1": {"cloud": "gcp"}}
 def web(image: str, *, shadow: bool = False, name: str = "web") -> str:
     rollout: dict[str, Any] = {
         "strategy": "canary",
-        "steps": [{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1s"}, {"weight": 100}],
+        "steps": [{"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "1s"}, {"weight": 100}],
         "abortWhen": {"errorRate": "> 2%", "p99": "> 20x baseline", "traps": "> 0"},
     }
     if shadow:
@@ -108,8 +108,12 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
                 return r.get("phase") == "Completed"
 
             wait_until(completed, timeout=25, interval=0.05, what="the good canary completes")
-        assert ("Progressing", 1, 20) in phases and ("Progressing", 2, 50) in phases, phases
         assert phases[-1] == ("Completed", 3, 100), phases
+        # every step, in order (the events: a status poll may miss a short step on a busy machine)
+        steps = [e["message"] for e in p.reconciler.get("/api/v1/events?env=dev&app=web")["events"]
+                 if e["reason"] in ("RolloutStarted", "RolloutAdvanced", "RolloutCompleted")]
+        assert len(steps) == 3 and "step 1/3 at weight 20%" in steps[0], steps
+        assert "now step 2/3 (weight 50%)" in steps[1] and "serves 100%" in steps[2], steps
         assert {s for _, s, _, _ in traffic.seen} == {200}
         assert {"stable", "canary"} <= {t for _, _, t, _ in traffic.seen}
         wait_until(lambda: served_digests(p) == {v11}, timeout=10, what="1.1.0 everywhere")
@@ -121,8 +125,10 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
             p.git.push({"dev/apps/web.yaml": web("demo/web:1.2.0")}, "dev: web 1.2.0 as a canary")
             aborted = wait_until(lambda: (r := rollout(p)).get("phase") == "Aborted" and r, timeout=20,
                                  interval=0.05, what="the flaky canary aborted")
-            at = time.monotonic()
-            wait_until(lambda: served_digests(p) == {v11}, timeout=10, what="the canary gone")
+            seen_aborted = time.monotonic()
+            wait_until(lambda: served_digests(p) == {v11}, timeout=10, interval=0.05, what="the canary gone")
+            at = time.monotonic()  # every host reported the canary gone: 100% on the old digest from here
+            assert at - seen_aborted < 5, "the abort took more than seconds to reach the hosts"
             time.sleep(1.0)
         assert aborted["step"] == 1 and aborted["weight"] == 0 and aborted["heldBack"] is True
         condition = aborted["condition"]
@@ -131,10 +137,11 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
         failed = [s for _, s, _, _ in traffic.seen if s != 200]
         on_canary = [t for _, _, t, _ in traffic.seen if t == "canary"]
         split = [t for _, _, t, _ in traffic.seen if t]
-        # only the canary's share failed: no more than its weight (20%) of the requests it split, at ~30%
-        assert failed and len(failed) <= len(on_canary) and len(on_canary) <= 0.3 * len(split), \
-            (len(failed), len(on_canary), len(split))
-        after = [(s, t) for when, s, t, _ in traffic.seen if when > at + 0.5]
+        # only the canary's share failed: no more than its weight (20%, give or take 3 sigma) of the
+        # requests split while it ran, and about 30% of those
+        allowed = 0.2 * len(split) + 3 * (0.16 * len(split)) ** 0.5
+        assert failed and len(failed) <= len(on_canary) <= allowed, (len(failed), len(on_canary), len(split))
+        after = [(s, t) for when, s, t, _ in traffic.seen if when > at + 0.1]
         assert after and all(s == 200 and t == "" for s, t in after), after[:5]
 
         # `driftless status` shows it: phase, step, weight, both digests' figures
