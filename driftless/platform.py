@@ -7,7 +7,7 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       token                   join token shared by the reconciler and the hosts (0600)
       admin-token             the local user's admin credential for the API (0600; the CLI sends it)
       users.yaml              the reconciler's users (--users-file): the admin's token SHA-256, role admin
-      hook-token              the post-receive hook's credential (0600; user git-hook, role viewer)
+      hook-token              the post-receive hook's credential (0600): the webhook secret, and user git-hook (viewer)
       age-identity            the reconciler's age key (0600; --age-identity-file): decrypts {age: ...} values
       registry/               registry storage root
       git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
@@ -287,8 +287,7 @@ class Platform:
 
         hook = self.git_dir / "hooks" / "post-receive"
         ca = f"--cacert {shlex.quote(str(self.tls[0]))} " if self.tls else ""
-        token = shlex.quote(str(self.token_file))  # /hooks/generic: a webhook, not a read
-        viewer = shlex.quote(str(self.hook_token_file))  # push_feedback reads as the viewer git-hook
+        token = shlex.quote(str(self.hook_token_file))  # the webhook secret, and the viewer git-hook
         hook.write_text(
             "#!/bin/sh\n"
             "# installed by driftless up: a push triggers an immediate reconcile, and the pusher sees its outcome\n"
@@ -296,7 +295,7 @@ class Platform:
             f'curl -fsS -m 2 {ca}-X POST -H "Authorization: Bearer $(cat {token})" '
             f"{self.control_url}/hooks/generic >/dev/null 2>&1 || true\n"
             f'printf \'%s\\n\' "$refs" | {shlex.quote(sys.executable)} -m driftless.push_feedback '
-            f"--url {self.control_url} --token-file {viewer} --branch main {ca}2>/dev/null || true\n"
+            f"--url {self.control_url} --token-file {token} --branch main {ca}2>/dev/null || true\n"
             "exit 0\n"
         )
         hook.chmod(0o755)
@@ -345,6 +344,7 @@ class Platform:
             "--token-file", str(self.token_file),
             "--heartbeat", str(self.heartbeat),
             "--users-file", str(self.users_file),
+            "--webhook-secret-file", str(self.hook_token_file),  # the post-receive hook's
             "--age-identity-file", str(self.age_identity_file),
             *(["--open-reads"] if self.open_reads else []),
             *tls,

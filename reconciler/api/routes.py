@@ -542,11 +542,12 @@ async def hook_generic(request: web.Request) -> web.StreamResponse:
     s = controller.settings
     body = await request.read()
     token = _bearer(request)
-    ok = _same(token, s.token) or _same(token, s.webhook_secret) or _hmac_ok(
+    ok = _same(token, s.webhook_secret) or _hmac_ok(  # never the join token: it only registers hosts
         s.webhook_secret, body, request.headers.get("X-Signature-256") or request.headers.get("X-Hub-Signature-256")
     )
     if not ok:
-        return _error(401, "send 'Authorization: Bearer <join token or webhook secret>' or an X-Signature-256 HMAC")
+        return _error(401, "send 'Authorization: Bearer <webhook secret>' (--webhook-secret-file) or an "
+                           "X-Signature-256 HMAC; the join token only registers hosts")
     return _accepted(controller, "generic")
 
 

@@ -395,7 +395,9 @@ def test_auth_webhooks_and_errors(world: World) -> None:
                    headers={"X-Hub-Signature-256": "sha256=00"})[0] == 401
     assert request(f"{url}/hooks/gitlab", method="POST", body=payload, headers={"X-Gitlab-Token": "hook-secret"})[0] == 202
     assert request(f"{url}/hooks/gitlab", method="POST", body=payload, headers={"X-Gitlab-Token": "no"})[0] == 401
-    assert request(f"{url}/hooks/generic", method="POST", headers={"Authorization": f"Bearer {w.token}"})[0] == 202
+    status, body = request(f"{url}/hooks/generic", method="POST", headers={"Authorization": f"Bearer {w.token}"})
+    assert status == 401 and "join token only registers hosts" in body["error"]  # the join token triggers nothing
+    assert request(f"{url}/hooks/generic", method="POST", headers={"Authorization": "Bearer hook-secret"})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST")[0] == 401
     assert request(f"{url}/hooks/generic", method="POST", body=payload, headers={"X-Signature-256": sig})[0] == 202
     assert request(f"{url}/hooks/generic", method="POST", body=payload + b" ", headers={"X-Signature-256": sig})[0] == 401

@@ -122,6 +122,15 @@ def test_reads_need_a_credential_of_any_role(p: LocalPlatform) -> None:
     for path in ("/api/v1/environments", "/api/v1/hosts", "/api/v1/events", "/api/v1/plan-inputs", "/api/v1/drift"):
         r = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {p.token()}"}, timeout=5)
         assert r.status_code == 401 and "only registers hosts" in r.json()["error"], (path, r.text)
+    r = httpx.post(f"{url}/hooks/generic", headers={"Authorization": f"Bearer {p.token()}"}, timeout=5)
+    assert r.status_code == 401 and "only registers hosts" in r.json()["error"]
+    # driftless up's post-receive hook has its own credential: the webhook secret and the viewer git-hook
+    hook = p.hook_token_file.read_text().strip()
+    assert p.hook_token_file.stat().st_mode & 0o077 == 0
+    assert httpx.post(f"{url}/hooks/generic", headers={"Authorization": f"Bearer {hook}"}, timeout=5).status_code == 202
+    assert httpx.get(f"{url}/api/v1/environments", headers={"Authorization": f"Bearer {hook}"}, timeout=5).status_code == 200
+    r = p.reconciler.post("/api/v1/sync", {}, token=hook)
+    assert r.status_code == 403 and "git-hook" in r.json()["error"], r.text
     for token in (VIEWER, STAGING_OP, PROD_OP, p.admin_token()):
         assert httpx.get(f"{url}/api/v1/hosts", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
