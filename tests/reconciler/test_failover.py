@@ -2,7 +2,7 @@
 reconcilers on one database, one bare Git repository, a real registry and two real hosts given both
 reconciler URLs.
 
-- kill -9 of the leader while a promotion is in flight (the CLI, given both URLs): the follower leads
+- kill -9 of the leader while a promotion is in flight, sent again with the CLI given both URLs: the follower leads
   within 5 s, no component restarts on any host (instance ids, start times and restart counts from the
   hosts' reports), generations go on from the shared database, and Git has exactly one promotion commit;
 - SIGSTOP of the leader past its lease: the other takes over; after SIGCONT the old one pushes nothing
@@ -17,9 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,11 +71,25 @@ def test_failover_and_fencing(replicated: Replicated, postgres: PostgresServer) 
     assert len(before) == 8 and all(v[3] == "Running" for v in before.values()), before
     commits = len(r.git_log())
 
-    # --- kill -9 the leader while a promotion is in flight
-    cli = r.promote("hello", f"{r.urls[a]},{r.urls[b]}")
-    time.sleep(0.3)
+    # --- kill -9 the leader while a promotion is in flight (its gates, clone, commit or push)
+    answers: list[Any] = []
+
+    def promote_on_a() -> None:
+        try:
+            answers.append(httpx.post(f"{r.urls[a]}/api/v1/promote", json={"app": "hello", "from": "dev", "to": "prod"},
+                                      headers=r.p.admin_headers(), timeout=30).status_code)
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    in_flight = threading.Thread(target=promote_on_a)
+    in_flight.start()
+    time.sleep(0.15)
     killed_at = time.monotonic()
     r.p.kill(a)
+    in_flight.join(30)
+    assert answers and isinstance(answers[0], httpx.TransportError), answers  # the leader died under it
+    # the user sends it again, to both reconcilers: the CLI finds the new leader (waiting for the election)
+    cli = r.promote("hello", f"{r.urls[a]},{r.urls[b]}")
     wait_until(lambda: r.role(b) == "leader", timeout=10, interval=0.05, what="the follower leads")
     took = time.monotonic() - killed_at
     assert took < 5.0, f"the follower led {took:.1f}s after the kill"
