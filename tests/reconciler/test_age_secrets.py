@@ -27,6 +27,7 @@ import yaml
 
 from model.loader import load_tree
 from reconciler.controller.secrets import SecretStore, decrypt_age, read_age_identities
+from reconciler.planner.diff import diff_tree
 from shared.errors import UsageError
 from tests.support.components import build
 from tests.support.platform import LocalPlatform, environment, local_platform
@@ -204,6 +205,12 @@ def test_keys_and_refusals_without_processes(tmp_path: Path) -> None:
     assert error["line"] == 13 and "--age-identity-file" in error["message"], error
     store = SecretStore(None, age_identity_file=key)
     assert store.decrypt(tree) == [] and store.age_recipients == [recipient]
+    # `driftless diff` on a working copy: a value the reconciler has not decrypted yet is a change, not unplaced
+    result = diff_tree(tree=tree, inputs={"hosts": [{"name": "h1", "labels": {}}], "published": {},
+                                          "registry": "127.0.0.1:5000"},
+                       resolve=lambda images: {i: "sha256:" + "1" * 64 for i in images})  # fmt: skip
+    (change,) = result.changes
+    assert change.action == "start" and change.id == "prod/hello/web/0" and result.unplaced == (), result
     # a damaged ciphertext fails the schema (not armored age) at its line
     (root / "prod" / "apps" / "hello.yaml").write_text(app_yaml("not age at all"))
     bad = load_tree(root)
