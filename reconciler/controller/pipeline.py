@@ -207,8 +207,6 @@ class Controller:
             self.digests = self.store.tags(revision)
             try:
                 self.tree = self._load(revision)
-                if self.secrets.decrypt(self.tree):  # e.g. another --age-identity-file since: logged, unplaced
-                    log.warning("event=restore-undecryptable revision=%s", revision)
             except Exception as exc:  # keep serving the published documents; the next reconcile retries
                 log.warning("event=restore-failed revision=%s error=%r", revision, exc)
         log.info("event=restored hosts=%d published=%d applied=%s", len(self.fleet.hosts), len(self.fleet.published),
@@ -426,9 +424,13 @@ class Controller:
             try:
                 root = self.git.export(revision, self.settings.path, Path(tmp))
             except (GitError, tarfile.TarError):
-                return load_revision(self.git.mirror, revision, subdir=self.settings.path)
-            tree: ManifestTree = load_tree(root)
+                tree: ManifestTree = load_revision(self.git.mirror, revision, subdir=self.settings.path)
+            else:
+                tree = load_tree(root)
         tree.revision = revision
+        # age values kept in Git: decrypted wherever a tree is loaded (a restart, a follower taking the
+        # lead); a value that cannot be is logged here and rejected with file:line by _step_load
+        self.secrets.decrypt(tree)
         return tree
 
     async def _step_resolve(self, ctx: Context) -> None:

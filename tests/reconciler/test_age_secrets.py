@@ -176,6 +176,21 @@ def test_an_undecryptable_value_rejects_the_revision_at_its_line_and_a_new_one_r
     w.assert_nowhere_else()
 
 
+def test_a_restarted_reconciler_decrypts_again_and_changes_nothing(world: World) -> None:
+    w = world
+    wait_until(lambda: w.p.reconciler.app("prod", "hello")["sync"] == "Synced", timeout=30, what="Synced")
+    before = w.p.reconciler.host(HOST)
+    w.p.reconciler.stop()
+    w.p.reconciler.start()
+    wait_until(lambda: w.p.reconciler.host(HOST)["state"] == "Ready", timeout=30, what="the host back")
+    wait_until(lambda: w.p.reconciler.app("prod", "hello")["sync"] == "Synced", timeout=30, what="Synced again")
+    after = w.p.reconciler.host(HOST)
+    assert after["generation"] == before["generation"], "a restart republished: the age value was not restored"
+    assert after["desired"]["instances"][0]["config"] == before["desired"]["instances"][0]["config"]
+    assert w.value in w.greeting()
+    w.assert_nowhere_else()
+
+
 def test_keys_and_refusals_without_processes(tmp_path: Path) -> None:
     # keygen writes a 0600 identity the reconciler reads, prints its public key, never overwrites it
     key = tmp_path / "id.key"
