@@ -43,3 +43,4 @@ class Unavailable(HostError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason  # short stable word: fuel, deadline, memory, concurrency, trap, backoff, draining
+        self.fuel: int | None = None  # fuel the trapped call consumed (in-process components), for the counters

@@ -57,18 +57,20 @@ def make_ingress_app(
     async def call(instance: Instance, request: web.Request, path: str) -> web.StreamResponse:
         started = time.perf_counter()
         reason: str | None = None
+        fuel: int | None = None  # measured in-process only: `wasmtime serve` cannot tell (docs/host.md)
         try:
             if isinstance(instance, ServedInstance):
                 response = await instance.forward(request, path=path)
             else:
                 assert isinstance(instance, ComponentInstance)
-                response = await _call_in_process(instance, request, path, pool)
+                response, fuel = await _call_in_process(instance, request, path, pool)
         except Unavailable as exc:
-            reason = exc.reason
+            reason, fuel = exc.reason, exc.fuel
             response = _json_error(503, str(exc), reason=exc.reason, instance=instance.spec.id)
         except HostError as exc:
             response = _json_error(502, str(exc), instance=instance.spec.id)
-        traffic.record(instance.spec, status=response.status, seconds=time.perf_counter() - started, reason=reason)
+        traffic.record(instance.spec, status=response.status, seconds=time.perf_counter() - started, reason=reason,
+                       fuel=fuel)
         return response
 
     async def split_call(instances: list[Instance], request: web.Request, path: str) -> web.StreamResponse:
@@ -155,7 +157,8 @@ def make_ingress_app(
 
 
 async def _call_in_process(instance: ComponentInstance, request: web.Request, path: str,
-                           pool: ThreadPoolExecutor) -> web.StreamResponse:
+                           pool: ThreadPoolExecutor) -> tuple[web.StreamResponse, int | None]:
+    """The component's answer, and the fuel the call consumed."""
     body = await request.read()
     call = HttpRequest(
         method=request.method,
@@ -169,6 +172,7 @@ async def _call_in_process(instance: ComponentInstance, request: web.Request, pa
         if name.lower() in _SKIP_RESPONSE_HEADERS:
             continue
         if not _TOKEN_RE.match(name) or any(c in value for c in "\r\n\0"):
-            return _json_error(502, f"{instance.tag} answered an invalid header {name!r}", instance=instance.spec.id)
+            return _json_error(502, f"{instance.tag} answered an invalid header {name!r}",
+                               instance=instance.spec.id), response.fuel
         out.headers.add(name, value)
-    return out
+    return out, response.fuel

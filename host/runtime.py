@@ -56,6 +56,7 @@ class HttpResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    fuel: int | None = None  # fuel units the call consumed (per-digest figures of canary rollouts)
 
 
 class LinkResolver(Protocol):
@@ -301,15 +302,18 @@ class ComponentInstance:
         with self._lock:
             self._idle.append(slot)
 
-    def _arm(self, slot: _Slot) -> None:
-        slot.store.set_fuel(self.spec.limits.fuel or UNLIMITED_FUEL)
+    def _arm(self, slot: _Slot) -> int:
+        """Arm the store for one call; returns the fuel it starts with (consumed = that - get_fuel())."""
+        fuel = self.spec.limits.fuel or UNLIMITED_FUEL
+        slot.store.set_fuel(fuel)
         slot.store.set_epoch_deadline(self._engine.deadline_ticks(self.timeout_ms))
+        return fuel
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         assert self._handle_index is not None
         with self._admitted():
             slot = self._take_slot()
-            self._arm(slot)
+            budget = self._arm(slot)
             record = wc.Record()
             record.__dict__.update(
                 method=request.method, path=request.path, headers=request.headers, body=request.body
@@ -317,12 +321,16 @@ class ComponentInstance:
             try:
                 out = slot.handle(slot.store, record)  # type: ignore[misc]
             except Exception as exc:
-                raise self._trapped(exc) from None
+                trapped = self._trapped(exc)
+                trapped.fuel = _consumed(slot, budget)  # what it burned before trapping (all of it: reason fuel)
+                raise trapped from None
+            fuel = _consumed(slot, budget)
             self._give_back(slot)
         status = int(out.status)
         if not 100 <= status <= 599:
-            return HttpResponse(502, [("content-type", "text/plain")], f"{self.tag} answered status {status}\n".encode())
-        return HttpResponse(status, [(str(k), str(v)) for k, v in out.headers], bytes(out.body))
+            return HttpResponse(502, [("content-type", "text/plain")], f"{self.tag} answered status {status}\n".encode(),
+                                fuel=fuel)
+        return HttpResponse(status, [(str(k), str(v)) for k, v in out.headers], bytes(out.body), fuel=fuel)
 
     def invoke(self, interface: str, fn: str, args: list[Any]) -> Any:
         """Call ``fn`` of the exported ``interface`` (a link from another component)."""
@@ -415,6 +423,14 @@ class ComponentInstance:
     def close(self) -> None:
         with self._lock:
             self._idle.clear()
+
+
+def _consumed(slot: _Slot, budget: int) -> int | None:
+    """Fuel a call consumed (the store was armed with ``budget``); None if wasmtime cannot say."""
+    try:
+        return max(0, budget - slot.store.get_fuel())
+    except wasmtime.WasmtimeError:
+        return None
 
 
 def _exit_code(exc: BaseException) -> int | None:

@@ -14,7 +14,8 @@ picks a side:
 The answer says which side served it (``x-driftless-track``). A stable request is also mirrored to
 the canary with probability ``shadow_sample``: the canary's answer is discarded, compared with the
 stable one (status, or status and body) and counted. Every answer is counted per digest: requests,
-errors (status >= 500), traps (and limits hit) and a latency histogram (wire.traffic.LATENCY_BUCKETS)
+errors (status >= 500), traps (and limits hit), a latency histogram (wire.traffic.LATENCY_BUCKETS)
+and the fuel each call consumed where the runtime can measure it (in-process; not `wasmtime serve`)
 - in the host's Prometheus metrics (``GET /.driftless/metrics`` on the ingress) and, for components
 under a split, in its reports to the reconciler.
 """
@@ -66,6 +67,8 @@ class _Counters:
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     shadow_requests: int = 0
     shadow_mismatches: int = 0
+    fuel: int = 0
+    fuel_requests: int = 0
 
 
 def client_bucket(client: str) -> int:
@@ -129,9 +132,15 @@ class Traffic:
             found = self.counters[key] = _Counters()
         return found
 
-    def record(self, spec: InstanceSpec, *, status: int, seconds: float, reason: str | None = None) -> None:
+    def record(self, spec: InstanceSpec, *, status: int, seconds: float, reason: str | None = None,
+               fuel: int | None = None) -> None:
+        """Count one answer; ``fuel``: the units the call consumed, None where the runtime cannot
+        measure it (`wasmtime serve` processes, answers the host gave itself)."""
         c = self._counter(spec)
         c.requests += 1
+        if fuel is not None:
+            c.fuel += fuel
+            c.fuel_requests += 1
         c.seconds += seconds
         c.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         if status >= 500:
@@ -155,7 +164,7 @@ class Traffic:
         return tuple(
             DigestTraffic(env=env, app=app, component=comp, digest=digest, requests=c.requests, errors=c.errors,
                           traps=c.traps, latency=tuple(c.latency), shadow_requests=c.shadow_requests,
-                          shadow_mismatches=c.shadow_mismatches)
+                          shadow_mismatches=c.shadow_mismatches, fuel=c.fuel, fuel_requests=c.fuel_requests)
             for (env, app, comp, digest), c in sorted(self.counters.items())
             if (env, app, comp) in self.splits
         )
@@ -185,6 +194,13 @@ class TrafficCollector(Collector):
                                      labels=[*labels, "match"])
         latency = HistogramMetricFamily("driftless_host_request_duration_seconds",
                                         "Time to answer a request through the ingress, per digest.", labels=labels)
+        fuel = CounterMetricFamily("driftless_host_fuel_consumed", "Wasm fuel units consumed by the requests "
+                                   "whose fuel was measured (in-process components), per digest.", labels=labels)
+        fuel_requests = CounterMetricFamily("driftless_host_fuel_measured_requests", "Requests whose fuel was "
+                                            "measured; 0 for `wasmtime serve` components (fuel unmeasured).",
+                                            labels=labels)
+        fuel_mean = GaugeMetricFamily("driftless_host_fuel_per_request", "Mean fuel units per measured request "
+                                      "since the host started, per digest (absent: unmeasured).", labels=labels)
         split = GaugeMetricFamily("driftless_host_traffic_split_weight", "Canary weight (percent) per component.",
                                     labels=["env", "app", "component", "stable", "canary"])
         for (env, app, comp, digest), c in sorted(self.traffic.counters.items()):
@@ -200,6 +216,10 @@ class TrafficCollector(Collector):
                 cumulative += count
                 buckets.append((bound, cumulative))
             latency.add_metric(values, buckets, c.seconds)
+            fuel.add_metric(values, c.fuel)
+            fuel_requests.add_metric(values, c.fuel_requests)
+            if c.fuel_requests:
+                fuel_mean.add_metric(values, c.fuel / c.fuel_requests)
         for (env, app, comp), s in sorted(self.traffic.splits.items()):
             split.add_metric([env, app, comp, s.stable, s.canary], s.weight)
-        yield from (requests, errors, traps, shadow, latency, split)
+        yield from (requests, errors, traps, shadow, latency, fuel, fuel_requests, fuel_mean, split)

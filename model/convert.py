@@ -118,6 +118,7 @@ STRUCTURAL: dict[str, frozenset[str]] = {
         "spec.components[].placement.spread", "spec.components[].placement.daemon",
         # thresholds by metric (model.rollout.METRICS): one Mapping field, abort_when
         "spec.rollout.abortWhen.errorRate", "spec.rollout.abortWhen.p99", "spec.rollout.abortWhen.traps",
+        "spec.rollout.abortWhen.fuel",
     }),
 }
 

@@ -3,12 +3,13 @@
     rollout:
       strategy: canary              # or rolling (the default: today's rolling replacement)
       steps: [{weight: 10, pause: 1m}, {weight: 50, pause: 2m}, {weight: 100}]
-      abortWhen: {errorRate: "> 2%", p99: "> 1.5x baseline", traps: "> 0"}
+      abortWhen: {errorRate: "> 2%", p99: "> 1.5x baseline", traps: "> 0", fuel: "> 1.2x baseline"}
       shadow: {sample: 20%, compare: status}
 
 A threshold is ``> N`` with a unit that fits its metric: a percentage for ``errorRate`` (``> 2%``),
-a duration for ``p99`` (``> 250ms``), a count for ``traps`` (``> 0``); or, for any of them, a
-factor of the stable digest's figure in the same window (``> 1.5x baseline``).
+a duration for ``p99`` (``> 250ms``), a count for ``traps`` (``> 0``), fuel units per request for
+``fuel`` (``> 5000000``); or, for any of them, a factor of the stable digest's figure in the same
+window (``> 1.5x baseline``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from model.types import (
 from model.yamldoc import Document, PathKey
 from shared.units import duration_seconds
 
-METRICS = ("errorRate", "p99", "traps")
+METRICS = ("errorRate", "p99", "traps", "fuel")
 _THRESHOLD_RE = re.compile(
     r"^\s*>\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?:(?P<x>x)\s*baseline|(?P<unit>%|ms|s)?)\s*$"
 )
@@ -39,6 +40,7 @@ HINTS = {
     "errorRate": '"> 2%" (share of 5xx answers) or "> 2x baseline"',
     "p99": '"> 250ms" or "> 1.5x baseline"',
     "traps": '"> 0" (traps in the window) or "> 2x baseline"',
+    "fuel": '"> 1.2x baseline" (mean fuel per request against the stable digest\'s) or "> 5000000" (units)',
 }
 
 
@@ -59,7 +61,7 @@ def parse_threshold(metric: str, text: str) -> Threshold | None:
         if unit not in ("ms", "s"):
             return None
         return Threshold(text=str(text).strip(), value=value / 1000 if unit == "ms" else value)
-    if metric == "traps":
+    if metric in ("traps", "fuel"):
         if unit is not None:
             return None
         return Threshold(text=str(text).strip(), value=value)

@@ -238,7 +238,8 @@ class RolloutStep:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Threshold:
     """An abort threshold: the metric above ``value`` (a fraction for errorRate, seconds for p99,
-    a count for traps), or with ``relative`` above ``value`` times the stable digest's figure."""
+    a count for traps, fuel units per request for fuel), or with ``relative`` above ``value`` times
+    the stable digest's figure."""
 
     text: str  # as written, e.g. "> 1.5x baseline"
     value: float
@@ -261,7 +262,7 @@ class RolloutPolicy:
 
     strategy: Literal["rolling", "canary"] = "rolling"
     steps: tuple[RolloutStep, ...] = ()
-    abort_when: Mapping[str, Threshold] = field(default_factory=dict)  # errorRate, p99, traps
+    abort_when: Mapping[str, Threshold] = field(default_factory=dict)  # errorRate, p99, traps, fuel
     shadow: ShadowPolicy | None = None
 
 

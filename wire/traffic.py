@@ -70,6 +70,8 @@ class DigestTraffic:
     latency: tuple[int, ...] = ()  # counts per LATENCY_BUCKETS bucket (+Inf last), not cumulative
     shadow_requests: int = 0  # mirrored requests answered by this digest (the canary)
     shadow_mismatches: int = 0  # ... whose answer differed from the stable digest's
+    fuel: int = 0  # wasm fuel units the requests below consumed (deterministic: the same on every machine)
+    fuel_requests: int = 0  # requests whose fuel was measured (0: a runtime that cannot count it, `wasmtime serve`)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -82,6 +84,9 @@ class DigestTraffic:
         if self.shadow_requests:
             d["shadowRequests"] = self.shadow_requests
             d["shadowMismatches"] = self.shadow_mismatches
+        if self.fuel_requests:
+            d["fuel"] = self.fuel
+            d["fuelRequests"] = self.fuel_requests
         return d
 
     @classmethod
@@ -90,7 +95,8 @@ class DigestTraffic:
                    digest=str(d.get("digest", "")), requests=int(d.get("requests", 0)),
                    errors=int(d.get("errors", 0)), traps=int(d.get("traps", 0)),
                    latency=tuple(int(x) for x in d.get("latency") or ()),
-                   shadow_requests=int(d.get("shadowRequests", 0)), shadow_mismatches=int(d.get("shadowMismatches", 0)))
+                   shadow_requests=int(d.get("shadowRequests", 0)), shadow_mismatches=int(d.get("shadowMismatches", 0)),
+                   fuel=int(d.get("fuel", 0)), fuel_requests=int(d.get("fuelRequests", 0)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,10 +109,17 @@ class Window:
     latency: tuple[int, ...] = field(default_factory=lambda: (0,) * (len(LATENCY_BUCKETS) + 1))
     shadow_requests: int = 0
     shadow_mismatches: int = 0
+    fuel: int = 0
+    fuel_requests: int = 0
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def fuel_per_request(self) -> float | None:
+        """Mean fuel per measured request; None when none was measured (idle, or `wasmtime serve`)."""
+        return self.fuel / self.fuel_requests if self.fuel_requests else None
 
     def p99(self) -> float | None:
         return quantile(self.latency, 0.99)
@@ -118,7 +131,8 @@ class Window:
         return Window(requests=self.requests + other.requests, errors=self.errors + other.errors,
                       traps=self.traps + other.traps, latency=tuple(x + y for x, y in zip(a, b, strict=True)),
                       shadow_requests=self.shadow_requests + other.shadow_requests,
-                      shadow_mismatches=self.shadow_mismatches + other.shadow_mismatches)
+                      shadow_mismatches=self.shadow_mismatches + other.shadow_mismatches,
+                      fuel=self.fuel + other.fuel, fuel_requests=self.fuel_requests + other.fuel_requests)
 
     def to_json(self) -> dict[str, Any]:
         p99 = self.p99()
@@ -127,6 +141,10 @@ class Window:
         if self.shadow_requests:
             d["shadowRequests"] = self.shadow_requests
             d["shadowMismatches"] = self.shadow_mismatches
+        if self.fuel_requests:
+            d["fuelPerRequest"] = round(self.fuel / self.fuel_requests, 1)
+        elif self.requests:
+            d["fuelPerRequest"] = None  # requests served, none with a fuel count: unmeasured (`wasmtime serve`)
         return d
 
 
@@ -135,14 +153,15 @@ def since(now: DigestTraffic, before: DigestTraffic | None) -> Window:
     if before is None or now.requests < before.requests:
         return Window(requests=now.requests, errors=now.errors, traps=now.traps, latency=tuple(now.latency)
                       or Window().latency, shadow_requests=now.shadow_requests,
-                      shadow_mismatches=now.shadow_mismatches)
+                      shadow_mismatches=now.shadow_mismatches, fuel=now.fuel, fuel_requests=now.fuel_requests)
     n = max(len(now.latency), len(before.latency))
     a = tuple(now.latency) + (0,) * (n - len(now.latency))
     b = tuple(before.latency) + (0,) * (n - len(before.latency))
     return Window(requests=now.requests - before.requests, errors=now.errors - before.errors,
                   traps=now.traps - before.traps, latency=tuple(max(0, x - y) for x, y in zip(a, b, strict=True)),
                   shadow_requests=max(0, now.shadow_requests - before.shadow_requests),
-                  shadow_mismatches=max(0, now.shadow_mismatches - before.shadow_mismatches))
+                  shadow_mismatches=max(0, now.shadow_mismatches - before.shadow_mismatches),
+                  fuel=max(0, now.fuel - before.fuel), fuel_requests=max(0, now.fuel_requests - before.fuel_requests))
 
 
 def quantile(counts: Sequence[int], q: float) -> float | None:

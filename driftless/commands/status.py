@@ -345,7 +345,10 @@ def rollout_rows(environments: list[dict[str, Any]]) -> list[list[str]]:
         if not w:
             return "-"
         p99 = f", p99 {w['p99Ms']:g}ms" if w.get("p99Ms") is not None else ""
-        return f"{w.get('requests', 0)} req, {w.get('errorRate', 0):.1%} err{p99}, {w.get('traps', 0)} traps"
+        fuel = ""
+        if "fuelPerRequest" in w:  # null: served by a runtime that cannot count fuel (`wasmtime serve`)
+            fuel = ", fuel unmeasured" if w["fuelPerRequest"] is None else f", {w['fuelPerRequest']:.0f} fuel/req"
+        return f"{w.get('requests', 0)} req, {w.get('errorRate', 0):.1%} err{p99}, {w.get('traps', 0)} traps{fuel}"
 
     rows = []
     for e in environments:

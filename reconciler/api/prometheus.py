@@ -17,11 +17,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from reconciler.planner.placement import LOST, READY
+from reconciler.planner.rollout import ABORTED, COMPLETED, PROGRESSING, SHADOW, WAITING
 
 if TYPE_CHECKING:
     from reconciler.controller.pipeline import Controller
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+ROLLOUT_PHASES = (SHADOW, PROGRESSING, WAITING, COMPLETED, ABORTED)
 
 
 class ControllerCollector(Collector):
@@ -60,6 +62,23 @@ class ControllerCollector(Collector):
         yield GaugeMetricFamily("driftless_leader", "1 while this reconciler leads (always, alone on SQLite; "
                                 "replicated on PostgreSQL: the one holding the lease).",
                                 value=1 if c.leadership.leading() else 0)
+        yield from _rollout_families(c)
+
+
+def _rollout_families(c: Controller) -> Iterator[Metric]:
+    """Canary rollouts: each one's phase and canary weight, and the aborts."""
+    phase = GaugeMetricFamily("driftless_rollout_phase", "1 for the phase each application's canary rollout is in "
+                              "(Shadow, Progressing, Waiting, Completed, Aborted).", labels=("env", "app", "phase"))
+    weight = GaugeMetricFamily("driftless_rollout_canary_weight", "Percent of the traffic on the canary digest.",
+                               labels=("env", "app"))
+    for _, state in sorted(c.rollouts.all().items()):
+        for name in ROLLOUT_PHASES:
+            phase.add_metric((state.env, state.app, name), 1 if state.phase == name else 0)
+        weight.add_metric((state.env, state.app), state.weight)
+    yield phase
+    yield weight
+    yield CounterMetricFamily("driftless_rollout_aborts_total", "Canary rollouts aborted (abortWhen or shadow "
+                              "minMatch exceeded) since this reconciler started.", value=c.rollouts.aborts)
 
 
 def _gauge_by(name: str, help_text: str, *, labels: tuple[str, ...],

@@ -48,6 +48,8 @@ class Rollouts:
         self.states: dict[str, planner.RolloutState] = {}
         self._saved: dict[str, Any] = {}
         self._overlaid = True  # published documents may carry splits (at start: maybe, from before a restart)
+        self.full: dict[str, list[str]] = {}  # rollout -> its hosts without room for a canary (at the last plan)
+        self.aborts = 0  # rollouts aborted since this reconciler started (driftless_rollout_aborts_total)
 
     def restore(self) -> None:
         saved = self._store.get(STORE_KEY, {}) or {}
@@ -90,7 +92,10 @@ class Rollouts:
         self.states = states
         self._save()
         self._overlaid = bool(states)
-        return replace(plan, desired=planner.overlay(plan.desired, states, self.policies()))
+        # canary instances count against each host's maxInstances: a rollout without room waits (tick)
+        capacity = {n: h.registration.capacity.max_instances for n, h in self._fleet.hosts.items()}
+        self.full = planner.no_room(plan.desired, states, capacity)
+        return replace(plan, desired=planner.overlay(plan.desired, states, self.policies(), capacity))
 
     # ------------------------------------------------------------------ every tick
     async def run(self) -> None:
@@ -117,9 +122,12 @@ class Rollouts:
             incapable = [h for h in hosts if h in self._fleet.hosts
                          and FEATURE_TRAFFIC_SPLIT not in self._fleet.hosts[h].registration.features]
             decision = planner.decide(state, policy, now=now, incapable=incapable,
-                                      ready=planner.canary_ready(published, reports, state), reports=reports)
+                                      ready=planner.canary_ready(published, reports, state), reports=reports,
+                                      full=self.full.get(key, ()))
             if decision.state is not state:
                 self.states[key] = decision.state
+                if decision.state.phase == planner.ABORTED:
+                    self.aborts += 1
             if decision.event is not None:
                 self._emit(state.env, state.app, decision.event)
             republish = republish or decision.republish

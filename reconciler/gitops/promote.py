@@ -28,7 +28,10 @@ HTTP (``POST /api/v1/promote``, wired by the reconciler to :func:`handle_request
 
 Gates come from the TARGET Environment's ``promotion`` block: ``from`` must name the source,
 the source app must be Synced and Healthy, healthy for at least ``minSoak``, and with
-``requireApproval`` an approver must be named (recorded as ``Approved-By:``). Only the ``image:``
+``requireApproval`` an approver must be named (recorded as ``Approved-By:``). When the source app
+has a canary rollout (``spec.rollout.strategy: canary``), the gate ``rollout`` wants it Completed:
+the digests passed the source's ``abortWhen`` (error rate, p99, traps, fuel per request against the
+stable digest) and shadow ``minMatch`` there; an aborted, held-back digest is never promoted. Only the ``image:``
 values of the target app's components change (pinned ``@sha256:``, registry written as before);
 every other byte of the file stays as it was.
 """
@@ -66,7 +69,7 @@ from shared.units import duration_seconds
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Gate:
-    name: str  # "promotion-from", "synced", "healthy", "min-soak", "approval", "components"
+    name: str  # "promotion-from", "synced", "healthy", "min-soak", "approval", "components", "rollout"
     passed: bool
     message: str
     wait_seconds: float | None = None  # a gate that passes by itself in this long (min-soak), when known
@@ -495,7 +498,36 @@ def check_gates(
                 ),
             )
         )
+    rollout = source_status.get("rollout")
+    if isinstance(rollout, Mapping):
+        gates.append(_rollout_gate(rollout, app=app, env=from_env))
     return gates
+
+
+def _rollout_gate(rollout: Mapping[str, Any], *, app: str, env: str) -> Gate:
+    """The source's canary rollout must have completed: its abortWhen (fuel per request included:
+    deterministic, so the same bound on every machine) and shadow minMatch are the bounds promoted
+    digests met. Aborted (held back) or still rolling out: refused, with the rollout's own words."""
+    phase = str(rollout.get("phase") or "")
+    why = str((rollout.get("condition") or {}).get("message") or "")
+    if phase == "Completed":
+        measured = rollout.get("measured") or {}
+        canary, stable = measured.get("canary") or {}, measured.get("stable") or {}
+        figures = f"{canary.get('requests', 0)} canary requests, {canary.get('errorRate', 0):.1%} errors"
+        if canary.get("fuelPerRequest") and stable.get("fuelPerRequest"):
+            c, b = float(canary["fuelPerRequest"]), float(stable["fuelPerRequest"])
+            figures += f", fuel {c:.0f}/req vs {b:.0f}/req ({c / b:.2f}x)"
+        elif "fuelPerRequest" in canary and canary["fuelPerRequest"] is None:
+            figures += ", fuel unmeasured"
+        return Gate(name="rollout", passed=True,
+                    message=f"the canary rollout of {app} completed in {env} within its abortWhen ({figures})")
+    if phase == "Aborted":
+        return Gate(name="rollout", passed=False,
+                    message=f"{app}'s canary was aborted in {env} and is held back there: {why}")
+    step = "shadow traffic" if rollout.get("shadow") else f"step {rollout.get('step')}/{rollout.get('steps')}"
+    return Gate(name="rollout", passed=False,
+                message=f"{app}'s canary is still rolling out in {env} ({phase}, {step}, weight "
+                        f"{rollout.get('weight')}%): promote once it completes")
 
 
 def review_gates(review: Mapping[str, DigestReview], *, approved: bool, to_env: str) -> list[Gate]:
@@ -543,6 +575,8 @@ def _hint_for(gate: Gate) -> str:
         "min-soak": "wait for the soak time to pass, then promote again",
         "approval": "add --approve NAME (recorded in the commit as Approved-By)",
         "components": "the source must run every component the target declares",
+        "rollout": "wait for the source's canary rollout to complete (`driftless status`); an aborted digest "
+                   "stays held back until a fixed one is pushed there",
     }.get(gate.name, "")
 
 

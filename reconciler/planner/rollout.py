@@ -11,7 +11,9 @@ application under ``spec.rollout.strategy: canary`` and acts on these decisions:
   stable digest, and drift compares the hosts with them).
 - :func:`overlay`: the plan's documents with the rollout applied: the stable digest on the
   planned instances, plus one canary instance beside them on each host, all carrying the same
-  :class:`wire.traffic.TrafficSplit` (weight, shadow sample).
+  :class:`wire.traffic.TrafficSplit` (weight, shadow sample). The canary instances count against
+  each host's ``maxInstances`` (:func:`no_room`): a rollout whose canaries do not fit on every one
+  of its hosts gets none, and :func:`decide` makes it wait (``NoCapacity``) rather than overcommit.
 - :func:`decide`, at each tick: wait for the canary to run, measure both digests over the step's
   window (counter differences from the hosts' reports), abort when ``abortWhen`` is exceeded,
   advance after the pause, complete at weight 100 (the canary becomes the stable digest).
@@ -34,7 +36,7 @@ MIN_REQUESTS = 10  # canary requests in a window before its error rate is judged
 MIN_LATENCY_SAMPLES = 20  # requests (each digest) before p99 is judged
 # relative thresholds ("> 2x baseline") never compare with less than these: an idle or perfect
 # stable digest must not turn noise into an abort
-BASELINE_FLOOR = {"errorRate": 0.01, "p99": 0.005, "traps": 1.0}
+BASELINE_FLOOR = {"errorRate": 0.01, "p99": 0.005, "traps": 1.0, "fuel": 1.0}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,9 +189,36 @@ def track(state: RolloutState | None, *, env: str, app: str, policy: RolloutPoli
                                                        f"{_digests(stable)}: {first}")
 
 
+def no_room(desired: Mapping[str, Sequence[InstanceSpec]], states: Mapping[str, RolloutState],
+            capacity: Mapping[str, int]) -> dict[str, list[str]]:
+    """Rollouts (by key) whose canary instances do not fit: for each, its hosts without room, as
+    ``"h1 (2 planned + 1 canary > maxInstances 2)"``. One canary per component of a rollout per host
+    that runs it; rollouts take the room left in key order, all of their canaries or none."""
+    used = {h: len(specs) for h, specs in desired.items()}
+    wanted: dict[str, dict[str, set[str]]] = {}  # rollout -> host -> its components there
+    for host, specs in desired.items():
+        for spec in specs:
+            state = states.get(f"{spec.env}/{spec.app}")
+            if state is not None and state.active and spec.component in state.canary:
+                wanted.setdefault(state.key, {}).setdefault(host, set()).add(spec.component)
+    out: dict[str, list[str]] = {}
+    for key in sorted(wanted):
+        full = [f"{h} ({used[h]} planned + {len(c)} canary > maxInstances {capacity[h]})"
+                for h, c in sorted(wanted[key].items()) if h in capacity and used[h] + len(c) > capacity[h]]
+        if full:
+            out[key] = full
+            continue
+        for h, c in wanted[key].items():
+            used[h] += len(c)
+    return out
+
+
 def overlay(desired: Mapping[str, Sequence[InstanceSpec]], states: Mapping[str, RolloutState],
-            policies: Mapping[str, RolloutPolicy]) -> dict[str, tuple[InstanceSpec, ...]]:
-    """The plan's documents with every rollout applied (see the module's docstring)."""
+            policies: Mapping[str, RolloutPolicy],
+            capacity: Mapping[str, int] | None = None) -> dict[str, tuple[InstanceSpec, ...]]:
+    """The plan's documents with every rollout applied (see the module's docstring); ``capacity``:
+    each host's maxInstances (a rollout whose canaries do not fit runs its stable digest alone)."""
+    full = no_room(desired, states, capacity) if capacity is not None else {}
     out: dict[str, tuple[InstanceSpec, ...]] = {}
     for host, specs in desired.items():
         result: list[InstanceSpec] = []
@@ -202,7 +231,7 @@ def overlay(desired: Mapping[str, Sequence[InstanceSpec]], states: Mapping[str, 
                 continue
             stable, canary = state.stable[spec.component], state.canary[spec.component]
             split = None
-            if state.phase in (SHADOW, PROGRESSING):
+            if state.phase in (SHADOW, PROGRESSING) and state.key not in full:
                 shadow = policies[state.key].shadow if state.key in policies else None
                 split = TrafficSplit(stable=stable.digest, canary=canary.digest, weight=state.weight,
                                      shadow_sample=shadow.sample if shadow is not None and state.phase == SHADOW
@@ -273,8 +302,8 @@ def breaches(policy: RolloutPolicy, stable: Window, canary: Window) -> list[str]
     out: list[str] = []
     for metric, threshold in sorted(policy.abort_when.items()):
         value, base, enough = _figures(metric, stable, canary)
-        if not enough or value is None:
-            continue
+        if not enough or value is None or (metric == "fuel" and threshold.relative and base is None):
+            continue  # fuel against a baseline needs the stable digest's measured too (no floor means anything)
         limit = threshold.value * max(base or 0.0, BASELINE_FLOOR[metric]) if threshold.relative else threshold.value
         if value > limit:
             out.append(f"{metric} {_show(metric, value)} {_vs(threshold, metric, base, limit)}")
@@ -293,6 +322,9 @@ def _figures(metric: str, stable: Window, canary: Window) -> tuple[float | None,
     if metric == "p99":
         enough = canary.requests >= MIN_LATENCY_SAMPLES
         return canary.p99(), stable.p99() if stable.requests >= MIN_LATENCY_SAMPLES else None, enough
+    if metric == "fuel":  # mean per measured request; unmeasured (`wasmtime serve`): never judged
+        return (canary.fuel_per_request, stable.fuel_per_request if stable.fuel_requests >= MIN_REQUESTS else None,
+                canary.fuel_requests >= MIN_REQUESTS)
     return float(canary.traps), float(stable.traps), True
 
 
@@ -303,7 +335,20 @@ def _show(metric: str, value: float | None) -> str:
         return f"{value:.1%}"
     if metric == "p99":
         return f"{value * 1000:.1f}ms"
+    if metric == "fuel":
+        return f"{value:.0f}/req"
     return f"{value:g}"
+
+
+def fuel_figures(stable: Window, canary: Window) -> str:
+    """``fuel 1234/req vs 1200/req stable (1.03x)``, or ``fuel unmeasured`` (a runtime that cannot count it)."""
+    c, s = canary.fuel_per_request, stable.fuel_per_request
+    if c is None:
+        return "fuel unmeasured" if canary.requests else "fuel -"
+    if s is None:
+        return f"fuel {c:.0f}/req"
+    ratio = f" ({c / s:.2f}x)" if s else ""
+    return f"fuel {c:.0f}/req vs {s:.0f}/req stable{ratio}"
 
 
 def _vs(threshold: Threshold, metric: str, base: float | None, limit: float) -> str:
@@ -320,25 +365,34 @@ class Decision:
     republish: bool = False  # the documents change (weight, canary instances, abort, completion)
 
 
-def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable: Sequence[str], ready: bool, reports: Mapping[str, HostReport]) -> Decision:
+def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable: Sequence[str], ready: bool,
+           reports: Mapping[str, HostReport], full: Sequence[str] = ()) -> Decision:
     """The next state of an active rollout. ``incapable``: hosts of the rollout that cannot split
-    traffic (an older agent); ``ready``: every canary instance runs; ``reports``: the hosts' reports."""
+    traffic (an older agent); ``full``: hosts without room for its canary instances
+    (:func:`no_room`); ``ready``: every canary instance runs; ``reports``: the hosts' reports."""
     if not state.active:
         return Decision(state=state)
-    if incapable:
-        if state.phase == WAITING:
+    if incapable or full:
+        reason = "HostCannotSplit" if incapable else "NoCapacity"
+        if state.phase == WAITING and state.reason == reason:
             return Decision(state=state)
-        message = (f"host(s) {', '.join(incapable)} cannot split traffic (no {FEATURE_TRAFFIC_SPLIT} in their registration: "
-                   "an older agent); the rollout waits, the stable digest serves everything")
-        return Decision(state=replace(state, phase=WAITING, step_started_at=None, reason="HostCannotSplit",
+        if incapable:
+            message = (f"host(s) {', '.join(incapable)} cannot split traffic (no {FEATURE_TRAFFIC_SPLIT} in their "
+                       "registration: an older agent); the rollout waits, the stable digest serves everything")
+        else:
+            message = (f"no room for the canary instances on host(s) {', '.join(full)}: the rollout waits rather "
+                       "than overcommit, the stable digest serves everything (raise --max-instances or add hosts)")
+        return Decision(state=replace(state, phase=WAITING, step_started_at=None, reason=reason,
                                       message=message, updated_at=now),
                         event=Event(reason="RolloutWaiting", message=f"{state.app}: {message}", warning=True),
                         republish=True)
     if state.phase == WAITING:
         phase = SHADOW if state.step < 0 else PROGRESSING
+        resumed = "every host has room for the canary" if state.reason == "NoCapacity" else \
+            "every host can split traffic"
         return Decision(state=replace(state, phase=phase, reason="RolloutResumed", updated_at=now,
-                                      message=f"every host can split traffic: {_where(state, policy)}"),
-                        event=Event(reason="RolloutResumed", message=f"{state.app}: every host can split traffic"),
+                                      message=f"{resumed}: {_where(state, policy)}"),
+                        event=Event(reason="RolloutResumed", message=f"{state.app}: {resumed}"),
                         republish=True)
     if state.step_started_at is None:
         if not ready:
@@ -353,6 +407,8 @@ def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable:
         numbers = (f"canary {canary.requests} requests, {canary.errors} errors ({canary.error_rate:.1%}), "
                    f"{canary.traps} traps; stable {stable.requests} requests, {stable.errors} errors "
                    f"({stable.error_rate:.1%})")
+        if "fuel" in policy.abort_when or canary.fuel_requests:
+            numbers += f"; {fuel_figures(stable, canary)}"
         message = (f"aborted at {_where(state, policy)}: {'; '.join(found)} ({numbers}); 100% back to "
                    f"{_digests(state.stable)}; {_digests(state.canary)} is held back until Git changes")
         reason = "ShadowMismatch" if any(f.startswith("shadow ") for f in found) else "AbortThresholdExceeded"
@@ -372,7 +428,8 @@ def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable:
         return Decision(state=state)
     following = state.step + 1
     weight = policy.steps[following].weight if following < len(policy.steps) else 100
-    passed = f"{_where(state, policy)} passed ({canary.requests} canary requests, {canary.errors} errors)"
+    fuel = f", {fuel_figures(stable, canary)}" if "fuel" in policy.abort_when else ""
+    passed = f"{_where(state, policy)} passed ({canary.requests} canary requests, {canary.errors} errors{fuel})"
     if weight >= 100:
         message = f"{passed}; {_digests(state.canary)} serves 100% and is the stable digest now"
         return Decision(state=replace(state, phase=COMPLETED, step=min(following, len(policy.steps) - 1), weight=100,

@@ -56,6 +56,8 @@ def test_in_process_split_by_weight_sticky_and_counted(tmp_path: Path, registry:
         for digest in (stable, canary):
             d = digest.rpartition("@")[2]
             assert f'driftless_host_requests_total{{app="demo",component="web",digest="{d}",env="dev"}}' in metrics
+            # in-process: the fuel of every request is counted (the same component: the same mean fuel)
+            assert f'driftless_host_fuel_per_request{{app="demo",component="web",digest="{d}",env="dev"}}' in metrics
         assert "driftless_host_request_duration_seconds_bucket" in metrics
         assert 'driftless_host_traffic_split_weight{app="demo",canary=' in metrics
 
@@ -75,6 +77,9 @@ def test_served_split_and_shadow_compare(tmp_path: Path, registry: Registry) -> 
         d = canary.rpartition("@")[2]
         line = f'driftless_host_shadow_requests_total{{app="demo",component="web",digest="{d}",env="dev",match="true"}}'
         assert line in metrics, metrics
+        # `wasmtime serve` cannot tell the fuel a request consumed: counted as unmeasured, no mean
+        assert f'driftless_host_fuel_measured_requests_total{{app="demo",component="web",digest="{d}",env="dev"}} 0.0' \
+            in metrics and "driftless_host_fuel_per_request{" not in metrics, metrics
 
 
 def test_shadow_body_compare_catches_a_changed_answer(tmp_path: Path, registry: Registry) -> None:

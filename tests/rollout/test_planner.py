@@ -152,6 +152,36 @@ def test_an_older_agent_makes_the_rollout_wait() -> None:
     assert resumed.state.phase == "Progressing" and resumed.republish
 
 
+def test_canary_instances_count_against_host_capacity() -> None:
+    state = started()
+    desired = {"h1": (spec(0), spec(1)), "h2": (spec(2),)}
+    # h1 is full with its two planned instances: no canary anywhere (all or nothing), the stable digest alone
+    full = r.no_room(desired, {"dev/web": state}, {"h1": 2, "h2": 5})
+    assert full == {"dev/web": ["h1 (2 planned + 1 canary > maxInstances 2)"]}
+    docs = r.overlay(desired, {"dev/web": state}, {"dev/web": POLICY}, {"h1": 2, "h2": 5})
+    assert [(s.id, s.digest, s.traffic) for h in ("h1", "h2") for s in docs[h]] == [
+        ("dev/web/web/0", OLD, None), ("dev/web/web/1", OLD, None), ("dev/web/web/2", OLD, None)]
+    assert all(len(docs[h]) <= cap for h, cap in (("h1", 2), ("h2", 5)))  # never overcommitted
+    waiting = r.decide(state, POLICY, now=101, incapable=[], ready=False, reports={}, full=full["dev/web"])
+    assert (waiting.state.phase, waiting.state.reason) == ("Waiting", "NoCapacity") and waiting.republish
+    assert "no room for the canary instances on host(s) h1 (2 planned + 1 canary > maxInstances 2)" in \
+        waiting.state.message and waiting.event is not None and waiting.event.reason == "RolloutWaiting"
+    assert r.decide(waiting.state, POLICY, now=102, incapable=[], ready=False, reports={},
+                    full=full["dev/web"]).state is waiting.state  # still no room: nothing new
+    # room again (a bigger host): it resumes, and the canaries fit
+    assert r.no_room(desired, {"dev/web": waiting.state}, {"h1": 3, "h2": 5}) == {}
+    resumed = r.decide(waiting.state, POLICY, now=103, incapable=[], ready=False, reports={})
+    assert resumed.state.phase == "Progressing" and "room for the canary" in resumed.state.message
+    docs = r.overlay(desired, {"dev/web": resumed.state}, {"dev/web": POLICY}, {"h1": 3, "h2": 5})
+    assert [s.id for s in docs["h1"]] == ["dev/web/web/0", "dev/web/web/1", "dev/web/web/canary-0"]
+    # two rollouts sharing a host with room for one canary: the first (by key) gets it, the other waits
+    other = r.RolloutState.from_json({**state.to_json(), "app": "api"})
+    shared = {"h1": (spec(0), InstanceSpec(id="dev/api/web/0", env="dev", app="api", component="web",
+                                           image=ref(NEW).image, digest=NEW))}
+    assert r.no_room(shared, {"dev/web": state, "dev/api": other}, {"h1": 3}) == {
+        "dev/web": ["h1 (3 planned + 1 canary > maxInstances 3)"]}
+
+
 def test_breaches_compare_with_the_baseline_over_a_floor() -> None:
     policy = RolloutPolicy(strategy="canary", steps=POLICY.steps,
                            abort_when={"errorRate": Threshold(text="> 2x baseline", value=2, relative=True)},
@@ -162,6 +192,29 @@ def test_breaches_compare_with_the_baseline_over_a_floor() -> None:
     assert r.breaches(policy, Window(), Window(requests=5, errors=5)) == []  # too few to judge
     found = r.breaches(policy, Window(), Window(shadow_requests=10, shadow_mismatches=2))
     assert found and found[0].startswith("shadow status match 80.0%")
+
+
+def test_fuel_per_request_against_the_stable_digest() -> None:
+    policy = RolloutPolicy(strategy="canary", steps=POLICY.steps,
+                           abort_when={"fuel": Threshold(text="> 1.2x baseline", value=1.2, relative=True)})
+    stable = Window(requests=50, fuel=50 * 1000, fuel_requests=50)
+    assert r.breaches(policy, stable, Window(requests=20, fuel=20 * 1150, fuel_requests=20)) == []
+    found = r.breaches(policy, stable, Window(requests=20, fuel=20 * 5000, fuel_requests=20))
+    assert found == ["fuel 5000/req > 1.2x baseline 1000/req (limit 1200/req)"], found
+    assert r.breaches(policy, stable, Window(requests=9, fuel=9 * 5000, fuel_requests=9)) == []  # too few
+    assert r.breaches(policy, Window(requests=50), Window(requests=20, fuel=20 * 5000, fuel_requests=20)) == []
+    unmeasured = Window(requests=40)  # `wasmtime serve`: requests, no fuel counted: never judged, shown so
+    assert r.breaches(policy, Window(requests=40), unmeasured) == []
+    assert r.fuel_figures(Window(requests=40), unmeasured) == "fuel unmeasured"
+    assert unmeasured.to_json()["fuelPerRequest"] is None
+    absolute = RolloutPolicy(strategy="canary", steps=POLICY.steps,
+                             abort_when={"fuel": Threshold(text="> 4000", value=4000)})
+    assert r.breaches(absolute, Window(), Window(requests=20, fuel=20 * 5000, fuel_requests=20))
+    # the counters travel in the reports and subtract like the others
+    t = DigestTraffic(env="dev", app="web", component="web", digest=NEW, requests=30, fuel=9000, fuel_requests=30)
+    assert DigestTraffic.from_json(t.to_json()) == t
+    before = DigestTraffic(env="dev", app="web", component="web", digest=NEW, requests=10, fuel=3000, fuel_requests=10)
+    assert r.since(t, before).fuel_per_request == 300
 
 
 def test_aborted_completed_and_waiting_rollouts_reach_the_webhooks() -> None:
