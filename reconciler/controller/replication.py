@@ -162,7 +162,8 @@ class ReplicatedLeadership(Leadership):
             await self._stop_leading(controller, why="stopping", release=True)
 
     def _database_error(self, what: str, exc: BaseException) -> None:
-        message = redact_text(f"{what}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer in time"
+        message = redact_text(f"{what}: {type(exc).__name__}: {detail}")
         if message != self._db_error:
             log.warning("event=state-unavailable error=%s", message)
         self._db_error = message

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS leader_lease (id INTEGER PRIMARY KEY CHECK (id = 1), 
 """
 SCHEMA_LOCK = 0x6472696674  # pg_advisory_xact_lock key: two reconcilers starting at once create the tables once
 CONNECT_TIMEOUT = 3  # seconds; a database that does not answer is an error soon, not a hung reconciler
+POOL_WAIT = 2.0  # seconds a call waits for a connection (some calls run on the event loop: keep it short)
 STATEMENT_TIMEOUT_MS = 5000
 
 
@@ -89,7 +90,7 @@ class PostgresStore:
         self.event_limit = event_limit
         self.fence: tuple[str, int] | None = None  # (holder, epoch) while this reconciler leads
         self.pool = ConnectionPool(
-            url, min_size=1, max_size=6, open=False, timeout=CONNECT_TIMEOUT + 2, name="driftless-state",
+            url, min_size=1, max_size=6, open=False, timeout=POOL_WAIT, name="driftless-state",
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "driftless-reconciler",
                     "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
             check=ConnectionPool.check_connection,
