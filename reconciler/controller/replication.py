@@ -147,17 +147,24 @@ class ReplicatedLeadership(Leadership):
         next_follow = 0.0
         try:
             while True:
-                if self.lease.epoch is not None:
-                    await self._renew(controller)
-                    await asyncio.sleep(self.lease.lease_seconds / 3)
-                    continue
-                if await self._try_acquire():
-                    await self._take_over(controller)
-                    continue
-                if time.monotonic() >= next_follow:
-                    next_follow = time.monotonic() + FOLLOW_EVERY
-                    await self._follow(controller)
-                await asyncio.sleep(ACQUIRE_EVERY)
+                try:
+                    if self.lease.epoch is not None:
+                        if not self._leader_tasks:  # just taken (also by an acquire that answered after its timeout)
+                            await self._take_over(controller)
+                            continue
+                        await self._renew(controller)
+                        await asyncio.sleep(self.lease.lease_seconds / 3)
+                        continue
+                    if await self._try_acquire():
+                        continue
+                    if time.monotonic() >= next_follow:
+                        next_follow = time.monotonic() + FOLLOW_EVERY
+                        await self._follow(controller)
+                    await asyncio.sleep(ACQUIRE_EVERY)
+                except Exception as exc:  # never let the election die: step down, follow, try again
+                    log.exception("event=replication-failed error=%r", exc)
+                    await self._stop_leading(controller, why=f"failed: {exc!r}", release=False)
+                    await asyncio.sleep(ACQUIRE_EVERY)
         finally:
             await self._stop_leading(controller, why="stopping", release=True)
 
