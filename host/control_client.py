@@ -278,7 +278,8 @@ class ControlChannel:
         report = self.report()
         r = await self._client.post(
             f"{self.url}{PREFIX}/hosts/{report.name}/report", json=report.to_json(), headers=self._headers(),
-            timeout=http.timeout(max(5.0, 2 * self.heartbeat)),
+            # replicated reconcilers: a paused one must not hold the host for a whole long-poll timeout
+            timeout=http.timeout(max(5.0, 2 * self.heartbeat)) if len(self.urls) > 1 else POLL_TIMEOUT,
         )
         if (follower := _not_leader(r, "report")) is not None:
             raise follower
