@@ -96,7 +96,8 @@ def test_read_token_protects_read_endpoints(tmp_path: Path) -> None:
             assert status(path) == 401
             assert status(path, "wrong") == 401
             assert status(path, "reader-secret") == 200
-            assert status(path, token.read_text()) == 200
+            # the join token only registers hosts: it reads nothing (issue 12)
+            assert status(path, token.read_text()) == 401
         assert status("/healthz") == 200
         assert "reader-secret" not in (rec.proc.log() if rec.proc else "")
     finally:
