@@ -168,7 +168,12 @@ class Controller:
         await asyncio.to_thread(self._restore)
         if self.git.watch(self._on_git_change):
             pass
-        self._tasks = [
+        self._tasks = self.leader_tasks()
+
+    def leader_tasks(self) -> list[asyncio.Task[None]]:
+        """Start the loops only a leader runs: always, alone on SQLite; while it holds the lease,
+        replicated (reconciler.controller.replication starts and cancels them)."""
+        return [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self.rollouts.run(), name="rollouts"),

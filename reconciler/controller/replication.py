@@ -250,11 +250,7 @@ class ReplicatedLeadership(Leadership):
         self.elected_at = time.time()
         self.current = None
         c.trigger(fetch=True)
-        self._leader_tasks = [
-            asyncio.create_task(c._reconcile_loop(), name="reconcile"),
-            asyncio.create_task(c._status_loop(), name="status"),
-            asyncio.create_task(c.rollouts.run(), name="rollouts"),
-        ]
+        self._leader_tasks = c.leader_tasks()
         c.event(reason="LeaderElected", message=f"reconciler {self.url} leads (epoch {epoch})")
 
     async def _stop_leading(self, controller: Controller, *, why: str, release: bool, epoch: int | None = None) -> None:
