@@ -78,6 +78,7 @@ class HostRegistry:
         self._waiters: dict[str, asyncio.Event] = {}
         self._reports_dirty: set[str] = set()
         self._seen_dirty = False
+        self._seen: set[str] = set()  # hosts that reported since the last flush: only their last_seen is written
         self._restart_grace_until = 0.0
         self._credentials: dict[str, str] = {}  # host name -> SHA-256 (hex) of its credential
         self._owners: dict[str, str] = {}  # SHA-256 (hex) -> host name
@@ -178,6 +179,7 @@ class HostRegistry:
         host = self.hosts[rep.name]
         host.last_seen = now
         self._seen_dirty = True
+        self._seen.add(rep.name)
         if host.state == LOST:
             host.state = READY
             self._event(reason="HostReturned", host=rep.name, message=f"host {rep.name} reports again")
@@ -250,8 +252,12 @@ class HostRegistry:
             dirty, self._reports_dirty = self._reports_dirty, set()
             self._store.save_reports({h: self.reports[h] for h in dirty if h in self.reports})
         if self._seen_dirty:
+            # runs in a thread while the loop registers hosts: it never iterates self.hosts (which may grow
+            # meanwhile), and writes the hosts that reported (~hosts/heartbeat a second), not all of them
             self._seen_dirty = False
-            self._store.touch_hosts({n: h.last_seen for n, h in self.hosts.items()})
+            seen, self._seen = self._seen, set()
+            hosts = self.hosts
+            self._store.touch_hosts({n: h.last_seen for n in seen if (h := hosts.get(n)) is not None})
 
     # ------------------------------------------------------------------ views for the planner and the tracker
     def states(self) -> dict[str, str]:
