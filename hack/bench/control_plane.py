@@ -68,6 +68,7 @@ class Sim:
                  max_instances: int) -> None:
         self.url, self.token, self.names, self.heartbeat = url, token, names, heartbeat
         self.max_instances = max_instances
+        self.ready_timeout = 300.0  # registration and first documents; past it the driver reports a collapse
         self.report_connections = report_connections
         self.credentials: dict[str, str] = {}
         self.generation: dict[str, int] = dict.fromkeys(names, 0)
@@ -95,12 +96,13 @@ class Sim:
                 await asyncio.gather(self._poll(polls, reports, name), self._beat(reports, name))
 
             tasks = [asyncio.create_task(host(n)) for n in self.names]
-            while len(self.credentials) < len(self.names):
+            while len(self.credentials) < len(self.names) and time.perf_counter() - t0 < self.ready_timeout:
                 await asyncio.sleep(0.1)
             registered = time.perf_counter() - t0
-            while len(self.received) < len(self.names):
+            while len(self.received) < len(self.names) and time.perf_counter() - t0 < self.ready_timeout:
                 await asyncio.sleep(0.1)
-            _say({"event": "ready", "registered_s": round(registered, 2), "first_doc_s": round(time.perf_counter() - t0, 2)})
+            _say({"event": "ready", "registered_s": round(registered, 2), "first_doc_s": round(time.perf_counter() - t0, 2),
+                  "without_document": len(self.names) - len(self.received), "errors": dict(self.errors)})
             while True:
                 line = await control.get()
                 cmd, _, arg = line.partition(" ")
@@ -330,6 +332,11 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         cpu0 = cpu_seconds(pid)
         clients = [Client(args, i, rec.url, token, work / f"client-{i}.log") for i in range(args.clients)]
         ready = [c.read("ready") for c in clients]
+        if any(r["without_document"] for r in ready):  # hosts Lost faster than they register: say so, stop
+            result["collapsed"] = {"hosts_without_document": sum(r["without_document"] for r in ready),
+                                   "after_s": round(time.perf_counter() - t0, 1),
+                                   "client_errors": [r["errors"] for r in ready]}
+            return result
         result["all_registered_s"] = max(r["registered_s"] for r in ready)
         result["all_first_document_s"] = round(time.perf_counter() - t0, 2)
         result["startup_reconciler_cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
@@ -446,6 +453,9 @@ def main() -> int:
         return client_main(args)
     result = drive(args)
     print(json.dumps(result, indent=1))
+    if "collapsed" in result:
+        print("collapsed: hosts were declared Lost faster than the fleet came up (see the reconciler log)", file=sys.stderr)
+        return 1
     if args.record:
         record(args, result)
     return 0
