@@ -16,6 +16,8 @@ between them; each simulated host does what `driftless host` does on the control
   Reports share a pool of keep-alive connections per client process (``--report-connections``):
   with one more connection per host the reconciler would need 2 x hosts descriptors, past this
   machine's hard RLIMIT_NOFILE of 20000 (see "limits" in the output).
+  Each client process freezes its objects once a second (``gc.freeze``), as the reconciler does: a
+  full collection over 5,000 simulated hosts' state would stall the client and count as latency.
 
 Measured: registration time of all hosts; in steady state, report round trips on the client side
 (p50/p99/max over ``--measure`` seconds) and the reconciler's CPU (utime+stime from /proc) and RSS;
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import os
 import random
@@ -222,10 +225,17 @@ def client_main(args: argparse.Namespace) -> int:
                 await queue.put(line.decode().strip())
             await queue.put("stop")
 
+        async def freeze() -> None:  # the simulator's own full GC pauses (5,000 hosts' state) would count as latency
+            while True:
+                await asyncio.sleep(1.0)
+                gc.freeze()
+
         pumping = asyncio.create_task(pump())
+        freezing = asyncio.create_task(freeze())
         await Sim(args.url, Path(args.token_file).read_text().strip(), names, args.heartbeat,
                   args.report_connections, args.max_instances).run(queue)
         pumping.cancel()
+        freezing.cancel()
 
     asyncio.run(main())
     return 0

@@ -75,6 +75,9 @@ class HostRegistry:
         self.published: dict[str, tuple[HostDesiredState, float]] = {}
         self.reports: dict[str, tuple[HostReport, float]] = {}
         self.fresh_reports: set[str] = set()  # hosts that reported to this process (not restored)
+        # bumped whenever what the planner reads of the fleet may have changed (a host registered, Lost or
+        # back, a document published): the pipeline skips a placement whose inputs did not change
+        self.version = 0
         self._waiters: dict[str, asyncio.Event] = {}
         self._reports_dirty: set[str] = set()
         self._seen_dirty = False
@@ -94,6 +97,7 @@ class HostRegistry:
         self.reports = self._store.reports()
         self._credentials = self._store.credentials()
         self._owners = {digest: name for name, digest in self._credentials.items()}
+        self.version += 1
 
     # ------------------------------------------------------------------ identity
     def identify(self, credential: str | None) -> str | None:
@@ -162,6 +166,7 @@ class HostRegistry:
         known = self.hosts.get(reg.name)
         returning = known is not None and known.state == LOST
         self.hosts[reg.name] = HostState(registration=reg, registered_at=now, last_seen=now, state=READY)
+        self.version += 1
         self._store.save_host(reg, registered_at=now, last_seen=now)
         if known is None:
             self._event(reason="HostRegistered", host=reg.name,
@@ -182,6 +187,7 @@ class HostRegistry:
         self._seen.add(rep.name)
         if host.state == LOST:
             host.state = READY
+            self.version += 1
             self._event(reason="HostReturned", host=rep.name, message=f"host {rep.name} reports again")
             self._replan()
         self.fresh_reports.add(rep.name)
@@ -224,6 +230,7 @@ class HostRegistry:
         """Memory first (status never sees a new tree with old documents), then the store; hosts
         are told only once the documents are on disk."""
         self.published.update(changed)
+        self.version += 1
         await asyncio.to_thread(self._store.save_published, dict(changed))
         for host in changed:
             waiter = self._waiters.pop(host, None)
@@ -241,6 +248,7 @@ class HostRegistry:
                 and not (restarting and n not in self.fresh_reports)]
         for name in lost:
             self.hosts[name].state = LOST
+            self.version += 1
             self._event(type="Warning", reason="HostLost", host=name,
                         message=f"host {name} missed heartbeats for {limit:g}s; its instances are rescheduled")
         if lost:

@@ -92,6 +92,7 @@ class Context:
     head: CommitInfo | None = None
     new_tree: ManifestTree | None = None
     plan: Plan | None = None
+    plan_inputs: tuple[Any, ...] | None = None  # what ``plan`` was computed from (Controller._same_plan_inputs)
     outcome: str = "success"
 
 
@@ -143,6 +144,9 @@ class Controller:
         self.git_fetches = 0
         self.git_fetch_errors = 0
         self.generations_published = 0
+        self.plans = 0  # placements computed
+        self.plans_skipped = 0  # placements skipped: none of their inputs changed since the last one
+        self._plan_inputs: tuple[Any, ...] | None = None  # what the last placement was computed from
         # machinery
         self._wake = asyncio.Event()
         self._want_fetch = True
@@ -555,12 +559,36 @@ class Controller:
             for _, app in sorted(tree.applications.get(env, {}).items())
         ]
 
+    def _same_plan_inputs(self, tree: ManifestTree | None, secrets: dict[str, str]) -> tuple[Any, ...] | None:
+        """What a placement reads, cheaply (O(1) but for the digests and secrets: one entry per image and
+        per secret): the tree and the fleet by identity and version (``HostRegistry.version`` moves when a
+        host registers, is Lost or back, or a document is published), the digests and the secrets'
+        fingerprints by value. None when the last placement was computed from the same: a Git poll that
+        finds the same revision, a heartbeat, a status update cost no placement. Only when no rollout
+        is tracked (a rollout's plan also depends on time and on the hosts' traffic)."""
+        fleet = self.fleet
+        inputs = (tree, fleet.hosts, fleet.published, fleet.version, len(fleet.hosts), dict(self.digests), secrets,
+                  self.registry_host)
+        last = self._plan_inputs
+        if last is not None and tree is not None and self.rollouts.idle(tree) and all(
+                a is b if i < 3 else a == b for i, (a, b) in enumerate(zip(inputs, last, strict=True))):
+            return None
+        return inputs
+
     async def _step_plan(self, ctx: Context) -> None:
         if self.tree is None and self.applied:
             return  # the applied tree is not loaded yet: publishing now would empty the hosts
+        secrets = self.secrets.fingerprints()
+        inputs = self._same_plan_inputs(self.tree, secrets)
+        if inputs is None:
+            if not ctx.heal:  # nothing changed: the published documents are this plan's already
+                self.plans_skipped += 1
+                return
+            inputs = self._plan_inputs  # a heal republishes the same plan
+        self._plan_inputs = None  # until this plan is published: one that fails is not skipped next time
         tree = self.tree or ManifestTree()
         published = list(self.fleet.published.items())  # a snapshot: the loop may publish while the thread plans
-        hosts, secrets = self.fleet.infos(), self.secrets.fingerprints()
+        hosts = self.fleet.infos()
 
         def placement() -> Plan:  # pure, and ~0.6 s of CPU at 10,000 hosts: in a thread (hack/bench/control_plane.py)
             previous = {h: without_canaries(doc.instances) for h, (doc, _) in published}
@@ -570,7 +598,9 @@ class Controller:
         started = time.perf_counter()
         placed = await asyncio.to_thread(placement)
         self._plan_seconds = time.perf_counter() - started
+        self.plans += 1
         ctx.plan = self.rollouts.plan(placed, tree)
+        ctx.plan_inputs = inputs
 
     async def _step_publish(self, ctx: Context) -> None:
         if ctx.plan is None:
@@ -587,6 +617,7 @@ class Controller:
             changed[host] = (doc, now)
         self.unplaced = ctx.plan.unplaced
         if not changed:
+            self._plan_inputs = ctx.plan_inputs  # published as planned: the same inputs need no placement
             return
         # in the same step as the tree and unplaced: status never sees a new tree with old documents
         self.leadership.check()  # replicated: a deposed leader publishes nothing (its writes are fenced too)
@@ -597,6 +628,8 @@ class Controller:
             log.info("event=published host=%s generation=%d instances=%d reason=%s", host, doc.generation,
                      len(doc.instances), why)
         self._publish_events(changed, heal=ctx.heal, revision=revision or "")
+        # not remembered: the publication moved fleet.version, the next reconcile plans once more (and
+        # finds nothing to change), after which polls and heartbeats skip the placement
 
     def _publish_events(self, changed: Mapping[str, tuple[HostDesiredState, float]], *,
                         heal: Mapping[str, frozenset[str]], revision: str) -> None:
@@ -637,9 +670,10 @@ class Controller:
                 if self._status_dirty and time.monotonic() >= next_status:
                     self._status_dirty = False
                     started = time.monotonic()
-                    self.tracker.update()
-                    # it runs on the event loop and costs ~0.1-0.3 s at 10,000 hosts: while reports keep
-                    # changing, at most a quarter of the loop goes to it (hack/bench/control_plane.py)
+                    # ~0.1-0.3 s of CPU at 10,000 hosts: computed in a thread on inputs taken on the loop (results
+                    # applied on the loop); it still takes the GIL the loop needs, so while reports keep changing
+                    # at most a quarter of the time goes to it (hack/bench/control_plane.py)
+                    await self.tracker.update_in_thread()
                     next_status = time.monotonic() + STATUS_COST_FACTOR * (time.monotonic() - started)
                 self.commit_statuses.update()
                 if time.monotonic() - last_flush > 1.0:

@@ -70,11 +70,16 @@ class Rollouts:
                 if app.rollout is not None}
 
     # ------------------------------------------------------------------ at each plan
-    def plan(self, plan: Plan, tree: ManifestTree) -> Plan:
-        """Track Git's digests against what runs, then lay the rollouts over the plan's documents."""
+    def idle(self, tree: ManifestTree) -> bool:
+        """No rollout to track or lay over (no canary in ``tree``, none in progress or held back): then
+        :meth:`plan` returns the placement as it is, and depends on nothing but it."""
         canaries = any(app.rollout is not None and app.rollout.strategy == "canary"
                        for apps in tree.applications.values() for app in apps.values())
-        if not canaries and not self.states and not self._overlaid:
+        return not canaries and not self.states and not self._overlaid
+
+    def plan(self, plan: Plan, tree: ManifestTree) -> Plan:
+        """Track Git's digests against what runs, then lay the rollouts over the plan's documents."""
+        if self.idle(tree):
             return plan  # nothing to track, nothing to lay over (the common case, at any scale)
         now = time.time()
         runs = planner.running({h: d for h, (d, _) in self._fleet.published.items()})

@@ -5,9 +5,11 @@ decisions for ``sync.mode: heal`` environments. The computing is done by the pur
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from model.types import ManifestTree, SyncMode
@@ -20,7 +22,7 @@ from reconciler.planner import drift, healing
 from reconciler.planner.placement import READY, Unplaced
 from reconciler.planner.status import DEGRADED, HEALTHY, SYNCED, AppView, Condition, app_views
 from reconciler.settings import Settings
-from wire.control import BACKOFF, FAILED, STARTING, STOPPING
+from wire.control import BACKOFF, FAILED, STARTING, STOPPING, HostDesiredState, HostRegistration, HostReport
 
 log = logging.getLogger("driftless.reconciler")
 
@@ -35,6 +37,40 @@ class Revision(Protocol):
     applied: dict[str, Any] | None
     current_tags: dict[str, str]
     rollouts: Rollouts
+
+
+@dataclass(slots=True, kw_only=True)
+class _Inputs:
+    """What one status update reads, taken on the event loop (shallow copies: O(hosts) but no computing);
+    the computing (:meth:`StatusTracker._compute`) then runs on it in a thread."""
+
+    seq: int
+    now: float
+    tree: ManifestTree | None
+    digests: dict[str, str]
+    unplaced: tuple[Unplaced, ...]
+    current_tags: dict[str, str]
+    rejections: list[drift.Rejection]
+    published: dict[str, tuple[HostDesiredState, float]]
+    reports: dict[str, tuple[HostReport, float]]
+    hosts: list[tuple[str, str, HostRegistration, float]]  # name, state, registration, last seen
+    fresh_reports: frozenset[str]
+    first_seen: dict[str, float]
+    schedule: dict[str, healing.HealSchedule]
+    drift_available: bool
+    observe_only: bool
+    grace_seconds: float
+    heartbeat: float
+
+
+@dataclass(slots=True, kw_only=True)
+class _Result:
+    seq: int
+    now: float
+    views: dict[tuple[str, str], AppView]
+    items: list[drift.DriftItem] | None  # None: drift is not available
+    decision: healing.HealDecision | None
+    observe_only: bool
 
 
 class StatusTracker:
@@ -53,6 +89,8 @@ class StatusTracker:
         self.drift_available = True
         self.heals = 0
         self._heal_schedule: dict[str, healing.HealSchedule] = {}
+        self._seq = 0  # inputs taken
+        self._applied_seq = 0  # the latest inputs whose result was applied (an older result is dropped)
 
     def restore(self) -> None:
         self.marks = self._store.get("marks", {})
@@ -62,16 +100,84 @@ class StatusTracker:
     def update(self, *, observe_only: bool = False) -> None:
         """Compute views and drift; ``observe_only`` (a follower of replicated reconcilers): write
         nothing and heal nothing, the leader does (its marks and first-seen times are read back)."""
-        now = time.time()
+        self._apply(self._compute(self._inputs(observe_only=observe_only)))
+
+    async def update_in_thread(self) -> None:
+        """:meth:`update` with its computing (app views, drift, heal decisions: ~0.1-0.3 s at 10,000 hosts)
+        in a thread: the inputs are taken on the event loop, the results applied there (marks, events, heals)."""
+        inputs = self._inputs(observe_only=False)
+        self._apply(await asyncio.to_thread(self._compute, inputs))
+
+    def _inputs(self, *, observe_only: bool) -> _Inputs:
         rev, fleet = self._revision, self._fleet
-        views = app_views(
-            tree=rev.tree,
-            digests=rev.digests,
-            published={h: d for h, (d, _) in fleet.published.items()},
-            reports={h: r for h, (r, _) in fleet.reports.items()},
-            host_states=fleet.states(),
-            unplaced=rev.unplaced,
-        )
+        self._seq += 1
+        return _Inputs(
+            seq=self._seq, now=time.time(), tree=rev.tree, digests=rev.digests, unplaced=rev.unplaced,
+            current_tags=rev.current_tags, rejections=self._rejections(), published=dict(fleet.published),
+            reports=dict(fleet.reports),
+            hosts=[(n, h.state, h.registration, h.last_seen) for n, h in fleet.hosts.items()],
+            fresh_reports=frozenset(fleet.fresh_reports), first_seen=dict(self.first_seen),
+            schedule=self._heal_schedule, drift_available=self.drift_available, observe_only=observe_only,
+            grace_seconds=self._settings.grace_seconds, heartbeat=self._settings.heartbeat)
+
+    @staticmethod
+    def _compute(i: _Inputs) -> _Result:
+        """Pure: the planner's functions on the inputs (no store, no events: safe in a thread)."""
+        published = {h: d for h, (d, _) in i.published.items()}
+        reports = {h: r for h, (r, _) in i.reports.items()}
+        views = app_views(tree=i.tree, digests=i.digests, published=published, reports=reports,
+                          host_states={n: state for n, state, _, _ in i.hosts}, unplaced=i.unplaced)
+        items = decision = None
+        if i.drift_available:
+            deployed = [
+                drift.DeployedImage(env=env, app=app.name, component=c.name, image=c.image,
+                                    digest=i.digests.get(c.image, ""))
+                for env, apps in (i.tree.applications.items() if i.tree else ())
+                for app in apps.values() for c in app.components
+            ]
+            observations = {}
+            for name, state, reg, last_seen in i.hosts:
+                pub = i.published.get(name)
+                rep = i.reports.get(name)
+                observations[name] = drift.HostObservation(
+                    name=name, state=state, labels=dict(reg.labels), last_seen=last_seen,
+                    published_generation=pub[0].generation if pub else 0, published_at=pub[1] if pub else 0.0,
+                    report=rep[0] if rep else None)
+            try:
+                items = drift.compute_drift(
+                    desired=published, hosts=observations,
+                    tags=drift.tag_observations(deployed=deployed, current=i.current_tags),
+                    rejections=i.rejections, first_seen=i.first_seen, now=i.now, grace_seconds=i.grace_seconds)
+            except NotImplementedError:
+                items = None
+        if items is not None and not i.observe_only and i.tree is not None:
+            # in heal-mode environments, republish to hosts with drift (see reconciler.planner.healing)
+            busy = {x.id for rep, _ in i.reports.values() for x in rep.instances
+                    if x.status in (FAILED, BACKOFF, STARTING, STOPPING)}
+            # only on a fresh report (not one restored from before a restart) of the current generation
+            eligible = set()
+            for name, state, _, _ in i.hosts:
+                rep_at = i.reports.get(name)
+                pub = i.published.get(name)
+                if state == READY and name in i.fresh_reports and rep_at is not None \
+                        and rep_at[0].observed_generation >= (pub[0].generation if pub else 0):
+                    eligible.add(name)
+            decision = healing.decide(
+                items=items,
+                heal_envs={n for n, e in i.tree.environments.items() if e.sync.mode == SyncMode.HEAL},
+                eligible_hosts=eligible,
+                busy_instances=busy,
+                schedule=i.schedule,
+                now=i.now,
+                base=max(2.0, 2 * i.heartbeat),
+            )
+        return _Result(seq=i.seq, now=i.now, views=views, items=items, decision=decision, observe_only=i.observe_only)
+
+    def _apply(self, result: _Result) -> None:
+        if result.seq < self._applied_seq:
+            return  # a later update was applied meanwhile
+        self._applied_seq = result.seq
+        now, views, observe_only = result.now, result.views, result.observe_only
         marks_changed = False
         for key, view in views.items():
             mark_key = f"{key[0]}/{key[1]}"
@@ -99,7 +205,7 @@ class StatusTracker:
         self.views = views
         if marks_changed and not observe_only:
             self._store.put("marks", self.marks)
-        self._update_drift(now, observe_only=observe_only)
+        self._apply_drift(result)
 
     def _condition_states(self, view: AppView) -> dict[str, str]:
         rejected = self._revision.rejected
@@ -165,27 +271,9 @@ class StatusTracker:
         return [drift.Rejection(env=e, revision=rej.revision, applied_revision=applied, errors=texts,
                                 since=rej.since) for e in envs or [""]]  # "": before any environment is known
 
-    def _update_drift(self, now: float, *, observe_only: bool = False) -> None:
-        if not self.drift_available:
-            return
-        rev = self._revision
-        try:
-            deployed = [
-                drift.DeployedImage(env=env, app=app.name, component=c.name, image=c.image,
-                                    digest=rev.digests.get(c.image, ""))
-                for env, apps in (rev.tree.applications.items() if rev.tree else ())
-                for app in apps.values() for c in app.components
-            ]
-            items = drift.compute_drift(
-                desired={h: d for h, (d, _) in self._fleet.published.items()},
-                hosts=self._fleet.observations(),
-                tags=drift.tag_observations(deployed=deployed, current=rev.current_tags),
-                rejections=self._rejections(),
-                first_seen=self.first_seen,
-                now=now,
-                grace_seconds=self._settings.grace_seconds,
-            )
-        except NotImplementedError:
+    def _apply_drift(self, result: _Result) -> None:
+        items, now, observe_only = result.items, result.now, result.observe_only
+        if items is None:
             self.drift_available = False
             return
         keys = {i.key for i in items}
@@ -197,33 +285,13 @@ class StatusTracker:
                         message=item.message or f"{item.category} {item.instance or item.component}")
         if fs_changed and not observe_only:
             self._store.put("drift_first_seen", self.first_seen)
-        self.drift_items = items if observe_only else self._heal(items, now)
-
-    def _heal(self, items: list[drift.DriftItem], now: float) -> list[drift.DriftItem]:
-        """In heal-mode environments, republish to hosts with drift (see reconciler.planner.healing)."""
-        tree, fleet = self._revision.tree, self._fleet
-        if tree is None:
-            return items
-        busy = {i.id for rep, _ in fleet.reports.values() for i in rep.instances
-                if i.status in (FAILED, BACKOFF, STARTING, STOPPING)}
-        # only on a fresh report (not one restored from before a restart) of the current generation
-        eligible = {
-            name for name, h in fleet.hosts.items()
-            if h.state == READY and name in fleet.fresh_reports and name in fleet.reports
-            and fleet.reports[name][0].observed_generation >= fleet.generation(name)
-        }  # fmt: skip
-        decision = healing.decide(
-            items=items,
-            heal_envs={n for n, e in tree.environments.items() if e.sync.mode == SyncMode.HEAL},
-            eligible_hosts=eligible,
-            busy_instances=busy,
-            schedule=self._heal_schedule,
-            now=now,
-            base=max(2.0, 2 * self._settings.heartbeat),
-        )
+        decision = result.decision
+        if observe_only or decision is None:
+            self.drift_items = items
+            return
         self._heal_schedule = decision.schedule
         if decision.hosts:
             self.heals += len(decision.hosts)
             log.info("event=heal hosts=%s", ",".join(sorted(decision.hosts)))
             self._heal_hosts(decision.envs)
-        return list(decision.items)
+        self.drift_items = list(decision.items)
