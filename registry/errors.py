@@ -28,6 +28,8 @@ CODES: dict[str, tuple[int, str]] = {
     "DENIED": (403, "requested access to the resource is denied"),
     "UNSUPPORTED": (405, "the operation is unsupported"),
     "TOOMANYREQUESTS": (429, "too many requests"),
+    # as distribution answers a storage outage (not in the OCI spec's table)
+    "UNAVAILABLE": (503, "service unavailable"),
 }
 
 

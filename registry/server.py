@@ -36,6 +36,7 @@ from registry.errors import RegistryError
 from registry.maintenance import REPLICA_HEARTBEAT, Replica
 from registry.metrics import Metrics
 from registry.storage import FilesystemStorage, Storage
+from registry.storage_s3 import unavailable as storage_unavailable
 from registry.store import (
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
@@ -61,6 +62,7 @@ THREADED_SENDFILE_MIN = 4 << 20  # blobs this big are sent from a worker thread
 SENDFILE_THREADS = 8  # concurrent big downloads on threads; more go out from the event loop
 SEND_STALL_SECONDS = 60  # a download that accepts nothing for this long is dropped
 FLUSH_EVERY = 8 << 20  # bytes between background fdatasyncs of a streamed upload
+RETRY_AFTER = "5"  # seconds, on a 503 when the storage (S3) is down or throttling
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +166,9 @@ class RegistryApp:
             response = _error(exc)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except Exception:  # a bug, not the client's mistake: log it, answer a clean 500
-            log.exception("internal error on %s %s", request.method, request.path)
-            response = web.Response(
-                body=json.dumps({"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {}}]}).encode(),
-                status=500,
-                content_type="application/json",
-            )
+        except Exception as exc:
+            route = _route_of(request.path)
+            response = self._unexpected(request, exc)
         sent = getattr(response, "blob_bytes", None)  # a FileResponse knows its length only once prepared
         self.metrics.observe(
             route=route,
@@ -181,6 +179,21 @@ class RegistryApp:
             bytes_out=(sent if sent is not None else response.content_length or 0) if request.method != "HEAD" else 0,
         )
         return response
+
+    @staticmethod
+    def _unexpected(request: web.BaseRequest, exc: Exception) -> web.Response:
+        if storage_unavailable(exc):  # S3 down or throttling, after the driver's retries: a clean 503
+            log.warning("storage unavailable on %s %s: %s", request.method, request.path, exc)
+            return _error(RegistryError(
+                "UNAVAILABLE", "the registry's storage is unavailable or throttling requests; retry later",
+                headers={"Retry-After": RETRY_AFTER}))
+        # a bug, not the client's mistake: log it, answer a clean 500
+        log.error("internal error on %s %s", request.method, request.path, exc_info=exc)
+        return web.Response(
+            body=json.dumps({"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {}}]}).encode(),
+            status=500,
+            content_type="application/json",
+        )
 
     # -- who may do what ----------------------------------------------------------------------------
     async def _identify(self, request: web.BaseRequest) -> str | None:
@@ -552,6 +565,8 @@ async def _stream(request: web.BaseRequest, writer: Any, hasher: Any) -> None:
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
+        if storage_unavailable(exc):  # a part's upload to S3 failed, not the client's body
+            raise
         raise RegistryError("BLOB_UPLOAD_INVALID", f"the request body was cut short: {exc}") from None
     finally:
         if flushing is not None:

@@ -63,6 +63,10 @@ MAX_IN_FLIGHT = 2  # parts being sent per writer while the next one fills
 SEGMENT_MARK = "#"  # never in a layout key (names, tags, digests and upload ids have no '#')
 SEGMENTED_META = "driftless-segmented"
 SIZE_META = "driftless-size"
+CONNECT_TIMEOUT = 5.0  # seconds: a down endpoint fails fast (and is retried) rather than hanging clients
+READ_TIMEOUT = 60.0  # seconds without a byte from S3 (server-side copies of big objects can be slow)
+TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+                   "ServiceUnavailable", "InternalError", "RequestTimeout"}
 
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="driftless-s3")
 
@@ -94,7 +98,11 @@ def make_client(endpoint: str | None = None, *, region: str | None = None) -> An
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     config = Config(
         s3={"addressing_style": "path" if endpoint else "auto"},
+        # throttling (503 SlowDown, backoff from 1 s), 5xx and connection errors (from 50 ms) are retried
+        # 5 times with exponential backoff and jitter; what still fails is answered 503 (see unavailable())
         retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
         max_pool_connections=32,
     )
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
@@ -107,6 +115,21 @@ def _code(exc: Exception) -> str:
 
 def _missing(exc: Exception) -> bool:
     return _code(exc) in ("404", "NoSuchKey", "NotFound")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (after botocore's retries) says S3 is down, throttling or failing — a 5xx or
+    429, SlowDown, a refused, dropped or timed-out connection — rather than that a request was wrong.
+    The server answers these with 503 UNAVAILABLE and Retry-After."""
+    try:
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return False
+    if isinstance(exc, ClientError):
+        status = int((exc.response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500 or status == 429 or _code(exc) in TRANSIENT_CODES
+    return isinstance(exc, (BotoConnectionError, HTTPClientError))  # refused, closed, timed out
 
 
 @dataclass(frozen=True, slots=True)
