@@ -23,10 +23,11 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -48,6 +49,7 @@ from registry.store import (
 )
 from shared.errors import UsageError
 
+T = TypeVar("T")
 log = logging.getLogger("driftless.registry")
 
 ROUTE = re.compile(
@@ -278,7 +280,7 @@ class RegistryApp:
         loop = asyncio.get_running_loop()
         if kind == "manifests":
             if method in ("GET", "HEAD"):
-                return "manifest", self._get_manifest(name, m["ref"])
+                return "manifest", await self._get_manifest(name, m["ref"])
             if method == "PUT":
                 return "manifest", await self._put_manifest(request, name, m["ref"])
             await loop.run_in_executor(None, self.registry.delete_manifest, name, m["ref"])
@@ -308,8 +310,15 @@ class RegistryApp:
             )
 
     # -- manifests ----------------------------------------------------------------------------------
-    def _get_manifest(self, name: str, reference: str) -> web.Response:
-        stored = self.registry.get_manifest(name, reference)
+    async def _storage_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call a small storage-backed function: inline on a local driver (microseconds), from a worker
+        thread on a remote one (a round trip that must not hold the event loop)."""
+        if self.registry.storage.remote:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return fn(*args)
+
+    async def _get_manifest(self, name: str, reference: str) -> web.Response:
+        stored = await self._storage_call(self.registry.get_manifest, name, reference)
         return web.Response(
             body=stored.body,
             headers={**BASE_HEADERS, "Content-Type": stored.media_type, "Docker-Content-Digest": stored.digest},
@@ -381,7 +390,7 @@ class RegistryApp:
 
     # -- blobs --------------------------------------------------------------------------------------
     async def _get_blob(self, request: web.BaseRequest, name: str, digest: str) -> web.StreamResponse:
-        st = self.registry.blob_stat(name, digest)
+        st = await self._storage_call(self.registry.blob_stat, name, digest)
         headers = {**BASE_HEADERS, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                    "ETag": f'"{digest}"'}
         storage_key = self.registry.blob_key(digest)

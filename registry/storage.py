@@ -41,6 +41,11 @@ class Writer(Protocol):
 
 
 class Storage(Protocol):
+    #: True when every call is a network round trip (an object store): servers then make even the
+    #: small calls (a manifest read, a stat) from a worker thread; local drivers answer in microseconds
+    #: and are called inline, where a thread hop would cost more than the call.
+    remote: bool
+
     def stat(self, key: str) -> Stat | None:
         """Size and modification time of a stored value, or None when absent (or a directory)."""
 
@@ -145,6 +150,8 @@ class _FileWriter:
 
 class FilesystemStorage:
     """Files under ``root``; the key is the relative path."""
+
+    remote = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -269,6 +276,8 @@ class _MemoryWriter:
 
 class MemoryStorage:
     """Everything in a dict; atomic because each operation holds one lock."""
+
+    remote = False
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[bytes, float]] = {}

@@ -148,6 +148,8 @@ _Names = list[str]
 class S3Storage:
     """Objects under ``prefix/`` in ``bucket`` (see the module docstring)."""
 
+    remote = True  # every call is a round trip: never on the event loop
+
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None, endpoint: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
