@@ -41,6 +41,10 @@ UNLIMITED_FUEL = 2**63 - 1
 TRAP_WINDOW_SECONDS = 30.0
 TRAPS_BEFORE_BACKOFF = 5
 MAX_BACKOFF_SECONDS = 60.0
+# wasmtime-py's component type introspection is read from several worker threads when instances of one
+# digest start together (they share one Component); a whole-process lock keeps those reads one at a time
+# (microseconds each) after a run where one of two concurrent starts saw no exports at all
+_TYPES_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,8 @@ class ComponentInstance:
         self._admission = threading.BoundedSemaphore(self.max_concurrency)
         self._idle: list[_Slot] = []
         self._uses_wasi = False
-        exports = component.type.exports(engine.engine)
+        with _TYPES_LOCK:
+            exports = dict(component.type.exports(engine.engine))
         self.handler_export = next((n for n in exports if unversioned(n) == HANDLER_INTERFACE), None)
         self.run_export = next((n for n in exports if unversioned(n) == RUN_INTERFACE), None)
         self.exports = tuple(exports)
@@ -127,13 +132,14 @@ class ComponentInstance:
                 f"{self.tag} has route {spec.route} but exports no {HANDLER_INTERFACE}; "
                 "build it for the driftless:http/http-handler world or remove `expose`"
             )
-        if self.handler_export:
-            self._check_handler_shape(exports[self.handler_export])
-        self._handle_index = (
-            component.get_export_index("handle", component.get_export_index(self.handler_export))
-            if self.handler_export
-            else None
-        )
+        with _TYPES_LOCK:
+            if self.handler_export:
+                self._check_handler_shape(exports[self.handler_export])
+            self._handle_index = (
+                component.get_export_index("handle", component.get_export_index(self.handler_export))
+                if self.handler_export
+                else None
+            )
         self.linker = self._build_linker()
         self._idle.append(self._new_slot())  # instantiate once now: a broken component fails at start
 
@@ -156,7 +162,8 @@ class ComponentInstance:
     # -- wiring ---------------------------------------------------------------------------------
     def _build_linker(self) -> wc.Linker:
         linker = wc.Linker(self._engine.engine)
-        imports = self.component.type.imports(self._engine.engine)
+        with _TYPES_LOCK:
+            imports = dict(self.component.type.imports(self._engine.engine))
         wasi = [n for n in imports if n.startswith("wasi:")]
         # grants, not import lists: every WASI import is linked (no directories, no sockets, the
         # environment is the config); a component that lists capabilities opts into strict mode
@@ -191,7 +198,8 @@ class ComponentInstance:
         ty = extern.ty
         if not isinstance(ty, wc.ComponentInstanceType):
             raise MissingImport(f"{self.tag} imports {name!r}, which is not an interface instance; the host provides interfaces only")
-        return list(ty.exports(self._engine.engine))
+        with _TYPES_LOCK:
+            return list(ty.exports(self._engine.engine))
 
     def _wire_config(self, name: str, inst: wc.LinkerInstance, functions: list[str]) -> None:
         config = dict(self.spec.config)

@@ -24,7 +24,15 @@ import pytest
 
 from tests.support.procs import free_port
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _newest_bin() -> Path:
+    """Debian installs each major version under /usr/lib/postgresql/N (15 on bookworm): use the newest."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _newest_bin()
 
 
 def _as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
