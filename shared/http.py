@@ -70,6 +70,22 @@ def async_client(*, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, verify: bo
                              follow_redirects=follow_redirects, headers=_headers(headers))
 
 
+def worth_retrying(status: int) -> bool:
+    """Whether an HTTP error answer may succeed if sent again: a server error or 429; any other refusal
+    (a wrong token, an unknown repository, a body the receiver rejects) would only be refused again."""
+    return status >= 500 or status == 429
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, for logs: a path or query may carry a credential (a Slack
+    webhook's does), userinfo always does."""
+    try:
+        u = httpx.URL(url)
+    except Exception:
+        return "<invalid url>"
+    return f"{u.scheme}://{u.host}{':' + str(u.port) if u.port else ''}"
+
+
 def reason(exc: BaseException) -> str:
     """Why a request got no answer, as one short phrase (httpx's timeouts often have no text)."""
     text = str(exc).strip()

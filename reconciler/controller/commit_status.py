@@ -267,7 +267,7 @@ class CommitStatuses:
                 with self._lock:  # a newer state for the same commit replaces this one, even between retries
                     job = self._latest.get(key, job)
                 url, headers, body = request(job.target, env=job.env, sha=job.sha, result=job.result, token=token)
-                shown = f"{httpx.URL(url).scheme}://{httpx.URL(url).netloc.decode()}"
+                shown = http.origin(url)
                 try:
                     r = client.post(url, content=json.dumps(body).encode(), headers=headers)
                     if r.is_success:
@@ -276,7 +276,7 @@ class CommitStatuses:
                                  job.target.provider, shown, context, job.sha[:12], body["state"], attempt)
                         return job
                     why = f"HTTP {r.status_code}"
-                    if r.status_code < 500 and r.status_code != 429:
+                    if not http.worth_retrying(r.status_code):
                         break  # refused (a wrong token, an unknown repository): sending it again changes nothing
                 except httpx.HTTPError as exc:
                     why = http.reason(exc)

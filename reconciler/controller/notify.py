@@ -94,15 +94,6 @@ def payload(event: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     return dict(event)
 
 
-def _shown(url: str) -> str:
-    """Where a webhook goes, without its path (Slack's carries the credential)."""
-    try:
-        u = httpx.URL(url)
-    except Exception:
-        return "<invalid url>"
-    return f"{u.scheme}://{u.host}{':' + str(u.port) if u.port else ''}"
-
-
 class Notifier:
     """Called with every event the controller records; sends those its environments ask for."""
 
@@ -139,7 +130,7 @@ class Notifier:
     def _submit(self, target: Notification, event: dict[str, Any]) -> None:
         with self._lock:
             if self._pending >= MAX_PENDING:
-                log.warning("event=notify-dropped url=%s reason=%s pending=%d", _shown(target.url), event["reason"],
+                log.warning("event=notify-dropped url=%s reason=%s pending=%d", http.origin(target.url), event["reason"],
                             self._pending)
                 return
             self._pending += 1
@@ -164,13 +155,13 @@ class Notifier:
         try:
             self._send(target, event)
         except Exception as exc:  # a delivery never takes anything else down
-            log.exception("event=notify-crashed url=%s error=%r", _shown(target.url), exc)
+            log.exception("event=notify-crashed url=%s error=%r", http.origin(target.url), exc)
         finally:
             with self._lock:
                 self._pending -= 1
 
     def _send(self, target: Notification, event: dict[str, Any]) -> None:
-        shown = _shown(target.url)
+        shown = http.origin(target.url)
         body = json.dumps(payload(event, target.format), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "X-Driftless-Event": event["reason"],
                    "X-Driftless-Delivery": str(uuid.uuid4())}
@@ -195,7 +186,7 @@ class Notifier:
                                  event["env"], attempt)
                         return
                     why = f"HTTP {r.status_code}"
-                    if r.status_code < 500 and r.status_code != 429:
+                    if not http.worth_retrying(r.status_code):
                         break  # the receiver refuses this body: sending it again changes nothing
                 except httpx.HTTPError as exc:
                     why = http.reason(exc)
