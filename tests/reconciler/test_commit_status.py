@@ -6,11 +6,9 @@ the Git repository, the reconciler with a --secrets-file, one host).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from aiohttp import web
 
 from reconciler.controller.commit_status import Outcome, outcome
 from tests.support.components import build
+from tests.support.http_server import ThreadedServer
 from tests.support.platform import LocalPlatform, application, environment, local_platform
 from tests.support.procs import wait_until
 
@@ -39,11 +38,10 @@ class StatusAPI:
         self.refused: list[str] = []
         self.answered: list[int] = []
         self.bad_gateway: list[dict[str, Any]] = []  # the bodies answered 502
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._started.wait(10)
+        app = web.Application()
+        app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self._github)
+        app.router.add_post("/api/v4/projects/{project}/statuses/{sha}", self._gitlab)
+        self._server = ThreadedServer(app)
 
     def _refuse(self, why: str) -> web.Response:
         self.refused.append(why)
@@ -85,23 +83,9 @@ class StatusAPI:
         self.statuses.append(("gitlab", m["sha"], body))
         return web.json_response({"id": len(self.statuses), "status": body["state"]}, status=201)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self._github)
-        app.router.add_post("/api/v4/projects/{project}/statuses/{sha}", self._gitlab)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.close()
-
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
 
     def states(self, provider: str, sha: str) -> list[str]:
         return [b["state"] for p, s, b in self.statuses if p == provider and s == sha]
@@ -110,9 +94,7 @@ class StatusAPI:
         return [b for p, s, b in self.statuses if p == provider and s == sha][-1]
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.close()
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ The receivers are real aiohttp servers on 127.0.0.1; the platform is ``driftless
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from aiohttp import web
 from model.types import Notification
 from reconciler.controller.notify import SIGNATURE_HEADER, commit_event, secret_env_name
 from tests.support.components import build
+from tests.support.http_server import ThreadedServer
 from tests.support.platform import LocalPlatform, application, environment, local_platform
 from tests.support.procs import wait_until
 
@@ -38,11 +37,9 @@ class Receiver:
         self.fail = fail
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.answered: list[int] = []
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._started.wait(10)
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._server = ThreadedServer(app)
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
@@ -50,30 +47,15 @@ class Receiver:
         self.answered.append(status)
         return web.Response(status=status, text="ok" if status == 200 else "try again")
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.close()
-
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{self._server.url}/hook"
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.requests]
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.close()
 
 
 @pytest.fixture
