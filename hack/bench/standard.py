@@ -209,7 +209,7 @@ def _admin(host: Host, method: str, query: str = "", body: dict[str, Any] | None
     conn = http.client.HTTPConnection("127.0.0.1", int(host.admin.rpartition(":")[2]), timeout=10)
     try:
         conn.request(method, "/api/v1/instances" + query, body=json.dumps(body) if body is not None else None,
-                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+                     headers={"Authorization": f"Bearer {host.admin_token}", "Content-Type": "application/json"})
         r = conn.getresponse()
         return r.status, r.read().decode()
     finally:
