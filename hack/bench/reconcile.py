@@ -24,8 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.planner.placement.placement import HostInfo, plan  # noqa: E402
-
 from model.types import (  # noqa: E402
     Application,
     Component,
@@ -34,6 +32,7 @@ from model.types import (  # noqa: E402
     Spread,
     SpreadRequirement,
 )
+from reconciler.planner.placement import HostInfo, plan  # noqa: E402
 from tests.reconciler.platform import (  # noqa: E402
     GitRepo,
     Reconciler,
@@ -131,6 +130,8 @@ async def _sim_host(session: object, control: str, token: str, name: str, stop: 
            "capacity": {"memoryBytes": 1 << 32, "maxInstances": 1000}, "interfaces": [], "version": "sim"}
     async with session.post(f"{control}/api/v1/hosts/register", json=reg, headers=headers) as r:
         r.raise_for_status()
+        # the join token only registers: the host's own credential reads its state and reports
+        headers = {"Authorization": f"Bearer {(await r.json())['credential']}"}
     generation = 0
     instances: list[dict[str, object]] = []
 
