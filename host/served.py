@@ -17,7 +17,9 @@ What it runs with (the grants, enforced by the command line we build):
   ``-W max-memory-size``, ``--max-concurrent-requests``; the proxy also refuses calls beyond
   ``maxConcurrency`` with 503 ``concurrency``;
 - environment: exactly the component's config plus ``<LINK>_URL`` for each HTTP link, passed as
-  ``--env NAME`` with the value in the child's environment, so no value is on a command line;
+  ``--env NAME`` with the value in the child's environment, so no value is on a command line; the
+  link URL holds the instance's link credential (:mod:`host.link_auth`), issued when the instance is
+  created and revoked when it closes;
 - ``wasi:config/store``: the same config, read from the environment by an adapter composed into the
   component before it is compiled (:mod:`host.compose`);
 - no directories; sockets only when granted; outbound HTTP cannot be filtered by ``wasmtime serve``:
@@ -43,6 +45,7 @@ import aiohttp
 from aiohttp import web
 
 from host.errors import HostError, Unavailable
+from host.link_auth import LinkCredentials
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
 from shared.interfaces import WASI_HTTP_HANDLER, WASI_HTTP_OUTGOING, unversioned
 from shared.retry import Backoff
@@ -73,6 +76,7 @@ class ServeRuntime:
         self._cli: WasmtimeCli | None = None
         self._lock = threading.Lock()
         self.links_base = links_base.rstrip("/")
+        self.links = LinkCredentials()  # the link credentials of the instances (the ingress checks them)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -97,8 +101,10 @@ class ServeRuntime:
         if self._session is not None:
             await self._session.close()
 
-    def link_url(self, spec: InstanceSpec, to_component: str) -> str:
-        return f"{self.links_base}/.driftless/links/{spec.env}/{spec.app}/{to_component}"
+    def link_url(self, credential: str, to_component: str) -> str:
+        """The URL an instance reaches its link to ``to_component`` at: the credential names its
+        env, app and declared links (host/link_auth.py)."""
+        return f"{self.links_base}/.driftless/links/{credential}/{to_component}"
 
 
 def link_env_name(component: str) -> str:
@@ -141,6 +147,8 @@ class ServedInstance:
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
+        # held in memory only; revoked by close()
+        self._link_credential = serve.links.issue(spec) if any(x.is_http for x in spec.links) else None
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -186,8 +194,9 @@ class ServedInstance:
             args += ["-S", "tcp=n", "-S", "udp=n", "-S", "allow-ip-name-lookup=n"]
         env = dict(spec.config)
         for link in spec.links:
-            if link.is_http:
-                env.setdefault(link_env_name(link.to_component), self._serve.link_url(spec, link.to_component))
+            if link.is_http and self._link_credential:
+                env.setdefault(link_env_name(link.to_component),
+                               self._serve.link_url(self._link_credential, link.to_component))
         for name in sorted(env):
             args += ["--env", name]  # the value comes from the child's environment, never argv
         args.append(str(self.cwasm))
@@ -319,6 +328,8 @@ class ServedInstance:
 
     def close(self) -> None:
         self._closing.set()
+        if self._link_credential is not None:
+            self._serve.links.revoke(self._link_credential)
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:
