@@ -6,6 +6,7 @@ without restarting the frontend."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,11 @@ def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path)
 
         assert httpx.get(f"{aws}/shop", timeout=30).text == "hello from python: hi"
         env = httpx.get(f"{aws}/shop/env", timeout=30).json()
-        api_url = env["API_URL"]  # the link's stable URL on the caller's own host
-        assert api_url == f"{aws}/.driftless/links/prod/shop/api"
+        api_url = env["API_URL"]  # the link's stable URL on the caller's own host, with the instance's credential
+        assert re.fullmatch(rf"{re.escape(aws)}/\.driftless/links/[A-Za-z0-9_-]{{32}}/api", api_url), api_url
+        # the host-to-host link tokens stay out of what the reconciler stores and shows
+        published = json.dumps([p.reconciler.host(h) for h in ("aws-1", "gcp-1")])
+        assert '"token"' not in published and "linkToken" not in published
         front_before = instances(p, "aws-1")["prod/shop/front/0"]
 
         # front (aws-1) -> its host's link proxy -> gcp-1's ingress -> api, started from zero by the call
@@ -87,7 +91,9 @@ def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path)
         front_after = instances(p, "aws-1")["prod/shop/front/0"]
         assert front_after["startedAt"] == front_before["startedAt"]
         assert front_after["restarts"] == front_before["restarts"] == 0
-        assert httpx.get(f"{gcp}/.driftless/links/prod/shop/api/x", timeout=10,
-                         headers={"x-driftless-link-hop": "1"}).status_code == 503  # nothing left on gcp-1
+        # a hop needs the reconciler's token for the link target: none from outside reaches a component
+        for url in (aws, gcp):
+            r = httpx.get(f"{url}/.driftless/links/prod/shop/api/x", timeout=10, headers={"x-driftless-link-hop": "1"})
+            assert r.status_code == 403 and r.json()["reason"] == "link-refused", r.text
     finally:
         p.stop()
