@@ -175,10 +175,9 @@ def _wat_bytes(data: bytes) -> str:
     return "".join(f"\\{b:02x}" for b in data)
 
 
-@functools.lru_cache(maxsize=32)
-def _adapter(wasm_tools: str, version: str, rules: bytes) -> bytes:
-    """The adapter as a component for wasi:http ``version`` with ``rules`` baked in."""
-    wat, wit = _adapter_file(ADAPTER_WAT), _adapter_file(ADAPTER_WIT)
+def adapter_wat(*, version: str, rules: bytes) -> str:
+    """The adapter's core module (text) for wasi:http ``version`` with ``rules`` (:meth:`OutboundPolicy.encode`)."""
+    wat = _adapter_file(ADAPTER_WAT)
     for line in (RULES_LINE, BASE_LINE, HEAP_LINE):
         if wat.count(line) != 1:
             raise ComposeError(f"host/adapters/{ADAPTER_WAT} does not hold the line {line!r} once")
@@ -186,7 +185,14 @@ def _adapter(wasm_tools: str, version: str, rules: bytes) -> bytes:
     wat = wat.replace(RULES_LINE, f'(data (i32.const {RULES_AT}) "{_wat_bytes(rules)}")')
     wat = wat.replace(BASE_LINE, f"(global $base i32 (i32.const {base}))")
     wat = wat.replace(HEAP_LINE, f"(global $heap (mut i32) (i32.const {base}))")
-    wat, wit = wat.replace(ADAPTER_VERSION, f"@{version}"), wit.replace(ADAPTER_VERSION, f"@{version}")
+    return wat.replace(ADAPTER_VERSION, f"@{version}")
+
+
+@functools.lru_cache(maxsize=32)
+def _adapter(wasm_tools: str, version: str, rules: bytes) -> bytes:
+    """The adapter as a component for wasi:http ``version`` with ``rules`` baked in."""
+    wat = adapter_wat(version=version, rules=rules)
+    wit = _adapter_file(ADAPTER_WIT).replace(ADAPTER_VERSION, f"@{version}")
     tool = Path(wasm_tools)
     with tempfile.TemporaryDirectory(prefix="driftless-outbound-") as tmp:
         wit_path, wat_path, embedded = Path(tmp, "policy.wit"), Path(tmp, "policy.wat"), Path(tmp, "embedded.wasm")

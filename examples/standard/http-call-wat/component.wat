@@ -1,5 +1,6 @@
 ;; wasi:http/proxy@0.2.6 handler that makes one outbound request per request and says what happened:
-;;   GET /<scheme>/<authority>/<path?query>  sends GET <scheme>://<authority>/<path?query>
+;;   GET /<route>/<scheme>/<authority>/<path?query>  sends GET <scheme>://<authority>/<path?query>
+;;   <route>: one segment, skipped (where the component is exposed: the ingress passes the full path)
 ;;   <scheme>: http or https; anything else (e.g. `default`) leaves the scheme unset (wasmtime: https)
 ;; and answers 200 with a body of one line:
 ;;   "status <code>"  the response arrived with that status
@@ -125,7 +126,11 @@
     (local.set $path (i32.load (i32.const 68)))
     (local.set $n (i32.load (i32.const 72)))
     (call $drop_req (local.get $req))
-    ;; /<scheme>/<authority><rest>: $a the end of the scheme, $b the end of the authority
+    ;; /<route>/<scheme>/<authority><rest>: the route skipped (path and n now start at its end), then
+    ;; $a the end of the scheme, $b the end of the authority
+    (local.set $a (call $slash (local.get $path) (local.get $n) (i32.const 1)))
+    (local.set $path (i32.add (local.get $path) (local.get $a)))
+    (local.set $n (i32.sub (local.get $n) (local.get $a)))
     (local.set $a (call $slash (local.get $path) (local.get $n) (i32.const 1)))
     (local.set $b (call $slash (local.get $path) (local.get $n) (i32.add (local.get $a) (i32.const 1))))
     (local.set $request (call $req_new (call $fields_new)))
