@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import struct
 import tempfile
 from collections.abc import Callable, Sequence
@@ -41,7 +42,6 @@ from shared.wasm import wasm_tools_path
 from wire.control import InstanceSpec
 
 ADAPTER_WAT, ADAPTER_WIT, ADAPTER_WORLD = "outbound-policy.wat", "outbound-policy.wit", "outbound-policy"
-ADAPTER_VERSION = "@0.2.6"  # as written in the adapter's .wat and .wit; rewritten to the component's
 RULES_AT = 1024  # where the adapter's data segment holds the rules
 RULES_LINE = '(data (i32.const 1024) "\\ff")'
 BASE_LINE = "(global $base i32 (i32.const 2048))"
@@ -148,10 +148,13 @@ def with_outbound_policy(wasm: bytes, *, policy: OutboundPolicy, wasm_tools: Pat
         raise ComposeError("the component does not import wasi:http/outgoing-handler: nothing to compose")
     versions = {name.partition("@")[2] for name in handlers}
     version = versions.pop() if len(versions) == 1 else ""
-    if not version.startswith("0.2.") or not version[4:].isdigit():
+    if not _WASI_02.match(version):
         raise ComposeError(f"the component imports {', '.join(handlers)}; the outbound policy covers "
                            f"wasi:http 0.2.x only: rebuild the component against wasi:http 0.2")
-    adapter = _adapter(str(wasm_tools), version, policy.encode())
+    # the adapter's other imports take the component's versions, so the result imports each once
+    io = _version_of(imports, "wasi:io/streams") or version
+    versions_used = WasiVersions(http=version, io=io, cli=_version_of(imports, "wasi:cli/stderr") or io)
+    adapter = _adapter(str(wasm_tools), versions_used, policy.encode())
     with tempfile.TemporaryDirectory(prefix="driftless-outbound-") as tmp:
         root, definition, out = Path(tmp, "component.wasm"), Path(tmp, "policy.wasm"), Path(tmp, "composed.wasm")
         root.write_bytes(wasm)
@@ -175,8 +178,31 @@ def _wat_bytes(data: bytes) -> str:
     return "".join(f"\\{b:02x}" for b in data)
 
 
-def adapter_wat(*, version: str, rules: bytes) -> str:
-    """The adapter's core module (text) for wasi:http ``version`` with ``rules`` (:meth:`OutboundPolicy.encode`)."""
+@dataclass(frozen=True, slots=True)
+class WasiVersions:
+    """The WASI 0.2.x versions the adapter is built for (each package's, as the component imports them)."""
+
+    http: str = "0.2.6"
+    io: str = "0.2.6"
+    cli: str = "0.2.6"
+
+    def apply(self, text: str) -> str:
+        """``text`` (the adapter's WIT or WAT) with each package's @0.2.6 rewritten to its version."""
+        chosen = {"http": self.http, "io": self.io, "cli": self.cli}
+        return _PACKAGE_AT.sub(lambda m: f"{m[1]}@{chosen[m[2]]}", text)
+
+
+_WASI_02 = re.compile(r"^0\.2\.\d+$")
+_PACKAGE_AT = re.compile(r"(wasi:(http|io|cli)(?:/[a-z-]+)?)@0\.2\.6\b")
+
+
+def _version_of(imports: Sequence[str], interface: str) -> str | None:
+    found = [name.partition("@")[2] for name in imports if unversioned(name) == interface]
+    return next((v for v in found if _WASI_02.match(v)), None)
+
+
+def adapter_wat(*, versions: WasiVersions = WasiVersions(), rules: bytes) -> str:
+    """The adapter's core module (text) for ``versions`` with ``rules`` (:meth:`OutboundPolicy.encode`)."""
     wat = _adapter_file(ADAPTER_WAT)
     for line in (RULES_LINE, BASE_LINE, HEAP_LINE):
         if wat.count(line) != 1:
@@ -185,14 +211,14 @@ def adapter_wat(*, version: str, rules: bytes) -> str:
     wat = wat.replace(RULES_LINE, f'(data (i32.const {RULES_AT}) "{_wat_bytes(rules)}")')
     wat = wat.replace(BASE_LINE, f"(global $base i32 (i32.const {base}))")
     wat = wat.replace(HEAP_LINE, f"(global $heap (mut i32) (i32.const {base}))")
-    return wat.replace(ADAPTER_VERSION, f"@{version}")
+    return versions.apply(wat)
 
 
 @functools.lru_cache(maxsize=32)
-def _adapter(wasm_tools: str, version: str, rules: bytes) -> bytes:
-    """The adapter as a component for wasi:http ``version`` with ``rules`` baked in."""
-    wat = adapter_wat(version=version, rules=rules)
-    wit = _adapter_file(ADAPTER_WIT).replace(ADAPTER_VERSION, f"@{version}")
+def _adapter(wasm_tools: str, versions: WasiVersions, rules: bytes) -> bytes:
+    """The adapter as a component for ``versions`` with ``rules`` baked in."""
+    wat = adapter_wat(versions=versions, rules=rules)
+    wit = versions.apply(_adapter_file(ADAPTER_WIT))
     tool = Path(wasm_tools)
     with tempfile.TemporaryDirectory(prefix="driftless-outbound-") as tmp:
         wit_path, wat_path, embedded = Path(tmp, "policy.wit"), Path(tmp, "policy.wat"), Path(tmp, "embedded.wasm")

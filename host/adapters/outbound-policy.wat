@@ -9,6 +9,10 @@
 ;; compared lowercased; an authority with any character outside [a-z0-9.-_:[]] (userinfo `@`,
 ;; percent-encoding, spaces) is refused.
 ;;
+;; Each refusal is also written to stderr, which the host logs tagged with the instance:
+;;   outbound HTTP to <authority> refused: not in grants.outboundHosts (nor a link)
+;; (bytes outside the allowed characters shown as '?', at most 256 of them).
+;;
 ;; The rules (host/outbound.py writes them over the data segment at 1024 and sets $base past them),
 ;; one after another, 0xff after the last:
 ;;   u8 kind   0: the host exactly; 1: a suffix ".example.com" (a longer name ending with it)
@@ -25,16 +29,27 @@
   (import "wasi:http/types@0.2.6" "[resource-drop]outgoing-request" (func $drop_request (param i32)))
   (import "wasi:http/types@0.2.6" "[resource-drop]request-options" (func $drop_options (param i32)))
   (import "wasi:http/outgoing-handler@0.2.6" "handle" (func $handle (param i32 i32 i32 i32)))
+  (import "wasi:cli/stderr@0.2.6" "get-stderr" (func $get_stderr (result i32)))
+  (import "wasi:io/streams@0.2.6" "[method]output-stream.blocking-write-and-flush"
+    (func $write (param i32 i32 i32 i32)))
+  (import "wasi:io/streams@0.2.6" "[resource-drop]output-stream" (func $drop_stream (param i32)))
+  (import "wasi:io/error@0.2.6" "[resource-drop]error" (func $drop_error (param i32)))
 
   ;; 16: option<scheme> (tag, scheme tag at 20); 32: option<string> authority (tag, ptr at 36, len at 40);
-  ;; 64: the result of handle (tag, error-code at 72); 1024: the rules; $base: the heap
+  ;; 64: the result of handle (tag, error-code at 72); 96: the result of a write (tag, stream-error
+  ;; tag at 100, error at 104); 256 and 320: the log line's text; 1024: the rules; $base: the heap
   (memory (export "memory") 1)
+  (data (i32.const 256) "outbound HTTP to ")
+  (data (i32.const 320) " refused: not in grants.outboundHosts (nor a link)\n")
   (data (i32.const 1024) "\ff")
   (global $base i32 (i32.const 2048))
   (global $heap (mut i32) (i32.const 2048))
 
+  (func $alloc (param $size i32) (result i32)
+    (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $size)))
+
   ;; a bump allocator, reset after each call (post-return) once the caller has copied the result
-  (func (export "cabi_realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+  (func $realloc (export "cabi_realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
     (local $p i32) (local $end i32) (local $have i32)
     (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
                            (i32.sub (i32.const 0) (local.get $align))))
@@ -193,6 +208,37 @@
       (br $rules))
     (i32.const 0))
 
+  ;; write the log line of a refused request to stderr
+  (func $log_refused (param $req i32)
+    (local $n i32) (local $from i32) (local $line i32) (local $at i32) (local $i i32) (local $c i32)
+    (local $stream i32)
+    (call $authority (local.get $req) (i32.const 32))
+    (if (i32.load8_u (i32.const 32))
+      (then
+        (local.set $from (i32.load (i32.const 36)))
+        (local.set $n (i32.load (i32.const 40)))
+        (if (i32.gt_u (local.get $n) (i32.const 256)) (then (local.set $n (i32.const 256))))))
+    (local.set $line (call $alloc (i32.add (local.get $n) (i32.const 68))))
+    (memory.copy (local.get $line) (i32.const 256) (i32.const 17))
+    (local.set $at (i32.add (local.get $line) (i32.const 17)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $c (i32.load8_u (i32.add (local.get $from) (local.get $i))))
+        (if (i32.le_u (i32.sub (local.get $c) (i32.const 65)) (i32.const 25))
+          (then (local.set $c (i32.add (local.get $c) (i32.const 32)))))
+        (if (i32.eqz (call $authority_char (local.get $c))) (then (local.set $c (i32.const 63))))
+        (i32.store8 (i32.add (local.get $at) (local.get $i)) (local.get $c))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.set $at (i32.add (local.get $at) (local.get $n)))
+    (memory.copy (local.get $at) (i32.const 320) (i32.const 51))
+    (local.set $stream (call $get_stderr))
+    (call $write (local.get $stream) (local.get $line) (i32.add (local.get $n) (i32.const 68)) (i32.const 96))
+    (if (i32.and (i32.load8_u (i32.const 96)) (i32.eqz (i32.load8_u (i32.const 100))))
+      (then (call $drop_error (i32.load (i32.const 104)))))
+    (call $drop_stream (local.get $stream)))
+
   ;; handle: func(request: own<outgoing-request>, options: option<own<request-options>>)
   ;;   -> result<own<future-incoming-response>, error-code>
   (func (export "wasi:http/outgoing-handler@0.2.6#handle")
@@ -201,6 +247,7 @@
       (then
         (call $handle (local.get $request) (local.get $has_options) (local.get $options) (i32.const 64))
         (return (i32.const 64))))
+    (call $log_refused (local.get $request))
     (call $drop_request (local.get $request))
     (if (local.get $has_options) (then (call $drop_options (local.get $options))))
     (i32.store8 (i32.const 64) (i32.const 1))   ;; err

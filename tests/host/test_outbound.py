@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.host.conftest import Registry, instance, start_host, write_desired
 from tests.support.http_server import ThreadedServer
+from tests.support.procs import wait_until
 from tests.support.standard import standard_component
 
 DENIED = "error 15\n"  # the component's report of error-code.HTTP-request-denied
@@ -50,6 +51,20 @@ def attacker() -> Iterator[Capture]:
     server.close()
 
 
+def serve_commands(host_pid: int) -> list[list[bytes]]:
+    """The command lines of the `wasmtime serve` processes started by the host process ``host_pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == host_pid and b"serve" in args:
+            found.append(args)
+    return found
+
+
 def push(registry: Registry, name: str) -> str:
     return registry.push(name, standard_component(name).read_bytes())
 
@@ -84,8 +99,17 @@ def test_outbound_http_reaches_only_granted_hosts(tmp_path: Path, registry: Regi
 
         assert attacker.paths == []
         assert api.paths == ["/orders?id=1"]
-        # the host still serves both
-        assert host.instances()["dev/demo/ungranted/0"]["status"] == "Running"
+        # the operator sees each refusal in the host's log, tagged with the instance
+        line = f"[dev/demo/granted] outbound HTTP to 127.0.0.1:{attacker.port} refused: not in grants.outboundHosts"
+        wait_until(lambda: line in host.proc.log(), timeout=10, what="the refusal in the host's log")
+        assert "[dev/demo/ungranted] outbound HTTP to 169.254.169.254 refused" in host.proc.log()
+        # sockets are a grant of their own, off here: no wasi:sockets way around the policy
+        serving = serve_commands(host.proc.pid)
+        assert len(serving) == 2
+        for args in serving:
+            for flag in (b"tcp=n", b"udp=n", b"allow-ip-name-lookup=n"):
+                assert flag in args
+            assert b"inherit-network=y" not in args
 
 
 def test_a_declared_http_link_still_works_and_opens_nothing_else(tmp_path: Path, registry: Registry,

@@ -30,6 +30,7 @@ class Sandbox:
     request: dict[int, tuple[int | str | None, str | None]] = field(default_factory=dict)
     sent: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
 
     def memory(self) -> wasmtime.Memory:
         memory = self.instance.exports(self.store)["memory"]
@@ -51,13 +52,15 @@ class Sandbox:
             assert self.sent[-1:] == [handle] and handle not in self.dropped
             return True
         assert result[8] == DENIED and handle in self.dropped and handle not in self.sent
+        assert self.stderr[-1].startswith("outbound HTTP to ")
+        assert self.stderr[-1].endswith(" refused: not in grants.outboundHosts (nor a link)\n")
         return False
 
 
 def sandbox(policy: OutboundPolicy) -> Sandbox:
     engine = wasmtime.Engine()
     store = wasmtime.Store(engine)
-    module = wasmtime.Module(engine, adapter_wat(version="0.2.6", rules=policy.encode()))
+    module = wasmtime.Module(engine, adapter_wat(rules=policy.encode()))
     linker = wasmtime.Linker(engine)
     box: Sandbox
     i32 = wasmtime.ValType.i32()
@@ -87,6 +90,16 @@ def sandbox(policy: OutboundPolicy) -> Sandbox:
         box.sent.append(handle)
         box.memory().write(caller, bytes(8) + (77).to_bytes(4, "little"), ret)
 
+    def write(caller: wasmtime.Caller, _stream: int, ptr: int, length: int, ret: int) -> None:
+        box.stderr.append(box.memory().read(caller, ptr, ptr + length).decode())
+        box.memory().write(caller, bytes([0]), ret)
+
+    linker.define_func("wasi:cli/stderr@0.2.6", "get-stderr", wasmtime.FuncType([], [i32]), lambda: 5)
+    linker.define_func("wasi:io/streams@0.2.6", "[method]output-stream.blocking-write-and-flush",
+                       wasmtime.FuncType([i32] * 4, []), write, access_caller=True)
+    linker.define_func("wasi:io/streams@0.2.6", "[resource-drop]output-stream", wasmtime.FuncType([i32], []),
+                       lambda handle: None)
+    linker.define_func("wasi:io/error@0.2.6", "[resource-drop]error", wasmtime.FuncType([i32], []), lambda handle: None)
     types, handler = "wasi:http/types@0.2.6", "wasi:http/outgoing-handler@0.2.6"
     two = wasmtime.FuncType([i32, i32], [])
     linker.define_func(types, "[method]outgoing-request.scheme", two, scheme, access_caller=True)
@@ -150,6 +163,18 @@ def test_nothing_granted_refuses_everything() -> None:
     for authority in ("api.example.com", "127.0.0.1:8080", "169.254.169.254", "localhost"):
         assert box.decide(HTTP, authority) is False
     assert box.sent == []
+
+
+def test_each_refusal_is_logged_with_the_authority_made_harmless() -> None:
+    box = sandbox(OutboundPolicy())
+    box.decide(HTTP, "169.254.169.254")
+    assert box.stderr[-1] == "outbound HTTP to 169.254.169.254 refused: not in grants.outboundHosts (nor a link)\n"
+    box.decide(HTTP, "EVIL.example\r\nforged: line")  # no line of the guest's making reaches the host's log
+    assert box.stderr[-1].startswith("outbound HTTP to evil.example??forged:?line refused")
+    box.decide(HTTP, "a" * 1000)
+    assert box.stderr[-1] == f"outbound HTTP to {'a' * 256} refused: not in grants.outboundHosts (nor a link)\n"
+    box.decide(HTTP, None)
+    assert box.stderr[-1] == "outbound HTTP to  refused: not in grants.outboundHosts (nor a link)\n"
 
 
 def test_a_wildcard_never_matches_an_address() -> None:
