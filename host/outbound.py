@@ -19,6 +19,8 @@ The allow-list is ``grants.outboundHosts`` (``api.example.com``: the port the sc
 it, never an address), plus this host's ingress (``links_base``) when the instance has HTTP links.
 Addresses are matched only exactly, so a link-local or metadata address (169.254.169.254 and its
 other IPv4 spellings, ``[fe80::1]``, ``[fd00:ec2::254]``) is refused unless granted as written.
+The adapter sees names, not what DNS answers for them: a granted name resolving to the metadata
+address is reached. Each refusal is written to the instance's stderr, which the host logs.
 :attr:`OutboundPolicy.key` changes with the adapter and the rules: include it in the cache key of
 the composed component's compiled form.
 """
