@@ -131,3 +131,23 @@ def test_a_declared_http_link_still_works_and_opens_nothing_else(tmp_path: Path,
         assert host.get(f"/front/http/127.0.0.1:{attacker.port}/exfil").text == DENIED
         assert host.get("/front/http/169.254.169.254/latest/meta-data/").text == DENIED
         assert attacker.paths == []
+
+
+def test_a_grant_given_and_taken_back_is_followed(tmp_path: Path, registry: Registry, api: Capture) -> None:
+    call = push(registry, "http-call-wat")
+    desired = tmp_path / "desired.json"
+    granted = {"outboundHosts": [f"127.0.0.1:{api.port}"]}
+    write_desired(desired, 1, [instance(call, component="web", route="/web")])
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running", timeout=60)
+        target = f"/web/http/127.0.0.1:{api.port}/x"
+        assert host.get(target).text == DENIED
+        # the rules are baked into the compiled component: each policy is compiled and cached on its own
+        write_desired(desired, 2, [instance(call, component="web", route="/web", grants=granted)])
+        wait_until(lambda: host.get(target).text == "status 200\n", timeout=30, what="the grant followed")
+        write_desired(desired, 3, [instance(call, component="web", route="/web")])
+        wait_until(lambda: host.get(target).text == DENIED, timeout=30, what="the grant taken back")
+        assert api.paths and set(api.paths) == {"/x"}
+        calls_while_granted = len(api.paths)
+        assert host.get(target).text == DENIED
+        assert len(api.paths) == calls_while_granted
