@@ -22,8 +22,9 @@ What it runs with (the grants, enforced by the command line we build):
   created and revoked when it closes;
 - ``wasi:config/store``: the same config, read from the environment by an adapter composed into the
   component before it is compiled (:mod:`host.compose`);
-- no directories; sockets only when granted; outbound HTTP cannot be filtered by ``wasmtime serve``:
-  reported as a warning in the instance status unless the component cannot make outbound calls.
+- no directories; sockets only when granted (else ``-S tcp=n -S udp=n -S allow-ip-name-lookup=n``);
+  outbound HTTP only to ``grants.outboundHosts`` and the links, by a policy adapter composed into the
+  component before it is compiled (:mod:`host.outbound`; ``wasmtime serve`` has no allow-list).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from aiohttp import web
 from host.errors import HostError, Unavailable
 from host.link_auth import LinkCredentials
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
-from shared.interfaces import WASI_HTTP_HANDLER, WASI_HTTP_OUTGOING, unversioned
+from shared.interfaces import WASI_HTTP_HANDLER
 from shared.retry import Backoff
 from wire.control import BACKOFF, IDLE, RUNNING, STARTING, InstanceSpec
 
@@ -115,6 +116,7 @@ def link_env_name(component: str) -> str:
 class ServedInstance:
     runtime = "wasmtime-serve"
     run_export: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, *, spec: InstanceSpec, cwasm: Path, flags: EngineFlags, imports: list[str],
                  serve: ServeRuntime, timeout_ms: int, max_concurrency: int, managed: bool,
@@ -135,7 +137,6 @@ class ServedInstance:
         self.started_at = time.time()
         self.draining = False
         self.idle_after = spec.idle_after_ms / 1000 if spec.idle_after_ms else None
-        self.warnings = self._warnings()
         self._proc: subprocess.Popen[bytes] | None = None
         self._port = 0
         self._state = IDLE if self.idle_after else STARTING
@@ -164,14 +165,6 @@ class ServedInstance:
         if self.in_backoff:
             return BACKOFF
         return self._state
-
-    def _warnings(self) -> tuple[str, ...]:
-        out = []
-        if any(unversioned(i) == WASI_HTTP_OUTGOING for i in self.imports):
-            allowed = ", ".join(self.spec.grants.outbound_hosts) or "none"
-            out.append(f"outbound HTTP is not filtered on this host (wasmtime serve cannot restrict it): "
-                       f"grants.outboundHosts ({allowed}) is not enforced")
-        return tuple(out)
 
     # -- process ---------------------------------------------------------------------------------
     def start(self) -> None:
