@@ -125,9 +125,12 @@ def test_a_declared_http_link_still_works_and_opens_nothing_else(tmp_path: Path,
         host.wait_status("dev/demo/front/0", "Running", timeout=60)
         host.wait_status("dev/demo/api/0", "Running", timeout=60)
         ingress = host.url.removeprefix("http://")
+        # the link opens this host's ingress to the component (the adapter lets the call out: the
+        # ingress answers, here 403 as the path carries no link credential; the call with the
+        # credential the host hands the instance is tests/host/test_side_doors.py's), and nothing beyond it
         r = host.get(f"/front/http/{ingress}/.driftless/links/dev/demo/api/ping")
-        assert r.text == "status 200\n"
-        # the link opens this host's ingress to the component, and nothing beyond it
+        assert r.text == "status 403\n"
+        assert host.get(f"/front/http/{ingress}/front/http/x").text != DENIED
         assert host.get(f"/front/http/127.0.0.1:{attacker.port}/exfil").text == DENIED
         assert host.get("/front/http/169.254.169.254/latest/meta-data/").text == DENIED
         assert attacker.paths == []
