@@ -14,6 +14,7 @@ The rules are in :mod:`reconciler.controller.enrollment`; the tokens never appea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -116,7 +117,10 @@ async def listing(request: web.Request) -> web.StreamResponse:
     """A GET, but admin only: what each host may be is the admins' business."""
     if (refused := _admin_only(request, "list host enrollments")) is not None:
         return refused
-    fleet = _controller(request).fleet
+    controller = _controller(request)
+    fleet = controller.fleet
+    if controller.leadership.replicated and not controller.leadership.leading():
+        await asyncio.to_thread(fleet.enrollments.restore)  # a follower: the leader's, from the shared state
     return web.json_response({"enrollments": [e.to_json() for e in fleet.enrollments.listing()],
                               "joinToken": fleet.join_bounds.to_json()})
 

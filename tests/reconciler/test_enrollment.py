@@ -33,7 +33,7 @@ from tests.support.platform import (
     local_platform,
     with_custom_section,
 )
-from tests.support.procs import wait_until
+from tests.support.procs import DriftlessProcess, free_port, wait_until
 from wire.control import HostCapacity, HostRegistration
 from wire.traffic import FEATURE_TRAFFIC_SPLIT, DigestTraffic
 
@@ -75,7 +75,9 @@ class World:
         with os.fdopen(fd, "w") as f:
             f.write(f'db: "{SECRET}"\n')
         self.root = root
-        self.p: LocalPlatform = local_platform(root / "platform", reconciler_args=["--secrets-file", str(secrets_file)])
+        # a slower heartbeat than the tests' default: simulated hosts on a busy machine must not flap Lost
+        self.p: LocalPlatform = local_platform(root / "platform", heartbeat=2.0,
+                                               reconciler_args=["--secrets-file", str(secrets_file)])
         self.digests = self.p.up(tree=TREE, components={"demo/hello:1.0.0": HELLO, "demo/hello:2.0.0": HELLO_2},
                                  hosts=False)
         self.url = self.p.control_url
@@ -269,3 +271,36 @@ def test_traffic_a_host_reports_for_an_instance_it_was_not_given_moves_no_canary
     qa.traffic = failing  # the same figures from the host running the canary: they count
     qa.report()
     wait_until(lambda: rollout().get("phase") == "Aborted", timeout=10, what="the canary aborted")
+
+
+def test_a_real_host_restarted_with_prod_labels_is_refused_and_stays_what_it_enrolled_as(world: World) -> None:
+    """A real ``driftless host``: its own credential is refused for tier=prod (OutsideEnrollment), and it
+    does not fall back to its token (which would not widen anything): it logs why and keeps retrying."""
+    w = world
+    _, token = w.enroll(labels={"tier": "edge"}, environments=["dev"], host="edge-real")
+    token_file = w.root / "edge-real.token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    port, admin = free_port(), free_port()
+
+    def start(tier: str) -> DriftlessProcess:
+        return DriftlessProcess(
+            ["host", "--control", w.url, "--token-file", str(token_file), "--name", "edge-real",
+             "--label", f"tier={tier}", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+             "--data", str(w.root / "edge-real"), "--heartbeat", "0.5"],
+            log_dir=w.root, name="edge-real", ready_url=f"http://127.0.0.1:{admin}/healthz").start()
+
+    host = start("edge")
+    try:
+        wait_until(lambda: httpx.get(f"{w.url}/api/v1/hosts/edge-real", timeout=5).status_code == 200, timeout=20,
+                   what="edge-real registered")
+        host.stop()
+        host = start("prod")
+        wait_until(lambda: "refused the registration (403)" in host.log() and "tier=prod" in host.log(),
+                   timeout=20, what="the refusal in the host's log")
+        assert "registering with the join token" not in host.log()
+        assert w.p.reconciler.host("edge-real")["labels"]["tier"] == "edge"
+        assert "edge-real" not in w.placed("prod")
+    finally:
+        host.stop()

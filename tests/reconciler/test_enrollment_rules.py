@@ -5,6 +5,7 @@ the state store across a restart. The HTTP paths are in test_enrollment.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from model.types import Application, Component, Environment, HostSelector, Manif
 from reconciler.controller.enrollment import Bounds, ingress_problem, join_bounds, parse_bounds
 from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import REVOKED, HostRegistry, OutsideEnrollment
-from reconciler.controller.state import Store
+from reconciler.controller.state import StateStore, Store, open_store
+from reconciler.controller.state_postgres import PostgresLease, PostgresStore
 from reconciler.planner.placement import HostInfo, plan
 from reconciler.settings import Settings
+from tests.support.postgres import PostgresServer
 from wire.control import HostCapacity, HostDesiredState, HostRegistration, InstanceSpec
 
 DIGEST = "sha256:" + "a" * 64
@@ -88,7 +91,7 @@ def test_the_planner_gives_a_host_only_the_environments_it_is_enrolled_for() -> 
     assert [s.env for s in result.desired["prod"]].count("prod") == 2
 
 
-def _registry(tmp_path: Path, store: Store, **settings: object) -> HostRegistry:
+def _registry(tmp_path: Path, store: StateStore, **settings: object) -> HostRegistry:
     config = Settings(repo="r", data=tmp_path, registry="http://127.0.0.1:9", token="join", **settings)  # type: ignore[arg-type]
     fleet = HostRegistry(store=store, events=EventLog(store), settings=config, replan=lambda: None,
                          status_changed=lambda: None)
@@ -121,8 +124,23 @@ def test_publishing_checks_the_environments_again(tmp_path: Path) -> None:
     store.close()
 
 
-def test_enrollments_bindings_and_revocations_survive_a_restart(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        s = open_store(None, path=tmp_path / "state.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        s = open_store(server.new_database(), path=tmp_path / "unused")
+        assert isinstance(s, PostgresStore) and PostgresLease(s, url="http://127.0.0.1:1").try_acquire()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_enrollments_bindings_and_revocations_survive_a_restart(tmp_path: Path, any_store: StateStore) -> None:
+    """Both stores (SQLite, PostgreSQL): enrollments live in their key/value table."""
+    store = any_store
     fleet = _registry(tmp_path, store, join_environments="dev")
     enrollment, token = fleet.enrollments.create(bounds=Bounds(labels={"tier": ("edge",)}, environments=("dev",)),
                                                  created_by="test", now=0.0)
@@ -140,4 +158,3 @@ def test_enrollments_bindings_and_revocations_survive_a_restart(tmp_path: Path) 
     with pytest.raises(OutsideEnrollment, match="tier=prod"):
         again.enroll(_reg("edge", tier="prod"), credential=edge, via=None)
     assert {i.name: i.environments for i in again.infos()}["edge"] == frozenset({"dev"})
-    store.close()
