@@ -466,7 +466,8 @@ async def plan_inputs(request: web.Request) -> web.StreamResponse:
         "secrets": controller.secrets.fingerprints(),  # name -> fingerprint, never a value
         "hosts": [
             {"name": n, "labels": dict(h.registration.labels), "maxInstances": h.registration.capacity.max_instances,
-             "state": h.state, "ingressUrl": h.registration.ingress_url}
+             "state": h.state, "ingressUrl": h.registration.ingress_url, "environments": sorted(envs)
+             if (envs := controller.fleet.bounds(n).environment_set()) is not None else None}
             for n, h in sorted(controller.fleet.hosts.items())
         ],
         "published": {n: d.to_json() for n, (d, _) in sorted(controller.fleet.published.items())},

@@ -181,6 +181,8 @@ def test_prod_labels_without_prod_enrollment_get_no_prod_instance_nor_secret(wor
     assert answer.status_code in (200, 204) and SECRET not in answer.text
     assert w.p.reconciler.host("edge-2")["labels"]["tier"] == "prod"
     assert "edge-2" not in w.p.reconciler.get("/api/v1/environments/prod")["hosts"]
+    inputs = {h["name"]: h for h in w.p.reconciler.get("/api/v1/plan-inputs")["hosts"]}  # what `driftless diff` plans
+    assert inputs["edge-2"]["environments"] == ["dev"] and inputs["prod-1"]["environments"] is None
 
 
 def test_labels_outside_the_enrollment_are_refused_at_the_first_registration(world: World) -> None:

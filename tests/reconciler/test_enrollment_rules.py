@@ -158,3 +158,17 @@ def test_enrollments_bindings_and_revocations_survive_a_restart(tmp_path: Path, 
     with pytest.raises(OutsideEnrollment, match="tier=prod"):
         again.enroll(_reg("edge", tier="prod"), credential=edge, via=None)
     assert {i.name: i.environments for i in again.infos()}["edge"] == frozenset({"dev"})
+
+
+def test_a_revoked_host_is_no_drift_to_heal() -> None:
+    """Its credential is gone: what it last reported is no longer observed, and a heal could not reach it."""
+    from reconciler.planner.drift import HostObservation, compute_drift
+    from wire.control import RUNNING, HostReport, InstanceStatus
+
+    running = HostReport(name="edge", observed_generation=1, instances=(InstanceStatus(
+        id="dev/pay/api/0", env="dev", app="pay", component="api", digest=DIGEST, status=RUNNING),))
+    empty = {"edge": HostDesiredState(host="edge", generation=2, revision="r1", instances=())}
+    for state, expected in (("Ready", True), ("Revoked", False)):
+        observed = {"edge": HostObservation(name="edge", state=state, published_generation=2, published_at=0.0,
+                                            report=running)}
+        assert bool(compute_drift(desired=empty, hosts=observed, now=100.0, grace_seconds=1.0)) is expected, state
