@@ -333,6 +333,9 @@ class HostRegistry:
                 waiter.set()
 
     def _within_enrollment(self, host: str, doc: HostDesiredState, at: float) -> tuple[HostDesiredState, float]:
+        known = self.hosts.get(host)
+        if known is not None and known.state == REVOKED and doc.instances:  # planned just before its revocation
+            return replace(doc, instances=()), at
         bounds = self.enrollments.bounds_for(host)
         if bounds.environment_set() is None:
             return doc, at

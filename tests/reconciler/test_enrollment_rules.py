@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,9 @@ def test_publishing_checks_the_environments_again(tmp_path: Path) -> None:
     assert [s.env for s in fleet.published["edge"][0].instances] == ["dev"]
     assert [s.env for s in store.published()["edge"][0].instances] == ["dev"]
     assert store.events()[-1].reason == "PublishRefused"
+    fleet.revoke("edge", why="test")  # a plan made just before: nothing reaches a revoked host
+    asyncio.run(fleet.publish({"edge": (replace(doc, generation=2, instances=(_spec("dev"),)), 0.0)}))
+    assert fleet.published["edge"][0].instances == ()
     store.close()
 
 
