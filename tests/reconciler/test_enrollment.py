@@ -164,6 +164,9 @@ def test_a_host_enrolled_for_edge_and_dev_cannot_become_prod(world: World) -> No
     assert mine and mine[0]["labels"] == {"tier": ["edge"]} and mine[0]["environments"] == ["dev"]
     assert all("tokenSha256" not in e for e in listed["enrollments"])
     assert token not in json.dumps(listed)
+    shown = w.cli("list")
+    assert shown.returncode == 0 and mine[0]["id"] in shown.stdout and "tier=edge" in shown.stdout, shown.stderr
+    assert "edge-1" in shown.stdout and token not in shown.stdout
 
 
 def test_prod_labels_without_prod_enrollment_get_no_prod_instance_nor_secret(world: World) -> None:
