@@ -60,8 +60,7 @@ JOIN_TOKEN = "driftless.join_token"  # request key: the join token's or an enrol
 
 
 def host_auth(handler: Handler) -> Handler:
-    """The bearer is the join token, an enrollment's token or a host's credential (which host:
-    ``request[HOST_IDENTITY]``)."""
+    """The bearer is a join token (--token-file's, an enrollment's) or a host's credential (``request[HOST_IDENTITY]``)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         controller = _controller(request)
@@ -618,10 +617,9 @@ def build_app(controller: Controller) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
-    from reconciler.api import dashboard  # the web page at /, its assets and its live stream
+    # the web page at /, its assets and its live stream; host enrollment (admins)
+    from reconciler.api import dashboard, enrollments
 
     dashboard.add_routes(web_app)
-    from reconciler.api import enrollments  # admins: enroll hosts within bounds, list, revoke
-
     enrollments.add_routes(web_app)
     return web_app
