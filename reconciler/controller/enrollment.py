@@ -142,7 +142,7 @@ def _is_metadata(host: str) -> str | None:
     if ip.is_link_local:
         return f"{ip} is link-local (169.254.0.0/16, fe80::/10)"
     if ip.is_unspecified or ip.is_multicast:
-        return f"{ip} is not an address a host can be reached at"
+        return f"{ip} is not an address other hosts can reach it at (start the host with --advertise URL)"
     return None
 
 
