@@ -246,7 +246,7 @@ def test_revoking_an_enrollment_ends_its_hosts_credentials_and_moves_their_insta
     listed = json.loads(w.cli("list", "-o", "json").stdout)
     [revoked] = [e for e in listed["enrollments"] if e["id"] == first]
     assert revoked["revokedAt"] and revoked["hosts"] == []
-    # a viewer or operator may not enroll, list or revoke; nor may the join token
+    # the join token is no user credential: it enrolls nobody
     assert w.p.reconciler.post("/api/v1/enrollments", {"environments": ["dev"]}, token=w.p.token()).status_code == 401
 
 
