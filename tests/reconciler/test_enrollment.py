@@ -31,6 +31,7 @@ from tests.support.platform import (
     application,
     environment,
     local_platform,
+    user,
     with_custom_section,
 )
 from tests.support.procs import DriftlessProcess, free_port, wait_until
@@ -38,6 +39,7 @@ from wire.control import HostCapacity, HostRegistration
 from wire.traffic import FEATURE_TRAFFIC_SPLIT, DigestTraffic
 
 SECRET = "s3cr3t-" + secrets.token_hex(8)
+OPS = secrets.token_urlsafe(16)  # an operator of every environment: still no admin
 HELLO = build("hello")
 HELLO_2 = with_custom_section(HELLO, b"v2")
 
@@ -76,7 +78,7 @@ class World:
             f.write(f'db: "{SECRET}"\n')
         self.root = root
         # a slower heartbeat than the tests' default: simulated hosts on a busy machine must not flap Lost
-        self.p: LocalPlatform = local_platform(root / "platform", heartbeat=2.0,
+        self.p: LocalPlatform = local_platform(root / "platform", heartbeat=2.0, users=[user("ops", OPS, "operator")],
                                                reconciler_args=["--secrets-file", str(secrets_file)])
         self.digests = self.p.up(tree=TREE, components={"demo/hello:1.0.0": HELLO, "demo/hello:2.0.0": HELLO_2},
                                  hosts=False)
@@ -246,8 +248,14 @@ def test_revoking_an_enrollment_ends_its_hosts_credentials_and_moves_their_insta
     listed = json.loads(w.cli("list", "-o", "json").stdout)
     [revoked] = [e for e in listed["enrollments"] if e["id"] == first]
     assert revoked["revokedAt"] and revoked["hosts"] == []
-    # the join token is no user credential: it enrolls nobody
+    # the join token is no user credential: it enrolls nobody; an operator is no admin
     assert w.p.reconciler.post("/api/v1/enrollments", {"environments": ["dev"]}, token=w.p.token()).status_code == 401
+    refused = w.p.reconciler.post("/api/v1/enrollments", {"environments": ["dev"]}, token=OPS)
+    assert refused.status_code == 403 and "role admin" in refused.json()["error"], refused.text
+    assert w.p.reconciler.post("/api/v1/hosts/stage-b/revoke", token=OPS).status_code == 403
+    listing = httpx.get(f"{w.url}/api/v1/enrollments", headers={"Authorization": f"Bearer {OPS}"}, timeout=5)
+    assert listing.status_code == 403
+    assert w.p.reconciler.host("stage-b")["state"] == "Ready"
 
 
 def test_traffic_a_host_reports_for_an_instance_it_was_not_given_moves_no_canary(world: World) -> None:
