@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "print a component's WIT imports and exports from the registry",
     "reconcile": "run the reconciler: watch Git, place components on hosts, converge",
     "host": "run a host agent that runs components with wasmtime",
+    "hosts": "host enrollment (admin): enroll hosts within labels and environments, list, revoke",
     "validate": "validate a manifests tree (schemas and semantic checks)",
     "status": "environments, applications and hosts at a glance",
     "drift": "differences between what Git declares and what runs (exit 2 when drifting)",

@@ -176,6 +176,10 @@ class ControlChannel:
             r = await self._client.post(url, json=body, headers={"Authorization": f"Bearer {self.credential}"})
             if (follower := _not_leader(r, "registration")) is not None:
                 raise follower
+            if r.status_code == 403 and _reason(r) == "OutsideEnrollment":
+                # our own credential, refused for asking more than our enrollment allows: the join token
+                # cannot widen it (the reconciler says so too), so do not try it
+                raise Rejected(f"the reconciler refused the registration (403): {_error_text(r)}")
             if r.status_code in (401, 403):
                 log.warning("the reconciler does not know this host's credential (%d); registering with the join token",
                             r.status_code)
@@ -285,6 +289,14 @@ class ControlChannel:
             raise follower
         if r.status_code in (401, 403, 404):
             raise Reregister(f"report answered {r.status_code}")
+
+
+def _reason(r: httpx.Response) -> str | None:
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return body.get("reason") if isinstance(body, dict) else None
 
 
 def _error_text(r: httpx.Response) -> str:

@@ -26,6 +26,11 @@ class Settings:
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
     allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host
+    # the join token's bounds (controller/enrollment.py join_bounds): --join-label KEY=V1,V2 (repeated),
+    # --join-environments dev,staging, --join-ingress URL-prefix; none given: unbounded (driftless up)
+    join_labels: tuple[str, ...] = ()
+    join_environments: str | None = None
+    join_ingress: str | None = None
     secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
     age_identity_file: Path | None = None  # age X25519 identities (0600) decrypting {age: ...} config values
     notification_secrets_file: Path | None = None  # {name: secret} signing notifications (re-read at each send)

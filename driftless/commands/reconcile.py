@@ -37,6 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-host-takeover", action="store_true",
                    help="let a host registering with the join token take a name held by a host that is not Lost "
                         "(revokes that host's credential; default: refused with 409)")
+    p.add_argument("--join-label", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="bound the --token-file join token: a host registering with it may carry label KEY only "
+                        "with these values, and no label key not named (repeatable; automatic labels os, arch, "
+                        "platform, driftless.dev/version stay free). Default: any labels")
+    p.add_argument("--join-environments", default=None, metavar="ENV[,ENV]",
+                   help="bound the join token: its hosts serve only these environments (default: every one). "
+                        "Admins enroll other hosts with `driftless hosts enroll`")
+    p.add_argument("--join-ingress", default=None, metavar="URL",
+                   help="bound the join token: its hosts' ingress URL must be under this URL prefix")
     p.add_argument("--notification-secrets-file", type=Path, default=None, metavar="FILE",
                    help="secrets signing the notifications environments declare (YAML/JSON {name: secret}, read at "
                         "each send; else $DRIFTLESS_NOTIFICATION_SECRET_<NAME>)")
@@ -126,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
 
         recipients = age_recipients(read_age_identities(args.age_identity_file))  # refused now when unusable
         print(f"driftless reconcile: age recipient(s) for secrets in Git: {', '.join(recipients)}", flush=True)
+    from reconciler.controller.enrollment import join_bounds
+
+    try:
+        join_bounds(labels=args.join_label, environments=args.join_environments, ingress=args.join_ingress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     settings = Settings(
         repo=args.repo,
         data=args.data.resolve(),
@@ -143,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         allowed_signers=_signers(args.allowed_signers),
         allow_host_takeover=args.allow_host_takeover,
+        join_labels=tuple(args.join_label),
+        join_environments=args.join_environments,
+        join_ingress=args.join_ingress,
         secrets_file=secrets_file,
         age_identity_file=args.age_identity_file.resolve() if args.age_identity_file is not None else None,
         notification_secrets_file=_secrets_file(args.notification_secrets_file),

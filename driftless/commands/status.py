@@ -27,7 +27,7 @@ from shared.errors import DriftlessError
 
 GOOD = {"Synced", "Healthy", "Ready", "Running", "True", "passed"}
 WARN = {"Progressing", "Pending", "Starting", "Unknown", "report"}
-BAD = {"OutOfSync", "Degraded", "Lost", "Failed", "BackOff", "False", "refused", "Missing", "Unexpected",
+BAD = {"OutOfSync", "Degraded", "Lost", "Revoked", "Failed", "BackOff", "False", "refused", "Missing", "Unexpected",
        "VersionMismatch", "ConfigMismatch", "TagMoved", "HostLost", "RevisionRejected"}  # fmt: skip
 COLOURS = ("green", "yellow", "red", "dim", "bold")  # the styles paint() knows
 _WIDE = 1 << 16  # a table is never wrapped to the terminal: one line per row, like before

@@ -21,6 +21,7 @@ from aiohttp import web
 from reconciler.api.auth import Authenticator, User
 from reconciler.api.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.prometheus import render as render_metrics
+from reconciler.controller.enrollment import JOIN_TOKEN_ID
 from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
 from reconciler.controller.link_tokens import link_key, with_link_tokens
 from reconciler.controller.pipeline import Controller
@@ -56,16 +57,17 @@ def _controller(request: web.Request) -> Controller:
 
 
 HOST_IDENTITY = "driftless.host_identity"  # request key: the host the bearer credential belongs to
-JOIN_TOKEN = "driftless.join_token"  # request key: the bearer is the join token
+JOIN_TOKEN = "driftless.join_token"  # request key: the join token's or an enrollment's id when the bearer is one
 
 
 def host_auth(handler: Handler) -> Handler:
-    """The bearer is the join token or a host's credential (which host: ``request[HOST_IDENTITY]``)."""
+    """The bearer is a join token (--token-file's, an enrollment's) or a host's credential (``request[HOST_IDENTITY]``)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         controller = _controller(request)
         token = _bearer(request)
-        request[JOIN_TOKEN] = _same(token, controller.settings.token)
+        enrolled = controller.fleet.enrollments.match(token)
+        request[JOIN_TOKEN] = JOIN_TOKEN_ID if _same(token, controller.settings.token) else enrolled and enrolled.id
         request[HOST_IDENTITY] = controller.fleet.identify(token)
         if not request[JOIN_TOKEN] and request[HOST_IDENTITY] is None:
             return _error(401, "missing or wrong join token or host credential: register with "
@@ -185,9 +187,9 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         return _error(400, "host name must be non-empty and contain no '/'")
     controller = _controller(request)
     try:
-        credential = controller.fleet.admit(reg.name, credential=_bearer(request), join=request[JOIN_TOKEN])
-    except Forbidden as exc:
-        return _error(403, str(exc), hint=exc.hint)
+        credential = controller.fleet.enroll(reg, credential=_bearer(request), via=request[JOIN_TOKEN])
+    except Forbidden as exc:  # reason OutsideEnrollment: a host does not fall back to its join token
+        return _error(403, str(exc), hint=exc.hint, reason=type(exc).__name__)
     except Conflict as exc:
         return _error(409, str(exc), hint=exc.hint)
     controller.fleet.register(reg)
@@ -266,7 +268,8 @@ def env_json(controller: Controller, name: str) -> dict[str, Any] | None:
         return None
     env = tree.environments[name]
     hosts = sorted(
-        n for n, h in controller.fleet.hosts.items() if env.host_selector.matches(h.registration.labels)
+        n for n, h in controller.fleet.hosts.items()
+        if env.host_selector.matches(h.registration.labels) and controller.fleet.bounds(n).allows_env(name)
     )
     apps = [_app_summary(controller, name, a) for a in sorted(tree.applications.get(name, {}))]
     rejected = controller.rejected.to_json() if controller.rejected else None
@@ -369,6 +372,7 @@ def host_json(controller: Controller, name: str, *, detail: bool) -> dict[str, A
         "desiredInstances": len(pub[0].instances) if pub else 0,
         "report": rep[0].to_json() if rep else None,
         "reportedAt": rep[1] if rep else None,
+        "enrollment": controller.fleet.enrollments.binding(name),  # None: the join token (--token-file)
     }
     if detail:
         out["desired"] = pub[0].to_json() if pub else None
@@ -464,7 +468,8 @@ async def plan_inputs(request: web.Request) -> web.StreamResponse:
         "secrets": controller.secrets.fingerprints(),  # name -> fingerprint, never a value
         "hosts": [
             {"name": n, "labels": dict(h.registration.labels), "maxInstances": h.registration.capacity.max_instances,
-             "state": h.state, "ingressUrl": h.registration.ingress_url}
+             "state": h.state, "ingressUrl": h.registration.ingress_url, "environments": sorted(envs)
+             if (envs := controller.fleet.bounds(n).environment_set()) is not None else None}
             for n, h in sorted(controller.fleet.hosts.items())
         ],
         "published": {n: d.to_json() for n, (d, _) in sorted(controller.fleet.published.items())},
@@ -615,7 +620,9 @@ def build_app(controller: Controller) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
-    from reconciler.api import dashboard  # the web page at /, its assets and its live stream
+    # the web page at /, its assets and its live stream; host enrollment (admins)
+    from reconciler.api import dashboard, enrollments
 
     dashboard.add_routes(web_app)
+    enrollments.add_routes(web_app)
     return web_app

@@ -9,6 +9,11 @@ Host identity: the join token only bootstraps. ``register`` hands each host a cr
 kept here and in the store only as its SHA-256, bound to the name); ``identify`` tells which host a
 bearer credential belongs to. A name held by a host that is not Lost is refused to anyone without
 that host's credential (``Conflict``), unless the reconciler allows takeovers.
+
+Host enrollment (:mod:`.enrollment`, :mod:`.enrollments`): ``enroll`` checks a registration against
+the bounds of the token the host enrolled with (labels, ingress URL) and binds the host to it;
+``infos`` tells the planner the environments each host may serve and ``publish`` checks them again.
+``revoke`` ends a host's credential (state Revoked: its instances are placed elsewhere).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from reconciler.controller.enrollment import JOIN_TOKEN_ID, Bounds, join_bounds, registration_problems
+from reconciler.controller.enrollments import EnrollmentBook
 from reconciler.controller.events import EventLog
 from reconciler.controller.state import StateStore
 from reconciler.planner import drift
@@ -41,6 +48,14 @@ class Conflict(DriftlessError):
 
 class Forbidden(DriftlessError):
     """The credential belongs to another host (403)."""
+
+
+class OutsideEnrollment(Forbidden):
+    """The registration asks for more than the host's enrollment allows (403, nothing changes)."""
+
+
+REVOKED = "Revoked"  # an admin revoked the host (or its enrollment): no credential, no instances
+REVOKED_MARK = "revoked"  # stored in place of a revoked host's credential hash (matches no credential)
 
 
 def credential_hash(credential: str) -> str:
@@ -86,6 +101,10 @@ class HostRegistry:
         self._credentials: dict[str, str] = {}  # host name -> SHA-256 (hex) of its credential
         self._owners: dict[str, str] = {}  # SHA-256 (hex) -> host name
         self._refused_at: dict[str, float] = {}  # host name -> last HostRegistrationRefused event
+        bounds = join_bounds(labels=settings.join_labels, environments=settings.join_environments,
+                             ingress=settings.join_ingress)
+        self.join_bounds = bounds
+        self.enrollments = EnrollmentBook(store=store, join=lambda: bounds)
 
     def restore(self) -> None:
         now = time.time()
@@ -96,7 +115,11 @@ class HostRegistry:
         self.published = self._store.published()
         self.reports = self._store.reports()
         self._credentials = self._store.credentials()
-        self._owners = {digest: name for name, digest in self._credentials.items()}
+        self._owners = {digest: name for name, digest in self._credentials.items() if digest != REVOKED_MARK}
+        for name, digest in self._credentials.items():
+            if digest == REVOKED_MARK and name in self.hosts:
+                self.hosts[name].state = REVOKED
+        self.enrollments.restore()
         self.version += 1
 
     # ------------------------------------------------------------------ identity
@@ -124,7 +147,7 @@ class HostRegistry:
         if not join:
             raise Forbidden("unknown host credential", hint="register with the join token")
         known = self.hosts.get(name)
-        held = name in self._credentials and known is not None and known.state != LOST
+        held = name in self._credentials and known is not None and known.state == READY
         if held and not self._settings.allow_host_takeover:
             assert known is not None
             ago = max(0.0, time.time() - known.last_seen)
@@ -147,7 +170,10 @@ class HostRegistry:
         old = self._credentials.get(name)
         if old is not None:
             self._owners.pop(old, None)
-            if held:
+            if old == REVOKED_MARK:
+                self._event(reason="HostReenrolled", host=name,
+                            message=f"host {name} was revoked and registered again with a join token")
+            elif held:
                 self._event(type="Warning", reason="HostTakenOver", host=name,
                             message=f"host name {name} was taken over with the join token (--allow-host-takeover); "
                                     "the previous host's credential is revoked")
@@ -160,11 +186,78 @@ class HostRegistry:
         self._store.save_credential(name, digest, issued_at=time.time())
         return fresh
 
+    def enroll(self, reg: HostRegistration, *, credential: str | None, via: str | None) -> str:
+        """Admit ``reg`` within the bounds of the host's enrollment: with its own credential, the bounds
+        it enrolled with; with a join token (``via``: :data:`JOIN_TOKEN_ID` or an enrollment's id), that
+        token's, provided the name is not bound to another one. Raises OutsideEnrollment, Forbidden or
+        Conflict before anything changes; the host's credential (a new one for a token)."""
+        name = reg.name
+        if self.identify(credential) == name:
+            via, token = self.enrollments.binding(name) or JOIN_TOKEN_ID, None
+            bounds = self.enrollments.bounds_for(name)
+        elif via is not None:
+            token = via
+            bound = self.enrollments.binding(name)
+            if bound is None and name in self.hosts and self.hosts[name].state != REVOKED:
+                bound = JOIN_TOKEN_ID  # registered before enrollments existed
+            if bound is not None and bound != via:
+                self._refused(name, f"a registration as {name} with {_token_name(via)} was refused: the host is "
+                                    f"enrolled by {_token_name(bound)}")
+                raise Forbidden(f"host {name!r} is enrolled by {_token_name(bound)}: {_token_name(via)} cannot "
+                                "register it again (its bounds stay those of its enrollment)",
+                                hint=f"the host registers with its own credential or {_token_name(bound)}; an "
+                                     f"admin can revoke it (driftless hosts revoke --host {name}) to enroll it anew")
+            if via != JOIN_TOKEN_ID and (why := self.enrollments.enrollments[via].refusal(name=name, now=time.time())):
+                raise Forbidden(f"host {name!r}: {why}", hint="ask an admin for a new enrollment (driftless hosts "
+                                                               "enroll)")
+            bounds = self.enrollments.bounds_of(via)
+        else:
+            return self.admit(name, credential=credential, join=False)  # refused: no credential of this host
+        problems = registration_problems(reg, bounds)
+        if problems:
+            self._refused(name, f"the registration of host {name} was refused: {'; '.join(problems)}")
+            raise OutsideEnrollment(
+                f"host {name!r} is refused: {'; '.join(problems)}",
+                hint=f"its {_token_name(via)} allows {bounds.describe()}; register within it, or an admin "
+                     "enrolls the host for more (driftless hosts enroll) and revokes this one")
+        issued = self.admit(name, credential=credential, join=token is not None)
+        if token is not None and issued != credential:
+            self.enrollments.bind(name, token)
+        return issued
+
+    def _refused(self, name: str, message: str) -> None:
+        now = time.time()
+        if now - self._refused_at.get(name, 0.0) > 60:  # a host retrying with backoff: one event a minute
+            self._refused_at[name] = now
+            self._event(type="Warning", reason="HostRegistrationRefused", host=name, message=message)
+
+    def revoke(self, name: str, *, why: str) -> None:
+        """``name``'s credential stops working, it gets no instances (they are placed elsewhere) and is
+        unbound from its enrollment (a join token may enroll it anew)."""
+        old = self._credentials.get(name)
+        if old is not None:
+            self._owners.pop(old, None)
+        self._credentials[name] = REVOKED_MARK
+        self._store.save_credential(name, REVOKED_MARK, issued_at=time.time())
+        self.enrollments.unbind(name)
+        known = self.hosts.get(name)
+        if known is not None and known.state != REVOKED:
+            known.state = REVOKED
+            self.version += 1
+            self._replan()
+            self._status_changed()
+        self._event(type="Warning", reason="HostRevoked", host=name,
+                    message=f"host {name} was revoked ({why}): its credential no longer works, its instances "
+                            "are placed elsewhere")
+
+    def bounds(self, name: str) -> Bounds:
+        return self.enrollments.bounds_for(name)
+
     # ------------------------------------------------------------------ host calls
     def register(self, reg: HostRegistration) -> None:
         now = time.time()
         known = self.hosts.get(reg.name)
-        returning = known is not None and known.state == LOST
+        returning = known is not None and known.state != READY
         self.hosts[reg.name] = HostState(registration=reg, registered_at=now, last_seen=now, state=READY)
         self.version += 1
         self._store.save_host(reg, registered_at=now, last_seen=now)
@@ -228,7 +321,9 @@ class HostRegistry:
     # ------------------------------------------------------------------ publishing
     async def publish(self, changed: Mapping[str, tuple[HostDesiredState, float]]) -> None:
         """Memory first (status never sees a new tree with old documents), then the store; hosts
-        are told only once the documents are on disk."""
+        are told only once the documents are on disk. A second check behind the planner's: no host
+        gets an instance of an environment its enrollment does not allow (nor its secrets)."""
+        changed = {host: self._within_enrollment(host, doc, at) for host, (doc, at) in changed.items()}
         self.published.update(changed)
         self.version += 1
         await asyncio.to_thread(self._store.save_published, dict(changed))
@@ -236,6 +331,21 @@ class HostRegistry:
             waiter = self._waiters.pop(host, None)
             if waiter is not None:
                 waiter.set()
+
+    def _within_enrollment(self, host: str, doc: HostDesiredState, at: float) -> tuple[HostDesiredState, float]:
+        known = self.hosts.get(host)
+        if known is not None and known.state == REVOKED and doc.instances:  # planned just before its revocation
+            return replace(doc, instances=()), at
+        bounds = self.enrollments.bounds_for(host)
+        if bounds.environment_set() is None:
+            return doc, at
+        refused = sorted({s.env for s in doc.instances if not bounds.allows_env(s.env)})
+        if not refused:
+            return doc, at
+        self._event(type="Warning", reason="PublishRefused", host=host,
+                    message=f"instances of {', '.join(refused)} were not published to host {host}: its enrollment "
+                            f"allows {bounds.describe()}")
+        return replace(doc, instances=tuple(s for s in doc.instances if bounds.allows_env(s.env))), at
 
     # ------------------------------------------------------------------ liveness
     def check_lost(self) -> None:
@@ -272,9 +382,11 @@ class HostRegistry:
         return {n: h.state for n, h in self.hosts.items()}
 
     def infos(self) -> list[HostInfo]:
+        bounds_for = self.enrollments.bounds_for
         return [
             HostInfo(name=n, labels=h.registration.labels, max_instances=h.registration.capacity.max_instances,
-                     state=h.state, ingress_url=h.registration.ingress_url)
+                     state=h.state, ingress_url=h.registration.ingress_url,
+                     environments=bounds_for(n).environment_set())
             for n, h in self.hosts.items()
         ]
 
@@ -289,3 +401,7 @@ class HostRegistry:
                 report=rep[0] if rep else None,
             )
         return out
+
+
+def _token_name(via: str) -> str:
+    return "the join token (--token-file)" if via == JOIN_TOKEN_ID else f"enrollment {via}"

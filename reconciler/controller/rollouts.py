@@ -117,7 +117,8 @@ class Rollouts:
         now = time.time() if now is None else now
         policies = self.policies()
         published = {h: d for h, (d, _) in self._fleet.published.items()}
-        reports = {h: r for h, (r, _) in self._fleet.reports.items()}
+        # counters only for what we placed on each host: a host cannot vote on another's canary
+        reports = planner.placed_traffic(published, {h: r for h, (r, _) in self._fleet.reports.items()})
         republish = False
         for key, state in list(self.states.items()):
             policy = policies.get(key)

@@ -96,6 +96,7 @@ def diff_tree(
             max_instances=int(h.get("maxInstances") or 1_000_000),
             state=str(h.get("state") or "Ready"),
             ingress_url=h.get("ingressUrl"),
+            environments=frozenset(h["environments"]) if h.get("environments") is not None else None,  # enrollment
         )
         for h in inputs.get("hosts") or ()
     ]

@@ -83,7 +83,7 @@ class HostObservation:
     """What the reconciler knows of one host."""
 
     name: str
-    state: str  # "Ready" | "Lost"
+    state: str  # "Ready" | "Lost" | "Revoked"
     labels: Mapping[str, str] = field(default_factory=dict)
     last_seen: float = 0.0
     published_generation: int = 0  # generation of the last desired state published to it
@@ -184,6 +184,9 @@ def compute_drift(
         if obs is not None and obs.state == "Lost":
             _host_lost(add, host_name=host_name, state=state, obs=obs)
             continue
+        if obs is not None and obs.state == "Revoked":
+            continue  # an admin revoked it: it reaches nothing of ours (no heal), its instances run elsewhere
+
         _host_instances(add, host_name=host_name, state=state, obs=obs, now=now, grace_seconds=grace_seconds)
 
     for tag in tags:

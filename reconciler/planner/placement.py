@@ -5,7 +5,9 @@
     result.unplaced           # replicas that found no host (no matching host, or all full)
 
 Rules (wadm style):
-- a host belongs to an environment when it is Ready and matches the environment's ``hostSelector``;
+- a host belongs to an environment when it is Ready, matches the environment's ``hostSelector`` and
+  its enrollment allows the environment (``HostInfo.environments``: a host not enrolled for prod never
+  gets a prod instance, whatever labels it carries);
   Lost hosts get nothing (an empty set), so their instances are placed elsewhere;
 - ``spread``: ``replicas`` split over requirement groups by weight (largest remainder), then across
   the hosts of each group, least loaded first (and not twice on one host while another has room);
@@ -43,6 +45,10 @@ class HostInfo:
     max_instances: int = 1_000_000
     state: str = READY  # "Ready" | "Lost"
     ingress_url: str | None = None  # where the host serves routes and HTTP links
+    environments: frozenset[str] | None = None  # the environments its enrollment allows; None: every one
+
+    def may_serve(self, env: str) -> bool:
+        return self.environments is None or env in self.environments
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +212,7 @@ def plan(
             names = tuple(
                 h.name
                 for h in ready
-                if env.host_selector.matches(h.labels) and _matches(labels, h.labels)
+                if env.host_selector.matches(h.labels) and _matches(labels, h.labels) and h.may_serve(env.name)
             )
             found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
         return found
@@ -431,7 +437,7 @@ def plan(
         if env.sync.prune:
             continue
         for host, specs in previous.items():
-            if host not in desired or by_name[host].state != READY:
+            if host not in desired or by_name[host].state != READY or not by_name[host].may_serve(env_name):
                 continue
             for spec in specs:
                 if spec.env == env_name and (spec.env, spec.app, spec.component) not in declared:

@@ -17,6 +17,9 @@ application under ``spec.rollout.strategy: canary`` and acts on these decisions:
 - :func:`decide`, at each tick: wait for the canary to run, measure both digests over the step's
   window (counter differences from the hosts' reports), abort when ``abortWhen`` is exceeded,
   advance after the pause, complete at weight 100 (the canary becomes the stable digest).
+- :func:`placed_traffic`, before measuring: a host's traffic counters count only for the instances
+  the reconciler placed on it (a host reporting figures for a component it does not run moves no
+  verdict).
 """
 
 from __future__ import annotations
@@ -271,6 +274,23 @@ def canary_ready(published: Mapping[str, HostDesiredState], reports: Mapping[str
 
 
 # ---------------------------------------------------------------- measuring
+def placed_traffic(published: Mapping[str, HostDesiredState],
+                   reports: Mapping[str, HostReport]) -> dict[str, HostReport]:
+    """``reports`` keeping only the traffic of a component and digest the reconciler placed on the
+    reporting host (its published document has an instance of it); a report of anything else is
+    dropped: any host can send counters, only the ones we gave the instance are evidence."""
+    out: dict[str, HostReport] = {}
+    for host, rep in reports.items():
+        if rep.traffic:
+            doc = published.get(host)
+            placed = {(s.env, s.app, s.component, s.digest) for s in doc.instances} if doc is not None else set()
+            kept = tuple(t for t in rep.traffic if t.key in placed)
+            if len(kept) != len(rep.traffic):
+                rep = replace(rep, traffic=kept)
+        out[host] = rep
+    return out
+
+
 def snapshot(reports: Mapping[str, HostReport], state: RolloutState) -> dict[str, dict[str, Any]]:
     """The counters of the rollout's digests on every host now (a window's start)."""
     digests = {r.digest for r in state.stable.values()} | {r.digest for r in state.canary.values()}

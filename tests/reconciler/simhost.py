@@ -31,12 +31,15 @@ from wire.control import (
     HostReport,
     InstanceStatus,
 )
+from wire.traffic import DigestTraffic
 
 
 class SimHost:
     def __init__(self, *, control: str, token: str, name: str, labels: dict[str, str], max_instances: int = 100,
-                 beat: float = 0.2) -> None:
+                 beat: float = 0.2, ingress_url: str | None = None, features: tuple[str, ...] = ()) -> None:
         self.control, self.token, self.name, self.labels = control, token, name, labels
+        self.ingress_url, self.features = ingress_url, features
+        self.traffic: tuple[DigestTraffic, ...] = ()  # counters it reports (whatever it runs: a host may lie)
         self.max_instances, self.beat = max_instances, beat
         self.credential: str | None = None  # returned by the registration: desired, reports, registering again
         self.doc: HostDesiredState | None = None
@@ -58,9 +61,13 @@ class SimHost:
             raise OSError(str(e)) from e
         return r.status_code, r.json() if r.content else None
 
+    def registration(self) -> HostRegistration:
+        return HostRegistration(name=self.name, labels=self.labels, version="sim", ingress_url=self.ingress_url,
+                                features=self.features,
+                                capacity=HostCapacity(memory_bytes=1 << 30, max_instances=self.max_instances))
+
     def register(self) -> None:
-        reg = HostRegistration(name=self.name, labels=self.labels, version="sim",
-                               capacity=HostCapacity(memory_bytes=1 << 30, max_instances=self.max_instances))
+        reg = self.registration()
         status, answer = (0, None)
         if self.credential:  # registering again: our own credential keeps our name
             status, answer = self.call("POST", "/hosts/register", reg.to_json())
@@ -134,7 +141,7 @@ class SimHost:
                 route=spec.route, managed=True, started_at=self.started.get(spec.id),
             ))
         report = HostReport(name=self.name, observed_generation=doc.generation if doc else 0,
-                            instances=tuple(instances))
+                            instances=tuple(instances), traffic=self.traffic)
         try:
             self.call("POST", f"/hosts/{self.name}/report", report.to_json())
         except OSError:
