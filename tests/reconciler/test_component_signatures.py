@@ -183,3 +183,21 @@ def test_the_host_refuses_a_digest_whose_signature_was_removed_after_placement(w
     finally:
         w.sign("2.0.0", "ci")  # signed again: the host's retry checks again and runs it
     wait_until(lambda: w.serves("dev-1", "dev"), timeout=60, what="dev-1 runs it again once signed")
+
+
+def test_the_requirement_travels_in_the_desired_state_and_old_documents_still_parse() -> None:
+    from host.supervisor import fingerprint
+    from shared.signatures import Requirement, trusted
+    from wire.control import InstanceSpec, SignatureRequirement
+
+    key = signing.generate("ed25519")
+    requirement = Requirement(keys=(trusted("release", signing.public_pem(key.public_key())),), require="all")
+    wire = SignatureRequirement.from_json(requirement.to_wire())
+    old = {"id": "prod/a/web/0", "env": "prod", "app": "a", "component": "web",
+           "image": "127.0.0.1:5000/demo/hello@sha256:" + "a" * 64, "digest": "sha256:" + "a" * 64}
+    spec = InstanceSpec.from_json(old)  # a document from before signatures: no requirement
+    assert spec.signature is None and "signature" not in spec.to_json()
+    signed = InstanceSpec.from_json({**old, "signature": wire.to_json()})
+    assert signed.signature == wire and InstanceSpec.from_json(signed.to_json()) == signed
+    assert Requirement.from_wire(signed.to_json()["signature"]).keys[0].key_id == requirement.keys[0].key_id
+    assert fingerprint(signed) != fingerprint(spec)  # a new requirement restarts the instance: checked again

@@ -199,3 +199,51 @@ def test_gc_keeps_signatures_with_their_subject_and_deletes_them_with_it(tmp_pat
             assert len(kept) == 1 and http.get(f"/v2/demo/gc/manifests/{keep.replace(':', '-')}.sig").status_code == 200
     finally:
         proc.stop()
+
+
+def test_tampered_expired_and_wrong_key_signatures_each_say_why(tmp_path: Path, server: Any) -> None:
+    import datetime as dt
+
+    from shared import signing
+    from shared.signature_store import sign_image
+
+    ci, stranger = signing.generate("ecdsa-p256"), signing.generate("ed25519")
+    pem = signing.public_pem(ci.public_key())
+    now = dt.datetime.now(dt.UTC)
+
+    def check(tag: str, **key: Any) -> str:
+        digest = rc.resolve(f"{server.host}/demo/why:{tag}")
+        assert digest
+        with rc.Session(server.url) as session:
+            result = verify_digest(RegistrySignatures(session, "demo/why"), digest, keys=[trusted("ci", pem, **key)])
+        (outcome,) = result.outcomes
+        return "signed" if outcome.signed else outcome.reason
+
+    for tag in ("good", "expiring", "stranger", "tampered"):
+        rc.push_component(f"{server.host}/demo/why:{tag}", variant("hello", f"why-{tag}"))
+    sign_image(f"{server.host}/demo/why:good", ci)
+    assert check("good") == "signed"
+    assert "expired: the key is trusted only until" in check("good", not_after=now - dt.timedelta(days=1))
+    assert check("good", not_after=now + dt.timedelta(days=1)) == "signed"
+    sign_image(f"{server.host}/demo/why:expiring", ci, expires=now - dt.timedelta(seconds=1))
+    assert "expired: its signature" in check("expiring")
+    sign_image(f"{server.host}/demo/why:stranger", stranger)
+    assert "none of its 1 signature(s) verifies with this key" in check("stranger")
+    # tampered: the payload is rewritten (to claim another digest would be the point) and the
+    # manifests re-pushed around the original signature: it no longer verifies with the key
+    digest = sign_image(f"{server.host}/demo/why:tampered", ci).digest
+    with httpx.Client(base_url=server.url) as http:
+        tag = digest.replace(":", "-") + ".sig"
+        manifest = http.get(f"/v2/demo/why/manifests/{tag}").json()
+        layer = manifest["layers"][0]
+        payload = json.loads(http.get(f"/v2/demo/why/blobs/{layer['digest']}").content)
+        payload["optional"] = {"note": "changed after signing"}
+        forged = json.dumps(payload, separators=(",", ":")).encode()
+        assert http.post("/v2/demo/why/blobs/uploads/", params={"digest": sha256(forged)}, content=forged).status_code == 201
+        layer.update(digest=sha256(forged), size=len(forged))
+        for ref in http.get(f"/v2/demo/why/referrers/{digest}").json()["manifests"]:  # the referrer copy goes
+            assert http.delete(f"/v2/demo/why/manifests/{ref['digest']}").status_code == 202
+        r = http.put(f"/v2/demo/why/manifests/{tag}", content=json.dumps(manifest),
+                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 201
+    assert "payload was altered" in check("tampered")
