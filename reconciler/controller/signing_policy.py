@@ -100,7 +100,8 @@ class SigningPolicy:
                     file, line, column = tree.location(env=env, app=app.name, path=path)
                     errors.append(error_json(file, line, f"environment {env}: {refusal} (at {path})",
                                              code="unsigned", column=column))
-        self.signed_by = {d: [k.name for k in r.signed_by] for d, r in sorted(results.items())}
+        # merged: a rejected revision's check must not hide who signed the digests still running
+        self.signed_by = {**self.signed_by, **{d: [k.name for k in r.signed_by] for d, r in results.items()}}
         if self._store is not None:
             self._store.put(STORE_KEY, self.signed_by)
         return errors

@@ -55,7 +55,7 @@ class World:
         self.p.start_registry()
         reg = self.p.registry
         self.digest = {tag: reg.push(f"demo/hello:{tag}", variant("hello", f"sig-{tag}"))
-                       for tag in ("1.0.0", "2.0.0", "3.0.0", "4.0.0")}
+                       for tag in ("1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0")}
         self.sign("1.0.0", "ci", "release")
         self.sign("2.0.0", "ci")
         self.copy_signatures("1.0.0", "4.0.0")
@@ -114,7 +114,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def test_signed_digests_run_and_status_shows_who_signed(world: World) -> None:
     w = world
-    assert w.env("prod")["revision"] == w.first
+    wait_until(lambda: w.serves("dev-1", "dev") and w.serves("prod-1", "prod"), timeout=60, what="both serve")
     apps = {e: w.p.reconciler.get(f"/api/v1/environments/{e}/apps")["apps"][0] for e in ("dev", "prod")}
     assert apps["prod"]["components"][0]["signedBy"] == ["ci", "release"]
     assert apps["dev"]["components"][0]["signedBy"] == ["ci"]
@@ -150,6 +150,26 @@ def test_prod_refuses_digests_not_signed_as_it_requires(world: World, tag: str, 
     host = w.p.reconciler.host("prod-1")
     assert all(i["digest"] == w.digest["1.0.0"] for i in host["desired"]["instances"] if i["env"] == "prod")
     # back to the good state for the next test
+    good = w.git.push({"prod/apps/hello.yaml": application("hello", [web("1.0.0")])}, "prod back to 1.0.0")
+    wait_until(lambda: w.env("prod")["revision"] == good, timeout=30, what="good revision applied")
+
+
+def test_a_revision_refused_for_signatures_applies_once_the_digest_is_signed(world: World) -> None:
+    w = world
+    revision = w.git.push({"prod/apps/hello.yaml": application("hello", [web("5.0.0")])}, "prod runs 5.0.0")
+    assert "no signature at all" in w.rejected(revision)[0]["text"]
+    w.sign("5.0.0", "ci")
+    assert w.p.reconciler.post("/api/v1/sync").status_code == 202
+    # one of two signatures is not enough for prod: still rejected, now for the release key alone
+    still = wait_until(lambda: (e := w.rejected(revision)) and "ci (ecdsa" not in e[0]["text"] and e, timeout=30,
+                       what="the rejection re-checked after the sync")
+    assert "release (ed25519" in still[0]["text"] and w.env("prod")["revision"] != revision, still
+    w.sign("5.0.0", "release")
+    assert w.p.reconciler.post("/api/v1/sync").status_code == 202
+    wait_until(lambda: w.env("prod")["revision"] == revision, timeout=30, what="applied once signed")
+    wait_until(lambda: any(i["digest"] == w.digest["5.0.0"] and i["status"] == "Running" for i in
+                           (w.p.reconciler.host("prod-1")["report"] or {}).get("instances") or []),
+               timeout=30, what="prod-1 runs 5.0.0")
     good = w.git.push({"prod/apps/hello.yaml": application("hello", [web("1.0.0")])}, "prod back to 1.0.0")
     wait_until(lambda: w.env("prod")["revision"] == good, timeout=30, what="good revision applied")
 
