@@ -29,7 +29,7 @@ from host.supervisor import Supervisor
 from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import ServeCaches, WasmtimeCli
 from shared import __version__
-from wire.control import HostCapacity, HostDesiredState, HostRegistration, HostReport
+from wire.control import FEATURE_SIGNATURES, HostCapacity, HostDesiredState, HostRegistration, HostReport
 from wire.traffic import FEATURE_TRAFFIC_SPLIT
 
 log = logging.getLogger("driftless.host")
@@ -139,7 +139,7 @@ class HostAgent:
             interfaces=PROVIDED_INTERFACES,
             ingress_url=self.ingress_url,
             version=__version__,
-            features=(FEATURE_TRAFFIC_SPLIT,),
+            features=(FEATURE_TRAFFIC_SPLIT, FEATURE_SIGNATURES),
         )
 
     def report(self) -> HostReport:

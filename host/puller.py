@@ -10,11 +10,12 @@ downloads sent to a CDN) are followed, and ``Authorization`` is never sent along
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -68,18 +69,29 @@ def _verify(data: bytes, digest: str, *, what: str) -> None:
         )
 
 
-def pull_component(
-    *, image: str, digest: str, access: RegistryAccess, progress: Callable[[str], None] = lambda _m: None
-) -> bytes:
-    """The Wasm bytes of the component ``image`` pinned at manifest ``digest`` (both verified)."""
+class NotFound(PullError):
+    """The registry answered 404 (what a missing signature looks like, too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySession:
+    """One registry conversation: ``get(url, accept, what, limit=...)`` with auth handled."""
+
+    registry: str
+    repository: str
+    base: str  # <scheme>://<registry>/v2/<repository>
+    get: Callable[..., tuple[bytes, str]]
+
+
+@contextlib.contextmanager
+def registry_session(*, image: str, access: RegistryAccess) -> Iterator[RegistrySession]:
+    """Talk to the registry of ``image`` (a fully qualified reference) as the puller does."""
     try:
         ref = parse(image)
     except ReferenceError as exc:
         raise PullError(str(exc)) from None
     if ref.registry is None:
         raise PullError(f"image {image!r} names no registry; the host pulls only fully qualified references")
-    if ref.digest and ref.digest != digest:
-        raise DigestMismatch(f"image {image} is pinned to {ref.digest} but the instance digest is {digest}")
     scheme = "http" if is_loopback(ref.registry) or ref.registry in access.insecure else "https"
     registry_url = f"{scheme}://{ref.registry}"
     base = f"{registry_url}/v2/{ref.repository}"
@@ -151,15 +163,29 @@ def pull_component(
                     "DRIFTLESS_REGISTRY_PASSWORD on the host"
                 ) from None
             if status == 404:
-                raise PullError(f"{what} not found in registry {ref.registry} (404)") from None
+                raise NotFound(f"{what} not found in registry {ref.registry} (404)") from None
             raise PullError(f"registry {ref.registry} answered {status} for {what}") from None
         except httpx.TransportError as exc:
             raise http.not_reachable(exc, url=registry_url, what="registry", verb="is not reachable",
                                      error=RegistryUnreachable) from None
 
     with client:
-        return _fetch_component(get, image=image, digest=digest, registry=ref.registry,
-                                repository=ref.repository, base=base, progress=progress)
+        yield RegistrySession(registry=ref.registry, repository=ref.repository, base=base, get=get)
+
+
+def pull_component(
+    *, image: str, digest: str, access: RegistryAccess, progress: Callable[[str], None] = lambda _m: None
+) -> bytes:
+    """The Wasm bytes of the component ``image`` pinned at manifest ``digest`` (both verified)."""
+    try:
+        pinned = parse(image).digest
+    except ReferenceError as exc:
+        raise PullError(str(exc)) from None
+    if pinned and pinned != digest:
+        raise DigestMismatch(f"image {image} is pinned to {pinned} but the instance digest is {digest}")
+    with registry_session(image=image, access=access) as s:
+        return _fetch_component(s.get, image=image, digest=digest, registry=s.registry,
+                                repository=s.repository, base=s.base, progress=progress)
 
 
 def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, digest: str, registry: str,

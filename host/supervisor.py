@@ -27,6 +27,7 @@ from host.outbound import OutboundPolicy, imports_outgoing_handler, with_policy
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
 from host.served import ServedInstance, ServeRuntime
+from host.signature_check import SignatureRefused, check_signature
 from host.traffic import Traffic
 from host.wasm_engine import WasmEngine, check_component_bytes
 from host.wasmtime_cli import EngineFlags, ServeCaches
@@ -57,7 +58,8 @@ def fingerprint(spec: InstanceSpec) -> Any:
     HTTP link's target runs is not part of it: callers follow a moved target without a restart."""
     links = tuple((link.interface, link.to_component) for link in spec.links)
     return (spec.image, spec.digest, tuple(sorted(spec.config.items())), spec.limits, spec.capabilities,
-            spec.route, links, spec.grants, spec.idle_after_ms, spec.env, spec.app, spec.component)  # fmt: skip
+            spec.route, links, spec.grants, spec.idle_after_ms, spec.env, spec.app, spec.component,
+            spec.signature)  # fmt: skip
 
 
 class Instance(Protocol):
@@ -221,6 +223,9 @@ class Supervisor:
         def progress(message: str) -> None:
             log.info("%s: %s", spec.id, message)
 
+        signed_by = check_signature(spec, access=self.access)  # before anything is compiled or run, cache or not
+        if signed_by:
+            progress(f"signature verified: {signed_by}")
         pulled: list[bytes] = []
 
         def fetch() -> bytes:
@@ -317,7 +322,8 @@ class Supervisor:
         serving = entry.instance
         if serving is not None:
             entry.error += f" (still serving the previous version {serving.spec.digest[:19]})"
-        transient = isinstance(exc, PullError) and not isinstance(exc, DigestMismatch)
+        # a refused signature is tried again too: signing the digest later lets it run (checked again then)
+        transient = isinstance(exc, PullError | SignatureRefused) and not isinstance(exc, DigestMismatch)
         if transient:
             delay = entry.retry.next_delay()
             entry.retry_at = time.monotonic() + delay

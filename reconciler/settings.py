@@ -37,3 +37,4 @@ class Settings:
     state: str | None = None  # postgresql://... (no password): state shared by replicated reconcilers; None: DATA/state.db
     advertise_url: str | None = None  # this reconciler's URL as hosts and clients reach it (a follower names the leader's)
     lease_seconds: float = 3.0  # the leader lease on a shared state (renewed every third of it)
+    signature_policy: Path | None = None  # per environment, the keys whose signatures a digest needs (shared.signatures)

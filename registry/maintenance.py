@@ -4,7 +4,9 @@ GC marks from every manifest of a repository — tagged or not: an environment t
 must still be able to pull it after the tag moved on — and, with ``delete_untagged`` (``gc
 --delete-untagged``, as distribution's ``--delete-untagged``), only from every tag. Marking follows
 the children of an index, a manifest's config and layers, and every referrer whose subject is alive
-(recursively); it sweeps the rest. Anything written within
+(recursively); it sweeps the rest. Attached manifests are never roots of their own: a referrer (a
+manifest with a ``subject``) and a cosign ``sha256-<hex>.sig`` tag live exactly as long as the
+manifest they sign, so a signature is kept while its subject lives and swept with it. Anything written within
 the grace period (blobs, manifest revisions, blob links) is kept, so a push in progress — blobs
 uploaded, manifest not yet put — survives a GC run alongside a serving registry. Upload sessions in
 progress are never touched; one that has received nothing for ``stale_upload_seconds`` (default a
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -102,10 +105,34 @@ def all_blob_digests(storage: Storage) -> list[str]:
     return out
 
 
-def _mark(registry: Registry, repo: str, pending: list[str], live: set[str], marked: set[str]) -> None:
-    """Mark the manifests in ``pending`` (into ``live``) and what they reach: index children and
-    referrers (into ``live``), configs and layers (into ``marked``)."""
+ATTACHED_TAG_RE = re.compile(r"^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$")  # cosign's tags
+
+
+def _attached_tags(registry: Registry, repo: str) -> dict[str, list[str]]:
+    """Subject digest -> the targets of its cosign tags (``sha256-<hex>.sig``, ``.att``, ``.sbom``)."""
+    out: dict[str, list[str]] = {}
+    for t in registry.tags(repo):
+        m = ATTACHED_TAG_RE.match(t)
+        target = registry.tag_digest(repo, t) if m else None
+        if m and target:
+            out.setdefault(f"{m[1]}:{m[2]}", []).append(target)
+    return out
+
+
+def _has_subject(registry: Registry, digest: str) -> bool:
+    try:
+        manifest = json.loads(registry.storage.get(key("blob", digest=digest)))
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("subject"), dict)
+
+
+def _mark(registry: Registry, repo: str, pending: list[str], live: set[str], marked: set[str],
+          attached: dict[str, list[str]] | None = None) -> None:
+    """Mark the manifests in ``pending`` (into ``live``) and what they reach: index children,
+    referrers and cosign tags (into ``live``), configs and layers (into ``marked``)."""
     storage = registry.storage
+    attached = attached or {}
     while pending:
         digest = pending.pop()
         if digest in live or not registry.has_manifest(repo, digest):
@@ -124,6 +151,7 @@ def _mark(registry: Registry, repo: str, pending: list[str], live: set[str], mar
                 if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
                     marked.add(desc["digest"])
         pending += [r["digest"] for r in registry.referrers(repo, digest)]
+        pending += attached.get(digest, [])
 
 
 def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: bool = False,
@@ -152,11 +180,15 @@ def collect_garbage(storage: Storage, *, grace_seconds: float = 600.0, dry_run: 
     marked: set[str] = set()
     for repo in registry.catalog():
         live: set[str] = set()
-        _mark(registry, repo, [d for t in registry.tags(repo) if (d := registry.tag_digest(repo, t))], live, marked)
+        attached = _attached_tags(registry, repo)
+        signatures = {d for targets in attached.values() for d in targets}
+        roots = [d for t in registry.tags(repo) if not ATTACHED_TAG_RE.match(t) and (d := registry.tag_digest(repo, t))]
+        _mark(registry, repo, roots, live, marked, attached)
         revisions = _digests_under(storage, key("revisions", repo=repo))
         if not delete_untagged:  # every manifest is a root: a digest pinned somewhere stays pullable
-            untagged = [d for d in revisions if d not in live]
-            _mark(registry, repo, list(untagged), live, marked)
+            untagged = [d for d in revisions if d not in live and d not in signatures
+                        and not _has_subject(registry, d)]  # attached ones live through their subject
+            _mark(registry, repo, list(untagged), live, marked, attached)
             report.kept_untagged += len(untagged)
         # untagged, unreferenced manifests go (with delete_untagged), unless just pushed
         for digest in revisions:

@@ -137,6 +137,41 @@ class InstanceGrants:
         return cls(outbound_hosts=tuple(d.get("outboundHosts") or ()), sockets=bool(d.get("sockets", False)))
 
 
+FEATURE_SIGNATURES = "signatures/v1"  # a host that verifies InstanceSpec.signature before it compiles or runs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustedKeySpec:
+    name: str  # what the operator calls it ("ci", "release")
+    public_key: str  # PEM SubjectPublicKeyInfo (ECDSA P-256 or Ed25519)
+    not_after: str | None = None  # ISO 8601: the key vouches for nothing after it
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean({"name": self.name, "publicKey": self.public_key, "notAfter": self.not_after})
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TrustedKeySpec:
+        return cls(name=str(d.get("name") or "key"), public_key=d["publicKey"], not_after=d.get("notAfter"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureRequirement:
+    """The signatures the instance's environment requires of its digest (the operator's
+    ``--signature-policy``): the host checks them again before it compiles or runs it, and refuses
+    the digest when it cannot (shared.signatures)."""
+
+    require: str  # "all" of the keys, or "any" one of them
+    keys: tuple[TrustedKeySpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"require": self.require, "keys": [k.to_json() for k in self.keys]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SignatureRequirement:
+        return cls(require=str(d.get("require") or "all"),
+                   keys=tuple(TrustedKeySpec.from_json(k) for k in d.get("keys") or ()))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
     """One component instance a host must run."""
@@ -163,6 +198,7 @@ class InstanceSpec:
     # the token other hosts present to forward an HTTP link call to this component (host/link_auth.py);
     # only in the host's own long-poll answer
     link_token: str | None = None
+    signature: SignatureRequirement | None = None  # signatures its digest needs (absent: none; old hosts ignore it)
 
     def reported_config(self) -> dict[str, str]:
         """The config as the host reports and shows it: a secret key's fingerprint, never its value."""
@@ -197,6 +233,7 @@ class InstanceSpec:
                 "secretFingerprints": dict(self.fingerprints) or None,
                 "traffic": self.traffic.to_json() if self.traffic is not None else None,
                 "linkToken": self.link_token,
+                "signature": self.signature.to_json() if self.signature is not None else None,
             }
         )
 
@@ -220,6 +257,7 @@ class InstanceSpec:
             fingerprints=dict(d.get("secretFingerprints") or {}),
             traffic=TrafficSplit.from_json(d["traffic"]) if d.get("traffic") else None,
             link_token=d.get("linkToken") or None,
+            signature=SignatureRequirement.from_json(d["signature"]) if d.get("signature") else None,
         )
 
 

@@ -48,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE.wasm", type=Path, help="the component or module to push")
     p.add_argument("--annotation", "-a", action="append", default=[], metavar="KEY=VALUE",
                    help="add a manifest annotation (repeatable)")
+    p.add_argument("--sign", type=Path, default=None, metavar="KEY",
+                   help="sign the pushed digest with this private key (as `driftless sign` does)")
+    from driftless.commands.sign import add_sign_options
+
+    add_sign_options(p)
     add_registry_options(p)
 
 
@@ -62,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         wasm = args.file.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    key = None
+    if args.sign is not None:  # the key is read before anything is pushed: a bad key pushes nothing
+        from shared import signing
+
+        key = signing.load_private_key(args.sign)
     annotations = {}
     for item in args.annotation:
         k, sep, v = item.partition("=")
@@ -77,4 +87,13 @@ def run(args: argparse.Namespace) -> int:
         insecure=args.insecure,
     )
     print(digest)
+    if key is not None:
+        from driftless.commands.sign import expiry
+        from shared.signature_store import sign_image
+
+        pinned = ref.pinned(digest)  # type: ignore[attr-defined]
+        signed = sign_image(pinned, key, registry_url=args.registry or default_registry_url(),
+                            credentials=credentials_from(args), insecure=args.insecure,  # type: ignore[arg-type]
+                            expires=expiry(args.expires_in))
+        print(f"signed {signed.digest} with {signed.algorithm} key {signed.key_id}", file=sys.stderr)
     return 0

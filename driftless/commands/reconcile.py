@@ -64,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default from --listen)")
     p.add_argument("--lease", type=float, default=3.0, metavar="SECONDS",
                    help="leader lease with --state postgresql://, renewed every third of it (default 3)")
+    p.add_argument("--signature-policy", type=Path, default=None, metavar="FILE",
+                   help="per environment, the public keys whose signatures a component needs (YAML: environments: "
+                        "{prod: {keys: [ci.pub, release.pub], require: all}}); checked before a revision is applied "
+                        "and again by each host before it runs the digest")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
 
@@ -95,6 +99,15 @@ def _signers(path: Path | None) -> Path | None:
     if not path.is_file():
         raise UsageError(f"--allowed-signers {path} is not a file",
                          hint='one line per key: "<email> ssh-ed25519 AAAA..." (git allowed-signers format)')
+    return path.resolve()
+
+
+def _signature_policy(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    from shared.signatures import load_policy
+
+    load_policy(path)  # a bad policy (or key file) is a usage error now, not a rejected revision later
     return path.resolve()
 
 
@@ -167,5 +180,6 @@ def run(args: argparse.Namespace) -> int:
         state=args.state,
         advertise_url=args.advertise.rstrip("/") if args.advertise else None,
         lease_seconds=args.lease,
+        signature_policy=_signature_policy(args.signature_policy),
     )
     return run(settings, listen=args.listen, ssl_context=tls_context(args.tls_cert, args.tls_key))

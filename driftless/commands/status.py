@@ -247,6 +247,7 @@ def render(
         out.append("")
     env_rows = []
     app_rows = []
+    signed_rows = []  # under a signature policy: each digest and the keys that signed it
     for e in environments:
         apps = e.get("apps") or []
         out_of_sync = sum(1 for a in apps if a.get("sync") != "Synced")
@@ -277,6 +278,9 @@ def render(
                     str(a.get("message") or "")[:80],
                 ]
             )
+            for sig in a.get("signatures") or []:
+                signed_rows.append([str(e.get("name")), str(a.get("name") or a.get("app")), str(sig.get("component")),
+                                    short(sig.get("digest")), ", ".join(sig.get("signedBy") or []) or "unsigned"])
         for u in e.get("unplaced") or []:
             app_rows.append([str(e.get("name")), str(u.get("app", "?")), "OutOfSync", "Degraded", "-", "-",
                              f"unplaced: {u.get('message') or u.get('reason') or u}"])  # fmt: skip
@@ -298,6 +302,9 @@ def render(
         )
     else:
         out.append("No applications.")
+    if signed_rows:
+        out.append("")
+        out.append(table(["ENVIRONMENT", "APPLICATION", "COMPONENT", "DIGEST", "SIGNED BY"], signed_rows))
     out.append("")
     rollouts = rollout_rows(environments)
     if rollouts:  # canary rollouts: phase, step, weight and the figures of the window

@@ -245,10 +245,23 @@ async def report(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
 
 
 # ---------------------------------------------------------------- read endpoints
+def with_signers(controller: Controller, doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An app status document with, under --signature-policy, each component's ``signedBy``: the
+    policy's keys whose signatures verified over its digest (reconciler.controller.signing_policy)."""
+    if doc is None or controller.signatures.policy is None:
+        return doc
+    signed = controller.signatures.signed_by
+    return {**doc, "components": [{**c, "signedBy": signed.get(c.get("digest") or "", [])}
+                                  for c in doc.get("components") or []]}
+
+
 def _app_summary(controller: Controller, env: str, app: str) -> dict[str, Any]:
-    full = controller.tracker.app_status(env, app) or {}
+    full = with_signers(controller, controller.tracker.app_status(env, app)) or {}
     comps = full.get("components", [])
+    signatures = {"signatures": [{"component": c["name"], "digest": c["digest"], "signedBy": c["signedBy"]}
+                                 for c in comps]} if controller.signatures.policy is not None else {}
     return {
+        **signatures,
         "app": app,
         "name": app,
         "revision": full.get("revision"),
@@ -335,7 +348,8 @@ async def apps_list(request: web.Request) -> web.StreamResponse:
     if controller.tree is None or env not in controller.tree.environments:
         return _unknown_env(controller, env)
     names = sorted(controller.tree.applications.get(env, {}))
-    return web.json_response({"env": env, "apps": [controller.tracker.app_status(env, a) for a in names]})
+    return web.json_response({"env": env, "apps": [with_signers(controller, controller.tracker.app_status(env, a))
+                                                   for a in names]})
 
 
 @read_auth
@@ -344,7 +358,7 @@ async def app_status(request: web.Request) -> web.StreamResponse:
     env, name = request.match_info["env"], request.match_info["app"]
     if controller.tree is None or env not in controller.tree.environments:
         return _unknown_env(controller, env)
-    out = controller.tracker.app_status(env, name)
+    out = with_signers(controller, controller.tracker.app_status(env, name))
     if out is None:
         known = ", ".join(sorted(controller.tree.applications.get(env, {}))) or "none"
         return _error(404, f"application {name!r} not found in environment {env!r}; known: {known}")

@@ -52,6 +52,7 @@ from reconciler.controller.revisions import (
 )
 from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.secrets import SecretStore
+from reconciler.controller.signing_policy import SigningPolicy
 from reconciler.controller.state import NotLeader, open_store
 from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
@@ -126,6 +127,9 @@ class Controller:
         self.rollouts = Rollouts(store=self.store, events=self.event, fleet=self.fleet, tree=lambda: self.tree,
                                  replan=self.trigger)  # canary rollouts (controller/rollouts.py)
         self.commit_statuses = CommitStatuses(self, secret=self.secrets.get)  # spec.commitStatus
+        # --signature-policy: digests verified before a revision applies, the requirement passed to hosts
+        self.signatures = SigningPolicy(settings.signature_policy, registry_url=settings.registry,
+                                        timeout=REGISTRY_TIMEOUT, store=self.store)
         # the revision: what is applied, what was rejected, where tags point
         self.tree: ManifestTree | None = None
         self.digests: dict[str, str] = {}
@@ -398,7 +402,9 @@ class Controller:
             # stalled: no retry until a new commit; except a missing image, which a push to the
             # registry can fix: that commit is tried again at each poll, sync or webhook
             # (or a secret: adding it to --secrets-file retries the revision)
-            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret") for e in self.rejected.errors)
+            # (or a signature: `driftless sign` of the digest retries the revision too)
+            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "unsigned")
+                                    for e in self.rejected.errors)
             if not (waiting_for_image and ctx.fetch):
                 ctx.outcome = "rejected"
                 return
@@ -462,6 +468,14 @@ class Controller:
             return
         if unreachable is not None:
             raise Transient(str(unreachable)) from unreachable
+        try:  # --signature-policy: an unsigned or wrongly signed digest rejects, at its image's file:line
+            unsigned = await asyncio.to_thread(self.signatures.check, tree, digests)
+        except NotReachable as exc:
+            raise Transient(f"registry {self.settings.registry} could not answer the signature checks: {exc}") from exc
+        if unsigned:
+            self._reject(head, unsigned)
+            ctx.outcome = "rejected"
+            return
         problems = await asyncio.to_thread(self._check_registry, tree, digests)
         if problems:
             self._reject(head, problems)
@@ -597,6 +611,7 @@ class Controller:
 
         started = time.perf_counter()
         placed = await asyncio.to_thread(placement)
+        placed = self.signatures.decorate(placed, hosts=self.fleet.hosts)  # --signature-policy
         self._plan_seconds = time.perf_counter() - started
         self.plans += 1
         ctx.plan = self.rollouts.plan(placed, tree)

@@ -93,6 +93,7 @@ def test_push_and_inspect_commands(server: Server, tmp_path: Path) -> None:
         "    driftless:demo/host",
         "  exports:",
         "    driftless:demo/greeter",
+        "  signatures: (none)",  # unsigned (tests/registry/test_signatures.py lists signed ones)
     ]
     r = driftless("inspect", "-o", "json", "cli/greeter:1.0.0", env={"DRIFTLESS_REGISTRY": server.url})
     assert json.loads(r.stdout)["exports"] == ["driftless:demo/greeter"]

@@ -213,6 +213,8 @@ function renderApp(env, summary, full) {
     h("ul", { class: "comps" }, comps.map((c) => h("li", {},
       h("span", {}, c.name), " ", h("span", { class: "muted" }, c.image), " ",
       h("code", { class: "digest", title: c.digest || "" }, shortDigest(c.digest)),
+      c.signedBy ? h("span", { class: c.signedBy.length ? "muted small signed" : "bad small signed" },
+        c.signedBy.length ? ` signed by ${c.signedBy.join(", ")}` : " unsigned") : null,
       c.errors && c.errors.length ? h("div", { class: "bad small" }, c.errors.join("; ")) : null))),
     h("div", { class: "conds" }, ((full && full.conditions) || []).map((c) =>
       h("span", { class: `cond c-${c.status} cond-${c.type}`, title: `${c.reason}: ${c.message}` }, `${c.type}=${c.status}`,
