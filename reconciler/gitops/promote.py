@@ -182,7 +182,7 @@ async def handle_request(
     target = controller.tracker.app_status(to_env, app) or {}
     review = await asyncio.to_thread(
         review_digests, running=component_digests(target), proposed=component_digests(status),
-        registry_url=settings.registry,
+        registry_url=settings.registry, auth=settings.registry_auth(),
     )
     result = await asyncio.to_thread(
         promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,

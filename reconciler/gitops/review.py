@@ -12,7 +12,8 @@ from typing import Any
 from reconciler.planner.compat import breaking_changes, new_capabilities
 from shared.errors import DriftlessError
 from shared.reference import DIGEST_RE, ReferenceError, parse
-from shared.registry_client import component_info
+from shared.registry_auth import RegistryAuth
+from shared.registry_client import Credentials, component_info
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,10 +36,15 @@ def component_digests(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def review_digests(*, running: Mapping[str, tuple[str, str]], proposed: Mapping[str, tuple[str, str]],
-                   registry_url: str) -> dict[str, DigestReview]:
+                   registry_url: str, auth: RegistryAuth | None = None) -> dict[str, DigestReview]:
     """For each component whose digest would change, its typed compatibility and new capabilities,
     from what the registry recorded of both digests. A component the registry cannot describe (a
-    plain OCI registry, a digest it no longer has) is left out: nothing to compare."""
+    plain OCI registry, a digest it no longer has) is left out: nothing to compare.
+
+    ``auth`` says which credential goes to which registry (default: the environment's
+    ``DRIFTLESS_REGISTRY_USER`` / ``..._PASSWORD`` to ``registry_url`` alone, none elsewhere)."""
+    if auth is None:
+        auth = RegistryAuth(platform=registry_url, platform_credentials=Credentials.from_env())
     out = {}
     for component, (image, new) in sorted(proposed.items()):
         old = running.get(component, ("", ""))[1]
@@ -47,8 +53,8 @@ def review_digests(*, running: Mapping[str, tuple[str, str]], proposed: Mapping[
         try:
             ref = parse(image)
             repository = f"{ref.registry}/{ref.repository}" if ref.registry else ref.repository
-            before = component_info(f"{repository}@{old}", registry_url=registry_url)
-            after = component_info(f"{repository}@{new}", registry_url=registry_url)
+            before = component_info(f"{repository}@{old}", registry_url=registry_url, auth=auth)
+            after = component_info(f"{repository}@{new}", registry_url=registry_url, auth=auth)
         except (DriftlessError, ReferenceError):
             continue
         out[component] = DigestReview(
