@@ -51,6 +51,13 @@ class Promotion:
     source_drift: Sequence[Mapping[str, Any]] | None = None  # DriftItem JSON of the source, when known
     review: Mapping[str, DigestReview] | None = None  # the compatibility review, when made
     approve_capabilities: bool = False
+    approvals: Sequence[str] = ()  # users who approved these digests ahead (reconciler.gitops.approvals)
+    promoter: str | None = None  # the user who promotes (None: not known, e.g. a commit made with --repo)
+
+    @property
+    def approved_by(self) -> list[str]:
+        """Everyone who approved, once each: the approvals given ahead, then the promoter's own."""
+        return list(dict.fromkeys([*self.approvals, *([self.approver] if self.approver else [])]))
 
 
 GateCheck = Callable[[Promotion], Iterable[Gate]]
@@ -86,10 +93,32 @@ def min_soak_gate(p: Promotion) -> Iterable[Gate]:
 
 
 def approval_gate(p: Promotion) -> Iterable[Gate]:
-    if p.policy.require_approval:
-        yield Gate(name="approval", passed=bool(p.approver),
-                   message=f"approved by {p.approver}" if p.approver
+    """``requireApproval``: enough distinct approvers; with ``distinctFromPromoter`` (four eyes) the
+    promoter's own approval does not count, nor any when the promoter is not known."""
+    policy = p.policy
+    if not policy.require_approval:
+        return
+    everyone = p.approved_by
+    if not policy.distinct_from_promoter and policy.approvers == 1:
+        yield Gate(name="approval", passed=bool(everyone),
+                   message=f"approved by {', '.join(everyone)}" if everyone
                    else f"{p.to_env} requires an approval (--approve NAME)")
+        return
+    counted = [a for a in everyone if not policy.distinct_from_promoter or (p.promoter and a != p.promoter)]
+    who = "users other than the promoter" if policy.distinct_from_promoter else "distinct users"
+    wanted = f"{policy.approvers} approval{'s' if policy.approvers > 1 else ''} by {who}"
+    if len(counted) >= policy.approvers:
+        yield Gate(name="approval", passed=True, message=f"approved by {', '.join(everyone)} ({p.to_env} requires "
+                                                         f"{wanted})")
+        return
+    so_far = f"approved so far by {', '.join(everyone)}" if everyone else "no approval yet"
+    if policy.distinct_from_promoter and p.promoter is None:
+        so_far += " (the promoter is not known here: promote through the reconciler, without --repo)"
+    elif policy.distinct_from_promoter and p.promoter in everyone:
+        so_far += f" ({p.promoter} promotes: their own approval does not count)"
+    yield Gate(name="approval", passed=False,
+               message=f"{p.to_env} requires {wanted}: {so_far}; another user approves with "
+                       f"`driftless approve {p.app} --to {p.to_env}`")
 
 
 def components_gate(p: Promotion) -> Iterable[Gate]:
@@ -245,7 +274,8 @@ HINTS = {
     "synced": "wait until the source has applied its newest revision (`driftless status`)",
     "healthy": "fix the source first (`driftless status`, `driftless drift`)",
     "min-soak": "wait for the soak time to pass, then promote again",
-    "approval": "add --approve NAME (recorded in the commit as Approved-By)",
+    "approval": "add --approve (recorded in the commit as Approved-By); where the promoter's own approval does "
+                "not count, another user runs `driftless approve APP --to ENV` first",
     "components": "the source must run every component the target declares",
     "rollout": "wait for the source's canary rollout to complete (`driftless status`); an aborted digest "
                "stays held back until a fixed one is pushed there",

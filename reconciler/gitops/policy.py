@@ -10,6 +10,7 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
+from model.types import approval_rule
 from reconciler.gitops.target_files import yaml_loader
 from shared.errors import Refused
 from shared.units import duration_seconds
@@ -24,6 +25,8 @@ class PolicyView:
     min_soak_seconds: float
     require_approval: bool
     present: bool
+    approvers: int = 1  # with require_approval: how many distinct users must approve
+    distinct_from_promoter: bool = False  # four eyes: the promoter's own approval does not count
 
 
 def read_promotion_policy(root: Path, *, subdir: str, env: str) -> PolicyView:
@@ -43,11 +46,18 @@ def read_promotion_policy(root: Path, *, subdir: str, env: str) -> PolicyView:
     block = spec.get("promotion") if isinstance(spec, Mapping) else None
     if not isinstance(block, Mapping):
         return PolicyView(env=env, from_env=None, min_soak_seconds=0.0, require_approval=False, present=False)
+    try:
+        required, approvers, distinct = approval_rule(block.get("requireApproval", False))
+    except (TypeError, ValueError):
+        raise Refused(f"{env_file.relative_to(root)}: spec.promotion.requireApproval is neither true/false nor "
+                      "{approvers: N, distinctFromPromoter: true|false}") from None
     return PolicyView(
         env=env,
         from_env=str(block.get("from")) if block.get("from") is not None else None,
         min_soak_seconds=parse_duration(block.get("minSoak", 0)),
-        require_approval=bool(block.get("requireApproval", False)),
+        require_approval=required,
+        approvers=approvers,
+        distinct_from_promoter=distinct,
         present=True,
     )
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.controller.pipeline import Controller
+from reconciler.gitops import approvals
 from reconciler.gitops.gates import (
     Gate,
     Promotion,
@@ -90,6 +91,7 @@ class PromotionResult(ChangeResult):
     gates: tuple[Gate, ...]
     changes: tuple[ImageChange, ...]  # only the images that actually change
     file: str  # the target app's manifest, relative to the repository root
+    approved_by: tuple[str, ...] = ()  # every approver, each an Approved-By: trailer
 
     @property
     def changed(self) -> bool:
@@ -104,6 +106,7 @@ class PromotionResult(ChangeResult):
             "gates": [g.to_json() for g in self.gates],
             "changes": [c.to_json() for c in self.changes],
             "file": self.file,
+            "approvedBy": list(self.approved_by),
             **self.change_json(),
         }
 
@@ -139,16 +142,20 @@ def promote(
     source_drift: Sequence[Mapping[str, Any]] | None = None,
     review: Mapping[str, DigestReview] | None = None,
     approve_capabilities: bool = False,
+    approvals: Sequence[str] = (),
+    promoter: str | None = None,
 ) -> PromotionResult:
     """``review`` (component -> what its new digest breaks and newly imports, from
-    :func:`review_digests`) adds the gates ``compatible`` and ``no-new-capabilities``."""
+    :func:`review_digests`) adds the gates ``compatible`` and ``no-new-capabilities``. ``approvals``: the
+    users who approved these digests ahead (:mod:`reconciler.gitops.approvals`); ``promoter``: the user
+    promoting (whose own approval a four-eyes ``requireApproval`` does not count)."""
     now = time.time() if now is None else now
     if from_env == to_env:
         raise Refused(f"cannot promote {app} from {from_env} to itself", hint="--from and --to must differ")
     kwargs: dict[str, Any] = dict(
         subdir=subdir, app=app, from_env=from_env, to_env=to_env, source_status=source_status,
         approver=approver, dry_run=dry_run, now=now, author=author, source_drift=source_drift,
-        review=review, approve_capabilities=approve_capabilities,
+        review=review, approve_capabilities=approve_capabilities, approvals=tuple(approvals), promoter=promoter,
     )  # fmt: skip
     return in_repository(
         repo=repo,
@@ -180,17 +187,22 @@ async def handle_request(
     if not isinstance(approve_capabilities, bool):
         raise TypeError("field 'approveCapabilities' must be true or false")
     target = controller.tracker.app_status(to_env, app) or {}
+    digests = source_digests(status)
+    ahead = [a.user for a in approvals.pending(controller.store, app=app, from_env=from_env, to_env=to_env,
+                                                digests=digests)]
+    dry_run = bool(body.get("dryRun", False))
     review = await asyncio.to_thread(
         review_digests, running=component_digests(target), proposed=component_digests(status),
         registry_url=settings.registry, auth=settings.registry_auth(),
     )
     result = await asyncio.to_thread(
         promote, repo=settings.repo, branch=settings.branch, subdir=settings.path, app=app, from_env=from_env,
-        to_env=to_env, source_status=status, approver=approver, dry_run=bool(body.get("dryRun", False)),
-        push=True, author=author,
+        to_env=to_env, source_status=status, approver=approver, dry_run=dry_run, push=True, author=author,
         source_drift=[i.to_json() for i in controller.tracker.drift_items if i.env == from_env],
-        review=review, approve_capabilities=approve_capabilities,
+        review=review, approve_capabilities=approve_capabilities, approvals=ahead, promoter=user,
     )  # fmt: skip
+    if not dry_run and result.committed:
+        approvals.consume(controller.store, app=app, from_env=from_env, to_env=to_env, digests=digests)
     return result.to_json()
 
 
@@ -210,16 +222,19 @@ def _promote_in(
     source_drift: Sequence[Mapping[str, Any]] | None,
     review: Mapping[str, DigestReview] | None,
     approve_capabilities: bool,
+    approvals: tuple[str, ...],
+    promoter: str | None,
 ) -> PromotionResult:
     policy = read_promotion_policy(wc.path, subdir=subdir, env=to_env)
     located = find_app(wc.path, subdir=subdir, env=to_env, app=app)
     digests = source_digests(source_status)
-    gates = run_gates(Promotion(
+    promotion = Promotion(
         policy=policy, from_env=from_env, to_env=to_env, app=app, source_status=source_status,
         target_components=[c for c, _ in located.images], approver=approver, now=now,
         target_images=dict(located.images), source_drift=source_drift, review=review,
-        approve_capabilities=approve_capabilities,
-    ))  # fmt: skip
+        approve_capabilities=approve_capabilities, approvals=approvals, promoter=promoter,
+    )  # fmt: skip
+    gates = run_gates(promotion)
     failed = [g for g in gates if not g.passed]
     if failed:
         raise PromotionRefused(
@@ -244,7 +259,7 @@ def _promote_in(
     revision = str(source_status.get("revision") or "")
     message = promotion_message(
         app=app, from_env=from_env, to_env=to_env, revision=revision, changes=changes,
-        digests=digests, components=[c for c, _ in located.images], approver=approver,
+        digests=digests, components=[c for c, _ in located.images], approver=None, approvers=promotion.approved_by,
         healthy_since=source_status.get("healthySince"), now=now,
         approved_capabilities={c: r.new_imports for c, r in (review or {}).items() if r.new_imports}
         if approve_capabilities else {},
@@ -258,6 +273,7 @@ def _promote_in(
     result = PromotionResult(
         app=app, from_env=from_env, to_env=to_env, source_revision=revision, gates=tuple(gates),
         changes=tuple(changes), file=located.file, diff=diff, message=message, dry_run=dry_run,
+        approved_by=tuple(promotion.approved_by),
     )  # fmt: skip
     if dry_run or not changes:
         return result

@@ -35,7 +35,9 @@ def promotion_message(
     healthy_since: Any,
     now: float,
     approved_capabilities: Mapping[str, Sequence[str]] | None = None,
+    approvers: Sequence[str] = (),
 ) -> str:
+    """``approver`` and ``approvers``: one ``Approved-By:`` trailer each (``approvers`` first), once per name."""
     lines = [f"promote({app}): {from_env} -> {to_env}", ""]
     soaked = (
         f", healthy for {human_duration(now - float(healthy_since))}"
@@ -51,8 +53,8 @@ def promotion_message(
     lines.append(f"Promoted-From: {from_env}@{revision or 'unknown'}")
     for component in components:
         lines.append(f"Promoted-Digest: {component}={digests[component]}")
-    if approver:
-        lines.append(f"Approved-By: {approver}")
+    for name in dict.fromkeys([*approvers, *([approver] if approver else [])]):
+        lines.append(f"Approved-By: {name}")
     for component, imports in sorted((approved_capabilities or {}).items()):
         lines.append(f"Approved-Capabilities: {component}={','.join(imports)}")
     return "\n".join(lines) + "\n"
