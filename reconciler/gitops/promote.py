@@ -6,13 +6,17 @@ Library entry point (the reconciler's ``POST /api/v1/promote`` and ``driftless p
             from_env: str, to_env: str, source_status: Mapping[str, Any],
             approver: str | None = None, dry_run: bool = False, push: bool = True,
             now: float | None = None, author: str | None = None,
-            source_drift: Sequence[Mapping[str, Any]] | None = None) -> PromotionResult
+            source_drift: Sequence[Mapping[str, Any]] | None = None, review=None,
+            approve_capabilities: bool = False, approvals: Sequence[str] = (),
+            promoter: str | None = None) -> PromotionResult
 
     repo           Git remote (URL or path of a bare repo) when ``push``; a local working copy
                    when not ``push`` (the commit lands there, unpushed)
     source_status  GET /api/v1/environments/{from_env}/apps/{app} of the reconciler:
                    {"revision", "sync", "health", "healthySince", "components": [{"name", "image", "digest"}]}
     source_drift   GET /api/v1/drift?env={from_env} items, when known: adds the gate "no-drift"
+    approvals      users who approved these digests ahead (reconciler.gitops.approvals)
+    promoter       the user promoting: a four-eyes requireApproval does not count their approval
     returns        PromotionResult (``to_json()``); raises PromotionRefused (a ``Refused``, with
                    ``gates`` and ``to_json()``) when a gate fails, GitError/PushConflict on Git trouble.
 
@@ -23,18 +27,20 @@ HTTP (``POST /api/v1/promote``, wired by the reconciler to :func:`handle_request
               "author" naming anyone else is refused with 400)
     200       PromotionResult.to_json(): {"app", "from", "to", "sourceRevision", "gates": [{"name",
               "passed", "message"}], "changes": [{"component", "old", "new", "digest"}], "file",
-              "diff", "message", "dryRun", "commit", "pushed"}
+              "approvedBy", "diff", "message", "dryRun", "commit", "pushed"}
     400       a field is missing or has the wrong type;  409  a gate failed (the error names it)
 
 The jobs live in their own modules: the gates (:mod:`reconciler.gitops.gates`, a list of
 same-signature functions), the target's promotion policy (:mod:`~reconciler.gitops.policy`), the
 compatibility review (:mod:`~reconciler.gitops.review`), the target's files
 (:mod:`~reconciler.gitops.target_files`), the commit message and its trailers
-(:mod:`~reconciler.gitops.trailers`), the request's fields (:mod:`~reconciler.gitops.request_fields`).
+(:mod:`~reconciler.gitops.trailers`), the request's fields (:mod:`~reconciler.gitops.request_fields`),
+the approvals given ahead (:mod:`~reconciler.gitops.approvals`).
 
 Gates come from the TARGET Environment's ``promotion`` block: ``from`` must name the source,
 the source app must be Synced and Healthy, healthy for at least ``minSoak``, and with
-``requireApproval`` an approver must be named (recorded as ``Approved-By:``). When the source app
+``requireApproval`` an approver must be named (recorded as ``Approved-By:``; four eyes:
+``{approvers: N, distinctFromPromoter: true}`` wants N users other than the promoter). When the source app
 has a canary rollout (``spec.rollout.strategy: canary``), the gate ``rollout`` wants it Completed:
 the digests passed the source's ``abortWhen`` (error rate, p99, traps, fuel per request against the
 stable digest) and shadow ``minMatch`` there; an aborted, held-back digest is never promoted. Only the ``image:``
