@@ -128,8 +128,8 @@ class ReconcilerClient:
     def _failover(self, method: str, path: str, *, params: Mapping[str, str | None] | None, body: bytes | None,
                   headers: dict[str, str]) -> httpx.Response:
         """Send to the current reconciler; with several (--control URL1,URL2), go to the leader a follower
-        names (503) when it is one of them with the same scheme, or on to the next when one does not answer, for up to FAILOVER_WAIT seconds (an
-        election). A write sent again this way is safe: promote, rollback and sync change nothing the
+        names (503) when it is one of them with the same scheme, or on to the next when one does not
+        answer, for up to FAILOVER_WAIT seconds (an election). A write sent again this way is safe: promote, rollback and sync change nothing the
         second time (the target already declares the digests, the files are already restored)."""
         deadline = time.monotonic() + FAILOVER_WAIT
         tried = 0

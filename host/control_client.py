@@ -11,8 +11,9 @@ back to the join token, which works when the name is free.
 Several reconcilers (replicated on PostgreSQL): ``url`` may list several, comma-separated. The host
 talks to one at a time; a follower answers 503 naming the leader (``{"leader": URL}``), and the host
 goes there at once when that URL is one of its ``--control`` URLs with the same scheme (another
-address, or https named as http, is not followed: the host's credential goes nowhere else); a reconciler that does not answer (or answers 503 without a leader) sends it to
-the next URL of the list, with backoff. A report that fails (connection refused, no answer within
+address, or https named as http, is not followed: the host's credential goes nowhere else); a
+reconciler that does not answer (or answers 503 without a leader) sends it to the next URL of the
+list, with backoff. A report that fails (connection refused, no answer within
 ``max(5, 2 x heartbeat)`` seconds: a paused process) ends the long-poll too, so a host never waits
 on a dead leader for a whole long-poll. Nothing restarts: what runs keeps running, the new leader
 answers with the same generation (it is in the shared database), which the host already runs."""

@@ -4,9 +4,10 @@ Plain http for registries on loopback (127.0.0.0/8, localhost, ::1) or named in 
 https otherwise (``ca_file``: the CA bundle to trust instead of the system's). Basic-auth
 credentials: ``username``/``password`` to the platform ``registry`` alone (same host:port, same
 scheme), an entry of ``credentials`` (--registry-credentials) to its registry, none to any other
-(a manifest naming another registry cannot harvest them); a ``WWW-Authenticate: Bearer`` challenge
-is answered with a token from its realm (anonymous, or with that registry's credential), as docker/oras do. Redirects (blob
-downloads sent to a CDN) are followed, and ``Authorization`` is never sent along to another host.
+(a manifest naming another registry cannot harvest them); a ``WWW-Authenticate: Bearer``
+challenge is answered with a token from its realm (anonymous, or with that registry's credential),
+as docker/oras do. Redirects (blob downloads sent to a CDN) are followed, and ``Authorization`` is
+never sent along to another host.
 """
 
 from __future__ import annotations

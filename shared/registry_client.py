@@ -9,8 +9,9 @@
 
 References may be full (``host:port/repo:tag``) or short (``repo:tag``, against ``registry_url``, else
 ``$DRIFTLESS_REGISTRY``, else ``http://127.0.0.1:5000``; the CLI passes the one ``driftless up`` recorded). Loopback registries are spoken to over plain HTTP,
-others over HTTPS. Credentials: the ``credentials`` argument, else ``DRIFTLESS_REGISTRY_USER`` /
-``DRIFTLESS_REGISTRY_PASSWORD``. HTTP goes through :mod:`shared.http` (httpx).
+others over HTTPS. Credentials: with ``auth`` (a :class:`CredentialPolicy`, e.g.
+``shared.registry_auth.RegistryAuth``) what it gives that registry, or none; else the ``credentials``
+argument, else ``DRIFTLESS_REGISTRY_USER`` / ``DRIFTLESS_REGISTRY_PASSWORD``. HTTP goes through :mod:`shared.http` (httpx).
 
 Tag resolution for the reconciler and the CLI's diff/drift (what ``shared.tags`` re-exports):
 

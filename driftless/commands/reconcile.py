@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> int:
 
         registry_credentials = load_credentials_file(args.registry_credentials)  # refused now when unusable
     settings = Settings(
-        registry_credentials=registry_credentials,
         repo=args.repo,
         data=args.data.resolve(),
         registry=args.registry,
+        registry_credentials=registry_credentials,
         token=token,
         branch=args.branch,
         path=args.path.strip("/") or ".",
