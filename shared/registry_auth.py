@@ -84,7 +84,8 @@ def load_credentials_file(path: Path) -> dict[str, Credentials]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        # where the broken construct starts (an unclosed bracket), else where the parser noticed it
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         raise UsageError(f"--registry-credentials {where}: not valid YAML or JSON "
                          f"({getattr(exc, 'problem', None) or exc})") from None

@@ -6,6 +6,7 @@ are capture servers on loopback forwarding to the real (password-protected) regi
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,35 @@ def test_the_credentials_file_must_be_private_and_the_user_needs_its_registry(tm
     r = _host("--desired", str(tmp_path / "none.json"), "--data", str(tmp_path / "h"),
               env={"DRIFTLESS_REGISTRY_USER": "puller"})
     assert r.returncode != 0 and "needs --registry URL" in r.stderr, r.stderr
+
+
+def test_the_file_may_be_a_docker_config_and_a_bad_one_says_why(tmp_path: Path) -> None:
+    from shared.errors import UsageError
+    from shared.registry_auth import RegistryAuth, load_credentials_file
+    from shared.registry_client import Credentials
+
+    def load(text: str) -> dict[str, Credentials]:
+        path = tmp_path / "config.json"
+        path.write_text(text)
+        path.chmod(0o600)
+        return load_credentials_file(path)
+
+    robot = base64.b64encode(b"robot:s3:cret").decode()
+    config = {"auths": {"ghcr.io": {"auth": robot}, "https://Reg.Example:5000/v1/": {"username": "u", "password": "p"}}}
+    assert load(json.dumps(config)) == {"ghcr.io": Credentials("robot", "s3:cret"),
+                                        "reg.example:5000": Credentials("u", "p")}
+    for text, said in (('{"auths": {}, "credsStore": "desktop"}', "credential helpers"),
+                       ('{"auths": {"ghcr.io": {"auth": "bm9jb2xvbg=="}}}', "not base64 of user:password"),
+                       ("ghcr.io: {username: robot}\n", "needs username and password"),
+                       ("ghcr.io:\n  username: [unclosed\n", "config.json:2:")):
+        with pytest.raises(UsageError) as refused:
+            load(text)
+        assert said in str(refused.value), refused.value
+
+    auth = RegistryAuth(platform="https://reg.example:443", platform_credentials=Credentials("ci", "pw"),
+                        configured={"ghcr.io": Credentials("robot", "x")})
+    assert auth.for_url("https://REG.example:443") == Credentials("ci", "pw")
+    assert auth.for_url("http://reg.example:443") is None  # the same host downgraded to http: nothing
+    assert auth.for_url("https://reg.example:444") is None  # another port: another registry
+    assert auth.for_url("https://ghcr.io") == Credentials("robot", "x")
+    assert auth.for_url("https://evil.example") is None
