@@ -13,7 +13,8 @@ the target environment, like a promoter)::
 
 An approval is kept in the reconciler's state store (shared by replicated reconcilers) until a
 promotion of its digests commits, until the source runs other digests (it no longer applies), or
-for ``APPROVAL_TTL`` seconds. A user approving again replaces their earlier approval.
+for ``APPROVAL_TTL`` seconds. A user approving again replaces their earlier approval. Each approval is
+an event (``PromotionApproved``) too.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ async def handle_request(
                       hint="check `driftless status`")
     approval = Approval(user=user, app=app, from_env=from_env, to_env=to_env, digests=digests, at=time.time())
     record(controller.store, approval)
+    pinned = ", ".join(f"{c}={d[:19]}" for c, d in sorted(digests.items()))
+    controller.event(reason="PromotionApproved", env=to_env, app=app,
+                     message=f"{user} approved promoting {app} from {from_env} to {to_env} at {pinned}")
     return {"approval": approval.to_json(),
             "approvals": [a.to_json() for a in pending(controller.store, app=app, from_env=from_env, to_env=to_env,
                                                        digests=digests)]}

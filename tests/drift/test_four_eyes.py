@@ -77,6 +77,10 @@ def test_the_promoter_alone_does_not_pass_a_four_eyes_gate(tmp_path: Path) -> No
         assert "Approved as bob: promoting calc staging -> prod" in r.stdout
         pending = p.reconciler.get("/api/v1/environments/prod")["promotion"]["approvals"]
         assert {a["user"] for a in pending} == {ADMIN, "bob"}
+        events = p.reconciler.get("/api/v1/events?limit=50")["events"]
+        assert any(e["reason"] == "PromotionApproved" and e["message"].startswith("bob approved promoting calc "
+                                                                                  "from staging to prod at math=sha256:")
+                   for e in events), events
 
         status, body = promote(approve=True)
         assert status == 200, body
