@@ -26,11 +26,11 @@ def test_the_promoter_alone_does_not_pass_a_four_eyes_gate(tmp_path: Path) -> No
                                                "            requireApproval: {approvers: 1, distinctFromPromoter: true}\n")
     p = local_platform(tmp_path, hosts={"h1": {"cloud": "aws"}},
                        users=[user("bob", BOB, "operator", environments=["prod"]), user("carol", CAROL, "viewer")])
-    p.up(tree={"staging/environment.yaml": environment("staging", prefix="/staging"),
-               "staging/apps/calc.yaml": calc("1.0.0"),
-               "prod/environment.yaml": prod, "prod/apps/calc.yaml": calc("1.0.0")},
-         components={"demo/math:1.0.0": math(), "demo/math:1.0.1": with_custom_section(math(), b"1.0.1")})  # fmt: skip
     try:
+        p.up(tree={"staging/environment.yaml": environment("staging", prefix="/staging"),
+                   "staging/apps/calc.yaml": calc("1.0.0"),
+                   "prod/environment.yaml": prod, "prod/apps/calc.yaml": calc("1.0.0")},
+             components={"demo/math:1.0.0": math(), "demo/math:1.0.1": with_custom_section(math(), b"1.0.1")})  # fmt: skip
         newer = p.registry.digest("demo/math:1.0.1")
 
         def runs(env: str, digest: str | None = None) -> bool:

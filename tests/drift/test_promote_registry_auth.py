@@ -40,11 +40,11 @@ def test_foreign_registries_get_only_their_own_credential(tmp_path: Path, monkey
             return {f"{env_name}/apps/{app}.yaml": application(app, [{"name": "math", "image": f"{where}/demo/math:{tag}"}])
                     for app, where in (("calc", evil.host), ("calc2", configured.host))}
 
-        p.up(tree={"staging/environment.yaml": env("staging"), **apps("staging", "1.0.0"),
-                   "prod/environment.yaml": env("prod", "          promotion:\n            from: staging\n"),
-                   **apps("prod", "1.0.0")},
-             components={"demo/math:1.0.0": math(), "demo/math:1.1.0": math(imports=True)})  # fmt: skip
         try:
+            p.up(tree={"staging/environment.yaml": env("staging"), **apps("staging", "1.0.0"),
+                       "prod/environment.yaml": env("prod", "          promotion:\n            from: staging\n"),
+                       **apps("prod", "1.0.0")},
+                 components={"demo/math:1.0.0": math(), "demo/math:1.1.0": math(imports=True)})  # fmt: skip
             newer = p.registry.digest("demo/math:1.1.0")
 
             def runs(env_name: str, app: str, digest: str | None = None) -> bool:

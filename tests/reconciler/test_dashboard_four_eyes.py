@@ -32,11 +32,11 @@ def test_the_dashboard_waits_for_another_approver(tmp_path: Path) -> None:
     prod = environment("prod").rstrip(" ") + ("          promotion:\n            from: staging\n"
                                                "            requireApproval: {approvers: 1, distinctFromPromoter: true}\n")
     p = local_platform(tmp_path, hosts={"h1": {"cloud": "aws"}}, users=[user("bob", BOB, "operator")])
-    p.up(tree={"staging/environment.yaml": environment("staging", prefix="/staging"),
-               "staging/apps/calc.yaml": calc("1.0.0"),
-               "prod/environment.yaml": prod, "prod/apps/calc.yaml": calc("1.0.0")},
-         components={"demo/math:1.0.0": math(), "demo/math:1.0.1": with_custom_section(math(), b"1.0.1")})  # fmt: skip
     try:
+        p.up(tree={"staging/environment.yaml": environment("staging", prefix="/staging"),
+                   "staging/apps/calc.yaml": calc("1.0.0"),
+                   "prod/environment.yaml": prod, "prod/apps/calc.yaml": calc("1.0.0")},
+             components={"demo/math:1.0.0": math(), "demo/math:1.0.1": with_custom_section(math(), b"1.0.1")})  # fmt: skip
         newer = p.registry.digest("demo/math:1.0.1")
         p.git.push({"staging/apps/calc.yaml": calc("1.0.1")}, "staging: math 1.0.1")
         wait_until(lambda: (a := p.reconciler.app("staging", "calc"))["health"] == "Healthy"
