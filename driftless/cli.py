@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "drift": "differences between what Git declares and what runs (exit 2 when drifting)",
     "diff": "what applying a revision would change, host by host",
     "promote": "promote the digests running healthy in one environment to the next, as a Git commit",
+    "approve": "approve a promotion ahead (as a second person where four eyes are required)",
     "history": "revisions applied to an environment",
     "rollback": "revert an application to an earlier applied revision, as a new Git commit",
     "secrets": "age keys and encrypted values for secrets kept in Git (keygen, encrypt)",

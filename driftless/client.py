@@ -24,6 +24,7 @@ import httpx
 
 from driftless.endpoints import default_control_url, load_up_json
 from shared import http
+from shared.control_urls import listed_url
 from shared.errors import NotReachable, Refused, UsageError
 
 
@@ -127,8 +128,8 @@ class ReconcilerClient:
     def _failover(self, method: str, path: str, *, params: Mapping[str, str | None] | None, body: bytes | None,
                   headers: dict[str, str]) -> httpx.Response:
         """Send to the current reconciler; with several (--control URL1,URL2), go to the leader a follower
-        names (503), or on to the next when one does not answer, for up to FAILOVER_WAIT seconds (an
-        election). A write sent again this way is safe: promote, rollback and sync change nothing the
+        names (503) when it is one of them with the same scheme, or on to the next when one does not
+        answer, for up to FAILOVER_WAIT seconds (an election). A write sent again this way is safe: promote, rollback and sync change nothing the
         second time (the target already declares the digests, the files are already restored)."""
         deadline = time.monotonic() + FAILOVER_WAIT
         tried = 0
@@ -147,7 +148,7 @@ class ReconcilerClient:
             if response is not None and (response.status_code != 503 or len(self.base_urls) < 2
                                          or time.monotonic() > deadline):
                 return response
-            leader = _leader_named(response)
+            leader = listed_url(_leader_named(response), listed=self.base_urls)  # never an address not in --control
             if leader and leader != url:
                 self.base_url = leader
                 continue
@@ -168,6 +169,10 @@ class ReconcilerClient:
         if status == 401 and not hint:
             hint = ("pass --token-file FILE (or set $DRIFTLESS_TOKEN_FILE) with a credential of the reconciler's "
                     "--users-file; `driftless up` writes one to DATA/admin-token")
+        leader = _leader_named(response)
+        if status == 503 and leader and listed_url(leader, listed=self.base_urls) is None:
+            hint = (f"the leader is {leader}, which is not one of --control {','.join(self.base_urls)}: the CLI "
+                    "follows only the URLs given; add it to --control if it is yours")
         if status == 403 and not hint:
             hint = "ask an admin for a credential whose role allows it (docs/reconciler.md, Authentication and roles)"
         if status == 404 and not message:

@@ -380,6 +380,7 @@ class Platform:
             "--admin-listen", f"127.0.0.1:{h.admin_port}",
             "--data", str(self.data / "hosts" / h.name),
             "--heartbeat", str(self.heartbeat),
+            "--registry", self.registry_url,  # where a $DRIFTLESS_REGISTRY_USER credential may go
         ]  # fmt: skip
         if self.tls:
             args += ["--control-ca", str(self.tls[0])]

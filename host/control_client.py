@@ -10,8 +10,10 @@ back to the join token, which works when the name is free.
 
 Several reconcilers (replicated on PostgreSQL): ``url`` may list several, comma-separated. The host
 talks to one at a time; a follower answers 503 naming the leader (``{"leader": URL}``), and the host
-goes there at once; a reconciler that does not answer (or answers 503 without a leader) sends it to
-the next URL of the list, with backoff. A report that fails (connection refused, no answer within
+goes there at once when that URL is one of its ``--control`` URLs with the same scheme (another
+address, or https named as http, is not followed: the host's credential goes nowhere else); a
+reconciler that does not answer (or answers 503 without a leader) sends it to the next URL of the
+list, with backoff. A report that fails (connection refused, no answer within
 ``max(5, 2 x heartbeat)`` seconds: a paused process) ends the long-poll too, so a host never waits
 on a dead leader for a whole long-poll. Nothing restarts: what runs keeps running, the new leader
 answers with the same generation (it is in the shared database), which the host already runs."""
@@ -27,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from shared import http
+from shared.control_urls import listed_url
 from shared.retry import Backoff
 from wire.control import PREFIX, HostDesiredState, HostRegistered, HostRegistration, HostReport
 
@@ -105,11 +108,17 @@ class ControlChannel:
         self._interrupt = asyncio.Event()  # a failed report ends the long-poll on the same reconciler
 
     def _fail_over(self, failed: str, leader: str | None = None) -> None:
-        """Talk to ``leader`` (named by a follower), else the URL after ``failed`` in the list."""
+        """Talk to ``leader`` (named by a follower) when it is one of our URLs, else the URL after
+        ``failed`` in the list."""
         if self.url != failed:
             return  # the other loop moved on already
+        followed = listed_url(leader, listed=self.urls)
+        if leader and followed is None:
+            log.warning("reconciler %s names the leader %s, which is not one of --control %s (or not with the same "
+                        "scheme): not following it", failed, leader, ",".join(self.urls))
+        leader = followed
         if leader:
-            self.url = leader.rstrip("/")
+            self.url = leader
         elif len(self.urls) > 1:
             position = self.urls.index(failed) if failed in self.urls else -1
             self.url = self.urls[(position + 1) % len(self.urls)]

@@ -2,9 +2,12 @@
 
 Plain http for registries on loopback (127.0.0.0/8, localhost, ::1) or named in ``insecure``;
 https otherwise (``ca_file``: the CA bundle to trust instead of the system's). Basic-auth
-credentials when ``username`` is set; a ``WWW-Authenticate: Bearer`` challenge is answered with a
-token from its realm (anonymous, or with the same credentials), as docker/oras do. Redirects (blob
-downloads sent to a CDN) are followed, and ``Authorization`` is never sent along to another host.
+credentials: ``username``/``password`` to the platform ``registry`` alone (same host:port, same
+scheme), an entry of ``credentials`` (--registry-credentials) to its registry, none to any other
+(a manifest naming another registry cannot harvest them); a ``WWW-Authenticate: Bearer``
+challenge is answered with a token from its realm (anonymous, or with that registry's credential),
+as docker/oras do. Redirects (blob downloads sent to a CDN) are followed, and ``Authorization`` is
+never sent along to another host.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,6 +26,8 @@ import httpx
 from host.errors import DigestMismatch, PullError, RegistryUnreachable
 from shared import http
 from shared.reference import ReferenceError, parse
+from shared.registry_auth import RegistryAuth
+from shared.registry_client import Credentials
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -39,11 +44,24 @@ MAX_MANIFEST_BYTES = 4 << 20
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistryAccess:
-    username: str | None = None
+    username: str | None = None  # the platform registry's credential, sent to it alone
     password: str | None = None
     insecure: Collection[str] = field(default_factory=tuple)  # registry hosts reached over plain http
     ca_file: str | None = None
     timeout: float = 30.0
+    registry: str | None = None  # the platform registry: URL, or host[:port] (its scheme as the puller's)
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)  # host[:port] -> another registry's
+
+    def scheme(self, registry: str) -> str:
+        return "http" if is_loopback(registry) or registry in self.insecure else "https"
+
+    def auth(self) -> RegistryAuth:
+        platform = self.registry
+        if platform is not None and "://" not in platform:
+            platform = f"{self.scheme(platform)}://{platform}"
+        return RegistryAuth(platform=platform, configured=self.credentials,
+                            platform_credentials=Credentials(self.username, self.password or "")
+                            if self.username and platform else None)
 
 
 def is_loopback(registry: str) -> bool:
@@ -92,13 +110,14 @@ def registry_session(*, image: str, access: RegistryAccess) -> Iterator[Registry
         raise PullError(str(exc)) from None
     if ref.registry is None:
         raise PullError(f"image {image!r} names no registry; the host pulls only fully qualified references")
-    scheme = "http" if is_loopback(ref.registry) or ref.registry in access.insecure else "https"
+    scheme = access.scheme(ref.registry)
     registry_url = f"{scheme}://{ref.registry}"
     base = f"{registry_url}/v2/{ref.repository}"
 
+    credentials = access.auth().for_url(registry_url)
     basic = (
-        "Basic " + base64.b64encode(f"{access.username}:{access.password or ''}".encode()).decode()
-        if access.username
+        "Basic " + base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        if credentials
         else None
     )
     authorization: list[str | None] = [basic]  # becomes "Bearer ..." after a token challenge
@@ -159,8 +178,11 @@ def registry_session(*, image: str, access: RegistryAccess) -> Iterator[Registry
             status = exc.response.status_code
             if status in (401, 403):
                 raise PullError(
-                    f"registry {ref.registry} refused {what} ({status}); set --registry-user and "
-                    "DRIFTLESS_REGISTRY_PASSWORD on the host"
+                    f"registry {ref.registry} refused {what} ({status}); "
+                    + ("its credential was refused" if credentials else
+                       "no credential is configured for it: the platform registry's comes from --registry, "
+                       "--registry-user and DRIFTLESS_REGISTRY_PASSWORD on the host, another registry's from "
+                       "--registry-credentials FILE")
                 ) from None
             if status == 404:
                 raise NotFound(f"{what} not found in registry {ref.registry} (404)") from None

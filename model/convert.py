@@ -33,6 +33,7 @@ from model.types import (
     SyncMode,
     SyncPolicy,
     Threshold,
+    approval_rule,
 )
 from shared.units import duration_seconds, memory_bytes
 
@@ -132,6 +133,9 @@ DERIVED: frozenset[tuple[type, str]] = frozenset({
     (Threshold, "text"),  # spec.rollout.abortWhen.<metric>, parsed by model.rollout.parse_threshold
     (Threshold, "value"),
     (Threshold, "relative"),
+    # spec.promotion.requireApproval written as {approvers, distinctFromPromoter} (a oneOf branch), by approval_rule
+    (PromotionPolicy, "approvers"),
+    (PromotionPolicy, "distinct_from_promoter"),
 })
 
 
@@ -140,6 +144,7 @@ def to_environment(data: dict[str, Any], *, source: str) -> Environment:
     selector = spec.get("hostSelector") or {}
     sync = spec.get("sync") or {}
     promotion = spec.get("promotion")
+    approval = approval_rule((promotion or {}).get("requireApproval", False))
     return Environment(
         name=data["metadata"]["name"],
         host_selector=HostSelector(match_labels=dict(selector.get("matchLabels") or {})),
@@ -149,7 +154,7 @@ def to_environment(data: dict[str, Any], *, source: str) -> Environment:
         promotion=None if promotion is None else PromotionPolicy(
             from_env=promotion["from"],
             min_soak_seconds=duration_seconds(promotion["minSoak"]) if "minSoak" in promotion else 0.0,
-            require_approval=promotion.get("requireApproval", False),
+            require_approval=approval[0], approvers=approval[1], distinct_from_promoter=approval[2],
         ),
         notifications=tuple(
             Notification(url=n["url"], format=n.get("format", "generic"), events=tuple(n.get("events") or ()),

@@ -99,6 +99,13 @@ def _problems(doc: Document, error: ValidationError, path: PathKey) -> list[Prob
         if expected == "string":
             message += _quote_hint(value)
         return [doc.problem(path, message, code="wrong-type")]
+    if validator == "oneOf":
+        # the branch for the value's own type says what is wrong with it (a mapping: the object branch)
+        inner = [e for e in error.context or () if e.validator != "type"]
+        if inner:
+            return [p for e in inner for p in _problems(doc, e, tuple(e.absolute_path))]
+        return [doc.problem(path, f"{where} must be {hint or 'one of the forms the schema allows'}, not "
+                                  f"{_describe(value)}", code="wrong-type")]
     if validator == "propertyNames":
         return [doc.problem(path, f"{where}: {error.message}", code="invalid-value")]
     if validator == "pattern" and error.relative_schema_path and "propertyNames" in error.relative_schema_path:

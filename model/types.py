@@ -34,7 +34,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 API_VERSION = "driftless.dev/v1alpha1"
 
@@ -93,6 +93,16 @@ class PromotionPolicy:
     from_env: str
     min_soak_seconds: float = 0.0
     require_approval: bool = False
+    approvers: int = 1  # with require_approval: how many distinct users must approve
+    distinct_from_promoter: bool = False  # four eyes: the promoter's own approval does not count
+
+
+def approval_rule(value: Any) -> tuple[bool, int, bool]:
+    """``requireApproval`` as written (a boolean, or ``{approvers, distinctFromPromoter}``, schema-checked):
+    (required, approvers, distinct from the promoter)."""
+    if isinstance(value, Mapping):
+        return True, int(value.get("approvers", 1)), bool(value.get("distinctFromPromoter", False))
+    return bool(value), 1, False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

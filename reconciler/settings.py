@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.registry_auth import RegistryAuth
+from shared.registry_client import Credentials
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,3 +42,12 @@ class Settings:
     advertise_url: str | None = None  # this reconciler's URL as hosts and clients reach it (a follower names the leader's)
     lease_seconds: float = 3.0  # the leader lease on a shared state (renewed every third of it)
     signature_policy: Path | None = None  # per environment, the keys whose signatures a digest needs (shared.signatures)
+    # --registry-credentials: host[:port] -> the credential of a registry other than the platform's
+    registry_credentials: Mapping[str, Credentials] = field(default_factory=dict)
+
+    def registry_auth(self) -> RegistryAuth:
+        """Which credential the reconciler sends to which registry: the platform's (``DRIFTLESS_REGISTRY_USER``
+        / ``..._PASSWORD``) to ``registry`` alone, a --registry-credentials entry to its registry, else none."""
+        platform = self.registry if "://" in self.registry else f"http://{self.registry}"
+        return RegistryAuth(platform=platform, platform_credentials=Credentials.from_env(),
+                            configured=self.registry_credentials)

@@ -9,8 +9,9 @@
 
 References may be full (``host:port/repo:tag``) or short (``repo:tag``, against ``registry_url``, else
 ``$DRIFTLESS_REGISTRY``, else ``http://127.0.0.1:5000``; the CLI passes the one ``driftless up`` recorded). Loopback registries are spoken to over plain HTTP,
-others over HTTPS. Credentials: the ``credentials`` argument, else ``DRIFTLESS_REGISTRY_USER`` /
-``DRIFTLESS_REGISTRY_PASSWORD``. HTTP goes through :mod:`shared.http` (httpx).
+others over HTTPS. Credentials: with ``auth`` (a :class:`CredentialPolicy`, e.g.
+``shared.registry_auth.RegistryAuth``) what it gives that registry, or none; else the ``credentials``
+argument, else ``DRIFTLESS_REGISTRY_USER`` / ``DRIFTLESS_REGISTRY_PASSWORD``. HTTP goes through :mod:`shared.http` (httpx).
 
 Tag resolution for the reconciler and the CLI's diff/drift (what ``shared.tags`` re-exports):
 
@@ -31,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -78,6 +79,12 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
+class CredentialPolicy(Protocol):
+    """Which credential goes to which registry (:class:`shared.registry_auth.RegistryAuth`)."""
+
+    def for_url(self, base_url: str) -> Credentials | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     digest: str
@@ -122,9 +129,11 @@ class Session:
     """
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None, timeout: float = 60.0,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, auth: CredentialPolicy | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.credentials = credentials if credentials is not None else Credentials.from_env()
+        # ``auth`` decides alone (None: anonymous); else the credentials given, else the environment's
+        self.credentials = (auth.for_url(self.base_url) if auth is not None
+                            else credentials if credentials is not None else Credentials.from_env())
         self.timeout = timeout
         self.insecure = insecure
         self._client: httpx.Client | None = None
@@ -187,18 +196,19 @@ def _error_from(method: str, url: str, status: int, data: bytes) -> RegistryClie
     return RegistryClientError(text, status=status, code=code, hint=hint)
 
 
-def _session(t: Target, credentials: Credentials | None, insecure: bool = False) -> Session:
-    return Session(t.base_url, credentials=credentials, insecure=insecure)
+def _session(t: Target, credentials: Credentials | None, insecure: bool = False,
+             auth: CredentialPolicy | None = None) -> Session:
+    return Session(t.base_url, credentials=credentials, insecure=insecure, auth=auth)
 
 
 # --- reading ---------------------------------------------------------------------------------------
 
 
 def resolve(ref: str | refs.Reference, *, registry_url: str | None = None,
-            credentials: Credentials | None = None) -> str | None:
+            credentials: Credentials | None = None, auth: CredentialPolicy | None = None) -> str | None:
     """The manifest digest a tag (or digest) points to, or None when the registry has no such manifest."""
     t = target(ref, registry_url=registry_url)
-    status, headers, _ = _session(t, credentials).request(
+    status, headers, _ = _session(t, credentials, auth=auth).request(
         "HEAD", f"/v2/{t.ref.repository}/manifests/{t.ref.identifier}", headers={"Accept": MANIFEST_ACCEPT},
         ok=(200, 404),
     )
@@ -208,9 +218,9 @@ def resolve(ref: str | refs.Reference, *, registry_url: str | None = None,
 
 
 def fetch_manifest(ref: str | refs.Reference, *, registry_url: str | None = None,
-                   credentials: Credentials | None = None) -> Manifest:
+                   credentials: Credentials | None = None, auth: CredentialPolicy | None = None) -> Manifest:
     t = target(ref, registry_url=registry_url)
-    _, headers, body = _session(t, credentials).request(
+    _, headers, body = _session(t, credentials, auth=auth).request(
         "GET", f"/v2/{t.ref.repository}/manifests/{t.ref.identifier}", headers={"Accept": MANIFEST_ACCEPT}
     )
     algorithm = (t.ref.digest or "sha256:").split(":")[0]
@@ -221,11 +231,11 @@ def fetch_manifest(ref: str | refs.Reference, *, registry_url: str | None = None
 
 
 def fetch_blob(repository: str | refs.Reference, digest: str, *, registry_url: str | None = None,
-               credentials: Credentials | None = None) -> bytes:
+               credentials: Credentials | None = None, auth: CredentialPolicy | None = None) -> bytes:
     """A blob's bytes, verified against ``digest``. ``repository`` may be a full or short reference."""
     refs.parse(f"x@{digest}")  # validates the digest's form
     t = target(repository, registry_url=registry_url)
-    _, _, data = _session(t, credentials).request("GET", f"/v2/{t.ref.repository}/blobs/{digest}")
+    _, _, data = _session(t, credentials, auth=auth).request("GET", f"/v2/{t.ref.repository}/blobs/{digest}")
     algorithm = digest.split(":")[0]
     if f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}" != digest:
         raise RegistryClientError(f"blob {digest} from {t.base_url} does not match its digest", status=200)
@@ -233,19 +243,19 @@ def fetch_blob(repository: str | refs.Reference, digest: str, *, registry_url: s
 
 
 def component_info(ref: str | refs.Reference, *, registry_url: str | None = None,
-                   credentials: Credentials | None = None) -> dict[str, Any]:
+                   credentials: Credentials | None = None, auth: CredentialPolicy | None = None) -> dict[str, Any]:
     """``GET /v2/_driftless/components/<name>/<reference>``: kind, imports, exports, digests."""
     t = target(ref, registry_url=registry_url)
-    _, _, body = _session(t, credentials).request(
+    _, _, body = _session(t, credentials, auth=auth).request(
         "GET", f"/v2/_driftless/components/{t.ref.repository}/{t.ref.identifier}"
     )
     return json.loads(body)
 
 
 def list_tags(repository: str | refs.Reference, *, registry_url: str | None = None,
-              credentials: Credentials | None = None) -> list[str]:
+              credentials: Credentials | None = None, auth: CredentialPolicy | None = None) -> list[str]:
     t = target(repository, registry_url=registry_url)
-    _, _, body = _session(t, credentials).request("GET", f"/v2/{t.ref.repository}/tags/list")
+    _, _, body = _session(t, credentials, auth=auth).request("GET", f"/v2/{t.ref.repository}/tags/list")
     return list(json.loads(body).get("tags") or [])
 
 
@@ -355,12 +365,14 @@ def registry_host(url: str) -> str:
     return urllib.parse.urlsplit(url if "://" in url else f"http://{url}").netloc
 
 
-def resolve_tags(images: Iterable[str], *, registry_url: str, timeout: float = 5.0) -> dict[str, str]:
+def resolve_tags(images: Iterable[str], *, registry_url: str, timeout: float = 5.0,
+                 auth: CredentialPolicy | None = None) -> dict[str, str]:
     """Digest of every tagged image (as written); pinned images map to their own digest.
 
     Short references go to ``registry_url`` (a URL, or a bare ``host:port`` spoken to over http).
     Its credentials (``DRIFTLESS_REGISTRY_USER`` / ``..._PASSWORD``) are sent to it alone: an image
-    naming another registry is asked anonymously, so a manifest cannot harvest our password.
+    naming another registry is asked anonymously, so a manifest cannot harvest our password; with
+    ``auth``, each registry gets what ``auth`` gives it (the operator's --registry-credentials).
     """
     platform_url = registry_url if "://" in registry_url else f"http://{registry_url}"
     ours = registry_host(platform_url)
@@ -376,8 +388,8 @@ def resolve_tags(images: Iterable[str], *, registry_url: str, timeout: float = 5
             host = t.ref.registry or ours
             session = sessions.get(t.base_url)
             if session is None:
-                session = sessions[t.base_url] = stack.enter_context(Session(t.base_url, timeout=timeout))
-                if host != ours:
+                session = sessions[t.base_url] = stack.enter_context(Session(t.base_url, timeout=timeout, auth=auth))
+                if host != ours and auth is None:
                     session.credentials = None
             try:
                 status, headers, _ = session.request(

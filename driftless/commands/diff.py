@@ -165,8 +165,8 @@ def render(result: dict[str, Any], *, what: str) -> str:
 
 def new_needs(changes: list[dict[str, Any]], *, registry_url: str) -> list[dict[str, Any]]:
     """For each component whose digest changes, what to review before it rolls out: the promotion
-    gates' own review (reconciler.gitops.promote.review_digests) of the running and the new digest."""
-    from reconciler.gitops.promote import review_digests
+    gates' own review (reconciler.gitops.review.review_digests) of the running and the new digest."""
+    from reconciler.gitops.review import review_digests
 
     seen: set[tuple[str, str, str]] = set()
     out: list[dict[str, Any]] = []

@@ -80,8 +80,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="state directory: last desired state, compiled cache (default $DRIFTLESS_DATA/host-NAME)")
     p.add_argument("--heartbeat", type=float, default=3.0, metavar="SECONDS", help="report interval (default 3)")
+    p.add_argument("--registry", metavar="URL", default=None,
+                   help="the platform registry (e.g. https://registry.example.com:5000): --registry-user's credential "
+                        "goes to it alone (same host:port, same scheme)")
     p.add_argument("--registry-user", default=os.environ.get("DRIFTLESS_REGISTRY_USER"),
-                   help="registry username (password from $DRIFTLESS_REGISTRY_PASSWORD)")
+                   help="the platform registry's username (password from $DRIFTLESS_REGISTRY_PASSWORD); needs --registry")
+    p.add_argument("--registry-credentials", type=Path, default=None, metavar="FILE",
+                   help="credentials of other registries (YAML {host[:port]: {username, password}} or a docker "
+                        "config.json; mode 0600); a registry in neither is pulled from anonymously")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="reach this registry over plain http (loopback registries always are)")
     p.add_argument("--registry-ca", metavar="FILE", help="CA bundle for https registries")
@@ -173,6 +179,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot use data directory {data}: {exc.strerror}", hint="pass a writable --data DIR") from None
     if not args.control and not args.desired:
         print("driftless host: no --control or --desired: running only what the admin API starts", file=sys.stderr)
+    if args.registry_user and not args.registry:
+        raise UsageError(
+            "--registry-user (or $DRIFTLESS_REGISTRY_USER) needs --registry URL: the registry that credential is "
+            "for (it is sent to no other)",
+            hint="pass --registry http://127.0.0.1:5000 (the platform registry's URL)",
+        )
+    registry_credentials = {}
+    if args.registry_credentials is not None:
+        from shared.registry_auth import load_credentials_file
+
+        registry_credentials = load_credentials_file(args.registry_credentials)  # refused now when unusable
     options = HostOptions(
         name=name,
         data=data,
@@ -193,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
             password=os.environ.get("DRIFTLESS_REGISTRY_PASSWORD"),
             insecure=tuple(args.insecure_registry),
             ca_file=args.registry_ca,
+            registry=args.registry,
+            credentials=registry_credentials,
         ),
         max_instances=args.max_instances,
         memory_bytes=args.memory,

@@ -15,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="HOST:PORT of the API (default 127.0.0.1:8080)")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="state directory (SQLite state, Git mirror)")
     p.add_argument("--registry", required=True, metavar="URL", help="platform registry URL, e.g. http://127.0.0.1:5000")
+    p.add_argument("--registry-credentials", type=Path, default=None, metavar="FILE",
+                   help="credentials of registries other than the platform's (YAML {host[:port]: {username, password}} "
+                        "or a docker config.json; mode 0600); the platform's ($DRIFTLESS_REGISTRY_USER/_PASSWORD) go "
+                        "to --registry alone")
     p.add_argument("--token-file", type=Path, required=True, metavar="FILE", help="file holding the join token hosts present")
     p.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="Git poll interval in seconds (default 30)")
     p.add_argument("--heartbeat", type=float, default=3.0, metavar="SECONDS",
@@ -154,10 +158,16 @@ def run(args: argparse.Namespace) -> int:
         join_bounds(labels=args.join_label, environments=args.join_environments, ingress=args.join_ingress)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    registry_credentials = {}
+    if args.registry_credentials is not None:
+        from shared.registry_auth import load_credentials_file
+
+        registry_credentials = load_credentials_file(args.registry_credentials)  # refused now when unusable
     settings = Settings(
         repo=args.repo,
         data=args.data.resolve(),
         registry=args.registry,
+        registry_credentials=registry_credentials,
         token=token,
         branch=args.branch,
         path=args.path.strip("/") or ".",

@@ -36,6 +36,7 @@ from aiohttp import web
 from reconciler.api.auth import User
 from reconciler.api.routes import CONTROLLER, USER, read_auth
 from reconciler.controller.pipeline import Controller
+from reconciler.gitops import approvals
 
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
@@ -146,7 +147,8 @@ def snapshot(controller: Controller) -> dict[str, str]:
         "status": _digest({"status": status, "unplaced": [u.to_json() for u in controller.unplaced],
                            "rejected": controller.rejected.to_json() if controller.rejected else None,
                            "head": controller.head.revision if controller.head else None,
-                           "lastError": controller.last_error}),
+                           "lastError": controller.last_error,
+                           "approvals": controller.store.get(approvals.STORE_KEY)}),
         "hosts": _digest(hosts),
         "drift": _digest([i.to_json() for i in tracker.drift_items]),
         "events": str(last[-1].id) if last else "0",

@@ -6,7 +6,8 @@ It refuses what only the leader may do, without doing any of it:
 - the host calls (register, desired-state long-poll, report) and every write (``POST``: sync,
   promote, rollback, webhooks) answer **503** ``{"error": "...", "leader": URL | null}`` with
   ``Retry-After: 1`` and ``X-Driftless-Leader: URL`` when a leader is known. Hosts given several
-  reconciler URLs go to that URL (or to their next URL), as does the CLI; nothing is forwarded (a
+  reconciler URLs go to that URL when it is one of their ``--control`` URLs with the same scheme
+  (shared/control_urls.py; else to their next URL), as does the CLI; nothing is forwarded (a
   forwarded write could be applied by a deposed leader, and a 307 would replay credentials to
   another origin). A long-poll that was waiting when this reconciler stopped leading answers 503
   too, never a document;

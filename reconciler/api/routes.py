@@ -26,7 +26,7 @@ from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
 from reconciler.controller.link_tokens import link_key, with_link_tokens
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event
-from reconciler.gitops import promote, rollback
+from reconciler.gitops import approvals, promote, rollback
 from shared.errors import DriftlessError, UsageError
 from shared.redact import redact_url
 from wire.control import PREFIX, HostRegistered, HostRegistration, HostReport
@@ -297,7 +297,9 @@ def env_json(controller: Controller, name: str) -> dict[str, Any] | None:
         "sync": {"prune": env.sync.prune, "mode": str(env.sync.mode)},
         "promotion": (
             {"from": env.promotion.from_env, "minSoakSeconds": env.promotion.min_soak_seconds,
-             "requireApproval": env.promotion.require_approval}
+             "requireApproval": env.promotion.require_approval, "approvers": env.promotion.approvers,
+             "distinctFromPromoter": env.promotion.distinct_from_promoter,
+             "approvals": approvals.list_json(controller.store, env=name)["approvals"]}
             if env.promotion else None
         ),
         "hosts": hosts,
@@ -628,6 +630,7 @@ def build_app(controller: Controller) -> web.Application:
     r.add_post(f"{PREFIX}/sync", sync)
     r.add_post(f"{PREFIX}/promote", _git_write("promote", promote.handle_request, env_field="to"))
     r.add_post(f"{PREFIX}/rollback", _git_write("rollback", rollback.handle_request, env_field="env"))
+    r.add_post(f"{PREFIX}/approvals", _git_write("approve", approvals.handle_request, env_field="to"))
     r.add_post("/hooks/github", hook_github)
     r.add_post("/hooks/gitlab", hook_gitlab)
     r.add_post("/hooks/generic", hook_generic)

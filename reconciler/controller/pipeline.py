@@ -367,7 +367,8 @@ class Controller:
         loop = asyncio.get_running_loop()
         futures = {
             image: loop.run_in_executor(self._resolver, functools.partial(
-                tags_mod.resolve, [image], registry_url=self.settings.registry, timeout=REGISTRY_TIMEOUT))
+                tags_mod.resolve, [image], registry_url=self.settings.registry, timeout=REGISTRY_TIMEOUT,
+                auth=self.settings.registry_auth()))
             for image in sorted(set(images))
         }
         if not futures:

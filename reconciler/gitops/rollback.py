@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.controller.pipeline import Controller
-from reconciler.gitops.promote import app_files, application_name, check_author, optional_text, required_text
+from reconciler.gitops.request_fields import check_author, optional_text, required_text
+from reconciler.gitops.target_files import app_files, application_name
 from reconciler.gitops.working_copy import (
     ChangeResult,
     WorkingCopy,

@@ -32,11 +32,12 @@ def test_pull_with_and_without_credentials(tmp_path: Path) -> None:
         with start_host(tmp_path, "--desired", str(desired), data=tmp_path / "anon") as host:
             status = host.wait_status("dev/demo/web/0", "Failed")
             assert "refused manifest (401)" in status["lastError"]
-            assert "--registry-user" in status["lastError"]
+            assert "--registry-user" in status["lastError"] and "--registry-credentials" in status["lastError"]
 
         os.environ["DRIFTLESS_REGISTRY_PASSWORD"] = "s3cret"  # inherited by the host process
         try:
-            with start_host(tmp_path, "--desired", str(desired), "--registry-user", "puller", data=tmp_path / "authed") as host:
+            with start_host(tmp_path, "--desired", str(desired), "--registry", f"http://127.0.0.1:{port}",
+                            "--registry-user", "puller", data=tmp_path / "authed") as host:
                 host.wait_status("dev/demo/web/0", "Running")
                 assert host.get("/hello").text == "hello from /hello"
         finally:

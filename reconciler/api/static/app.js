@@ -194,10 +194,26 @@ function renderEnv(env) {
       env.ingressPathPrefix ? ` · ${env.ingressPathPrefix}` : "",
       ` · ${env.sync.mode}${env.sync.prune ? ", prune" : ""}`,
       p ? h("div", { class: "promo" }, `promoted from ${p.from}`,
-        p.minSoakSeconds ? ` · soak ${p.minSoakSeconds}s` : "", p.requireApproval ? " · approval required" : "") : null),
+        p.minSoakSeconds ? ` · soak ${p.minSoakSeconds}s` : "", approvalRule(p)) : null),
     env.apps.length ? env.apps.map((a) => renderApp(env, a, apps[a.app])) : h("p", { class: "muted" }, "no applications"),
     env.unplaced.length ? h("ul", { class: "bad small" }, env.unplaced.map((u) =>
       h("li", {}, `${u.app}/${u.component} not placed: ${u.reason}`))) : null);
+}
+
+function approvalRule(p) {
+  if (!p.requireApproval) return "";
+  const n = p.approvers || 1;
+  if (p.distinctFromPromoter) return ` · ${n} approval${n > 1 ? "s" : ""} by others than the promoter (four eyes)`;
+  return n > 1 ? ` · ${n} approvals` : " · approval required";
+}
+
+// approvals given ahead (driftless approve / the approve button), tied to the digests the source ran then
+function renderApprovals(env, app) {
+  const mine = ((env.promotion && env.promotion.approvals) || []).filter((a) => a.app === app);
+  if (!mine.length) return null;
+  return h("div", { class: "approvals small" }, "approved ahead by ", mine.map((a, i) => [i ? ", " : "",
+    h("b", { title: Object.entries(a.digests).map(([c, d]) => `${c} ${d}`).join("\n") }, a.user),
+    h("span", { class: "muted" }, ` (${when(a.at)})`)]));
 }
 
 function renderApp(env, summary, full) {
@@ -244,6 +260,10 @@ function renderPromotion(env, app, g) {
   return h("div", { class: "gates" },
     h("button", { type: "button", class: "check", onclick: () => checkGates(env, app) },
       `check promotion ${from} → ${env.name}`),
+    env.promotion.requireApproval ? h("button", { type: "button", class: "approve-ahead",
+      title: "approve the digests the source runs now; a promotion of them counts it (Approved-By)",
+      onclick: () => approveAhead(env, app) }, `approve as ${(state.me && state.me.user) || "you"}`) : null,
+    renderApprovals(env, app),
     g ? renderGates(env, app, g) : null);
 }
 
@@ -252,6 +272,19 @@ const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json
 async function promotion(env, app, extra) {
   return api("/api/v1/promote", { ...JSON_POST,
     body: JSON.stringify({ app, from: env.promotion.from, to: env.name, ...extra }) });
+}
+
+async function approveAhead(env, app) {
+  const key = `${env.name}/${app}`;
+  try {
+    await api("/api/v1/approvals", { ...JSON_POST, body: JSON.stringify({ app, to: env.name }) });
+  } catch (e) {
+    state.gates[key] = { gates: null, changes: null, error: e.message, hint: e.body && e.body.hint };
+    renderEnvs();
+    return;
+  }
+  await refresh(["status"]);  // the environment's promotion block now lists the approval
+  if (state.gates[key]) await checkGates(env, app);
 }
 
 async function checkGates(env, app) {
@@ -270,7 +303,11 @@ async function checkGates(env, app) {
       try {
         const r = await promotion(env, app, { dryRun: true, approve: true });
         g = { gates, changes: r.changes || [], checked: true };
-      } catch (again) { /* shown as refused above */ }
+      } catch (again) {
+        // the promoter's own approval is not enough here (four eyes): others must approve first
+        const still = ((again.body && again.body.gates) || []).find((x) => x.name === "approval" && !x.passed);
+        if (still) g = { gates: again.body.gates, changes: null, othersNeeded: true };
+      }
     }
   }
   const wait = Math.max(0, ...(g.gates || []).map((x) => (x.passed ? 0 : x.waitSeconds || 0)));
@@ -315,7 +352,7 @@ function renderGate(x, g) {
 function renderGates(env, app, g) {
   if (g.loading) return h("p", { class: "muted small" }, "dry run…");
   const gates = g.gates || [];
-  const blocking = gates.filter((x) => !x.passed && x.name !== "approval");
+  const blocking = gates.filter((x) => !x.passed && (x.name !== "approval" || g.othersNeeded));
   const approve = Boolean(env.promotion.requireApproval);
   let action = null;
   if (g.busy) action = h("p", { class: "muted" }, "committing…");
