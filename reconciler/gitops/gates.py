@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.gitops.policy import PolicyView
 from reconciler.gitops.review import DigestReview
+from reconciler.gitops.signed_gate import SignedCheck
 from shared.reference import DIGEST_RE, ReferenceError, parse
 
 
@@ -53,6 +54,7 @@ class Promotion:
     approve_capabilities: bool = False
     approvals: Sequence[str] = ()  # users who approved these digests ahead (reconciler.gitops.approvals)
     promoter: str | None = None  # the user who promotes (None: not known, e.g. a commit made with --repo)
+    signed: SignedCheck | None = None  # the digests' signatures against the operator's policy, when checked
 
     @property
     def approved_by(self) -> list[str]:
@@ -227,10 +229,16 @@ def review_gates(review: Mapping[str, DigestReview], *, approved: bool, to_env: 
     return gates
 
 
+def signed_gate(p: Promotion) -> Iterable[Gate]:
+    """``signed``: each digest signed as the TARGET requires (--signature-policy); says who signed."""
+    if p.signed is not None:
+        yield Gate(name=p.signed.name, passed=p.signed.passed, message=p.signed.message)
+
+
 # every gate, in the order a person would check them
 GATES: list[GateCheck] = [
     promotion_from_gate, state_gates, min_soak_gate, approval_gate, components_gate, no_drift_gate,
-    rollout_gate, review_gates_of,
+    rollout_gate, signed_gate, review_gates_of,
 ]  # fmt: skip
 
 
@@ -277,6 +285,8 @@ HINTS = {
     "approval": "add --approve (recorded in the commit as Approved-By); where the promoter's own approval does "
                 "not count, another user runs `driftless approve APP --to ENV` first",
     "components": "the source must run every component the target declares",
+    "signed": "sign each digest with the keys the target requires (`driftless sign REF --key FILE`), then "
+              "promote again",
     "rollout": "wait for the source's canary rollout to complete (`driftless status`); an aborted digest "
                "stays held back until a fixed one is pushed there",
 }

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +71,15 @@ from reconciler.gitops.gates import (
 from reconciler.gitops.policy import PolicyView, parse_duration, read_promotion_policy
 from reconciler.gitops.request_fields import approval, check_author, optional_text, required_text
 from reconciler.gitops.review import DigestReview, component_digests, review_digests
+from reconciler.gitops.signed_gate import SignedCheck, check_signed, signer_trailers
 from reconciler.gitops.target_files import LocatedApp, app_files, application_name, find_app
 from reconciler.gitops.trailers import ImageChange, promotion_message
 from reconciler.gitops.working_copy import ChangeResult, WorkingCopy, commit_change, in_repository
 from shared.errors import Refused
 from shared.reference import parse
+
+# (component -> digest, component -> image as the target writes it) -> the ``signed`` gate's check
+SignatureCheck = Callable[[Mapping[str, str], Mapping[str, str]], SignedCheck]
 
 # the names this module had before it was split by job, for the callers that import them from here
 __all__ = [
@@ -150,8 +154,10 @@ def promote(
     approve_capabilities: bool = False,
     approvals: Sequence[str] = (),
     promoter: str | None = None,
+    check_signatures: SignatureCheck | None = None,
 ) -> PromotionResult:
-    """``review`` (component -> what its new digest breaks and newly imports, from
+    """``check_signatures(digests, images)``: the ``signed`` gate's check against the operator's policy
+    (component -> digest, component -> image as the target writes it). ``review`` (component -> what its new digest breaks and newly imports, from
     :func:`review_digests`) adds the gates ``compatible`` and ``no-new-capabilities``. ``approvals``: the
     users who approved these digests ahead (:mod:`reconciler.gitops.approvals`); ``promoter``: the user
     promoting (whose own approval a four-eyes ``requireApproval`` does not count)."""
@@ -162,6 +168,7 @@ def promote(
         subdir=subdir, app=app, from_env=from_env, to_env=to_env, source_status=source_status,
         approver=approver, dry_run=dry_run, now=now, author=author, source_drift=source_drift,
         review=review, approve_capabilities=approve_capabilities, approvals=tuple(approvals), promoter=promoter,
+        check_signatures=check_signatures,
     )  # fmt: skip
     return in_repository(
         repo=repo,
@@ -206,6 +213,8 @@ async def handle_request(
         to_env=to_env, source_status=status, approver=approver, dry_run=dry_run, push=True, author=author,
         source_drift=[i.to_json() for i in controller.tracker.drift_items if i.env == from_env],
         review=review, approve_capabilities=approve_capabilities, approvals=ahead, promoter=user,
+        check_signatures=lambda digests, images: check_signed(to_env=to_env, digests=digests, images=images,
+                                                              policy=controller.signatures),
     )  # fmt: skip
     if not dry_run and result.committed:
         approvals.consume(controller.store, app=app, from_env=from_env, to_env=to_env, digests=digests)
@@ -230,15 +239,18 @@ def _promote_in(
     approve_capabilities: bool,
     approvals: tuple[str, ...],
     promoter: str | None,
+    check_signatures: SignatureCheck | None,
 ) -> PromotionResult:
     policy = read_promotion_policy(wc.path, subdir=subdir, env=to_env)
     located = find_app(wc.path, subdir=subdir, env=to_env, app=app)
     digests = source_digests(source_status)
+    # signatures live with the digest: a promotion carries them; the gate checks the target's policy
+    signed = check_signatures(digests, dict(located.images)) if check_signatures is not None else None
     promotion = Promotion(
         policy=policy, from_env=from_env, to_env=to_env, app=app, source_status=source_status,
         target_components=[c for c, _ in located.images], approver=approver, now=now,
         target_images=dict(located.images), source_drift=source_drift, review=review,
-        approve_capabilities=approve_capabilities, approvals=approvals, promoter=promoter,
+        approve_capabilities=approve_capabilities, approvals=approvals, promoter=promoter, signed=signed,
     )  # fmt: skip
     gates = run_gates(promotion)
     failed = [g for g in gates if not g.passed]
@@ -269,6 +281,7 @@ def _promote_in(
         healthy_since=source_status.get("healthySince"), now=now,
         approved_capabilities={c: r.new_imports for c, r in (review or {}).items() if r.new_imports}
         if approve_capabilities else {},
+        trailers=signer_trailers(signed) if signed is not None else (),
     )  # fmt: skip
     diff = "".join(
         difflib.unified_diff(

@@ -36,8 +36,10 @@ def promotion_message(
     now: float,
     approved_capabilities: Mapping[str, Sequence[str]] | None = None,
     approvers: Sequence[str] = (),
+    trailers: Sequence[str] = (),
 ) -> str:
-    """``approver`` and ``approvers``: one ``Approved-By:`` trailer each (``approvers`` first), once per name."""
+    """``approver`` and ``approvers``: one ``Approved-By:`` trailer each (``approvers`` first), once per name;
+    ``trailers``: more lines of the trailer block, as given (``Signed-By:``, reconciler.gitops.signed_gate)."""
     lines = [f"promote({app}): {from_env} -> {to_env}", ""]
     soaked = (
         f", healthy for {human_duration(now - float(healthy_since))}"
@@ -53,6 +55,7 @@ def promotion_message(
     lines.append(f"Promoted-From: {from_env}@{revision or 'unknown'}")
     for component in components:
         lines.append(f"Promoted-Digest: {component}={digests[component]}")
+    lines.extend(trailers)
     for name in dict.fromkeys([*approvers, *([approver] if approver else [])]):
         lines.append(f"Approved-By: {name}")
     for component, imports in sorted((approved_capabilities or {}).items()):

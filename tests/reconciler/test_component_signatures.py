@@ -221,3 +221,18 @@ def test_the_requirement_travels_in_the_desired_state_and_old_documents_still_pa
     assert signed.signature == wire and InstanceSpec.from_json(signed.to_json()) == signed
     assert Requirement.from_wire(signed.to_json()["signature"]).keys[0].key_id == requirement.keys[0].key_id
     assert fingerprint(signed) != fingerprint(spec)  # a new requirement restarts the instance: checked again
+
+
+def test_a_promotion_checks_the_targets_signature_policy(world: World) -> None:
+    """dev runs 2.0.0, signed by the CI key alone: promoting it to prod (which needs CI and release)
+    is refused by the ``signed`` gate, which names who signed and what prod wants."""
+    w = world
+    wait_until(lambda: w.serves("dev-1", "dev"), timeout=60, what="dev serves")
+    r = w.p.reconciler.post("/api/v1/promote", {"app": "hello", "from": "dev", "to": "prod", "dryRun": True},
+                            token=w.p.admin_token())
+    body = r.json()
+    gates = {g["name"]: g for g in body.get("gates") or []}
+    assert "signed" in gates, body
+    assert not gates["signed"]["passed"], gates["signed"]
+    assert "prod requires signatures" in gates["signed"]["message"] and "release" in gates["signed"]["message"]
+    assert w.digest["2.0.0"][:19] in json.dumps(body) or "release (ed25519" in gates["signed"]["message"], body

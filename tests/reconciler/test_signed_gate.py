@@ -7,6 +7,7 @@ from pathlib import Path
 
 from reconciler.controller.signing_policy import SigningPolicy
 from reconciler.gitops.signed_gate import check_signed, signer_trailers
+from reconciler.gitops.trailers import promotion_message
 from reconciler.gitops.working_copy import parse_trailers
 from shared import signing
 from shared.signature_store import sign_image
@@ -40,7 +41,11 @@ def test_the_signed_gate_follows_the_target_environment_and_records_the_signers(
         prod = check_signed(to_env="prod", digests={"web": digest}, images=images, policy=policy)
         assert prod.passed and "signed by ci, release (all of ci, release required)" in prod.message, prod.message
         trailers = signer_trailers(prod)
-        message = "promote web from staging to prod\n\nPromoted-From: staging@abc\n" + "\n".join(trailers) + "\n"
+        # the promotion commit's message carries them in its trailer block
+        message = promotion_message(app="web", from_env="staging", to_env="prod", revision="abc", changes=[],
+                                    digests={"web": digest}, components=["web"], approver=None,
+                                    healthy_since=None, now=0.0, trailers=trailers)
+        assert parse_trailers(message)["Promoted-Digest"] == [f"web={digest}"]
         parsed = parse_trailers(message)["Signed-By"]
         ids = {n: signing.key_id(k.public_key()) for n, k in keys.items()}
         assert parsed == [f"web={digest} ci {ids['ci']} (ecdsa-p256)", f"web={digest} release {ids['release']} (ed25519)"]
