@@ -1,0 +1,324 @@
+"""Nothing in Git names the reconciler's files or credentials, secrets stay in their environments, and
+outbound calls go only where the operator allows — tried as an attacker with write access to one
+environment's folder would, against real processes: ``driftless up``'s platform (registry, bare Git
+repository pushed to, the reconciler with a scoped --secrets-file and --outbound-allow, one host).
+
+Capture HTTP servers on 127.0.0.1 stand in for the attacker's endpoints: ``allowed`` (an endpoint the
+operator allowed, e.g. a compromised CI), ``relay`` (allowed; answers every request with a redirect to
+``outside``) and ``outside`` (not allowed). Each attack asserts its rejection at file:line and that
+nothing (or no credential) reached them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web as aioweb
+
+from reconciler.controller.secrets import SecretStore
+from tests.support.components import build
+from tests.support.fingerprints import state_key, unkeyed
+from tests.support.http_server import ThreadedServer
+from tests.support.platform import LocalPlatform, application, environment, local_platform
+from tests.support.procs import wait_until
+from wire.control import HostDesiredState, InstanceSpec, secret_fingerprint
+
+HOST = "h1"
+PROD_DB = "pr0d-" + secrets.token_hex(8)
+DEV_DB = "d3v-" + secrets.token_hex(8)
+STATUS_TOKEN = "ghp_" + secrets.token_hex(12)
+HOOK_SECRET = "h00k-" + secrets.token_hex(8)
+
+
+class Capture:
+    """Records every request (method, path, headers, body); answers 200, or a redirect to ``redirect``."""
+
+    def __init__(self, *, redirect: str | None = None) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.redirect = redirect
+        app = aioweb.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._server = ThreadedServer(app)
+
+    async def _handle(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        self.requests.append((request.method, request.path, dict(request.headers), await request.read()))
+        if self.redirect is not None:
+            raise aioweb.HTTPTemporaryRedirect(self.redirect + request.path)
+        return aioweb.json_response({"ok": True}, status=201)
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def text(self) -> str:
+        return "".join(f"{m} {p} {h} {b!r}" for m, p, h, b in self.requests)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def web(greeting: Any) -> dict[str, Any]:
+    return {"name": "web", "image": "demo/hello:1.0.0", "config": {"GREETING": greeting, "MODE": "plain"},
+            "expose": "/hello"}
+
+
+BASELINE = {
+    "dev/environment.yaml": environment("dev", prefix="/dev", selector={"cloud": "aws"}),
+    "dev/apps/hello.yaml": application("hello", [web({"secretRef": "dev-db"})]),
+    "prod/environment.yaml": environment("prod", prefix="/prod", selector={"cloud": "aws"}),
+    "prod/apps/hello.yaml": application("hello", [web({"secretRef": "prod-db"})]),
+}
+
+
+def env_with(name: str, extra: str) -> str:
+    """An environment.yaml with ``extra`` (spec fields, 10 spaces deep like the rest) appended."""
+    return environment(name, prefix=f"/{name}", selector={"cloud": "aws"}).rstrip(" ") + extra
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.outside = Capture()
+        self.allowed = Capture()
+        self.relay = Capture(redirect=self.outside.url)
+        self.secrets_file = root / "secrets.yaml"
+        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'prod-db: {{value: "{PROD_DB}", environments: [prod]}}\n'
+                    f'dev-db:\n  value: "{DEV_DB}"\n  environments: [dev]\n'
+                    f'status-token: {{value: "{STATUS_TOKEN}", environments: [prod]}}\n'
+                    f'hook-secret: {{value: "{HOOK_SECRET}", environments: [prod]}}\n')
+        self.p: LocalPlatform = local_platform(
+            root / "platform", hosts={HOST: {"cloud": "aws"}},
+            reconciler_args=["--secrets-file", str(self.secrets_file), "--outbound-allow", self.allowed.url,
+                             "--outbound-allow", f"{self.relay.url}/"])
+        self.p.up(tree=dict(BASELINE), components={"demo/hello:1.0.0": build("hello")})
+
+    def greeting(self, env: str) -> str:
+        try:
+            r = httpx.get(f"{self.p.ingress(HOST)}/{env}/hello", timeout=5)
+        except httpx.HTTPError:
+            return ""
+        return r.text if r.status_code == 200 else ""
+
+    def applied(self) -> str:
+        return str(self.p.reconciler.get("/api/v1/environments")["source"]["applied"]["revision"])
+
+    def rejected(self, revision: str) -> list[dict[str, Any]]:
+        def found() -> list[dict[str, Any]] | None:
+            rej = self.p.reconciler.get("/api/v1/environments")["source"]["rejected"]
+            return rej["errors"] if rej and rej["revision"] == revision else None
+
+        errors = wait_until(found, timeout=30, what=f"revision {revision[:12]} rejected")
+        assert errors is not None
+        return errors
+
+    def restore(self) -> None:
+        self.p.git.push(dict(BASELINE), "baseline")
+        wait_until(lambda: self.applied() == self.p.git.head(), timeout=30, what="the baseline applied")
+
+    def close(self) -> None:
+        for c in (self.outside, self.allowed, self.relay):
+            c.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("boundaries"))
+    try:
+        wait_until(lambda: PROD_DB in w.greeting("prod") and DEV_DB in w.greeting("dev"), timeout=60,
+                   what="each environment served its own secret")
+        yield w
+    finally:
+        w.p.stop()
+        w.close()
+
+
+def _line_of(text: str, needle: str) -> int:
+    import textwrap
+
+    return next(i for i, line in enumerate(textwrap.dedent(text).splitlines(keepends=True), 1) if needle in line)
+
+
+def test_a_token_file_is_refused_at_its_line_and_nothing_is_sent(world: World) -> None:
+    w = world
+    before = w.applied()
+    admin_token = w.p.admin_token_file
+    extra = f"""\
+          commitStatus:
+          - provider: gitlab
+            url: {w.allowed.url}
+            repository: acme/manifests
+            token: {{file: {admin_token}}}
+        """
+    env = env_with("dev", extra)
+    revision = w.p.git.push({"dev/environment.yaml": env}, "dev: report commit status with the admin token")
+    errors = w.rejected(revision)
+    (error,) = errors
+    assert error["file"] == "dev/environment.yaml" and error["line"] == _line_of(env, "token: {file:"), errors
+    assert error["code"] == "removed-field"
+    assert "secretRef" in error["text"] and "--secrets-file" in error["text"], error["text"]
+    assert w.applied() == before  # the last good state stays
+    time.sleep(1.5)  # status loop ticks: a status would have gone out by now
+    assert w.allowed.requests == [] and w.outside.requests == []
+    assert admin_token.read_text().strip() not in w.allowed.text() + w.outside.text()
+    w.restore()
+
+
+def test_a_secret_scoped_to_another_environment_rejects_the_reference(world: World) -> None:
+    w = world
+    before = w.applied()
+    extra = f"""\
+          notifications:
+          - url: {w.allowed.url}/hook
+            secretName: hook-secret
+          commitStatus:
+          - provider: github
+            url: {w.allowed.url}
+            repository: acme/manifests
+            token: {{secretRef: status-token}}
+        """
+    env = env_with("dev", extra)
+    app = application("hello", [web({"secretRef": "prod-db"})])
+    revision = w.p.git.push({"dev/environment.yaml": env, "dev/apps/hello.yaml": app},
+                            "dev: the prod database password, the status token and the webhook secret")
+    errors = sorted(w.rejected(revision), key=lambda e: (e["file"], e["line"]))
+    assert [(e["file"], e["code"]) for e in errors] == [
+        ("dev/apps/hello.yaml", "secret-out-of-scope"),
+        ("dev/environment.yaml", "secret-out-of-scope"),
+        ("dev/environment.yaml", "secret-out-of-scope")], errors
+    config, hook, token = errors
+    assert config["line"] == _line_of(app, '"GREETING"')
+    assert hook["line"] == _line_of(env, "secretName: hook-secret")
+    assert token["line"] == _line_of(env, "token: {secretRef: status-token}")
+    for e, name in ((config, "prod-db"), (hook, "hook-secret"), (token, "status-token")):
+        text = e["text"]
+        assert f"secret {name!r}" in text and "allows it in prod" in text and "'dev'" in text, text
+        assert "environments: [..., dev]" in text, text  # how to fix
+    assert w.applied() == before
+    # the host never got the prod value for a dev instance; dev still serves its own
+    assert DEV_DB in w.greeting("dev") and PROD_DB not in w.greeting("dev")
+    desired = json.loads((w.p.data / "hosts" / HOST / "desired.json").read_text())
+    dev_values = [v for i in desired["instances"] if i["env"] == "dev" for v in i["config"].values()]
+    assert DEV_DB in dev_values and PROD_DB not in dev_values, dev_values
+    time.sleep(1.5)
+    assert w.allowed.requests == [] and w.outside.requests == []
+    w.restore()
+
+
+def test_an_outbound_url_outside_the_allow_list_rejects_the_environment(world: World) -> None:
+    w = world
+    before = w.applied()
+    extra = f"""\
+          notifications:
+          - url: {w.outside.url}/services/T000/B000/XXXXSECRETPATH
+            secretName: hook-secret
+          commitStatus:
+          - provider: github
+            url: {w.outside.url}
+            repository: acme/manifests
+            token: {{secretRef: status-token}}
+          - provider: github
+            url: {w.allowed.url}@evil.example
+            repository: acme/manifests
+            token: {{secretRef: status-token}}
+        """
+    env = env_with("prod", extra)
+    revision = w.p.git.push({"prod/environment.yaml": env}, "prod: statuses and webhooks to an unknown server")
+    errors = sorted(w.rejected(revision), key=lambda e: e["line"])
+    assert [(e["file"], e["code"]) for e in errors] == [("prod/environment.yaml", "outbound-not-allowed")] * 3, errors
+    assert [e["line"] for e in errors] == [_line_of(env, "XXXXSECRETPATH"), _line_of(env, f"url: {w.outside.url}\n"),
+                                           _line_of(env, "@evil.example")]
+    assert "--outbound-allow" in errors[0]["text"] and w.outside.url in errors[0]["text"]
+    assert "XXXXSECRETPATH" not in json.dumps(errors)  # a webhook's path may be a credential: never shown
+    assert w.applied() == before
+    time.sleep(1.5)
+    assert w.outside.requests == [] and w.allowed.requests == []
+    w.restore()
+
+
+def test_a_redirect_from_an_allowed_url_carries_no_credential(world: World) -> None:
+    w = world
+    extra = f"""\
+          notifications:
+          - url: {w.relay.url}/hook
+            secretName: hook-secret
+          commitStatus:
+          - provider: github
+            url: {w.relay.url}
+            repository: acme/manifests
+            token: {{secretRef: status-token}}
+          - provider: gitlab
+            url: {w.relay.url}/api/v4
+            repository: acme/manifests
+            token: {{secretRef: status-token}}
+        """
+    dev_hook = f"""\
+          notifications:
+          - url: {w.relay.url}/hook
+            events: [Rejected]
+        """
+    w.p.git.push({"prod/environment.yaml": env_with("prod", extra), "dev/environment.yaml": env_with("dev", dev_hook)},
+                 "prod: statuses and webhooks via the relay")
+    wait_until(lambda: w.applied() == w.p.git.head(), timeout=30, what="applied")
+    broken = application("hello", [{"name": "web", "image": "demo/hello:1.0.0", "replicas": 3}])
+    w.p.git.push({"dev/apps/hello.yaml": broken}, "a broken dev app: a Rejected webhook")
+
+    def relayed() -> bool:
+        paths = [p for _, p, _, _ in w.relay.requests]
+        return any(p.startswith("/repos/") for p in paths) and any(p.startswith("/api/v4/") for p in paths) \
+            and "/hook" in paths
+
+    wait_until(relayed, timeout=30, what="the relay asked for each (and answered with a redirect)")
+    tokens = [h.get("Authorization") or h.get("PRIVATE-TOKEN") for _, p, h, _ in w.relay.requests if p != "/hook"]
+    assert f"Bearer {STATUS_TOKEN}" in tokens and STATUS_TOKEN in tokens  # the allowed URL got them, as configured
+    time.sleep(1.5)
+    assert w.outside.requests == [], w.outside.text()  # nothing followed the redirect, so no credential either
+    log = "".join(f.read_text() for f in (w.p.data / "logs").glob("reconciler*.log"))
+    assert STATUS_TOKEN not in log and HOOK_SECRET not in log
+    w.restore()
+
+
+def test_fingerprints_are_keyed_and_survive_a_restart(world: World) -> None:
+    w = world
+    shown = w.p.reconciler.get("/api/v1/plan-inputs")["secrets"]
+    key = state_key(w.p.data / "reconciler" / "state.db")
+    assert shown["prod-db"] == secret_fingerprint("prod-db", PROD_DB, key=key) != unkeyed("prod-db", PROD_DB)
+    assert PROD_DB not in json.dumps(shown) and key.hex() not in json.dumps(shown)
+    generation = w.p.reconciler.host(HOST)["generation"]
+    w.p.reconciler.stop()
+    w.p.reconciler.start()
+    wait_until(lambda: w.p.reconciler.get("/api/v1/plan-inputs")["secrets"] == shown, timeout=30,
+               what="the same fingerprints after a restart")
+    time.sleep(1.0)
+    assert w.p.reconciler.host(HOST)["generation"] == generation  # nothing republished, nothing restarted
+    assert PROD_DB in w.greeting("prod")
+
+
+def test_a_value_scoped_elsewhere_is_never_revealed(tmp_path: Path) -> None:
+    """The last line: even a document naming a prod-only secret for a dev instance (published before the
+    scope narrowed, or by a bug) gets no value in the host's long-poll answer."""
+    path = tmp_path / "secrets.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'prod-db: {{value: "{PROD_DB}", environments: [prod]}}\nplain: "{DEV_DB}"\n')
+    store = SecretStore(path, fingerprint_key=b"k" * 32)
+    fps = store.fingerprints()
+
+    def spec(env: str, name: str) -> InstanceSpec:
+        return InstanceSpec(id=f"{env}/a/web/0", env=env, app="a", component="web", image="r/x@sha256:" + "a" * 64,
+                            digest="sha256:" + "a" * 64, config={"K": fps[name]}, secrets=("K",))
+
+    doc = store.reveal(HostDesiredState(host="h", generation=1, instances=(
+        spec("dev", "prod-db"), spec("prod", "prod-db"), spec("dev", "plain"))))
+    dev, prod, plain = doc.instances
+    assert dev.config == {"K": fps["prod-db"]} and dev.fingerprints == {}
+    assert prod.config == {"K": PROD_DB} and plain.config == {"K": DEV_DB}  # a plain secret: every environment
+    assert store.get_for("prod-db", "dev") is None and store.get_for("prod-db", "prod") == PROD_DB
