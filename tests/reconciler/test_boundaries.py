@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from aiohttp import web as aioweb
 
@@ -28,7 +29,8 @@ from tests.support.components import build
 from tests.support.fingerprints import state_key, unkeyed
 from tests.support.http_server import ThreadedServer
 from tests.support.platform import LocalPlatform, application, environment, local_platform
-from tests.support.procs import wait_until
+from tests.support.postgres import PostgresServer
+from tests.support.procs import free_port, wait_until
 from wire.control import HostDesiredState, InstanceSpec, secret_fingerprint
 
 HOST = "h1"
@@ -322,3 +324,39 @@ def test_a_value_scoped_elsewhere_is_never_revealed(tmp_path: Path) -> None:
     assert dev.config == {"K": fps["prod-db"]} and dev.fingerprints == {}
     assert prod.config == {"K": PROD_DB} and plain.config == {"K": DEV_DB}  # a plain secret: every environment
     assert store.get_for("prod-db", "dev") is None and store.get_for("prod-db", "prod") == PROD_DB
+
+
+def test_two_reconcilers_sharing_postgresql_show_the_same_keyed_fingerprints(tmp_path: Path,
+                                                                             postgres: PostgresServer) -> None:
+    """The key lives in the shared state: a follower shows (and, once it leads, publishes) the same
+    fingerprints as the leader, so a failover restarts nothing for a secret."""
+    state = postgres.new_database()
+    path = tmp_path / "secrets.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'prod-db: {{value: "{PROD_DB}", environments: [prod]}}\n')
+    p = local_platform(tmp_path / "platform", reconciler_args=["--state", state, "--secrets-file", str(path)])
+    b_port = free_port()
+    try:
+        p.up(tree={"prod/environment.yaml": BASELINE["prod/environment.yaml"],
+                   "prod/apps/hello.yaml": BASELINE["prod/apps/hello.yaml"]},
+             components={"demo/hello:1.0.0": build("hello")}, hosts=False)
+        p._spawn("reconciler-b", [*p.reconciler_command(), "--listen", f"127.0.0.1:{b_port}",
+                                  "--data", str(p.data / "reconciler-b")])
+
+        def shown(url: str) -> Any:
+            try:
+                r = httpx.get(f"{url}/api/v1/plan-inputs", headers=p.read_headers, timeout=5)
+            except httpx.HTTPError:
+                return None
+            return r.json()["secrets"] if r.status_code == 200 else None
+
+        leader = wait_until(lambda: shown(p.control_url), timeout=20, what="the leader's fingerprints")
+        follower = wait_until(lambda: shown(f"http://127.0.0.1:{b_port}"), timeout=20, what="the follower's")
+        with psycopg.connect(state) as conn:
+            row = conn.execute("SELECT key FROM fingerprint_key WHERE id=1").fetchone()
+        assert row is not None
+        expected = secret_fingerprint("prod-db", PROD_DB, key=bytes(row[0]))
+        assert leader == follower == {"prod-db": expected} and expected != unkeyed("prod-db", PROD_DB)
+    finally:
+        p.stop()
