@@ -50,9 +50,10 @@ def _parts(url: str) -> Prefix | None:
 
 def parse_prefix(text: str) -> Prefix:
     """A prefix of ``--outbound-allow``; UsageError when it is not an http(s) URL prefix."""
-    if any(c in text for c in "?#@") or any(c.isspace() for c in text):
-        raise UsageError(f"--outbound-allow {text!r} must be a URL prefix without credentials, query or fragment",
-                         hint=HINT)
+    if "@" in text:  # never quoted: it may hold a password
+        raise UsageError("an --outbound-allow prefix must not carry credentials (user:password@)", hint=HINT)
+    if any(c in text for c in "?#") or any(c.isspace() for c in text):
+        raise UsageError(f"--outbound-allow {text!r} must be a URL prefix without query or fragment", hint=HINT)
     found = _parts(text)
     if found is None:
         raise UsageError(f"--outbound-allow {text!r} is not an http:// or https:// URL", hint=HINT)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,9 @@ import psycopg
 import pytest
 from aiohttp import web as aioweb
 
-from reconciler.controller.secrets import SecretStore
+from reconciler.controller.outbound import OutboundAllowList
+from reconciler.controller.secrets import Secret, SecretStore, read_scoped_secrets
+from shared.errors import UsageError
 from tests.support.components import build
 from tests.support.fingerprints import state_key, unkeyed
 from tests.support.http_server import ThreadedServer
@@ -360,3 +364,50 @@ def test_two_reconcilers_sharing_postgresql_show_the_same_keyed_fingerprints(tmp
         assert leader == follower == {"prod-db": expected} and expected != unkeyed("prod-db", PROD_DB)
     finally:
         p.stop()
+
+
+def test_the_allow_list_matches_by_url_parts_not_text() -> None:
+    allow = OutboundAllowList(["https://ci.example.com/hooks", "http://127.0.0.1:8099/"])
+    assert allow.allows("https://ci.example.com/hooks") and allow.allows("https://ci.example.com/hooks/a?x=1")
+    assert allow.allows("https://CI.example.com:443/hooks/b") and allow.allows("http://127.0.0.1:8099/anything")
+    assert allow.allows("https://api.github.com/repos/a/b/statuses/c")  # the defaults: the public APIs
+    assert allow.allows("https://gitlab.com/api/v4/projects/1/statuses/c")
+    for refused in ("https://ci.example.com/hooksmith", "https://ci.example.com.evil.example/hooks",
+                    "https://ci.example.com/hooks@evil.example/", "https://evil.example/hooks",
+                    "http://ci.example.com/hooks", "https://ci.example.com:8443/hooks",
+                    "https://ci.example.com/hooks/../admin", "https://ci.example.com/hooks/%2e%2e/admin",
+                    "http://127.0.0.1:8098/", "https://gitlab.com/api/v3/x", "not a url"):
+        assert not allow.allows(refused), refused
+    for bad in ("ftp://x/", "https://user:pw@x/", "https://x/?q=1", "x"):
+        with pytest.raises(UsageError, match="--outbound-allow"):
+            OutboundAllowList([bad])
+
+
+def test_the_secrets_file_says_what_is_wrong_without_quoting_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+    for text, expected in (("a: {value: s3cr3tv4lue}\n", "needs environments"),
+                           ("a: {value: s3cr3tv4lue, environments: []}\n", "needs environments"),
+                           ("a: {value: s3cr3tv4lue, environments: [prod], env: [dev]}\n", "unknown field"),
+                           ("a: {environments: [prod]}\n", "needs value"),
+                           ("a: [s3cr3tv4lue]\n", "must be a string value or")):
+        path.write_text(text)
+        path.chmod(0o600)
+        with pytest.raises(UsageError, match=expected) as caught:
+            read_scoped_secrets(path)
+        assert "s3cr3tv4lue" not in str(caught.value) + str(caught.value.hint)
+    path.write_text('a: {value: x, environments: ["*"]}\nb: {value: "y", environments: [dev, prod]}\nc: 3\n')
+    found = read_scoped_secrets(path)
+    assert found["a"].environments is None and found["b"].environments == {"dev", "prod"}
+    assert found["c"] == Secret("3") and found["c"].allows("anything")
+
+
+def test_the_reconciler_refuses_the_unscoped_notification_secrets_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 32)
+    base = [sys.executable, "-m", "driftless", "reconcile", "--repo", str(tmp_path), "--data", str(tmp_path / "d"),
+            "--registry", "http://127.0.0.1:9", "--token-file", str(token)]
+    r = subprocess.run([*base, "--notification-secrets-file", str(token)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--secrets-file" in r.stderr and "environments: [ENV]" in r.stderr, r.stderr
+    r = subprocess.run([*base, "--outbound-allow", "https://user:pw@ci.example.com/"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "--outbound-allow" in r.stderr and "user:pw" not in r.stderr, r.stderr
