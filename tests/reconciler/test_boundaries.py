@@ -411,3 +411,45 @@ def test_the_reconciler_refuses_the_unscoped_notification_secrets_file(tmp_path:
     r = subprocess.run([*base, "--outbound-allow", "https://user:pw@ci.example.com/"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "--outbound-allow" in r.stderr and "user:pw" not in r.stderr, r.stderr
+
+
+def test_a_new_secrets_file_cannot_scope_away_a_secret_the_applied_revision_uses(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+
+    def write(text: str) -> None:
+        tmp = path.with_name("new.yaml")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    write('db: {value: "one", environments: [dev, prod]}\n')
+    store = SecretStore(path, fingerprint_key=b"k" * 32)
+    uses = {"db": frozenset({"dev", "prod"})}
+    write('db: {value: "one", environments: [prod]}\n')
+    why = store.reload(required=uses)
+    assert why and "db (used by dev)" in why and "remove those references from Git first" in why, why
+    assert store.get_for("db", "dev") == "one"  # the previous secrets stay
+    write('db: {value: "two", environments: ["*"]}\n')
+    assert store.reload(required=uses) == "" and store.get_for("db", "dev") == "two"
+
+
+def test_deliveries_check_the_allow_list_and_the_scope_again(world: World) -> None:
+    """The load-time checks have a second line in the senders: a notification to a URL outside the
+    allow-list, or signed with a secret scoped elsewhere, is not sent (logged, counted as failed)."""
+    from model.types import Environment, Notification
+    from reconciler.controller.notify import Notifier
+
+    store = SecretStore(world.secrets_file)
+    allow = OutboundAllowList([world.allowed.url])
+    environments = {"dev": Environment(name="dev", notifications=(
+        Notification(url=f"{world.outside.url}/x"),
+        Notification(url=f"{world.allowed.url}/scoped", secret_name="hook-secret")))}
+    notifier = Notifier(environments=lambda: environments, secret=store.get_for, allowed=allow.allows)
+    try:
+        notifier(type="Warning", reason="Rejected", message="m", env="dev")
+        wait_until(notifier.idle, timeout=10, what="deliveries done")
+    finally:
+        notifier.close()
+    assert notifier.failed == 2 and notifier.sent == 0
+    assert world.outside.requests == [] and not any(p == "/scoped" for _, p, _, _ in world.allowed.requests)
