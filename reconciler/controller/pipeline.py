@@ -402,9 +402,10 @@ class Controller:
         if self.rejected and head.revision == self.rejected.revision:
             # stalled: no retry until a new commit; except a missing image, which a push to the
             # registry can fix: that commit is tried again at each poll, sync or webhook
-            # (or a secret: adding it to --secrets-file retries the revision)
-            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "secret-out-of-scope")
-                                    for e in self.rejected.errors)
+            # (or a secret: adding it to --secrets-file, or widening its scope, retries the revision; so does
+            # a reconciler restarted with the --outbound-allow a URL needed)
+            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "secret-out-of-scope",
+                                                      "outbound-not-allowed") for e in self.rejected.errors)
             if not (waiting_for_image and ctx.fetch):
                 ctx.outcome = "rejected"
                 return

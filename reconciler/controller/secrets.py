@@ -213,6 +213,11 @@ class SecretStore:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _set(self, secrets: dict[str, Secret]) -> None:
+        unscoped = sorted(name for name, secret in secrets.items() if secret.environments is None)
+        if unscoped and unscoped != sorted(n for n, s in self._secrets.items() if s.environments is None):
+            # said once per change: names only, which every environment's Git may reference
+            log.warning("event=secrets-unscoped names=%s hint=scope them: NAME: {value: ..., environments: [ENV]}",
+                        ",".join(unscoped))
         self._secrets = secrets
         for name, secret in secrets.items():
             self._by_fingerprint[self.fingerprint(name, secret.value)] = secret.value
