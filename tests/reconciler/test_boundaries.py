@@ -95,17 +95,22 @@ class World:
         self.allowed = Capture()
         self.relay = Capture(redirect=self.outside.url)
         self.secrets_file = root / "secrets.yaml"
-        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f'prod-db: {{value: "{PROD_DB}", environments: [prod]}}\n'
-                    f'dev-db:\n  value: "{DEV_DB}"\n  environments: [dev]\n'
-                    f'status-token: {{value: "{STATUS_TOKEN}", environments: [prod]}}\n'
-                    f'hook-secret: {{value: "{HOOK_SECRET}", environments: [prod]}}\n')
+        self.write_secrets(prod_db_environments="[prod]")
         self.p: LocalPlatform = local_platform(
             root / "platform", hosts={HOST: {"cloud": "aws"}},
             reconciler_args=["--secrets-file", str(self.secrets_file), "--outbound-allow", self.allowed.url,
                              "--outbound-allow", f"{self.relay.url}/"])
         self.p.up(tree=dict(BASELINE), components={"demo/hello:1.0.0": build("hello")})
+
+    def write_secrets(self, *, prod_db_environments: str) -> None:
+        tmp = self.secrets_file.with_name("secrets.new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'prod-db: {{value: "{PROD_DB}", environments: {prod_db_environments}}}\n'
+                    f'dev-db:\n  value: "{DEV_DB}"\n  environments: [dev]\n'
+                    f'status-token: {{value: "{STATUS_TOKEN}", environments: [prod]}}\n'
+                    f'hook-secret: {{value: "{HOOK_SECRET}", environments: [prod]}}\n')
+        os.replace(tmp, self.secrets_file)
 
     def greeting(self, env: str) -> str:
         try:
@@ -217,6 +222,32 @@ def test_a_secret_scoped_to_another_environment_rejects_the_reference(world: Wor
     time.sleep(1.5)
     assert w.allowed.requests == [] and w.outside.requests == []
     w.restore()
+
+
+def test_widening_a_scope_applies_the_rejected_revision(world: World) -> None:
+    """The operator's fix for a secret-out-of-scope rejection is the secrets file: once dev may use the
+    secret, the same revision applies (no new commit); taking it away again needs Git first."""
+    w = world
+    app = application("hello", [web({"secretRef": "prod-db"})])
+    revision = w.p.git.push({"dev/apps/hello.yaml": app}, "dev: the shared database")
+    assert [e["code"] for e in w.rejected(revision)] == ["secret-out-of-scope"]
+    w.write_secrets(prod_db_environments="[prod, dev]")
+    wait_until(lambda: w.applied() == revision, timeout=30, what="the same revision applied")
+    wait_until(lambda: PROD_DB in w.greeting("dev"), timeout=30, what="dev served the now shared secret")
+    w.write_secrets(prod_db_environments="[prod]")  # refused while the applied revision uses it in dev
+    wait_until(lambda: any(e["reason"] == "SecretsRefused" and "prod-db (used by dev)" in e["message"]
+                           for e in w.p.reconciler.get("/api/v1/events?limit=200")["events"]), timeout=20,
+               what="the narrowed file refused")
+    assert PROD_DB in w.greeting("dev")
+    w.restore()  # Git first, then the scope
+
+    def reloads() -> int:
+        return sum(e["reason"] == "SecretsReloaded" for e in w.p.reconciler.get("/api/v1/events?limit=500")["events"])
+
+    before = reloads()
+    w.write_secrets(prod_db_environments="[prod]")
+    wait_until(lambda: reloads() > before, timeout=20, what="the narrowed file taken")
+    wait_until(lambda: DEV_DB in w.greeting("dev"), timeout=30, what="dev back on its own secret")
 
 
 def test_an_outbound_url_outside_the_allow_list_rejects_the_environment(world: World) -> None:
