@@ -24,8 +24,11 @@ Secrets kept in Git, encrypted: a config value ``{age: "-----BEGIN AGE ENCRYPTED
 (``model.types.SecretRef.from_age``) is decrypted here, with the X25519 identities of
 ``driftless reconcile --age-identity-file FILE`` (``age-keygen`` format, mode 0600), by pyrage, off
 the event loop, when a revision is loaded (:meth:`SecretStore.decrypt`). From then on it is a secret
-like the others, named ``age-<16 hex of the ciphertext's SHA-256>``, usable by the environment whose
-file holds it (age binds no environment to a ciphertext: see docs/reconciler.md). A value that
+like the others, named ``age-<16 hex of the ciphertext's SHA-256>``. A value encrypted with
+``driftless secrets encrypt --env prod`` carries its environments inside the ciphertext (a first
+plaintext line ``driftless-environments: prod``): used in another environment's file it rejects that
+environment at its file:line. One without (the age CLI, older values) is usable by whichever
+environment's file holds it. A value that
 cannot be decrypted rejects the revision at its file:line (code ``undecryptable-secret``).
 """
 
@@ -50,6 +53,7 @@ log = logging.getLogger("driftless.reconciler.secrets")
 
 
 EVERY_ENVIRONMENT = "*"
+BOUND_HEADER = "driftless-environments: "  # first plaintext line of an age value bound to environments
 FORMAT_HINT = "one secret a key: NAME: {value: \"...\", environments: [prod]} (or NAME: \"...\" for every environment)"
 
 
@@ -158,6 +162,20 @@ def age_recipients(identities: list[object]) -> list[str]:
     return [str(i.to_public()) for i in identities]  # type: ignore[attr-defined]
 
 
+def bind(value: str, environments: list[str]) -> str:
+    """The plaintext ``driftless secrets encrypt --env`` encrypts: ``value`` bound to ``environments``."""
+    return f"{BOUND_HEADER}{','.join(environments)}\n{value}" if environments else value
+
+
+def split_bound(plain: str) -> tuple[str, frozenset[str] | None]:
+    """(value, the environments it is bound to, None for any) of a decrypted plaintext."""
+    if not plain.startswith(BOUND_HEADER):
+        return plain, None
+    header, _, value = plain.partition("\n")
+    envs = frozenset(e.strip() for e in header[len(BOUND_HEADER):].split(",") if e.strip())
+    return value, envs or None
+
+
 def decrypt_age(ciphertext: str, identities: list[object]) -> str | None:
     """The value of an age ciphertext (one trailing newline dropped: ``echo value | age`` means
     ``value``), or None when none of ``identities`` opens it or it is damaged."""
@@ -185,6 +203,7 @@ class SecretStore:
         # until set_fingerprint_key gives the state store's: a key of this process alone
         self._key = fingerprint_key or os.urandom(32)
         self._age: dict[str, str] = {}  # age secret name -> decrypted value (SecretRef.from_age)
+        self._age_scope: dict[str, frozenset[str] | None] = {}  # the environments it is bound to; None: any
         self._secrets: dict[str, Secret] = {}
         self._by_fingerprint: dict[str, str] = {}
         self._stamp: tuple[int, int, int] | None = None
@@ -236,7 +255,10 @@ class SecretStore:
     def allows(self, name: str, env: str) -> bool:
         """Whether ``env`` may use the secret ``name`` (an age value: the environment whose file holds it)."""
         secret = self._secrets.get(name)
-        return secret.allows(env) if secret is not None else name in self._age
+        if secret is not None:
+            return secret.allows(env)
+        bound = self._age_scope.get(name)
+        return name in self._age and (bound is None or env in bound)
 
     def get_for(self, name: str, env: str) -> str | None:
         """The value of ``name`` when ``env`` may use it, else None (unknown, or scoped to others)."""
@@ -250,20 +272,34 @@ class SecretStore:
     def decrypt(self, tree: ManifestTree) -> list[dict[str, Any]]:
         """Decrypt every age value of ``tree`` (blocking: run it off the event loop). Returns an
         ``undecryptable-secret`` error at the file:line of each value that cannot be decrypted (no
-        --age-identity-file, another recipient, damaged); the values that can be are known from now on."""
+        --age-identity-file, another recipient, damaged), and a ``secret-out-of-scope`` error where a
+        value bound to other environments (``driftless secrets encrypt --env``) is used; the values
+        that can be decrypted are known from now on."""
         errors: list[dict[str, Any]] = []
         for env, apps in sorted(tree.applications.items()):
             for _, app in sorted(apps.items()):
                 for i, comp in enumerate(app.components):
                     for key, ref in comp.config.items():
-                        if not isinstance(ref, SecretRef) or ref.age is None or ref.name in self._age:
-                            continue
-                        value = decrypt_age(ref.age, self._identities) if self._identities else None
-                        if value is not None:
-                            self._age[ref.name] = value
-                            self._by_fingerprint[self.fingerprint(ref.name, value)] = value
+                        if not isinstance(ref, SecretRef) or ref.age is None:
                             continue
                         path = f"spec.components[{i}].config.{key}"
+                        if ref.name not in self._age:
+                            plain = decrypt_age(ref.age, self._identities) if self._identities else None
+                            if plain is not None:
+                                value, bound = split_bound(plain)
+                                self._age[ref.name] = value
+                                self._age_scope[ref.name] = bound
+                                self._by_fingerprint[self.fingerprint(ref.name, value)] = value
+                        if ref.name in self._age:
+                            bound = self._age_scope.get(ref.name)
+                            if bound is not None and env not in bound:
+                                file, line, column = tree.location(env=env, app=app.name, path=path)
+                                errors.append(error_json(
+                                    file, line, f"the age-encrypted value at {path} is bound to environment(s) "
+                                                f"{', '.join(sorted(bound))}, not {env!r}: encrypt the value for "
+                                                f"{env} (driftless secrets encrypt --env {env})",
+                                    code="secret-out-of-scope", column=column))
+                            continue
                         file, line, column = tree.location(env=env, app=app.name, path=path)
                         why = ("the reconciler has no age identity (start it with --age-identity-file)"
                                if not self._identities else
@@ -273,7 +309,7 @@ class SecretStore:
                                                              f"decrypted: {why}", code="undecryptable-secret",
                                                  column=column))
         if errors:
-            log.warning("event=age-undecryptable values=%d", len(errors))
+            log.warning("event=age-refused values=%d", len(errors))
         return errors
 
     def reload(self, *, required: Mapping[str, frozenset[str]] | frozenset[str] = frozenset()) -> str | None:
@@ -341,10 +377,9 @@ class SecretStore:
                 if fingerprint is None or value is None:
                     continue
                 name = secret_name(fingerprint) or key
-                secret = self._secrets.get(name)
-                if secret is not None and not secret.allows(spec.env):
-                    log.warning("event=secret-withheld host=%s instance=%s secret=%s allowed=%s", doc.host, spec.id,
-                                name, secret.scope())
+                if name in self.names() and not self.allows(name, spec.env):
+                    log.warning("event=secret-withheld host=%s instance=%s secret=%s env=%s", doc.host, spec.id,
+                                name, spec.env)
                     continue
                 config[key] = value
                 fingerprints[key] = self.fingerprint(name, value)

@@ -484,3 +484,26 @@ def test_deliveries_check_the_allow_list_and_the_scope_again(world: World) -> No
         notifier.close()
     assert notifier.failed == 2 and notifier.sent == 0
     assert world.outside.requests == [] and not any(p == "/scoped" for _, p, _, _ in world.allowed.requests)
+
+
+def test_an_age_value_bound_to_prod_is_refused_in_dev(world: World) -> None:
+    """``driftless secrets encrypt --env prod`` binds the value inside the ciphertext: copied into dev's
+    file it rejects dev at its line; in prod's it is served."""
+    w = world
+    value = "b0und-" + secrets.token_hex(8)
+    r = subprocess.run([sys.executable, "-m", "driftless", "secrets", "encrypt", "--recipient", w.p.age_recipient(),
+                        "--env", "prod"], input=value, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("age: |\n"), r.stderr
+    armor = "\n".join(line.strip() for line in r.stdout.splitlines()[1:]) + "\n"
+    app = application("hello", [web({"age": armor})])
+    revision = w.p.git.push({"dev/apps/hello.yaml": app}, "dev: prod's encrypted value, copied")
+    (error,) = w.rejected(revision)
+    assert error["code"] == "secret-out-of-scope" and error["file"] == "dev/apps/hello.yaml", error
+    assert error["line"] == _line_of(app, '"GREETING"') and "bound to environment(s) prod" in error["text"]
+    assert "--env dev" in error["text"] and value not in json.dumps(error)
+    assert DEV_DB in w.greeting("dev")
+    w.p.git.push({"dev/apps/hello.yaml": BASELINE["dev/apps/hello.yaml"], "prod/apps/hello.yaml": app},
+                 "prod: its own encrypted value")
+    wait_until(lambda: value in w.greeting("prod"), timeout=30, what="prod served its bound value")
+    assert value not in w.greeting("dev")
+    w.restore()
