@@ -62,7 +62,6 @@ FIELD_MAP: dict[str, dict[str, tuple[type, str]]] = {
         "spec.commitStatus[].repository": (CommitStatusTarget, "repository"),
         "spec.commitStatus[].url": (CommitStatusTarget, "api_url"),
         "spec.commitStatus[].token.secretRef": (CommitStatusTarget, "token_secret"),
-        "spec.commitStatus[].token.file": (CommitStatusTarget, "token_file"),
         "spec.commitStatus[].context": (CommitStatusTarget, "context"),
         "spec.commitStatus[].targetUrl": (CommitStatusTarget, "target_url"),
     },
@@ -163,7 +162,7 @@ def to_environment(data: dict[str, Any], *, source: str) -> Environment:
         ),
         commit_status=tuple(
             CommitStatusTarget(provider=c["provider"], repository=c["repository"], api_url=c.get("url", ""),
-                               token_secret=c["token"].get("secretRef"), token_file=c["token"].get("file"),
+                               token_secret=c["token"].get("secretRef"),
                                context=c.get("context", ""), target_url=c.get("targetUrl", ""))
             for c in spec.get("commitStatus") or ()
         ),

@@ -81,7 +81,10 @@ def _problems(doc: Document, error: ValidationError, path: PathKey) -> list[Prob
     if validator == "additionalProperties" and isinstance(value, dict):
         known = list(schema.get("properties", {}))
         extras = [k for k in value if k not in known]
+        removed = schema.get("x-removed", {})  # fields no longer accepted: say why and what instead
         return [
+            doc.problem((*path, k), f"'{k}' in {where}: {removed[k]}", code="removed-field", key=True)
+            if k in removed else
             doc.problem((*path, k), f"unknown field '{k}' in {where}{did_you_mean(k, known)}; "
                                     f"known fields: {', '.join(known)}", code="unknown-field", key=True)
             for k in extras

@@ -122,14 +122,13 @@ class Notification:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommitStatusTarget:
     """Where the environment reports each pushed commit's outcome: a GitHub or GitLab commit status
-    (reconciler/controller/commit_status.py). The token is a secret of the reconciler (``token_secret``)
-    or a file on its machine (``token_file``), never in Git."""
+    (reconciler/controller/commit_status.py). The token is a secret of the reconciler (``token_secret``,
+    scoped to the environment), never in Git."""
 
     provider: Literal["github", "gitlab"]
     repository: str  # GitHub "owner/repo"; GitLab a project id or "group/project"
     api_url: str = ""  # "" = https://api.github.com or https://gitlab.com/api/v4
     token_secret: str | None = None
-    token_file: str | None = None
     context: str = ""  # "" = driftless/<env>
     target_url: str = ""
 

@@ -35,9 +35,11 @@ class Settings:
     join_labels: tuple[str, ...] = ()
     join_environments: str | None = None
     join_ingress: str | None = None
-    secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
+    secrets_file: Path | None = None  # YAML {name: {value, environments}}, mode 0600; re-read when it changes (controller/secrets.py)
     age_identity_file: Path | None = None  # age X25519 identities (0600) decrypting {age: ...} config values
-    notification_secrets_file: Path | None = None  # {name: secret} signing notifications (re-read at each send)
+    # URL prefixes Git may name for webhooks and commit-status APIs, besides the public GitHub and GitLab
+    # APIs (reconciler/controller/outbound.py)
+    outbound_allow: tuple[str, ...] = ()
     state: str | None = None  # postgresql://... (no password): state shared by replicated reconcilers; None: DATA/state.db
     advertise_url: str | None = None  # this reconciler's URL as hosts and clients reach it (a follower names the leader's)
     lease_seconds: float = 3.0  # the leader lease on a shared state (renewed every third of it)

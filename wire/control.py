@@ -27,6 +27,7 @@ converges to the newest one. Instance ids are stable across generations
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,20 +37,38 @@ from wire.traffic import DigestTraffic, TrafficSplit
 
 PREFIX = "/api/v1"
 SECRET_PREFIX = "secret:"
+FINGERPRINT_ALGORITHM = "hmac-sha256"
 
 
-def secret_fingerprint(name: str, value: str) -> str:
+def secret_fingerprint(name: str, value: str, *, key: bytes) -> str:
     """What stands for a secret's value everywhere but the host's own long-poll answer:
-    ``secret:<name>:sha256:<first 16 hex of sha256(value)>`` (a new value, a new fingerprint)."""
-    return f"{SECRET_PREFIX}{name}:sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+    ``secret:<name>:hmac-sha256:<first 16 hex of HMAC-SHA256(key, value)>`` (a new value, a new
+    fingerprint). ``key`` is the reconciler's alone (kept in its state, never shown): without it a
+    fingerprint cannot be tested against guessed values, nor two equal secrets told apart from two
+    fingerprints' equality beyond the name. Hosts never compute one: they report the fingerprint
+    they were given (``InstanceSpec.fingerprints``)."""
+    digest = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{SECRET_PREFIX}{name}:{FINGERPRINT_ALGORITHM}:{digest}"
 
 
 def secret_name(fingerprint: str) -> str | None:
-    """The secret's name in a fingerprint, None when ``fingerprint`` is not one."""
+    """The secret's name in a fingerprint (keyed, or the unkeyed ``:sha256:`` of older reconcilers),
+    None when ``fingerprint`` is not one."""
     if not fingerprint.startswith(SECRET_PREFIX):
         return None
-    name, sep, _ = fingerprint[len(SECRET_PREFIX):].rpartition(":sha256:")
-    return name if sep and name else None
+    rest = fingerprint[len(SECRET_PREFIX):]
+    for marker in (f":{FINGERPRINT_ALGORITHM}:", ":sha256:"):
+        name, sep, _ = rest.rpartition(marker)
+        if sep and name:
+            return name
+    return None
+
+
+def unknown_fingerprint(key: str) -> str:
+    """What a host reports for a secret key whose fingerprint it was not given: never the value, and
+    never a hash of it (an unkeyed hash could be tested against guessed values); it matches no
+    published fingerprint, so drift shows it."""
+    return f"{SECRET_PREFIX}{key}:{FINGERPRINT_ALGORITHM}:unknown"
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -207,10 +226,11 @@ class InstanceSpec:
             value = out.get(key)
             if value is None:
                 continue
-            name = secret_name(self.fingerprints.get(key, ""))
-            if name is None and secret_name(value) is not None:
-                continue  # a published document: the value is already the fingerprint
-            out[key] = secret_fingerprint(name or key, value)
+            given = self.fingerprints.get(key)
+            if given is not None:
+                out[key] = given  # the reconciler's keyed fingerprint of the value it sent with it
+            elif secret_name(value) is None:  # (else a published document: the value is the fingerprint)
+                out[key] = unknown_fingerprint(key)
         return out
 
     def to_json(self) -> dict[str, Any]:

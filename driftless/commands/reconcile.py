@@ -50,12 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Admins enroll other hosts with `driftless hosts enroll`")
     p.add_argument("--join-ingress", default=None, metavar="URL",
                    help="bound the join token: its hosts' ingress URL must be under this URL prefix")
-    p.add_argument("--notification-secrets-file", type=Path, default=None, metavar="FILE",
-                   help="secrets signing the notifications environments declare (YAML/JSON {name: secret}, read at "
-                        "each send; else $DRIFTLESS_NOTIFICATION_SECRET_<NAME>)")
+    p.add_argument("--notification-secrets-file", type=Path, default=None, help=argparse.SUPPRESS)  # gone: refused
     p.add_argument("--secrets-file", type=Path, default=None, metavar="FILE",
-                   help="secrets that config values reference with {secretRef: NAME} (YAML NAME: value; mode 0600, "
-                        "refused when group or others may read it); re-read when it changes")
+                   help="secrets that config values ({secretRef: NAME}), commit-status tokens and notifications "
+                        "reference (YAML NAME: {value: ..., environments: [ENV, ...]}, or NAME: value for every "
+                        "environment; mode 0600, refused when group or others may read it); re-read when it changes")
+    p.add_argument("--outbound-allow", action="append", default=[], metavar="URL_PREFIX",
+                   help="a URL prefix that webhooks and commit-status APIs named in Git may use (repeatable; "
+                        "https://api.github.com/ and https://gitlab.com/api/v4/ are always allowed)")
     p.add_argument("--age-identity-file", type=Path, default=None, metavar="FILE",
                    help="age identities (driftless secrets keygen; mode 0600) decrypting config values kept "
                         "encrypted in Git as {age: CIPHERTEXT}; users encrypt to its public key")
@@ -88,13 +90,12 @@ def _secret(path: Path | None, option: str) -> str | None:
     return value
 
 
-def _secrets_file(path: Path | None) -> Path | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise UsageError(f"--notification-secrets-file {path} is not a file",
-                         hint="YAML or JSON mapping secret names to secrets: {ci: <a long random token>}")
-    return path.resolve()
+def _no_notification_secrets_file(path: Path | None) -> None:
+    if path is not None:  # its secrets had no scope: any environment's Git could name any of them
+        raise UsageError("--notification-secrets-file is no longer read: notification secrets come from --secrets-file, "
+                         "scoped to the environments whose notifications use them",
+                         hint="move each secret to --secrets-file as NAME: {value: \"...\", environments: [ENV]} "
+                              "and drop --notification-secrets-file")
 
 
 def _signers(path: Path | None) -> Path | None:
@@ -141,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
 
         load_users(args.users_file)  # a bad file is a usage error now, not a locked API later
         users_file = args.users_file.resolve()
+    _no_notification_secrets_file(args.notification_secrets_file)
+    from reconciler.controller.outbound import OutboundAllowList
+
+    OutboundAllowList(args.outbound_allow)  # a bad prefix is a usage error now
     secrets_file = None
     if args.secrets_file is not None:
         from reconciler.controller.secrets import read_secrets
@@ -186,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         join_ingress=args.join_ingress,
         secrets_file=secrets_file,
         age_identity_file=args.age_identity_file.resolve() if args.age_identity_file is not None else None,
-        notification_secrets_file=_secrets_file(args.notification_secrets_file),
+        outbound_allow=tuple(args.outbound_allow),
         state=args.state,
         advertise_url=args.advertise.rstrip("/") if args.advertise else None,
         lease_seconds=args.lease,

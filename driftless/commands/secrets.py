@@ -2,7 +2,7 @@
 
     driftless secrets keygen --out reconciler-age.key      # the reconciler's identity (0600); prints its public key
     driftless reconcile ... --age-identity-file reconciler-age.key
-    printf %s "$VALUE" | driftless secrets encrypt --recipient age1... --key API_TOKEN
+    printf %s "$VALUE" | driftless secrets encrypt --recipient age1... --key API_TOKEN --env prod
 
 ``encrypt`` reads the value from stdin (never from the command line) and prints the config entry to
 paste under ``spec.components[].config``::
@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "reconciler of a local `driftless up`)")
     enc.add_argument("--key", metavar="NAME", help="print a whole config entry NAME: {age: ...} (default: the "
                                                   "{age: ...} value alone)")
+    enc.add_argument("--env", action="append", default=[], metavar="ENV",
+                     help="bind the value to this environment (repeatable): the reconciler rejects it in any "
+                          "other environment's files (default: unbound, usable wherever it is pasted)")
     enc.add_argument("--keep-newline", action="store_true",
                      help="keep a trailing newline of the input (default: drop one, as `echo` adds it)")
 
@@ -96,6 +99,17 @@ def _encrypt(args: argparse.Namespace) -> int:
         value = value[:-1]
     if not value:
         raise UsageError("nothing to encrypt on stdin", hint='printf %s "$VALUE" | driftless secrets encrypt -r age1...')
+    if args.env:
+        from reconciler.controller.secrets import bind
+
+        odd = [e for e in args.env if not e or any(c == "," or c.isspace() for c in e)]
+        if odd:
+            raise UsageError(f"--env {odd[0]!r} is not an environment name")
+
+        try:
+            value = bind(value.decode(), args.env).encode()
+        except UnicodeDecodeError:
+            raise UsageError("a value bound with --env must be text (UTF-8)") from None
     armored = pyrage.encrypt(value, recipients, armored=True).decode().strip()
     indent = "    " if args.key else "  "
     body = "".join(f"{indent}{line}\n" for line in armored.splitlines())

@@ -4,8 +4,8 @@ environment that asks for it (``spec.commitStatus`` of its environment.yaml)::
     commitStatus:
     - provider: github                  # or gitlab
       repository: acme/manifests        # GitLab: the project id or group/project
-      token: {secretRef: github-status} # a secret of the reconciler's --secrets-file, or {file: /path}
-      url: https://api.github.com       # default; GitLab https://gitlab.com/api/v4
+      token: {secretRef: github-status} # a secret of the reconciler's --secrets-file, scoped to the env
+      url: https://api.github.com       # default; GitLab https://gitlab.com/api/v4 (--outbound-allow)
       context: driftless/prod           # default driftless/<env>
       targetUrl: https://driftless.example.com/
 
@@ -24,7 +24,9 @@ is the applied revision's (a rejected commit cannot say where its own rejection 
 on a small thread pool with httpx (:mod:`shared.http`), never on the event loop; one status at a time
 per (target, environment, commit), always the newest (a success never overtaken by an older pending
 still being retried); no answer, 429 or 5xx is retried with :class:`shared.retry.Backoff`. The token
-is read at each delivery and never logged.
+is read at each delivery, only when the environment may use that secret and the API URL is in the
+operator's allow-list (both checked when the revision is loaded too: :mod:`.boundaries`), never
+logged, and never sent across a redirect (a redirect is not followed: the status is not posted).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -143,10 +144,14 @@ class _Job:
 class CommitStatuses:
     """Posts the branch head's state per environment and target whenever it changes."""
 
-    def __init__(self, revision: _Revision, *, secret: Callable[[str], str | None], attempts: int = ATTEMPTS,
-                 backoff: Callable[[], Backoff] | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(self, revision: _Revision, *, secret: Callable[[str, str], str | None],
+                 allowed: Callable[[str], bool], attempts: int = ATTEMPTS, backoff: Callable[[], Backoff] | None = None,
+                 timeout: float = TIMEOUT) -> None:
+        """``secret(name, env)``: the value of the reconciler's secret when ``env`` may use it;
+        ``allowed(url)``: the URL is in the operator's outbound allow-list."""
         self._rev = revision
         self._secret = secret
+        self._allowed = allowed
         self._attempts = max(1, attempts)
         self._backoff = backoff or (lambda: Backoff(first=0.5, cap=10.0))
         self._timeout = timeout
@@ -236,24 +241,21 @@ class CommitStatuses:
                 self._busy.discard(key)
             raise
 
-    def _token(self, target: CommitStatusTarget) -> tuple[str | None, str]:
+    def _token(self, target: CommitStatusTarget, env: str) -> tuple[str | None, str]:
         """(token, why not) — the reason names where the token should be, never a value."""
-        if target.token_secret:
-            value = self._secret(target.token_secret)
-            return (value, "") if value else (None, f"secret {target.token_secret!r} is not in the reconciler's "
-                                                    "--secrets-file")
-        if target.token_file:
-            try:
-                value = Path(target.token_file).read_text().strip()
-            except OSError as exc:
-                return None, f"token file {target.token_file}: {exc.strerror or type(exc).__name__}"
-            return (value, "") if value else (None, f"token file {target.token_file} is empty")
-        return None, "no token configured"
+        if not target.token_secret:
+            return None, "no token configured"
+        value = self._secret(target.token_secret, env)
+        return (value, "") if value else (None, f"secret {target.token_secret!r} is not in the reconciler's "
+                                                f"--secrets-file for environment {env!r}")
 
     def _send(self, key: tuple[Any, ...], job: _Job) -> _Job:
         """Post ``job`` (or a newer one for the same key, taken at each attempt); the job last tried."""
         context = context_of(job.target, job.env)
-        token, why = self._token(job.target)
+        token, why = self._token(job.target, job.env)
+        api = job.target.api_url or API[job.target.provider]
+        if token is not None and not self._allowed(api):
+            token, why = None, f"{http.origin(api)} is not in the reconciler's --outbound-allow"
         if token is None:
             self.failed += 1
             log.error("event=commit-status-failed provider=%s context=%s sha=%s state=%s error=%s",
@@ -261,7 +263,8 @@ class CommitStatuses:
             return job
         backoff = self._backoff()
         attempt = 0
-        with http.client(timeout=http.timeout(self._timeout)) as client:
+        # redirects are not followed: the token goes to the allowed URL only, never where a 3xx points
+        with http.client(timeout=http.timeout(self._timeout), follow_redirects=False) as client:
             while True:
                 attempt += 1
                 with self._lock:  # a newer state for the same commit replaces this one, even between retries

@@ -13,10 +13,11 @@ Events sent: ``Rejected`` (to every environment: nothing of the revision is appl
 ``RolledBack`` (when the promotion's or rollback's commit is applied). The configuration is the
 one of the applied revision: a commit changing it takes effect once it is applied.
 
-Secrets never come from Git: ``secretName`` names a secret of the reconciler, read at each delivery
-from ``--notification-secrets-file`` (YAML/JSON ``{name: secret}``) or else from the environment
-variable ``DRIFTLESS_NOTIFICATION_SECRET_<NAME>`` (upper case, ``-`` and ``.`` as ``_``). The body is
-signed with HMAC-SHA256: ``X-Driftless-Signature-256: sha256=<hex>``.
+Secrets never come from Git: ``secretName`` names a secret of the reconciler's ``--secrets-file``,
+scoped like any secret (the environment must be in its ``environments``), read at each delivery.
+The body is signed with HMAC-SHA256: ``X-Driftless-Signature-256: sha256=<hex>``. The URL must be in
+the operator's outbound allow-list (``--outbound-allow``); both are checked when the revision is
+loaded (:mod:`.boundaries`) and again here. Redirects are not followed.
 
 Deliveries run on a small thread pool (httpx via :mod:`shared.http`), never on the event loop and
 never in the reconcile's way; a failed delivery (no answer, 429, 5xx) is retried with
@@ -30,18 +31,15 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from model.types import Environment, Notification
 from shared import http
@@ -50,7 +48,6 @@ from shared.retry import Backoff
 log = logging.getLogger("driftless.reconciler")
 
 SIGNATURE_HEADER = "X-Driftless-Signature-256"
-SECRET_ENV_PREFIX = "DRIFTLESS_NOTIFICATION_SECRET_"
 NOTIFIED = frozenset({"Rejected", "AppDegraded", "Healed", "Promoted", "RolledBack",  # and every Drift*
                       "RolloutAborted", "RolloutCompleted", "RolloutWaiting"})  # canary rollouts
 ATTEMPTS = 5  # per delivery
@@ -76,10 +73,6 @@ def commit_event(subject: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-def secret_env_name(name: str) -> str:
-    return SECRET_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -97,11 +90,15 @@ def payload(event: Mapping[str, Any], fmt: str) -> dict[str, Any]:
 class Notifier:
     """Called with every event the controller records; sends those its environments ask for."""
 
-    def __init__(self, *, environments: Callable[[], Mapping[str, Environment]], secrets_file: Path | None = None,
+    def __init__(self, *, environments: Callable[[], Mapping[str, Environment]],
+                 secret: Callable[[str, str], str | None], allowed: Callable[[str], bool],
                  attempts: int = ATTEMPTS, backoff: Callable[[], Backoff] | None = None,
                  timeout: float = TIMEOUT) -> None:
+        """``secret(name, env)``: the value of the reconciler's secret when ``env`` may use it;
+        ``allowed(url)``: the URL is in the operator's outbound allow-list."""
         self._environments = environments
-        self._secrets_file = secrets_file
+        self._secret = secret
+        self._allowed = allowed
         self._attempts = max(1, attempts)
         self._backoff = backoff or (lambda: Backoff(first=0.5, cap=10.0))
         self._timeout = timeout
@@ -140,17 +137,6 @@ class Notifier:
             with self._lock:
                 self._pending -= 1
 
-    def _secret(self, name: str) -> str | None:
-        if self._secrets_file is not None:
-            try:
-                data = yaml.safe_load(self._secrets_file.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                log.error("event=notify-secrets-unreadable file=%s error=%s", self._secrets_file, type(exc).__name__)
-                data = None
-            if isinstance(data, dict) and data.get(name) is not None:
-                return str(data[name])
-        return os.environ.get(secret_env_name(name)) or None
-
     def _deliver(self, target: Notification, event: dict[str, Any]) -> None:
         try:
             self._send(target, event)
@@ -165,18 +151,24 @@ class Notifier:
         body = json.dumps(payload(event, target.format), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "X-Driftless-Event": event["reason"],
                    "X-Driftless-Delivery": str(uuid.uuid4())}
+        if not self._allowed(target.url):
+            self.failed += 1
+            log.error("event=notify-failed url=%s reason=%s error=not in the reconciler's --outbound-allow", shown,
+                      event["reason"])
+            return
         if target.secret_name:
-            secret = self._secret(target.secret_name)
+            secret = self._secret(target.secret_name, event["env"])
             if secret is None:
                 self.failed += 1
                 log.error("event=notify-failed url=%s reason=%s error=%s", shown, event["reason"],
-                          f"secret {target.secret_name!r} not found: put it in --notification-secrets-file or "
-                          f"${secret_env_name(target.secret_name)}")
+                          f"secret {target.secret_name!r} is not in the reconciler's --secrets-file for "
+                          f"environment {event['env']!r}")
                 return
             headers[SIGNATURE_HEADER] = sign(secret, body)
         backoff = self._backoff()
         why = ""
-        with http.client(timeout=http.timeout(self._timeout)) as client:
+        # redirects are not followed: the body and its signature go to the allowed URL only
+        with http.client(timeout=http.timeout(self._timeout), follow_redirects=False) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
                     r = client.post(target.url, content=body, headers=headers)

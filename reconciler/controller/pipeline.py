@@ -34,12 +34,14 @@ from typing import Any
 from prometheus_client import Histogram
 
 from model.types import ManifestTree
+from reconciler.controller.boundaries import check_boundaries, secret_uses
 from reconciler.controller.commit_status import CommitStatuses
 from reconciler.controller.datadir import lock_data_dir
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.hosts import HostRegistry
 from reconciler.controller.notify import Notifier, commit_event
+from reconciler.controller.outbound import OutboundAllowList
 from reconciler.controller.replication import leadership_for
 from reconciler.controller.revisions import (
     Rejected,
@@ -48,12 +50,12 @@ from reconciler.controller.revisions import (
     locate_image,
     locate_secrets,
     problem_json,
-    secret_refs,
 )
 from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.secrets import SecretStore
 from reconciler.controller.signing_policy import SigningPolicy
-from reconciler.controller.state import NotLeader, open_store
+from reconciler.controller.state import NotLeader
+from reconciler.controller.stores import open_store
 from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
 from reconciler.planner.rollout import without_canaries
@@ -114,10 +116,12 @@ class Controller:
             self._lock_file.close()
             raise UsageError(f"cannot open the reconciler state {settings.data / 'state.db'}: {exc}",
                              hint="give a writable --data directory") from exc
+        self.secrets.set_fingerprint_key(self.store.fingerprint_key())  # keyed fingerprints, shared by replicas
+        self.outbound = OutboundAllowList(settings.outbound_allow)  # URLs Git may name (webhooks, commit status)
         self.git = GitSource(url=settings.repo, branch=settings.branch, mirror=settings.data / "git" / "mirror.git")
         self.registry_host = tags_mod.registry_host(settings.registry)
         self.notifier = Notifier(environments=lambda: self.tree.environments if self.tree else {},
-                                 secrets_file=settings.notification_secrets_file)
+                                 secret=self.secrets.get_for, allowed=self.outbound.allows)
         self.leadership = leadership_for(settings, self.store)  # alone, or one of replicated reconcilers
         self.event = EventLog(self.store, listeners=(self.notifier,), leading=self.leadership.leading)
         self.fleet = HostRegistry(store=self.store, events=self.event, settings=settings,
@@ -126,7 +130,8 @@ class Controller:
                                      revision=self, heal=lambda envs: self.trigger(heal=envs))
         self.rollouts = Rollouts(store=self.store, events=self.event, fleet=self.fleet, tree=lambda: self.tree,
                                  replan=self.trigger)  # canary rollouts (controller/rollouts.py)
-        self.commit_statuses = CommitStatuses(self, secret=self.secrets.get)  # spec.commitStatus
+        self.commit_statuses = CommitStatuses(self, secret=self.secrets.get_for,  # spec.commitStatus
+                                              allowed=self.outbound.allows)
         # --signature-policy: digests verified before a revision applies, the requirement passed to hosts
         self.signatures = SigningPolicy(settings.signature_policy, registry_url=settings.registry,
                                         timeout=REGISTRY_TIMEOUT, store=self.store)
@@ -276,7 +281,7 @@ class Controller:
     def _reload_secrets(self) -> None:
         """Read --secrets-file again when it changed: new values replan (a new fingerprint is a new
         generation for the hosts that run it) and retry a revision rejected for a missing secret."""
-        why = self.secrets.reload(required=secret_refs(self.tree) if self.tree is not None else frozenset())
+        why = self.secrets.reload(required=secret_uses(self.tree) if self.tree is not None else {})
         if why is None:
             return
         if why:
@@ -402,9 +407,11 @@ class Controller:
         if self.rejected and head.revision == self.rejected.revision:
             # stalled: no retry until a new commit; except a missing image, which a push to the
             # registry can fix: that commit is tried again at each poll, sync or webhook
-            # (or a secret: adding it to --secrets-file retries the revision)
-            # (or a signature: `driftless sign` of the digest retries the revision too)
-            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "unsigned")
+            # (or a secret: adding it to --secrets-file, or widening its scope, retries the revision; so does
+            # a reconciler restarted with the --outbound-allow a URL needed; or a signature: `driftless sign`
+            # of the digest retries the revision too)
+            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "secret-out-of-scope",
+                                                      "outbound-not-allowed", "unsigned")
                                     for e in self.rejected.errors)
             if not (waiting_for_image and ctx.fetch):
                 ctx.outcome = "rejected"
@@ -432,7 +439,8 @@ class Controller:
             self._reject(head, undecryptable)
             ctx.outcome = "rejected"
             return
-        unknown_secrets = locate_secrets(tree, self.secrets.names())
+        unknown_secrets = locate_secrets(tree, self.secrets.names()) + check_boundaries(  # scopes, --outbound-allow
+            tree, secrets=self.secrets, outbound=self.outbound)
         if unknown_secrets:  # like an unknown image: every reference at its file:line, the last good state stays
             self._reject(head, unknown_secrets)
             ctx.outcome = "rejected"

@@ -6,23 +6,34 @@ reports (last report per host), history (applied revisions per environment, last
 tags (tag -> digest resolutions per revision), events, and a small key/value table (applied
 revision, rejection, drift first-seen times, health bookkeeping).
 
-``StateStore`` is the interface; ``open_store`` picks SQLite (this module, the default) or PostgreSQL
-(:mod:`.state_postgres`, for replicated reconcilers).
+``StateStore`` is the interface (:mod:`.state_types`); ``open_store`` (:mod:`.stores`) picks SQLite
+(this module, the default) or PostgreSQL (:mod:`.state_postgres`, for replicated reconcilers).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+# the shared names, importable from here as before
+from reconciler.controller.state_types import (
+    FINGERPRINT_KEY_BYTES,
+    Event,
+    Fenced,
+    HostRow,
+    NotLeader,
+    StateStore,
+)
 from wire.control import HostDesiredState, HostRegistration, HostReport
+
+__all__ = ["Event", "Fenced", "HostRow", "NotLeader", "StateStore", "Store"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,88 +52,8 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL
     type TEXT NOT NULL, reason TEXT NOT NULL, env TEXT NOT NULL, app TEXT NOT NULL,
     host TEXT NOT NULL, message TEXT NOT NULL, revision TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_env ON events (env, id);
+CREATE TABLE IF NOT EXISTS fingerprint_key (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL);
 """
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    id: int
-    at: float
-    type: str  # "Normal" | "Warning"
-    reason: str  # short CamelCase: "Applied", "Rejected", "HostLost", ...
-    env: str
-    app: str
-    host: str
-    message: str
-    revision: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "type": self.type,
-            "reason": self.reason,
-            "env": self.env,
-            "app": self.app,
-            "host": self.host,
-            "message": self.message,
-            "revision": self.revision,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostRow:
-    registration: HostRegistration
-    registered_at: float
-    last_seen: float
-
-
-class NotLeader(Exception):
-    """A write by a reconciler that does not lead (a follower, or a leader whose lease ended): refused,
-    nothing written. :class:`Fenced` when the database itself refused it (the epoch moved on)."""
-
-
-class Fenced(NotLeader):
-    """The database refused a write: it carried a fencing epoch that is no longer the leader's."""
-
-
-class StateStore(Protocol):
-    """What the controller keeps of its state: :class:`Store` (SQLite, embedded, the default) and
-    :class:`reconciler.controller.state_postgres.PostgresStore` (shared by replicated reconcilers)
-    implement it, and pass the same suite (tests/reconciler/test_state_store.py). Writes may raise
-    :class:`NotLeader` on a store shared by several reconcilers."""
-
-    history_limit: int
-
-    def close(self) -> None: ...
-    def get(self, key: str, default: Any = None) -> Any: ...
-    def put(self, key: str, value: Any) -> None: ...
-    def save_host(self, reg: HostRegistration, *, registered_at: float, last_seen: float) -> None: ...
-    def touch_hosts(self, seen: Mapping[str, float]) -> None: ...
-    def hosts(self) -> dict[str, HostRow]: ...
-    def save_credential(self, name: str, digest: str, *, issued_at: float) -> None: ...
-    def credentials(self) -> dict[str, str]: ...
-    def save_published(self, docs: Mapping[str, tuple[HostDesiredState, float]]) -> None: ...
-    def published(self) -> dict[str, tuple[HostDesiredState, float]]: ...
-    def save_reports(self, reports: Mapping[str, tuple[HostReport, float]]) -> None: ...
-    def reports(self) -> dict[str, tuple[HostReport, float]]: ...
-    def save_tags(self, revision: str, digests: Mapping[str, str], *, at: float) -> None: ...
-    def tags(self, revision: str) -> dict[str, str]: ...
-    def add_history(self, *, env: str, revision: str, applied_at: float, message: str, author: str,
-                    apps: list[Any]) -> None: ...
-    def history(self, *, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
-    def add_event(self, *, type: str = "Normal", reason: str, message: str, env: str = "", app: str = "",
-                  host: str = "", revision: str = "", at: float | None = None) -> Event: ...
-    def events(self, *, env: str | None = None, since: float | None = None, limit: int = 100) -> list[Event]: ...
-
-
-def open_store(state: str | None, *, path: Path, history_limit: int = 20) -> StateStore:
-    """The store ``--state`` names: None -> SQLite at ``path``; ``postgresql://...`` -> PostgreSQL."""
-    if state is None:
-        return Store(path, history_limit=history_limit)
-    from reconciler.controller.state_postgres import PostgresStore
-
-    return PostgresStore(state, history_limit=history_limit)
 
 
 class Store:
@@ -294,3 +225,11 @@ class Store:
             Event(id=i, at=at, type=t, reason=r, env=e, app=a, host=h, message=m, revision=rev)
             for i, at, t, r, e, a, h, m, rev in reversed(rows)
         ]
+
+    # the key of secret fingerprints: the first one written stays
+    def fingerprint_key(self) -> bytes:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO fingerprint_key (id, key) VALUES (1, ?)",
+                       (os.urandom(FINGERPRINT_KEY_BYTES),))
+            row = db.execute("SELECT key FROM fingerprint_key WHERE id=1").fetchone()
+        return bytes(row[0])

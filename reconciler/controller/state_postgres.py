@@ -10,7 +10,7 @@ Fencing. One row, ``leader_lease`` (holder, url, epoch, expires_at), is the leas
 epoch, and renews it while it leads. While leading, the store carries ``fence = (holder, epoch)``
 and every write runs in a transaction whose first statement locks the lease row ``FOR SHARE`` and
 checks that the holder and epoch are still ours and the lease unexpired: a deposed leader (its lease
-expired while it was paused, the database gone, a takeover) gets :class:`~.state.Fenced` and writes
+expired while it was paused, the database gone, a takeover) gets :class:`~.state_types.Fenced` and writes
 nothing; the lock makes the check and the write one atomic step against a takeover. A reconciler
 that does not lead (``fence`` None) writes nothing either (:class:`~.state.NotLeader`).
 """
@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from reconciler.controller.state import Event, Fenced, HostRow, NotLeader
+from reconciler.controller.state_types import FINGERPRINT_KEY_BYTES, Event, Fenced, HostRow, NotLeader
 from shared.errors import UsageError
 from shared.redact import redact_text, redact_url
 from wire.control import HostDesiredState, HostRegistration, HostReport
@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION
     type TEXT NOT NULL, reason TEXT NOT NULL, env TEXT NOT NULL, app TEXT NOT NULL,
     host TEXT NOT NULL, message TEXT NOT NULL, revision TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_env ON events (env, id);
+CREATE TABLE IF NOT EXISTS fingerprint_key (id INTEGER PRIMARY KEY CHECK (id = 1), key BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS leader_lease (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL,
     url TEXT NOT NULL, epoch BIGINT NOT NULL, acquired_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
 """
@@ -80,7 +81,7 @@ def check_url(url: str) -> str:
 
 
 class PostgresStore:
-    """:class:`~.state.StateStore` on PostgreSQL (psycopg 3, a small connection pool)."""
+    """:class:`~.state_types.StateStore` on PostgreSQL (psycopg 3, a small connection pool)."""
 
     def __init__(self, url: str, *, history_limit: int = 20, event_limit: int = 10_000,
                  open_timeout: float = 10.0) -> None:
@@ -284,6 +285,17 @@ class PostgresStore:
             Event(id=i, at=at, type=t, reason=r, env=e, app=a, host=h, message=m, revision=rev)
             for i, at, t, r, e, a, h, m, rev in reversed(rows)
         ]
+
+
+    # the key of secret fingerprints: not fenced (a follower needs it to show fingerprints, and the
+    # first key written stays whoever writes it, so a deposed leader cannot change it)
+    def fingerprint_key(self) -> bytes:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO fingerprint_key (id, key) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+                         (os.urandom(FINGERPRINT_KEY_BYTES),))
+            row = conn.execute("SELECT key FROM fingerprint_key WHERE id=1").fetchone()
+        assert row is not None
+        return bytes(row[0])
 
 
 class PostgresLease:

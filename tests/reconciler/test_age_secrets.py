@@ -30,6 +30,7 @@ from reconciler.controller.secrets import SecretStore, decrypt_age, read_age_ide
 from reconciler.planner.diff import diff_tree
 from shared.errors import UsageError
 from tests.support.components import build
+from tests.support.fingerprints import fingerprint, unkeyed
 from tests.support.platform import LocalPlatform, environment, local_platform
 from tests.support.procs import wait_until
 
@@ -67,9 +68,11 @@ def app_yaml(ciphertext: str) -> str:
             f"{armored}")
 
 
-def fingerprint(ciphertext: str, value: str) -> str:
+def age_fingerprint(state_db: Path, ciphertext: str, value: str) -> str:
     name = "age-" + hashlib.sha256(ciphertext.encode()).hexdigest()[:16]
-    return f"secret:{name}:sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+    fp = fingerprint(state_db, name, value)
+    assert fp != unkeyed(name, value)  # keyed: no offline guessing
+    return fp
 
 
 class World:
@@ -122,7 +125,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def test_an_age_value_from_git_reaches_the_component_and_nowhere_else(world: World) -> None:
     w = world
-    fp = fingerprint(w.ciphertext, w.value)
+    fp = age_fingerprint(w.p.data / "reconciler" / "state.db", w.ciphertext, w.value)
     wait_until(lambda: w.p.reconciler.host(HOST)["desired"]["instances"][0]["config"]["GREETING"] == fp,
                timeout=20, what="the fingerprint published")
     spec = w.p.reconciler.host(HOST)["desired"]["instances"][0]
@@ -170,7 +173,8 @@ def test_an_undecryptable_value_rejects_the_revision_at_its_line_and_a_new_one_r
     ciphertext = "\n".join(line.strip() for line in r.stdout.splitlines()[1:]) + "\n"
     w.p.git.push({"prod/apps/hello.yaml": app_yaml(ciphertext)}, "GREETING rotated")
     wait_until(lambda: rotated in w.greeting(), timeout=60, what="the new value served")
-    assert w.p.reconciler.host(HOST)["desired"]["instances"][0]["config"]["GREETING"] == fingerprint(ciphertext, rotated)
+    assert w.p.reconciler.host(HOST)["desired"]["instances"][0]["config"]["GREETING"] == \
+        age_fingerprint(w.p.data / "reconciler" / "state.db", ciphertext, rotated)
     w.ciphertext, w.value = ciphertext, rotated  # what runs now (the tests may run in any order)
     wait_until(lambda: w.p.reconciler.app("prod", "hello")["sync"] == "Synced", timeout=20, what="Synced")
     w.assert_nowhere_else()

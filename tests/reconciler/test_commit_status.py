@@ -1,7 +1,7 @@
 """Git commit status (``spec.commitStatus``): the commit a user pushed shows what became of it, in the
 GitHub and GitLab commit-status API shapes. The APIs are a real aiohttp server on 127.0.0.1 that
 checks each request's path, headers and body; the platform is ``driftless up``'s own (a registry,
-the Git repository, the reconciler with a --secrets-file, one host).
+the Git repository, the reconciler with a --secrets-file and the API allowed by --outbound-allow, one host).
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def _secret_file(path: Path, text: str) -> Path:
 
 
 def test_a_pushed_commit_shows_applied_then_rejected_on_github_and_gitlab(tmp_path: Path, api: StatusAPI) -> None:
-    secrets = _secret_file(tmp_path / "secrets.yaml", f'github-status: "{GITHUB_TOKEN}"\n')
-    gitlab_token = _secret_file(tmp_path / "gitlab-token", GITLAB_TOKEN + "\n")
+    secrets = _secret_file(tmp_path / "secrets.yaml", f'github-status: "{GITHUB_TOKEN}"\n'  # every environment
+                                                       f'gitlab-status: {{value: "{GITLAB_TOKEN}", environments: [prod]}}\n')
     env = environment("prod").rstrip(" ") + f"""\
           commitStatus:
           - provider: github
@@ -126,12 +126,12 @@ def test_a_pushed_commit_shows_applied_then_rejected_on_github_and_gitlab(tmp_pa
           - provider: gitlab
             url: {api.url}/api/v4
             repository: acme/manifests
-            token: {{file: {gitlab_token}}}
+            token: {{secretRef: gitlab-status}}
             context: deploy/prod
             targetUrl: https://driftless.example.com/
         """
     p: LocalPlatform = local_platform(tmp_path / "platform", hosts={"h1": {"cloud": "aws"}},
-                                      reconciler_args=["--secrets-file", str(secrets)])
+                                      reconciler_args=["--secrets-file", str(secrets), "--outbound-allow", api.url])
     try:
         p.up(tree={"prod/environment.yaml": env, "prod/apps/hello.yaml": HELLO},
              components={"demo/hello:1.0.0": build("hello")})

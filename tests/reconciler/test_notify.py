@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from model.types import Notification
-from reconciler.controller.notify import SIGNATURE_HEADER, commit_event, secret_env_name
+from reconciler.controller.notify import SIGNATURE_HEADER, commit_event
 from tests.support.components import build
 from tests.support.http_server import ThreadedServer
 from tests.support.platform import LocalPlatform, application, environment, local_platform
@@ -82,9 +82,11 @@ def env_with_notifications(receivers: dict[str, Receiver]) -> str:
 
 
 def started(tmp_path: Path, receivers: dict[str, Receiver] | None = None) -> LocalPlatform:
-    secrets = tmp_path / "notification-secrets.yaml"
-    secrets.write_text(f"ci: {SECRET}\n")
-    p = local_platform(tmp_path / "platform", reconciler_args=["--notification-secrets-file", str(secrets)])
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(f"ci: {{value: {SECRET}, environments: [prod]}}\n")
+    secrets.chmod(0o600)
+    allowed = [arg for r in (receivers or {}).values() for arg in ("--outbound-allow", r.url)]
+    p = local_platform(tmp_path / "platform", reconciler_args=["--secrets-file", str(secrets), *allowed])
     tree = {"prod/environment.yaml": env_with_notifications(receivers) if receivers else environment("prod")}
     p.up(tree=tree, components={"demo/hello:1.0.0": build("hello")}, hosts=False)
     wait_until(lambda: p.reconciler.get("/api/v1/environments")["source"]["applied"], timeout=20,
@@ -160,4 +162,3 @@ def test_which_events_a_webhook_wants_and_what_commits_mean() -> None:
         "Promoted", "prod", "shop", "shop promoted from staging to prod")
     assert commit_event("rollback(shop): prod to 0123456789ab")[:3] == ("RolledBack", "prod", "shop")  # type: ignore[index]
     assert commit_event("a change") is None
-    assert secret_env_name("slack-ops.1") == "DRIFTLESS_NOTIFICATION_SECRET_SLACK_OPS_1"

@@ -9,7 +9,6 @@ missing secret rejects the revision at its file:line and keeps the last good sta
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import subprocess
@@ -26,6 +25,7 @@ from reconciler.controller.secrets import SecretStore, read_secrets
 from reconciler.planner.placement import HostInfo, plan
 from shared.errors import UsageError
 from tests.support.components import build
+from tests.support.fingerprints import fingerprint, unkeyed
 from tests.support.platform import LocalPlatform, application, environment, local_platform
 from tests.support.procs import wait_until
 from wire.control import HostDesiredState, InstanceSpec, InstanceStatus, secret_fingerprint
@@ -38,8 +38,6 @@ def web(greeting: Any) -> dict[str, Any]:
             "expose": "/hello"}
 
 
-def fingerprint(name: str, value: str) -> str:
-    return f"secret:{name}:sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
 
 
 def write_secrets(path: Path, values: dict[str, str]) -> None:
@@ -66,6 +64,9 @@ class World:
         self.values = values
         self.seen.extend(v for v in values.values() if v not in self.seen)
         write_secrets(self.secrets_file, values)
+
+    def fingerprint(self, name: str, value: str) -> str:
+        return fingerprint(self.p.data / "reconciler" / "state.db", name, value)
 
     def greeting(self) -> str:
         r = httpx.get(f"{self.p.ingress(HOST)}/hello", timeout=5)
@@ -122,7 +123,8 @@ def test_a_secret_reaches_the_component_and_nowhere_else(world: World) -> None:
     w = world
     value = w.values["greeting"]
     wait_until(lambda: value in w.greeting(), timeout=30, what="hello answering with the secret")
-    fp = fingerprint("greeting", value)
+    fp = w.fingerprint("greeting", value)
+    assert fp != unkeyed("greeting", value)
     wait_until(lambda: w.p.reconciler.host(HOST)["desired"]["instances"][0]["config"]["GREETING"] == fp,
                timeout=20, what="the fingerprint published")
     host = w.p.reconciler.host(HOST)
@@ -150,7 +152,7 @@ def test_a_changed_secret_rolls_out(world: World) -> None:
     wait_until(lambda: new in w.greeting(), timeout=60, what="the new value served")
     host = w.p.reconciler.host(HOST)
     assert host["generation"] > before
-    assert host["desired"]["instances"][0]["config"]["GREETING"] == fingerprint("greeting", new)
+    assert host["desired"]["instances"][0]["config"]["GREETING"] == w.fingerprint("greeting", new)
     events = w.p.reconciler.get("/api/v1/events?limit=10000")["events"]
     assert any(e["reason"] == "SecretsReloaded" for e in events)
     wait_until(lambda: w.p.reconciler.app("prod", "hello")["sync"] == "Synced", timeout=20, what="Synced")
@@ -213,7 +215,10 @@ def test_the_planner_puts_fingerprints_and_the_long_poll_answer_the_value(tmp_pa
                      config={"GREETING": SecretRef(name="greeting"), "MODE": "plain"})
     tree = ManifestTree(environments={"prod": Environment(name="prod")},
                         applications={"prod": {"hello": Application(name="hello", env="prod", components=(comp,))}})
-    fp = secret_fingerprint("greeting", "hi")
+    key = b"k" * 32
+    fp = secret_fingerprint("greeting", "hi", key=key)
+    assert fp.startswith("secret:greeting:hmac-sha256:") and fp != unkeyed("greeting", "hi")
+    assert secret_fingerprint("greeting", "hi", key=b"x" * 32) != fp  # another key, another fingerprint
     result = plan(tree=tree, digests={}, hosts=[HostInfo(name="h")], previous={}, registry="r:5000",
                   secrets={"greeting": fp})
     (spec,) = result.desired["h"]
@@ -223,15 +228,17 @@ def test_the_planner_puts_fingerprints_and_the_long_poll_answer_the_value(tmp_pa
     assert missing.desired["h"] == () and "greeting" in missing.unplaced[0].reason
     path = tmp_path / "s.yaml"
     write_secrets(path, {"greeting": "hi"})
-    store = SecretStore(path)
+    store = SecretStore(path, fingerprint_key=key)
     doc = store.reveal(HostDesiredState(host="h", generation=1, instances=(spec,)))
     (shown,) = doc.instances
     assert shown.config == {"GREETING": "hi", "MODE": "plain"} and shown.fingerprints == {"GREETING": fp}
     back = InstanceSpec.from_json(shown.to_json())
+    # the host reports the fingerprint it was given: it has no key to compute one
     assert back == shown and back.reported_config() == {"GREETING": fp, "MODE": "plain"}
-    # an out-of-band value is reported by its own fingerprint, never as itself
-    changed = InstanceSpec.from_json({**shown.to_json(), "config": {"GREETING": "other", "MODE": "plain"}})
-    assert changed.reported_config()["GREETING"] == secret_fingerprint("greeting", "other")
+    # a value that came without its fingerprint is reported as unknown: never itself, never a hash of it
+    changed = InstanceSpec.from_json({**shown.to_json(), "config": {"GREETING": "other", "MODE": "plain"},
+                                      "secretFingerprints": None})
+    assert changed.reported_config()["GREETING"] == "secret:GREETING:hmac-sha256:unknown"
     status = InstanceStatus(id=spec.id, env="prod", app="hello", component="web", digest=spec.digest,
                             status="Running", config=changed.reported_config())
     assert "other" not in str(status.to_json())

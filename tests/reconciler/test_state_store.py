@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller.state import Fenced, NotLeader, StateStore, open_store
+from reconciler.controller.state import Fenced, NotLeader, StateStore
 from reconciler.controller.state_postgres import PostgresLease, PostgresStore, check_url
+from reconciler.controller.stores import open_store
 from shared.errors import UsageError
 from tests.support.postgres import PostgresServer
 from wire.control import (
@@ -162,6 +163,32 @@ def test_the_lease_fences_every_write(postgres: PostgresServer) -> None:
         assert a.get("k") == "from b" and [e.message for e in a.events()] == []
         lb.release()  # a clean stop: the lease is free at once
         assert la.try_acquire() and la.epoch == 3
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_fingerprint_key_is_made_once_and_shared(tmp_path: Path, postgres: PostgresServer) -> None:
+    """The key of secret fingerprints: 32 random bytes made by the first reconciler asking, the same
+    after a restart (SQLite) and for every reconciler sharing PostgreSQL — a follower included (it
+    holds no lease: the key is not a fenced write)."""
+    first = open_store(None, path=tmp_path / "state.db")
+    key = first.fingerprint_key()
+    assert len(key) == 32 and first.fingerprint_key() == key
+    first.close()
+    again = open_store(None, path=tmp_path / "state.db")
+    assert again.fingerprint_key() == key
+    again.close()
+    other = open_store(None, path=tmp_path / "other.db")
+    assert other.fingerprint_key() != key  # another platform, another key
+    other.close()
+
+    url = postgres.new_database()
+    a, b = PostgresStore(url), PostgresStore(url)
+    try:
+        assert a.fence is None and b.fence is None  # neither leads
+        shared = b.fingerprint_key()
+        assert len(shared) == 32 and a.fingerprint_key() == shared and shared != key
     finally:
         a.close()
         b.close()
