@@ -15,8 +15,9 @@ from model.types import Application, Component, Environment, HostSelector, Manif
 from reconciler.controller.enrollment import Bounds, ingress_problem, join_bounds, parse_bounds
 from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import REVOKED, HostRegistry, OutsideEnrollment
-from reconciler.controller.state import StateStore, Store, open_store
+from reconciler.controller.state import StateStore, Store
 from reconciler.controller.state_postgres import PostgresLease, PostgresStore
+from reconciler.controller.stores import open_store
 from reconciler.planner.placement import HostInfo, plan
 from reconciler.settings import Settings
 from tests.support.postgres import PostgresServer
