@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -25,6 +26,9 @@ class Settings:
     grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
+    # per environment (--allowed-signers ENV=FILE): the keys that may change that environment's folder;
+    # an environment not named here falls back to allowed_signers (controller/evaluation.py)
+    env_signers: Mapping[str, Path] = field(default_factory=dict)
     allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host
     secrets_file: Path | None = None  # YAML {name: value}, mode 0600; re-read when it changes (controller/secrets.py)
     age_identity_file: Path | None = None  # age X25519 identities (0600) decrypting {age: ...} config values
