@@ -55,15 +55,17 @@ def _per_environment(source: dict[str, Any], envs: dict[str, Any], revision: str
             return None  # not decided for this environment yet
     if not rejected:
         return [f"driftless: revision {short} applied to {', '.join(applied)}"]
-    out = [f"driftless: revision {short} applied to {', '.join(applied) or 'no environment'}; "
-           f"rejected for {', '.join(rejected)}"]
+    single = len(rejected) == 1 and not applied  # one environment in all: say it as before environments
+    out = [] if single else [f"driftless: revision {short} " + (f"applied to {', '.join(applied)}; " if applied else "")
+                             + f"rejected for {', '.join(rejected)}"]
     prefix = _prefix(source)
     for name in rejected:
         rej = envs[name]["rejected"]
         errors = rej.get("errors") or []
         kept = ((envs[name].get("applied") or {}).get("revision") or "")[:12]
         kept = f"{kept} stays applied" if kept else "nothing applied yet"
-        out.append(f"driftless: {name}: rejected ({len(errors)} error(s)); {kept} in {name}:")
+        out.append(f"driftless: revision {short} rejected ({len(errors)} error(s)); {kept}:" if single
+                   else f"driftless: {name}: rejected ({len(errors)} error(s)); {kept} in {name}:")
         for e in errors[:20]:
             out.append(f"driftless:   {prefix if e.get('file') else ''}{e.get('text') or e.get('message')}")
         if errors and all(e.get("code") == "unknown-image" for e in errors):

@@ -132,6 +132,10 @@ class Evaluator:
         if self.judged == head.revision and not (
                 retry and any(retryable(r, head.revision) for r in self.envs.rejected.values())):
             return None
+        known = set(self.envs.applied) | set(self.envs.rejected)
+        if known and not any(self._pending(e, head.revision, retry=retry) for e in known):
+            self.judged = head.revision  # judged before a restart: every environment applied or rejected it
+            return None
         try:
             tree = await asyncio.to_thread(self.load_tree, head.revision)
         except Transient:

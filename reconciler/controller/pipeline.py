@@ -1,12 +1,16 @@
 """The controller: Git -> validated tree -> digests -> plan -> documents published to hosts.
 
 A reconcile is an ordered list of same-signature steps (fetch, load, resolve, plan, publish, watch
-tags), its outcome recorded in ``finally``. Errors are classified:
-- stalled: the commit is invalid (schema, unknown image): rejected, no retry until a new commit;
+tags), its outcome recorded in ``finally``. Load and resolve judge the revision per environment
+(:mod:`.evaluation`; what each environment applied and rejected: :mod:`.env_revisions`), so a
+problem in one environment's folder rejects that environment only. Errors are classified:
+- stalled: the commit is invalid for an environment (schema, unknown image): rejected there, no
+  retry until a new commit;
 - transient: Git or the registry did not answer: retried with exponential backoff
   (:class:`shared.retry.Backoff`), one ``FetchFailed`` event per outage, not per retry;
-- a commit naming an image the registry does not hold (yet) is rejected once (one ``Rejected``
-  event per revision) and retried with the same backoff: a push of the missing tag applies it;
+- a commit naming an image the registry does not hold (yet) is rejected once for the environments
+  naming it (one ``Rejected`` event per revision and environment) and retried for them with the same
+  backoff: a push of the missing tag applies it;
 - waiting: hosts converging: nothing to do but watch their reports.
 Only the publish step changes what hosts run, and only when a host's document changes (or to heal).
 

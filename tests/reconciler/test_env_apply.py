@@ -233,3 +233,21 @@ def test_allowed_signers_option_per_environment(tmp_path: Path) -> None:
         _signers([f"dev={dev}", f"dev={every}"])
     with pytest.raises(UsageError, match="is not a file"):
         _signers([f"prod={tmp_path / 'missing'}"])
+
+
+def test_push_feedback_per_environment() -> None:
+    from driftless.push_feedback import outcome
+
+    err = {"file": "dev/apps/a.yaml", "text": "dev/apps/a.yaml:3:1: bad", "code": "invalid"}
+    good = {"revision": "b" * 40}
+    envs = {"dev": {"applied": {"revision": "a" * 40}, "rejected": {"revision": "b" * 40, "errors": [err]}},
+            "prod": {"applied": good, "rejected": None}}
+    lines = outcome({"path": "manifests", "environments": envs}, "b" * 40)
+    assert lines == [f"driftless: revision {'b' * 12} applied to prod; rejected for dev",
+                     f"driftless: dev: rejected (1 error(s)); {'a' * 12} stays applied in dev:",
+                     "driftless:   manifests/dev/apps/a.yaml:3:1: bad"]
+    # not decided for staging yet: nothing said
+    assert outcome({"environments": {**envs, "staging": {"applied": {"revision": "a" * 40}}}}, "b" * 40) is None
+    # one environment, rejected: said as it always was
+    only = outcome({"path": "manifests", "environments": {"dev": envs["dev"]}}, "b" * 40)
+    assert only is not None and only[0] == f"driftless: revision {'b' * 12} rejected (1 error(s)); {'a' * 12} stays applied:"
