@@ -1,4 +1,4 @@
-"""--allowed-signers: only commits SSH-signed by an allowed key are applied; others are rejected."""
+"""--allowed-signers [ENV=]FILE: only commits SSH-signed by an allowed key are applied (per environment they change)."""
 
 from __future__ import annotations
 
