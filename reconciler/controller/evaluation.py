@@ -24,16 +24,17 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import re
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from model.types import ManifestTree
-from reconciler.controller.env_revisions import EnvRevisions, attribute, env_images, retryable
+from reconciler.controller.env_revisions import EnvRevisions, attribute, env_images, folder_of, retryable
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.notify import commit_event
@@ -156,7 +157,7 @@ class Evaluator:
         errors += await asyncio.to_thread(self._signatures, head, touched)
         errors += await asyncio.to_thread(self.secrets.decrypt, tree)  # age values kept in Git
         errors += locate_secrets(tree, self.secrets.names())  # like an unknown image: retried when it appears
-        by_env = attribute(errors, envs=envs, touched=touched)
+        by_env = attribute(_blame_route_collisions(errors, envs=envs, touched=touched), envs=envs, touched=touched)
         return Evaluation(head=head, tree=tree, candidates=candidates,
                           errors={e: errs for e, errs in by_env.items() if e in candidates})
 
@@ -362,6 +363,24 @@ class Evaluator:
             }
             for _, app in sorted(tree.applications.get(env, {}).items())
         ]
+
+
+_OTHER_ENV = re.compile(r"in environment '([^']+)'")
+
+
+def _blame_route_collisions(errors: list[dict[str, Any]], *, envs: Collection[str],
+                            touched: Collection[str]) -> list[dict[str, Any]]:
+    """A route claimed in two environments is reported in the later one's file; when only the other
+    environment changed, the commit that made the collision is its: the error goes to it."""
+    out = []
+    for error in errors:
+        found = _OTHER_ENV.search(str(error.get("message") or ""))
+        if error.get("code") == "route-collision" and found and not error.get("env"):
+            mine, other = folder_of(error.get("file"), envs), found.group(1)
+            if mine not in touched and other in touched:
+                error = {**error, "env": other}
+        out.append(error)
+    return out
 
 
 def _subtree(tree: ManifestTree, envs: Iterable[str]) -> ManifestTree:

@@ -251,3 +251,25 @@ def test_push_feedback_per_environment() -> None:
     # one environment, rejected: said as it always was
     only = outcome({"path": "manifests", "environments": {"dev": envs["dev"]}}, "b" * 40)
     assert only is not None and only[0] == f"driftless: revision {'b' * 12} rejected (1 error(s)); {'a' * 12} stays applied:"
+
+
+def test_a_route_collision_rejects_the_environment_the_commit_changed(tmp_path: Path) -> None:
+    """dev and prod may share hosts; prod serves /shop; a commit adding /shop to dev rejects dev, not prod
+    (the loader reports the collision in prod's file, the later environment)."""
+    from model.loader import load_tree
+    from reconciler.controller.env_revisions import attribute
+    from reconciler.controller.evaluation import _blame_route_collisions
+    from reconciler.controller.revisions import problem_json
+    from tests.support.platform import write_tree
+
+    root = tmp_path / "manifests"
+    shop = application("shop", [{**COMP, "expose": "/shop"}])
+    write_tree(root, {"dev/environment.yaml": environment("dev"), "prod/environment.yaml": environment("prod"),
+                      "dev/apps/shop.yaml": shop, "prod/apps/shop.yaml": shop})
+    errors = [problem_json(p) for p in load_tree(root).errors]
+    assert [e["code"] for e in errors] == ["route-collision"] and errors[0]["file"] == "prod/apps/shop.yaml", errors
+    envs = {"dev", "prod"}
+    blamed = attribute(_blame_route_collisions(errors, envs=envs, touched={"dev"}), envs=envs, touched={"dev"})
+    assert set(blamed) == {"dev"}
+    both = attribute(_blame_route_collisions(errors, envs=envs, touched=envs), envs=envs, touched=envs)
+    assert set(both) == {"prod"}
