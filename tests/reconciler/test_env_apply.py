@@ -109,12 +109,15 @@ def test_a_commit_breaking_dev_still_applies_prod(world: World) -> None:
     assert prod["rejected"] is None and [a["name"] for a in prod["apps"]] == ["a", "b"]
     assert staging["rejected"] is None and staging["revision"] == bad
     # conditions: only dev's application is Stalled
-    stalled = {e: next(c for c in w.rec.app(e, "a")["conditions"] if c["type"] == "Stalled")["status"] for e in ENVS}
-    assert stalled == {"dev": "True", "staging": "False", "prod": "False"}
+    def stalled() -> dict[str, str]:
+        return {e: next(c for c in w.rec.app(e, "a")["conditions"] if c["type"] == "Stalled")["status"] for e in ENVS}
+
+    wait_until(lambda: stalled() == {"dev": "True", "staging": "False", "prod": "False"}, timeout=10,
+               what="Stalled in dev only")
     assert w.rec.app("prod", "a")["revision"] == bad and w.rec.app("dev", "a")["revision"] == w.first
     # drift: RevisionRejected in dev only
-    items = w.rec.get("/api/v1/drift")["items"]
-    assert {i["env"] for i in items if i["category"] == "RevisionRejected"} == {"dev"}, items
+    wait_until(lambda: {i["env"] for i in w.rec.get("/api/v1/drift")["items"] if i["category"] == "RevisionRejected"}
+               == {"dev"}, timeout=10, what="RevisionRejected drift in dev only")
     # events: one Rejected, for dev; Applied for prod (changed), none for staging (nothing changed)
     events = [e for e in w.events() if e["revision"] == bad]
     assert [e["env"] for e in events if e["reason"] == "Rejected"] == ["dev"], events
@@ -151,7 +154,8 @@ def test_a_commit_breaking_dev_still_applies_prod(world: World) -> None:
     assert w.rec.get("/api/v1/environments")["source"]["rejected"] is None
     wait_until(lambda: not [i for i in w.rec.get("/api/v1/drift")["items"] if i["category"] == "RevisionRejected"],
                timeout=10, what="no RevisionRejected drift")
-    assert [c["name"] for c in w.rec.app("dev", "a")["components"]] == ["fixed"]
+    wait_until(lambda: [c["name"] for c in w.rec.app("dev", "a")["components"]] == ["fixed"], timeout=10,
+               what="dev's fix in its status")
     assert [a["name"] for a in w.env("prod")["apps"]] == ["a", "b"]
 
 
@@ -164,7 +168,8 @@ def test_a_missing_image_in_dev_rejects_dev_only_until_it_is_pushed(world: World
     assert dev["revision"] == w.first
     assert [e["code"] for e in dev["rejected"]["errors"]] == ["unknown-image"]
     assert dev["rejected"]["errors"][0]["file"] == "dev/apps/a.yaml"
-    assert [c["name"] for c in w.rec.app("prod", "a")["components"]] == ["p"]
+    wait_until(lambda: [c["name"] for c in w.rec.app("prod", "a")["components"]] == ["p"], timeout=10,
+               what="prod's change in its status")
     # pushing the image applies the same revision to dev (the retry is per environment)
     w.registry.push("demo/missing:1.0.0", build("hello"))
     wait_until(lambda: w.env("dev")["revision"] == rev, timeout=40, what="dev applied once the image is there")
