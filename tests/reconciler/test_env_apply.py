@@ -278,3 +278,27 @@ def test_a_route_collision_rejects_the_environment_the_commit_changed(tmp_path: 
     assert set(blamed) == {"dev"}
     both = attribute(_blame_route_collisions(errors, envs=envs, touched=envs), envs=envs, touched=envs)
     assert set(both) == {"prod"}
+
+
+def test_a_tag_resolved_differently_per_environment_runs_each_ones_digest(tmp_path: Path) -> None:
+    """The composite tree: dev applied demo/hello:1.0.0 when it pointed to D1, prod later when it pointed to
+    D2; each runs its own digest (dev's pinned in the composite), nothing of dev moves with prod's apply."""
+    from model.loader import load_tree
+    from reconciler.planner.placement import _digest_of
+    from tests.support.platform import write_tree
+
+    root = tmp_path / "manifests"
+    write_tree(root, {f"{e}/environment.yaml": environment(e, prefix=f"/{e}") for e in ("dev", "prod")}
+               | {f"{e}/apps/a.yaml": application("a", [COMP]) for e in ("dev", "prod")})
+    tree = load_tree(root)
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    envs = EnvRevisions()
+    envs.set_applied("dev", record={"revision": "a" * 40, "appliedAt": 1.0}, tree=tree, digests={COMP["image"]: d1})
+    envs.set_applied("prod", record={"revision": "b" * 40, "appliedAt": 2.0}, tree=tree, digests={COMP["image"]: d2})
+    envs.rebuild()
+    assert envs.tree is not None and envs.tree.revision is None  # two revisions make it up
+    dev_image = envs.tree.applications["dev"]["a"].components[0].image
+    prod_image = envs.tree.applications["prod"]["a"].components[0].image
+    assert prod_image == COMP["image"] and dev_image == f"{COMP['image']}@{d1}"
+    assert _digest_of(dev_image, envs.merged) == d1 and _digest_of(prod_image, envs.merged) == d2
+    assert envs.summary_applied() == {"revision": "b" * 40, "appliedAt": 2.0}
