@@ -302,3 +302,35 @@ def test_a_tag_resolved_differently_per_environment_runs_each_ones_digest(tmp_pa
     assert prod_image == COMP["image"] and dev_image == f"{COMP['image']}@{d1}"
     assert _digest_of(dev_image, envs.merged) == d1 and _digest_of(prod_image, envs.merged) == d2
     assert envs.summary_applied() == {"revision": "b" * 40, "appliedAt": 2.0}
+
+
+def test_real_hosts_dev_keeps_running_its_last_good_state_while_prod_moves(tmp_path: Path) -> None:
+    """Two real hosts, one per environment: a commit breaking dev and adding a component to prod reaches
+    the prod host; the dev host's document stays as it was (same generation, same instances)."""
+    from tests.support.platform import local_platform
+
+    p = local_platform(tmp_path / "platform", hosts={"dev-1": {"env": "dev"}, "prod-1": {"env": "prod"}})
+    tree: dict[str, str | None] = {}
+    for env in ("dev", "prod"):
+        tree[f"{env}/environment.yaml"] = environment(env, prefix=f"/{env}", selector={"env": env})
+        tree[f"{env}/apps/a.yaml"] = application("a", [COMP])
+    try:
+        p.up(tree=tree, components={"demo/hello:1.0.0": build("hello")})
+        wait_until(lambda: all(p.reconciler.app(e, "a")["health"] == "Healthy" for e in ("dev", "prod")), timeout=60,
+                   what="both environments healthy")
+        dev_before = p.reconciler.host("dev-1")
+        bad = p.git.push({"dev/apps/a.yaml": BROKEN,
+                          "prod/apps/a.yaml": application("a", [COMP, {**COMP, "name": "v"}])}, "break dev, grow prod")
+        wait_until(lambda: p.reconciler.app("prod", "a")["health"] == "Healthy"
+                   and sorted(c["name"] for c in p.reconciler.app("prod", "a")["components"]) == ["v", "w"],
+                   timeout=60, what="prod runs its change")
+        prod_host = p.reconciler.host("prod-1")
+        assert prod_host["desired"]["revision"] == bad
+        assert len(prod_host["desired"]["instances"]) == 2
+        dev_after = p.reconciler.host("dev-1")
+        assert dev_after["generation"] == dev_before["generation"], (dev_before, dev_after)
+        assert dev_after["desired"]["instances"] == dev_before["desired"]["instances"]
+        dev = p.reconciler.get("/api/v1/environments/dev")
+        assert dev["rejected"]["revision"] == bad and p.reconciler.app("dev", "a")["health"] == "Healthy"
+    finally:
+        p.stop()
