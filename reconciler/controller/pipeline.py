@@ -226,9 +226,11 @@ class Controller:
         self._wake.set()
 
     def forget_requests(self) -> None:
-        """A follower taking the lead: no heal or retry asked before counts."""
+        """A follower taking the lead: no heal or retry asked before counts, nor what it judged before
+        (the shared state it reads says what each environment applied since)."""
         self._heal_requests.clear()
         self._retry_at = None
+        self.evaluator.judged = None
 
     def _on_git_change(self) -> None:
         loop = self._loop
