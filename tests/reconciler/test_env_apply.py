@@ -334,3 +334,28 @@ def test_real_hosts_dev_keeps_running_its_last_good_state_while_prod_moves(tmp_p
         assert dev["rejected"]["revision"] == bad and p.reconciler.app("dev", "a")["health"] == "Healthy"
     finally:
         p.stop()
+
+
+def test_an_upgrade_from_one_record_for_all_keeps_running(world: World, tmp_path: Path) -> None:
+    """A state.db written before per-environment application (one applied and one rejected record)
+    is migrated by a restarted reconciler: the same revision stays applied everywhere, nothing is
+    applied again, and the next commit is judged per environment."""
+    w = world
+    w.rec.stop()
+    store = Store(tmp_path / "rec" / "reconciler" / "state.db")
+    try:
+        assert store.get("applied_envs") is not None  # written by this version
+        for key in ("applied_envs", "rejected_envs", "env_digests"):
+            store.put(key, None)
+        store.put("applied", {"revision": w.first, "message": "three environments", "author": "x", "appliedAt": 1.0})
+        store.put("rejected", None)
+    finally:
+        store.close()
+    w.rec.start()
+    wait_until(lambda: all(w.env(e)["revision"] == w.first for e in ENVS), timeout=20, what="migrated")
+    assert len([e for e in w.events() if e["reason"] == "Applied"]) == len(ENVS)  # once each, before the upgrade
+    logs = [f.read_text(errors="replace") for f in tmp_path.rglob("*.log") if f.is_file()]
+    assert any("event=state-migrated" in text for text in logs)
+    bad = w.git.push({"dev/apps/a.yaml": BROKEN}, "break dev after the upgrade")
+    dev = _applied_everywhere_but_dev(w, bad)
+    assert dev["revision"] == w.first
