@@ -1,5 +1,6 @@
 """What the post-receive hook ``driftless up`` installs tells the pusher (git shows it as ``remote: ...``):
-whether the pushed revision was applied or rejected, with every problem at its file:line.
+whether the pushed revision was applied or rejected, per environment (each applies its own part of a
+commit: a problem in ``dev/`` rejects dev only), with every problem at its file:line.
 
     printf '%s\\n' "$refs" | python -m driftless.push_feedback --url URL --token-file FILE [--cacert CA]
 
@@ -29,15 +30,57 @@ def pushed_revision(lines: list[str], branch: str) -> str | None:
 
 
 def outcome(source: dict[str, Any], revision: str) -> list[str] | None:
-    """What to tell the pusher once the reconciler has decided on ``revision``; None while it has not."""
+    """What to tell the pusher once the reconciler has decided on ``revision`` for every environment;
+    None while it has not."""
+    envs = source.get("environments")
+    if isinstance(envs, dict) and envs:
+        return _per_environment(source, envs, revision)
+    return _whole(source, revision)  # a reconciler from before per-environment application
+
+
+def _prefix(source: dict[str, Any]) -> str:
+    prefix = source.get("path") or ""
+    return "" if prefix in ("", ".") else prefix.rstrip("/") + "/"
+
+
+def _per_environment(source: dict[str, Any], envs: dict[str, Any], revision: str) -> list[str] | None:
+    short = revision[:12]
+    applied, rejected = [], []
+    for name, e in sorted(envs.items()):
+        if ((e or {}).get("rejected") or {}).get("revision") == revision:
+            rejected.append(name)
+        elif ((e or {}).get("applied") or {}).get("revision") == revision:
+            applied.append(name)
+        else:
+            return None  # not decided for this environment yet
+    if not rejected:
+        return [f"driftless: revision {short} applied to {', '.join(applied)}"]
+    single = len(rejected) == 1 and not applied  # one environment in all: say it as before environments
+    out = [] if single else [f"driftless: revision {short} " + (f"applied to {', '.join(applied)}; " if applied else "")
+                             + f"rejected for {', '.join(rejected)}"]
+    prefix = _prefix(source)
+    for name in rejected:
+        rej = envs[name]["rejected"]
+        errors = rej.get("errors") or []
+        kept = ((envs[name].get("applied") or {}).get("revision") or "")[:12]
+        kept = f"{kept} stays applied" if kept else "nothing applied yet"
+        out.append(f"driftless: revision {short} rejected ({len(errors)} error(s)); {kept}:" if single
+                   else f"driftless: {name}: rejected ({len(errors)} error(s)); {kept} in {name}:")
+        for e in errors[:20]:
+            out.append(f"driftless:   {prefix if e.get('file') else ''}{e.get('text') or e.get('message')}")
+        if errors and all(e.get("code") == "unknown-image" for e in errors):
+            out.append(f"driftless: {name} applies it once the registry holds the image(s) (driftless push)")
+    return out
+
+
+def _whole(source: dict[str, Any], revision: str) -> list[str] | None:
     short = revision[:12]
     applied = (source.get("applied") or {}).get("revision")
     rejected = source.get("rejected") or {}
     if applied == revision:
         return [f"driftless: revision {short} applied"]
     if rejected.get("revision") == revision:
-        prefix = source.get("path") or ""
-        prefix = "" if prefix in ("", ".") else prefix.rstrip("/") + "/"
+        prefix = _prefix(source)
         errors = rejected.get("errors") or []
         kept = f"{applied[:12]} stays applied" if applied else "nothing applied yet"
         out = [f"driftless: revision {short} rejected ({len(errors)} error(s)); {kept}:"]

@@ -303,7 +303,7 @@ class _TreeLoader:
                                                       "exist or loops back to itself", code="broken-symlink"))
 
     def _semantic_checks(self) -> None:
-        self.problems.extend(check_environments(self.envs.values()))
+        self.problems.extend(check_environments(self.envs.values(), folders=self.env_folders))
         envs = {folder: record.env for folder, record in self.envs.items()}
         for folder, records in self.apps.items():
             self.problems.extend(check_applications(envs.get(folder), records))

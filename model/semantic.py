@@ -39,8 +39,11 @@ def compatible(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     return all(b[k] == v for k, v in a.items() if k in b)
 
 
-def check_environments(envs: Iterable[EnvRecord]) -> list[Problem]:
+def check_environments(envs: Iterable[EnvRecord], *, folders: Iterable[str] = ()) -> list[Problem]:
+    """``folders``: every environment folder, also those whose environment.yaml is invalid (their own
+    error rejects them; an environment promoting from one is not rejected for it)."""
     records = list(envs)
+    broken = set(folders) - {r.folder for r in records}
     problems: list[Problem] = []
     by_name = {r.env.name: r for r in records}
     for r in records:
@@ -57,7 +60,7 @@ def check_environments(envs: Iterable[EnvRecord]) -> list[Problem]:
             problems.append(r.doc.problem(where, f"environment '{r.env.name}' promotes from itself: "
                                                  "name the environment before it (e.g. staging for prod)",
                                           code="promotion-self"))
-        elif promotion.from_env not in by_name:
+        elif promotion.from_env not in by_name and promotion.from_env not in broken:
             problems.append(r.doc.problem(where, f"promotion source '{promotion.from_env}' is not an environment "
                                                  f"of this tree{did_you_mean(promotion.from_env, by_name)}; "
                                                  f"known: {', '.join(sorted(by_name)) or 'none'}",

@@ -29,6 +29,9 @@ class Settings:
     grace_seconds: float = 10.0  # converging instances are Pending (not drift) this long
     long_poll_max: float = 60.0  # cap on ?wait= of the desired-state long-poll
     allowed_signers: Path | None = None  # when set, only commits SSH-signed by these keys are applied
+    # per environment (--allowed-signers ENV=FILE): the keys that may change that environment's folder;
+    # an environment not named here falls back to allowed_signers (controller/evaluation.py)
+    env_signers: Mapping[str, Path] = field(default_factory=dict)
     allow_host_takeover: bool = False  # a join-token registration may take a name held by a live host
     # the join token's bounds (controller/enrollment.py join_bounds): --join-label KEY=V1,V2 (repeated),
     # --join-environments dev,staging, --join-ingress URL-prefix; none given: unbounded (driftless up)

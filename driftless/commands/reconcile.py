@@ -36,8 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", type=int, default=20, metavar="N", help="applied revisions kept per environment (default 20)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="seconds a converging instance is Pending before it counts as drift (default 10)")
-    p.add_argument("--allowed-signers", type=Path, default=None, metavar="FILE",
-                   help="apply only commits SSH-signed by a key in FILE (git allowed-signers format)")
+    p.add_argument("--allowed-signers", action="append", default=[], metavar="[ENV=]FILE",
+                   help="apply only commits SSH-signed by a key in FILE (git allowed-signers format); "
+                        "ENV=FILE: the keys that may change the folder of environment ENV (repeat it per "
+                        "environment; a plain FILE covers the environments not named)")
     p.add_argument("--allow-host-takeover", action="store_true",
                    help="let a host registering with the join token take a name held by a host that is not Lost "
                         "(revokes that host's credential; default: refused with 409)")
@@ -98,13 +100,26 @@ def _no_notification_secrets_file(path: Path | None) -> None:
                               "and drop --notification-secrets-file")
 
 
-def _signers(path: Path | None) -> Path | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise UsageError(f"--allowed-signers {path} is not a file",
-                         hint='one line per key: "<email> ssh-ed25519 AAAA..." (git allowed-signers format)')
-    return path.resolve()
+def _signers(values: list[str]) -> tuple[Path | None, dict[str, Path]]:
+    """--allowed-signers [ENV=]FILE, repeated: (the file for every environment, the file per environment)."""
+    every: Path | None = None
+    per_env: dict[str, Path] = {}
+    for value in values:
+        env, sep, file = value.partition("=")
+        if not sep or "/" in env or not env:  # a plain FILE (a path may hold '=' only after a '/')
+            env, file = "", value
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--allowed-signers {value}: {path} is not a file",
+                             hint='one line per key: "<email> ssh-ed25519 AAAA..." (git allowed-signers format)')
+        if (env and env in per_env) or (not env and every is not None):
+            raise UsageError(f"--allowed-signers {value}: {'environment ' + env if env else 'a plain FILE'} "
+                             "is given twice", hint="one file per environment: put every allowed key in it")
+        if env:
+            per_env[env] = path.resolve()
+        else:
+            every = path.resolve()
+    return every, per_env
 
 
 def _signature_policy(path: Path | None) -> Path | None:
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--interval and --heartbeat must be positive numbers of seconds")
     if args.history < 1:
         raise UsageError("--history must be at least 1")
+    signers, env_signers = _signers(args.allowed_signers)
     if args.state is not None:
         from reconciler.controller.state_postgres import check_url
 
@@ -184,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         open_reads=args.open_reads,
         history_limit=args.history,
         grace_seconds=args.grace,
-        allowed_signers=_signers(args.allowed_signers),
+        allowed_signers=signers,
+        env_signers=env_signers,
         allow_host_takeover=args.allow_host_takeover,
         join_labels=tuple(args.join_label),
         join_environments=args.join_environments,

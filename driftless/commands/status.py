@@ -231,10 +231,13 @@ def render(
         line += f"applied {short(applied.get('revision'))} ({ago(applied.get('appliedAt'), now=now)})"
         if source.get("rejected"):
             rej = source["rejected"]
-            line += "  " + paint(f"head {short(rej.get('revision'))} REJECTED", "red")
             errors = [e for e in rej.get("errors") or [] if isinstance(e, dict)]
+            envs = sorted({str(e["env"]) for e in errors if e.get("env")})  # each environment applies on its own
+            where = f" in {', '.join(envs)}" if envs else ""
+            line += "  " + paint(f"head {short(rej.get('revision'))} REJECTED{where}", "red")
             for e in errors[:MAX_PROBLEMS]:  # where and why, as `driftless validate` says it
-                line += "\n  " + paint(str(e.get("text") or e.get("message") or e), "red")
+                env = f"{e['env']}: " if e.get("env") else ""
+                line += "\n  " + paint(env + str(e.get("text") or e.get("message") or e), "red")
             if len(errors) > MAX_PROBLEMS:
                 line += f"\n  ... and {len(errors) - MAX_PROBLEMS} more (driftless status -o json)"
         out.append(line)

@@ -152,7 +152,7 @@ def snapshot(controller: Controller) -> dict[str, str]:
         "hosts": _digest(hosts),
         "drift": _digest([i.to_json() for i in tracker.drift_items]),
         "events": str(last[-1].id) if last else "0",
-        "applied": _digest(controller.applied),
+        "applied": _digest(controller.envs.applied),  # per environment: a change in any one shows
     }
 
 

@@ -53,7 +53,7 @@ class ControllerCollector(Collector):
                                   value=c.generations_published)
         yield CounterMetricFamily("driftless_heals_total", "Republications to correct drift.", value=c.tracker.heals)
         yield GaugeMetricFamily("driftless_revision_rejected",
-                                "1 when the Git head is rejected and an older revision stays applied.",
+                                "1 when a revision is rejected for some environment (an older one stays applied there).",
                                 value=1 if c.rejected else 0)
         info = GaugeMetricFamily("driftless_applied_revision_info", "The Git revision applied.", labels=("revision",))
         if c.applied:

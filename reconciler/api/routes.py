@@ -276,20 +276,28 @@ def _app_summary(controller: Controller, env: str, app: str) -> dict[str, Any]:
 
 
 def env_json(controller: Controller, name: str) -> dict[str, Any] | None:
+    """One environment as it applied its own last good revision, with its own rejection (if any)."""
     tree = controller.tree
+    revisions = controller.envs.env_json(name)
+    rejected = revisions["rejected"]
     if tree is None or name not in tree.environments:
-        return None
+        if rejected is None:
+            return None
+        return {"name": name, "revision": None, "appliedAt": None,  # rejected before anything of it applied
+                "head": controller.head.revision if controller.head else None, "rejected": rejected,
+                "hostSelector": {}, "ingressPathPrefix": "", "sync": None, "promotion": None, "hosts": [],
+                "apps": [], "unplaced": []}
     env = tree.environments[name]
     hosts = sorted(
         n for n, h in controller.fleet.hosts.items()
         if env.host_selector.matches(h.registration.labels) and controller.fleet.bounds(n).allows_env(name)
     )
     apps = [_app_summary(controller, name, a) for a in sorted(tree.applications.get(name, {}))]
-    rejected = controller.rejected.to_json() if controller.rejected else None
+    applied = revisions["applied"] or {}
     return {
         "name": name,
-        "revision": (controller.applied or {}).get("revision"),
-        "appliedAt": (controller.applied or {}).get("appliedAt"),
+        "revision": applied.get("revision"),
+        "appliedAt": applied.get("appliedAt"),
         "head": controller.head.revision if controller.head else None,
         "rejected": rejected,
         "hostSelector": dict(env.host_selector.match_labels),
@@ -315,9 +323,13 @@ def source_json(controller: Controller) -> dict[str, Any]:
         "branch": s.branch,
         "path": s.path,
         "head": controller.head.revision if controller.head else None,
+        # the newest revision applied anywhere, and the newest rejected one with every environment's problems
+        # (each naming its "env"); per environment: "environments" (and GET /api/v1/environments/{env})
         "applied": controller.applied,
         "resolved": dict(sorted(controller.digests.items())),  # image as written -> digest, at the applied revision
         "rejected": controller.rejected.to_json() if controller.rejected else None,
+        "environments": {name: controller.envs.env_json(name)
+                         for name in sorted(set(controller.envs.applied) | set(controller.envs.rejected))},
         "lastReconcile": controller.last_reconcile,
         "lastError": controller.last_error,
         "leadership": controller.leadership.to_json(),  # who leads (replicated reconcilers on PostgreSQL)
@@ -327,8 +339,9 @@ def source_json(controller: Controller) -> dict[str, Any]:
 @read_auth
 async def environments(request: web.Request) -> web.StreamResponse:
     controller = _controller(request)
-    names = sorted(controller.tree.environments) if controller.tree else []
-    return web.json_response({"source": source_json(controller), "environments": [env_json(controller, n) for n in names]})
+    names = sorted(set(controller.tree.environments if controller.tree else ()) | set(controller.envs.rejected))
+    return web.json_response({"source": source_json(controller),
+                              "environments": [e for n in names if (e := env_json(controller, n)) is not None]})
 
 
 def _unknown_env(controller: Controller, env: str) -> web.Response:

@@ -14,7 +14,9 @@ The state of the branch head, per environment (GitHub spelling; GitLab's in brac
 - ``pending`` [running] while the reconciler works on it (loading, resolving, or applied and the
   environment's hosts converging: "applied, converging: 1/2 app(s) ready");
 - ``success`` once it is applied and every application of the environment is Healthy and Synced;
-- ``failure`` [failed] when the revision is rejected, with the first problem at file:line;
+- ``failure`` [failed] when the revision is rejected for that environment, with the first of its
+  problems at file:line (a problem in ``dev/`` fails ``driftless/dev`` only: each environment applies
+  its part of a commit on its own, see controller/evaluation.py);
 - ``error`` [failed] when it is applied but an application is still Degraded (stalled) once the
   reconciler's grace time (``--grace``, 10 s) has passed since the apply (before, it is converging).
 
@@ -125,10 +127,10 @@ class _Revision(Protocol):
     """What the reporter reads of the controller (reconciler.controller.pipeline.Controller)."""
 
     head: Any  # CommitInfo | None
-    applied: dict[str, Any] | None  # {"revision", "appliedAt", ...}
+    envs: Any  # EnvRevisions: per environment applied {"revision", "appliedAt", ...} and rejected
     settings: Any  # Settings (grace_seconds)
-    rejected: Any  # Rejected | None
-    tree: Any  # ManifestTree | None
+    @property
+    def tree(self) -> Any: ...  # ManifestTree | None (the composite: each environment's configuration as applied)
     tracker: Any  # StatusTracker
     last_error: str | None
 
@@ -175,20 +177,24 @@ class CommitStatuses:
         environments: Mapping[str, Environment] = tree.environments
         if not any(e.commit_status for e in environments.values()):
             return
-        rejected = rev.rejected
-        applied_at = (rev.applied or {}).get("appliedAt")
-        settled = not applied_at or time.time() - float(applied_at) >= float(rev.settings.grace_seconds)
-        seen = (head.revision, (rev.applied or {}).get("revision"), id(tree), id(rev.tracker.views),
-                rejected.revision if rejected else None, id(rejected), rev.last_error, settled)
+        envs = rev.envs
+        grace, now = float(rev.settings.grace_seconds), time.time()
+        per_env = tuple(
+            (name, envs.applied_revision(name), id(envs.rejected.get(name)),
+             not (at := (envs.applied.get(name) or {}).get("appliedAt")) or now - float(at) >= grace)
+            for name in sorted(environments))
+        seen = (head.revision, id(tree), id(rev.tracker.views), rev.last_error, per_env)
         if seen == self._seen:
             return
         self._seen = seen
         sha = head.revision
-        for name, environment in sorted(environments.items()):
+        for name, applied, _, settled in per_env:
+            environment = environments[name]
             if not environment.commit_status:
                 continue
+            rejected = envs.rejected.get(name)
             apps = [rev.tracker.app_status(name, a) or {"app": a} for a in sorted(tree.applications.get(name, {}))]
-            result = outcome(env=name, head=sha, applied=seen[1], rejected=seen[4],
+            result = outcome(env=name, head=sha, applied=applied, rejected=rejected.revision if rejected else None,
                              rejected_errors=rejected.errors if rejected else (), apps=apps, last_error=rev.last_error,
                              settled=settled)
             for target in environment.commit_status:

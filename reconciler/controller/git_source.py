@@ -122,6 +122,23 @@ class GitSource:
         detail = (proc.stderr.strip().splitlines() or ["no signature"])[-1]
         return detail
 
+    def folder_ids(self, revision: str, subdir: str) -> dict[str, str]:
+        """The folders of ``subdir`` at ``revision``, each with its Git tree id: two revisions with the
+        same id for a folder have the same content there (what tells an environment changed). {} when
+        ``subdir`` is not there."""
+        spec = revision if subdir in ("", ".") else f"{revision}:{subdir}"
+        proc = subprocess.run(["git", "--git-dir", str(self.mirror), "ls-tree", spec],
+                              capture_output=True, text=True, timeout=self.timeout)
+        if proc.returncode != 0:
+            return {}
+        out = {}
+        for line in proc.stdout.splitlines():
+            meta, _, name = line.partition("\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[1] == "tree":
+                out[name] = parts[2]
+        return out
+
     def commit_info(self, revision: str) -> CommitInfo:
         with self._lock:
             return self.info(self._repo().commit(revision))

@@ -8,7 +8,7 @@ environment declares (``spec.notifications`` of its environment.yaml).
     - url: https://hooks.slack.com/services/...
       format: slack                       # {"text": "..."}
 
-Events sent: ``Rejected`` (to every environment: nothing of the revision is applied anywhere),
+Events sent: ``Rejected`` (to the environment it was rejected for: each applies its part of a commit on its own),
 ``AppDegraded``, ``Healed``, every ``Drift*`` (``Drift`` selects them all), ``Promoted`` and
 ``RolledBack`` (when the promotion's or rollback's commit is applied). The configuration is the
 one of the applied revision: a commit changing it takes effect once it is applied.

@@ -1,12 +1,16 @@
 """The controller: Git -> validated tree -> digests -> plan -> documents published to hosts.
 
 A reconcile is an ordered list of same-signature steps (fetch, load, resolve, plan, publish, watch
-tags), its outcome recorded in ``finally``. Errors are classified:
-- stalled: the commit is invalid (schema, unknown image): rejected, no retry until a new commit;
+tags), its outcome recorded in ``finally``. Load and resolve judge the revision per environment
+(:mod:`.evaluation`; what each environment applied and rejected: :mod:`.env_revisions`), so a
+problem in one environment's folder rejects that environment only. Errors are classified:
+- stalled: the commit is invalid for an environment (schema, unknown image): rejected there, no
+  retry until a new commit;
 - transient: Git or the registry did not answer: retried with exponential backoff
   (:class:`shared.retry.Backoff`), one ``FetchFailed`` event per outage, not per retry;
-- a commit naming an image the registry does not hold (yet) is rejected once (one ``Rejected``
-  event per revision) and retried with the same backoff: a push of the missing tag applies it;
+- a commit naming an image the registry does not hold (yet) is rejected once for the environments
+  naming it (one ``Rejected`` event per revision and environment) and retried for them with the same
+  backoff: a push of the missing tag applies it;
 - waiting: hosts converging: nothing to do but watch their reports.
 Only the publish step changes what hosts run, and only when a host's document changes (or to heal).
 
@@ -18,39 +22,29 @@ hosts), the status and drift tracker (:mod:`.tracker`), events (:mod:`.events`),
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import sqlite3
-import tarfile
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import Histogram
 
 from model.types import ManifestTree
-from reconciler.controller.boundaries import check_boundaries, secret_uses
+from reconciler.controller.boundaries import secret_uses
 from reconciler.controller.commit_status import CommitStatuses
 from reconciler.controller.datadir import lock_data_dir
+from reconciler.controller.env_revisions import EnvRevisions
+from reconciler.controller.evaluation import REGISTRY_TIMEOUT, Evaluation, Evaluator, Transient
 from reconciler.controller.events import EventLog
 from reconciler.controller.git_source import CommitInfo, GitError, GitSource
 from reconciler.controller.hosts import HostRegistry
-from reconciler.controller.notify import Notifier, commit_event
+from reconciler.controller.notify import Notifier
 from reconciler.controller.outbound import OutboundAllowList
 from reconciler.controller.replication import leadership_for
-from reconciler.controller.revisions import (
-    Rejected,
-    env_changed,
-    error_json,
-    locate_image,
-    locate_secrets,
-    problem_json,
-)
+from reconciler.controller.revisions import Rejected
 from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.secrets import SecretStore
 from reconciler.controller.signing_policy import SigningPolicy
@@ -60,30 +54,19 @@ from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import Plan, Unplaced, plan
 from reconciler.planner.rollout import without_canaries
 from reconciler.settings import Settings
-from shared import registry_client
 from shared import tags as tags_mod
-from shared.errors import NotReachable, UsageError
+from shared.errors import UsageError
 from shared.redact import redact_text
-from shared.reference import parse
 from shared.retry import Backoff
-from shared.units import seconds_from_env
 from wire.control import HostDesiredState
 
 log = logging.getLogger("driftless.reconciler")
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-
-
-REGISTRY_TIMEOUT = seconds_from_env("DRIFTLESS_REGISTRY_TIMEOUT", 5.0)  # one registry request (connect, each read)
-RESOLVE_DEADLINE = 6 * REGISTRY_TIMEOUT  # all the tags of a revision, resolved concurrently
-RESOLVE_WORKERS = 8  # registry requests in flight at once
+__all__ = ["Context", "Controller", "Transient"]
 RETRY_FIRST, RETRY_CAP = 0.5, 30.0  # backoff of transient failures and of commits waiting for an image
 STATUS_COST_FACTOR = 3.0  # the status loop waits 3x the cost of its last update before the next one
 REPLAN_BATCH_MAX = 1.0  # longest wait (s) gathering replans asked by hosts (registrations, lost hosts)
-
-
-class Transient(Exception):
-    """Git or the registry did not answer; the reconcile is retried with backoff."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -93,7 +76,7 @@ class Context:
     fetch: bool
     heal: dict[str, frozenset[str]] = field(default_factory=dict)  # host to republish -> environments it heals
     head: CommitInfo | None = None
-    new_tree: ManifestTree | None = None
+    evaluation: Evaluation | None = None  # the head being judged per environment (controller/evaluation.py)
     plan: Plan | None = None
     plan_inputs: tuple[Any, ...] | None = None  # what ``plan`` was computed from (Controller._same_plan_inputs)
     outcome: str = "success"
@@ -135,13 +118,10 @@ class Controller:
         # --signature-policy: digests verified before a revision applies, the requirement passed to hosts
         self.signatures = SigningPolicy(settings.signature_policy, registry_url=settings.registry,
                                         timeout=REGISTRY_TIMEOUT, store=self.store)
-        # the revision: what is applied, what was rejected, where tags point
-        self.tree: ManifestTree | None = None
-        self.digests: dict[str, str] = {}
+        # the revisions: per environment what is applied and what was rejected (the composite tree: .tree)
+        self.envs = EnvRevisions()
         self.current_tags: dict[str, str] = {}  # image -> digest its tag points to now
-        self.applied: dict[str, Any] | None = None  # {"revision","message","author","appliedAt"}
         self.head: CommitInfo | None = None
-        self.rejected: Rejected | None = None
         self.unplaced: tuple[Unplaced, ...] = ()
         self.last_error: str | None = None
         self.last_reconcile: dict[str, Any] = {}
@@ -164,16 +144,37 @@ class Controller:
         self._retry_at: float | None = None
         self._retry = Backoff(first=RETRY_FIRST, cap=max(1.0, min(settings.interval, RETRY_CAP)))
         self._failing: str | None = None  # the outage being retried (one FetchFailed event for it)
-        self._resolver = concurrent.futures.ThreadPoolExecutor(max_workers=RESOLVE_WORKERS,
-                                                               thread_name_prefix="resolve-tags")
+        self.evaluator = Evaluator(settings=settings, git=self.git, secrets=self.secrets, store=self.store,
+                                   event=self.event, envs=self.envs, registry_host=self.registry_host,
+                                   new_rejection=self._retry.reset, outbound=self.outbound,
+                                   signatures=self.signatures)
         self._next_poll = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
-        self._component_api: bool | None = None
 
     def _mark_status_dirty(self) -> None:
         self._status_dirty = True
+
+    # ------------------------------------------------------------------ the revisions (controller/env_revisions.py)
+    @property
+    def tree(self) -> ManifestTree | None:
+        """The composite tree: each environment's part from the revision it applied last."""
+        return self.envs.tree
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return self.envs.merged
+
+    @property
+    def applied(self) -> dict[str, Any] | None:
+        """The newest revision applied to any environment (per environment: ``envs.applied``)."""
+        return self.envs.summary_applied()
+
+    @property
+    def rejected(self) -> Rejected | None:
+        """The newest rejected revision with every environment's problems (per environment: ``envs.rejected``)."""
+        return self.envs.summary_rejected()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -211,7 +212,7 @@ class Controller:
         with contextlib.suppress(NotLeader):  # a follower has nothing of its own to save
             self.fleet.flush()
         await asyncio.to_thread(self.git.close)
-        self._resolver.shutdown(wait=False, cancel_futures=True)
+        self.evaluator.close()
         self.notifier.close()
         self.commit_statuses.close()
         self.store.close()
@@ -221,16 +222,7 @@ class Controller:
         self.fleet.restore()
         self.tracker.restore()
         self.rollouts.restore()
-        rej = self.store.get("rejected")
-        self.rejected = Rejected(**rej) if rej else None
-        self.applied = self.store.get("applied")
-        if self.applied:
-            revision = self.applied["revision"]
-            self.digests = self.store.tags(revision)
-            try:
-                self.tree = self._load(revision)
-            except Exception as exc:  # keep serving the published documents; the next reconcile retries
-                log.warning("event=restore-failed revision=%s error=%r", revision, exc)
+        self.envs.read(self.store, load=self._try_load)  # per environment (an older single record migrated)
         log.info("event=restored hosts=%d published=%d applied=%s", len(self.fleet.hosts), len(self.fleet.published),
                  (self.applied or {}).get("revision"))
 
@@ -243,6 +235,13 @@ class Controller:
         for host, envs in (heal or {}).items():
             self._heal_requests[host] = self._heal_requests.get(host, frozenset()) | envs
         self._wake.set()
+
+    def forget_requests(self) -> None:
+        """A follower taking the lead: no heal or retry asked before counts, nor what it judged before
+        (the shared state it reads says what each environment applied since)."""
+        self._heal_requests.clear()
+        self._retry_at = None
+        self.evaluator.judged = None
 
     def _on_git_change(self) -> None:
         loop = self._loop
@@ -305,8 +304,9 @@ class Controller:
                 if ctx.fetch or self._retry_at is None:
                     delay = self._retry.next_delay()
                     self._retry_at = time.monotonic() + delay
-                    log.info("event=reconcile-retry in=%.1fs reason=waiting-for-image revision=%s", delay,
-                             self.rejected.revision[:12] if self.rejected else "")
+                    log.info("event=reconcile-retry in=%.1fs reason=waiting-for-image revision=%s envs=%s", delay,
+                             self.head.revision[:12] if self.head else "",
+                             ",".join(self.evaluator.waiting(self.head.revision if self.head else None)))
             else:
                 self._retry_at = None
                 self._retry.reset()
@@ -332,10 +332,8 @@ class Controller:
             self.ready = True
 
     def _waiting_for_image(self) -> bool:
-        """The Git head is rejected only for images the registry does not hold (a push can fix it)."""
-        rejected = self.rejected
-        return bool(rejected and self.head and rejected.revision == self.head.revision and rejected.errors
-                    and all(e.get("code") == "unknown-image" for e in rejected.errors))
+        """Environments are rejected at the Git head only for images the registry does not hold (a push can fix it)."""
+        return bool(self.head and self.evaluator.waiting(self.head.revision))
 
     async def _step_fetch(self, ctx: Context) -> None:
         if not ctx.fetch:
@@ -360,227 +358,44 @@ class Controller:
             return
         images = {c.image for apps in tree.applications.values() for a in apps.values() for c in a.components
                   if "@" not in c.image}
-        current, _, _ = await self._resolve_tags(images)
+        current, _, _ = await self.evaluator.resolve_tags(images)
         self.current_tags = current
         self._status_dirty = True
 
-    async def _resolve_tags(self, images: Iterable[str]) -> tuple[
-            dict[str, str], dict[str, tags_mod.UnknownImage], tags_mod.RegistryUnreachable | None]:
-        """Resolve each tag on its own (at most RESOLVE_WORKERS requests at once, the whole within
-        RESOLVE_DEADLINE seconds): the digests found, the images the registry does not hold, and why
-        the registry could not be asked (None when it answered for every image)."""
-        loop = asyncio.get_running_loop()
-        futures = {
-            image: loop.run_in_executor(self._resolver, functools.partial(
-                tags_mod.resolve, [image], registry_url=self.settings.registry, timeout=REGISTRY_TIMEOUT,
-                auth=self.settings.registry_auth()))
-            for image in sorted(set(images))
-        }
-        if not futures:
-            return {}, {}, None
-        _, pending = await asyncio.wait(futures.values(), timeout=RESOLVE_DEADLINE)
-        for future in pending:
-            future.cancel()
-        digests: dict[str, str] = {}
-        unknown: dict[str, tags_mod.UnknownImage] = {}
-        unreachable: tags_mod.RegistryUnreachable | None = None
-        for image, future in futures.items():
-            if future.cancelled():
-                unreachable = unreachable or tags_mod.RegistryUnreachable(
-                    f"registry {self.registry_host} did not resolve {image} within {RESOLVE_DEADLINE:g}s")
-                continue
-            exc = future.exception()
-            if exc is None:
-                digests.update(future.result())
-            elif isinstance(exc, tags_mod.UnknownImage):
-                unknown[image] = exc
-            elif isinstance(exc, tags_mod.RegistryUnreachable):
-                unreachable = unreachable or exc
-            else:
-                unreachable = unreachable or tags_mod.RegistryUnreachable(f"cannot resolve {image}: {exc!r}")
-        return digests, unknown, unreachable
-
     async def _step_load(self, ctx: Context) -> None:
+        """Load the head and run every check that can reject it, per environment (controller/evaluation.py)."""
         head = ctx.head
-        if head is None or (self.applied and head.revision == self.applied["revision"] and self.tree is not None):
+        if head is None:
             return
-        if self.rejected and head.revision == self.rejected.revision:
-            # stalled: no retry until a new commit; except a missing image, which a push to the
-            # registry can fix: that commit is tried again at each poll, sync or webhook
-            # (or a secret: adding it to --secrets-file, or widening its scope, retries the revision; so does
-            # a reconciler restarted with the --outbound-allow a URL needed; or a signature: `driftless sign`
-            # of the digest retries the revision too)
-            waiting_for_image = all(e.get("code") in ("unknown-image", "unknown-secret", "secret-out-of-scope",
-                                                      "outbound-not-allowed", "unsigned")
-                                    for e in self.rejected.errors)
-            if not (waiting_for_image and ctx.fetch):
-                ctx.outcome = "rejected"
-                return
-        signers = self.settings.allowed_signers
-        if signers is not None:
-            why = await asyncio.to_thread(self.git.verify_signature, head.revision, allowed_signers=signers)
-            if why is not None:
-                self._reject(head, [error_json("", 0, f"commit {head.revision[:12]} is not signed by an allowed key "
-                                                       f"(--allowed-signers {signers}): {why}", code="unsigned")])
-                ctx.outcome = "rejected"
-                return
+        if self.envs.missing_parts():  # a restart that could not read Git: the applied trees first
+            await asyncio.to_thread(self._load_applied)
+        ctx.evaluation = await self.evaluator.load(head, retry=ctx.fetch)
+        if ctx.evaluation is None and self.envs.rejected_envs(head.revision):
+            ctx.outcome = "rejected"  # stalled: no retry until a new commit (or a push of the missing image)
+
+    def _load_applied(self) -> None:
+        self.envs.load_missing(self.store, load=self._try_load)
+        missing = self.envs.missing_parts()
+        if missing:
+            raise Transient("cannot load the applied revision(s) " + ", ".join(
+                f"{env}: {rev[:12]}" for env, rev in sorted(missing.items())))
+
+    def _try_load(self, revision: str) -> ManifestTree | None:
         try:
-            tree = await asyncio.to_thread(self._load, head.revision)
-        except Transient:
-            raise
-        except Exception as exc:
-            raise Transient(f"cannot load revision {head.revision[:12]}: {exc!r}") from exc
-        if not tree.ok:
-            self._reject(head, [problem_json(p) for p in tree.errors])
-            ctx.outcome = "rejected"
-            return
-        undecryptable = await asyncio.to_thread(self.secrets.decrypt, tree)  # age values kept in Git
-        if undecryptable:  # every one at its file:line; the last good state stays
-            self._reject(head, undecryptable)
-            ctx.outcome = "rejected"
-            return
-        unknown_secrets = locate_secrets(tree, self.secrets.names()) + check_boundaries(  # scopes, --outbound-allow
-            tree, secrets=self.secrets, outbound=self.outbound)
-        if unknown_secrets:  # like an unknown image: every reference at its file:line, the last good state stays
-            self._reject(head, unknown_secrets)
-            ctx.outcome = "rejected"
-            return
-        ctx.new_tree = tree
+            return self.evaluator.load_tree(revision)
+        except Exception as exc:  # keep serving the published documents; the next reconcile retries
+            log.warning("event=restore-failed revision=%s error=%r", revision, exc)
+            return None
 
-    def _load(self, revision: str) -> ManifestTree:
-        from model.loader import load_revision, load_tree
-
-        # `git archive` + load_tree is ~15x faster than reading blob by blob through gitpython
-        # (1000 files: 0.9 s instead of 15 s); trees with links go the careful way.
-        with tempfile.TemporaryDirectory(dir=self.settings.data, prefix="checkout-") as tmp:
-            try:
-                root = self.git.export(revision, self.settings.path, Path(tmp))
-            except (GitError, tarfile.TarError):
-                tree: ManifestTree = load_revision(self.git.mirror, revision, subdir=self.settings.path)
-            else:
-                tree = load_tree(root)
-        tree.revision = revision
-        # age values kept in Git: decrypted wherever a tree is loaded (a restart, a follower taking the
-        # lead); a value that cannot be is logged here and rejected with file:line by _step_load
-        self.secrets.decrypt(tree)
-        return tree
+    def load_tree(self, revision: str) -> ManifestTree:
+        return self.evaluator.load_tree(revision)
 
     async def _step_resolve(self, ctx: Context) -> None:
-        tree, head = ctx.new_tree, ctx.head
-        if tree is None or head is None:
+        """Resolve tags, check against the registry, then apply or reject each environment."""
+        if ctx.evaluation is None:
             return
-        images = [c.image for apps in tree.applications.values() for a in apps.values() for c in a.components]
-        digests, unknown, unreachable = await self._resolve_tags(images)
-        if unknown:  # the commit names images the registry does not hold: every one of them, at its file:line
-            self._reject(head, [locate_image(tree, image, str(exc)) for image, exc in sorted(unknown.items())])
+        if await self.evaluator.resolve(ctx.evaluation):
             ctx.outcome = "rejected"
-            return
-        if unreachable is not None:
-            raise Transient(str(unreachable)) from unreachable
-        try:  # --signature-policy: an unsigned or wrongly signed digest rejects, at its image's file:line
-            unsigned = await asyncio.to_thread(self.signatures.check, tree, digests)
-        except NotReachable as exc:
-            raise Transient(f"registry {self.settings.registry} could not answer the signature checks: {exc}") from exc
-        if unsigned:
-            self._reject(head, unsigned)
-            ctx.outcome = "rejected"
-            return
-        problems = await asyncio.to_thread(self._check_registry, tree, digests)
-        if problems:
-            self._reject(head, problems)
-            ctx.outcome = "rejected"
-            return
-        self._apply(head, tree, digests)
-
-    def _check_registry(self, tree: ManifestTree, digests: dict[str, str]) -> list[dict[str, Any]]:
-        """The manifest library's registry checks (imports/exports vs links), when the registry is
-        a Driftless registry (it records component info); plain OCI registries are not asked."""
-        if not self._speaks_component_api(digests):
-            return []
-        from model.registry_check import check_registry
-
-        try:
-            problems = [p for p in check_registry(tree, registry_url=self.settings.registry) if p.level == "error"]
-        except Exception as exc:
-            raise Transient(f"registry check failed: {exc!r}") from exc
-        # the registry not answering (or not describing an image) says nothing about the commit: retry
-        unreachable = [p for p in problems if p.code == "registry-unreachable"]
-        if unreachable:
-            raise Transient(f"registry {self.settings.registry} could not answer the component checks: "
-                            f"{unreachable[0].message}")
-        return [problem_json(p) for p in problems]
-
-    def _speaks_component_api(self, digests: dict[str, str]) -> bool:
-        if self._component_api is not None:
-            return self._component_api
-        for image, digest in digests.items():
-            ref = parse(image)
-            if ref.registry not in (None, self.registry_host):
-                continue
-            session = registry_client.Session(self.settings.registry, timeout=REGISTRY_TIMEOUT)
-            try:
-                status, _, _ = session.request("GET", f"/v2/_driftless/components/{ref.repository}/{digest}",
-                                               ok=tuple(range(200, 600)))
-            except NotReachable as exc:
-                raise Transient(f"registry {self.settings.registry} not reachable: {exc}") from exc
-            self._component_api = status == 200
-            return self._component_api
-        return False
-
-    def _reject(self, head: CommitInfo, errors: list[dict[str, Any]]) -> None:
-        previous = self.rejected
-        if previous is not None and previous.revision == head.revision:
-            if previous.errors == errors:
-                return  # a retry that found the same: the revision's Rejected event was emitted once
-        else:
-            self._retry.reset()  # a new revision waiting for an image starts retrying soon
-        self.rejected = Rejected(revision=head.revision, errors=errors, since=time.time(), message=head.message,
-                                 author=head.author)
-        self.store.put("rejected", self.rejected.to_json())
-        kept = (self.applied or {}).get("revision")
-        first = errors[0]["text"] if errors else "invalid"
-        self.event(type="Warning", reason="Rejected", revision=head.revision,
-                   message=f"revision {head.revision[:12]} rejected ({len(errors)} error(s)); "
-                           f"{kept[:12] + ' stays applied' if kept else 'nothing applied yet'}: {first}")
-
-    def _apply(self, head: CommitInfo, tree: ManifestTree, digests: dict[str, str]) -> None:
-        now = time.time()
-        previous_tree = self.tree
-        self.tree, self.digests = tree, digests
-        self.applied = {"revision": head.revision, "message": head.message, "author": head.author, "appliedAt": now}
-        self.store.save_tags(head.revision, digests, at=now)
-        self.store.put("applied", self.applied)
-        if self.rejected:
-            self.rejected = None
-            self.store.put("rejected", None)
-        for image, digest in sorted(digests.items()):
-            if "@" not in image:
-                log.info("event=tag-resolved image=%s digest=%s revision=%s", image, digest, head.revision[:12])
-        for env_name in sorted(tree.environments):
-            apps = self.app_summaries_for_history(tree, env_name)
-            last = self.store.history(env=env_name, limit=1)
-            if not last or last[0]["apps"] != apps:
-                self.store.add_history(env=env_name, revision=head.revision, applied_at=now, message=head.message,
-                                       author=head.author, apps=apps)
-            if previous_tree is None or env_changed(previous_tree, tree, env_name):
-                self.event(reason="Applied", env=env_name, revision=head.revision,
-                           message=f"revision {head.revision[:12]} applied: {head.message}")
-        found = commit_event(head.message)  # a promotion's or rollback's commit, now applied
-        if found is not None and found[1] in tree.environments:
-            reason, env, app, message = found
-            self.event(reason=reason, env=env, app=app, revision=head.revision, message=message)
-
-    def app_summaries_for_history(self, tree: ManifestTree, env: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": app.name,
-                "components": [
-                    {"name": c.name, "image": c.image, "digest": self.digests.get(c.image, c.image.partition("@")[2])}
-                    for c in app.components
-                ],
-            }
-            for _, app in sorted(tree.applications.get(env, {}).items())
-        ]
 
     def _same_plan_inputs(self, tree: ManifestTree | None, secrets: dict[str, str]) -> tuple[Any, ...] | None:
         """What a placement reads, cheaply (O(1) but for the digests and secrets: one entry per image and
@@ -599,8 +414,8 @@ class Controller:
         return inputs
 
     async def _step_plan(self, ctx: Context) -> None:
-        if self.tree is None and self.applied:
-            return  # the applied tree is not loaded yet: publishing now would empty the hosts
+        if self.envs.missing_parts():
+            return  # an applied tree is not loaded yet: publishing now would empty its hosts
         secrets = self.secrets.fingerprints()
         inputs = self._same_plan_inputs(self.tree, secrets)
         if inputs is None:

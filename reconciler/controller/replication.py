@@ -24,20 +24,24 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from model.types import ManifestTree
-from reconciler.controller.hosts import HostState
-from reconciler.controller.revisions import Rejected
+from reconciler.controller.env_revisions import EnvRevisions
+from reconciler.controller.events import EventLog
+from reconciler.controller.git_source import CommitInfo, GitSource
+from reconciler.controller.hosts import HostRegistry, HostState
+from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.state import HostRow, NotLeader, StateStore
+from reconciler.controller.tracker import StatusTracker
 from reconciler.planner.placement import LOST, READY, Unplaced
 from reconciler.settings import Settings
 from shared.redact import redact_text
 from wire.control import HostDesiredState, HostReport
 
 if TYPE_CHECKING:
-    from reconciler.controller.pipeline import Controller
     from reconciler.controller.state_postgres import PostgresLease
 
 log = logging.getLogger("driftless.reconciler")
@@ -46,6 +50,31 @@ FOLLOW_EVERY = 1.0  # a follower reads the shared state this often
 ACQUIRE_EVERY = 0.25  # and tries to take the lease this often (one small UPDATE)
 PUSH_MARGIN = 1.0  # a Git push needs the lease to run at least this long still
 UNPLACED_KEY = "unplaced"  # the leader's unplaced replicas, for the followers' status
+
+
+class Controller(Protocol):
+    """What leading and following drive of the controller (reconciler.controller.pipeline.Controller;
+    a protocol, so this module does not import the pipeline that imports it)."""
+
+    settings: Settings
+    store: StateStore
+    fleet: HostRegistry
+    tracker: StatusTracker
+    rollouts: Rollouts
+    envs: EnvRevisions
+    git: GitSource
+    event: EventLog
+    unplaced: tuple[Unplaced, ...]
+    ready: bool
+    head: CommitInfo | None
+
+    def load_tree(self, revision: str) -> ManifestTree: ...
+
+    def leader_tasks(self) -> list[asyncio.Task[None]]: ...
+
+    def trigger(self, *, fetch: bool = False, heal: Mapping[str, frozenset[str]] | None = None) -> None: ...
+
+    def forget_requests(self) -> None: ...
 
 
 class Leadership:
@@ -79,12 +108,9 @@ class Snapshot:
     hosts: dict[str, HostRow]
     published: dict[str, tuple[HostDesiredState, float]]
     reports: dict[str, tuple[HostReport, float]]
-    applied: dict[str, Any] | None
-    rejected: dict[str, Any] | None
+    envs: EnvRevisions  # per environment: applied, rejected, the trees (controller/env_revisions.py)
     marks: dict[str, Any]
     first_seen: dict[str, float]
-    digests: dict[str, str] | None  # None: the applied revision did not change
-    tree: ManifestTree | None
     lease: dict[str, Any] | None
     rollouts: dict[str, Any]
     read_at: float  # monotonic, before the lease row was read
@@ -104,7 +130,7 @@ class ReplicatedLeadership(Leadership):
         self.elected_at: float | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._db_error: str | None = None
-        self._loaded_revision: str | None = None
+        self._trees: dict[str, ManifestTree] = {}  # the applied revisions' trees, loaded once
         self._saved_unplaced: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ questions
@@ -237,8 +263,7 @@ class ReplicatedLeadership(Leadership):
         self._apply_revision(c, snap)
         c.unplaced = snap.unplaced  # until the first plan
         self._saved_unplaced = None
-        c._heal_requests.clear()
-        c._retry_at = None
+        c.forget_requests()
         # status as the leader sees it, before the first request: promotion gates read it. No App*
         # events for what only the follower's older view said (its views are dropped)
         c.tracker.views = {}
@@ -306,19 +331,16 @@ class ReplicatedLeadership(Leadership):
 
     # ------------------------------------------------------------------ reading the shared state
     def _snapshot(self, c: Controller) -> Snapshot:
-        """Read everything (in a thread); load the applied revision's tree when it changed."""
+        """Read everything (in a thread); load the applied revisions' trees not loaded yet."""
         store = c.store
         read_at = time.monotonic()
-        applied = store.get("applied")
-        revision = (applied or {}).get("revision")
-        tree, digests = None, None
-        if revision and (revision != self._loaded_revision or c.tree is None):
-            digests = store.tags(revision)
-            tree = self._load_tree(c, revision)
+        envs = EnvRevisions()
+        envs.read(store, load=lambda revision: self._tree(c, revision), write=False)
+        self._trees = {r: t for r, t in self._trees.items() if r in {a["revision"] for a in envs.applied.values()}}
         return Snapshot(
-            hosts=store.hosts(), published=store.published(), reports=store.reports(), applied=applied,
-            rejected=store.get("rejected"), marks=store.get("marks", {}), first_seen=store.get("drift_first_seen", {}),
-            digests=digests, tree=tree, lease=self.lease.current(), rollouts=self._rollouts(store),
+            hosts=store.hosts(), published=store.published(), reports=store.reports(), envs=envs,
+            marks=store.get("marks", {}), first_seen=store.get("drift_first_seen", {}),
+            lease=self.lease.current(), rollouts=self._rollouts(store),
             read_at=read_at,
             unplaced=tuple(Unplaced(**u) for u in store.get(UNPLACED_KEY, None) or ()),
         )
@@ -330,12 +352,20 @@ class ReplicatedLeadership(Leadership):
 
         return {k: RolloutState.from_json(v) for k, v in (store.get(STORE_KEY, {}) or {}).items()}
 
+    def _tree(self, c: Controller, revision: str) -> ManifestTree | None:
+        if revision not in self._trees:
+            tree = self._load_tree(c, revision)
+            if tree is None:
+                return None
+            self._trees[revision] = tree
+        return self._trees[revision]
+
     def _load_tree(self, c: Controller, revision: str) -> ManifestTree | None:
         from reconciler.controller.git_source import GitError
 
         for attempt in range(2):
             try:
-                return c._load(revision)
+                return c.load_tree(revision)
             except Exception as exc:
                 if attempt:
                     log.warning("event=follower-load-failed revision=%s error=%s", revision[:12],
@@ -349,11 +379,7 @@ class ReplicatedLeadership(Leadership):
         return None
 
     def _apply_revision(self, c: Controller, snap: Snapshot) -> None:
-        c.applied = snap.applied
-        c.rejected = Rejected(**snap.rejected) if snap.rejected else None
-        if snap.tree is not None and snap.digests is not None:
-            c.tree, c.digests = snap.tree, snap.digests
-            self._loaded_revision = (snap.applied or {}).get("revision")
+        c.envs.adopt(snap.envs)
 
 
 def leadership_for(settings: Settings, store: StateStore) -> Leadership:

@@ -38,16 +38,17 @@ def problem_json(p: Any) -> dict[str, Any]:
     return d
 
 
-def locate_image(tree: ManifestTree, image: str, message: str) -> dict[str, Any]:
-    """An unknown-image error at the file:line of ``image`` in the tree."""
-    for env, apps in tree.applications.items():
+def locate_image(tree: ManifestTree, image: str, message: str, *, env: str | None = None) -> dict[str, Any]:
+    """An unknown-image error at the file:line of ``image`` in the tree (in ``env`` when given)."""
+    where = tree.applications.items() if env is None else [(env, tree.applications.get(env, {}))]
+    for name, apps in where:
         for app in apps.values():
             for i, comp in enumerate(app.components):
                 if comp.image == image:
                     path = f"spec.components[{i}].image"
-                    file, line, column = tree.location(env=env, app=app.name, path=path)
+                    file, line, column = tree.location(env=name, app=app.name, path=path)
                     return error_json(file, line, f"{message} at {path}", code="unknown-image", column=column)
-    return error_json("", 0, message, code="unknown-image")
+    return {**error_json("", 0, message, code="unknown-image"), **({"env": env} if env else {})}
 
 
 def env_changed(old: ManifestTree, new: ManifestTree, env: str) -> bool:

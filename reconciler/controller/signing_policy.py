@@ -99,7 +99,7 @@ class SigningPolicy:
                     path = f"spec.components[{i}].image"
                     file, line, column = tree.location(env=env, app=app.name, path=path)
                     errors.append(error_json(file, line, f"environment {env}: {refusal} (at {path})",
-                                             code="unsigned", column=column))
+                                             code="unsigned-digest", column=column))
         # merged: a rejected revision's check must not hide who signed the digests still running
         self.signed_by = {**self.signed_by, **{d: [k.name for k in r.signed_by] for d, r in results.items()}}
         if self._store is not None:

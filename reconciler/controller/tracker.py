@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from model.types import ManifestTree, SyncMode
+from reconciler.controller.env_revisions import EnvRevisions
 from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import HostRegistry
-from reconciler.controller.revisions import Rejected
 from reconciler.controller.rollouts import Rollouts
 from reconciler.controller.state import StateStore
 from reconciler.planner import drift, healing
@@ -28,13 +28,16 @@ log = logging.getLogger("driftless.reconciler")
 
 
 class Revision(Protocol):
-    """What the tracker reads of the controller's current revision."""
+    """What the tracker reads of the controller's current revisions (per environment: ``envs``)."""
 
-    tree: ManifestTree | None
-    digests: dict[str, str]
+    @property
+    def tree(self) -> ManifestTree | None: ...  # the composite: each environment's part from its applied revision
+
+    @property
+    def digests(self) -> dict[str, str]: ...
+
+    envs: EnvRevisions
     unplaced: tuple[Unplaced, ...]
-    rejected: Rejected | None
-    applied: dict[str, Any] | None
     current_tags: dict[str, str]
     rollouts: Rollouts
 
@@ -208,7 +211,7 @@ class StatusTracker:
         self._apply_drift(result)
 
     def _condition_states(self, view: AppView) -> dict[str, str]:
-        rejected = self._revision.rejected
+        rejected = self._revision.envs.rejected.get(view.env)  # only this environment's rejection
         ready = view.health == HEALTHY and view.sync == SYNCED and rejected is None
         return {
             "Ready": "True" if ready else "False",
@@ -218,8 +221,8 @@ class StatusTracker:
 
     def conditions(self, view: AppView) -> list[Condition]:
         mark = self.marks.get(f"{view.env}/{view.app}", {"conditions": {}})
-        rejected = self._revision.rejected
-        revision = (self._revision.applied or {}).get("revision")
+        rejected = self._revision.envs.rejected.get(view.env)
+        revision = self._revision.envs.applied_revision(view.env)
         rejection = rejected.summary() if rejected is not None else ""
         out = []
         for ctype, status in self._condition_states(view).items():
@@ -249,7 +252,7 @@ class StatusTracker:
         return {
             "env": env,
             "app": app,
-            "revision": (self._revision.applied or {}).get("revision"),
+            "revision": self._revision.envs.applied_revision(env),
             "sync": view.sync,
             "health": view.health,
             "healthySince": mark.get("healthySince"),
@@ -261,15 +264,11 @@ class StatusTracker:
 
     # ------------------------------------------------------------------ drift
     def _rejections(self) -> list[drift.Rejection]:
-        rev = self._revision
-        rej = rev.rejected
-        if rej is None:
-            return []
-        applied = (rev.applied or {}).get("revision")
-        envs = sorted(rev.tree.environments) if rev.tree else []
-        texts = [e["text"] for e in rej.errors]
-        return [drift.Rejection(env=e, revision=rej.revision, applied_revision=applied, errors=texts,
-                                since=rej.since) for e in envs or [""]]  # "": before any environment is known
+        """One per environment rejected (its own problems): a dev-only error is drift in dev only."""
+        envs = self._revision.envs
+        return [drift.Rejection(env=env, revision=rej.revision, applied_revision=envs.applied_revision(env),
+                                errors=[e["text"] for e in rej.errors], since=rej.since)
+                for env, rej in sorted(envs.rejected.items())]
 
     def _apply_drift(self, result: _Result) -> None:
         items, now, observe_only = result.items, result.now, result.observe_only

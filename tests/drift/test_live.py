@@ -243,7 +243,10 @@ def test_invalid_commit_is_rejected_and_the_older_revision_stays(p: Platform) ->
                    "a commit with a typo")  # fmt: skip
     item = wait_for_drift(p, category="RevisionRejected", env="prod", expected=bad)
     assert item["actual"] == applied and "replicaz" in item["message"]
-    assert p.applied() == applied
+    # prod keeps its last good revision; staging (valid, unchanged) applies the commit: per environment
+    assert p.api("/api/v1/environments/prod")["revision"] == applied
+    assert wait_until(lambda: p.api("/api/v1/environments/staging")["revision"] == bad, timeout=10, what="staging")
+    assert [i["env"] for i in p.api("/api/v1/drift")["items"] if i["category"] == "RevisionRejected"] == ["prod"]
     r = p.cli("drift", "--env", "prod", "-o", "json")
     assert r.returncode == 2
     p.git("revert", "--no-edit", "HEAD")

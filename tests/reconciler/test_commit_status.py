@@ -181,3 +181,55 @@ def test_the_state_of_a_head_per_environment() -> None:
     assert failed.state == "failure" and failed.description.startswith("rejected (+1 more): prod/apps/x.yaml:3:5: bad")
     assert len(failed.description) == 140
     assert json.dumps(failed.description)
+
+
+def test_commit_status_is_per_environment(tmp_path: Path, api: StatusAPI) -> None:
+    """A commit breaking dev and changing prod: driftless/dev fails at dev's file:line, driftless/prod
+    reports its apply (each environment applies its own part of the commit)."""
+    from tests.reconciler.platform import GitRepo, Reconciler, Registry, new_token
+
+    secrets = _secret_file(tmp_path / "secrets.yaml", f'github-status: "{GITHUB_TOKEN}"\n')
+
+    def env(name: str) -> str:
+        return environment(name, prefix=f"/{name}").rstrip(" ") + f"""\
+          commitStatus:
+          - provider: github
+            url: {api.url}
+            repository: acme/manifests
+            token: {{secretRef: github-status}}
+            targetUrl: https://driftless.example.com/
+        """
+
+    registry = Registry(tmp_path / "registry", tmp_path).start()
+    registry.push("demo/hello:1.0.0", build("hello"))
+    git = GitRepo(tmp_path / "git")
+    git.push({"dev/environment.yaml": env("dev"), "dev/apps/hello.yaml": HELLO,
+              "prod/environment.yaml": env("prod"), "prod/apps/hello.yaml": HELLO}, "two environments")
+    rec = Reconciler(repo=git.bare, registry=registry.url, data=tmp_path / "rec", log_dir=tmp_path,
+                     token_file=new_token(tmp_path / "token"), extra=["--secrets-file", str(secrets)]).start()
+    try:
+        bad = git.push({"dev/apps/hello.yaml": BROKEN,
+                        "prod/apps/other.yaml": application("other", [{"name": "web", "image": "demo/hello:1.0.0"}])},
+                       "break dev, change prod")
+
+        def by_context(sha: str) -> dict[str, dict[str, Any]]:
+            return {b["context"]: b for p, s, b in api.statuses if p == "github" and s == sha}
+
+        def decided() -> dict[str, dict[str, Any]] | None:
+            c = by_context(bad)
+            if {"driftless/dev", "driftless/prod"} <= set(c) and "reconciling" not in (
+                    c["driftless/dev"]["description"] + c["driftless/prod"]["description"]):
+                return c
+            return None
+
+        last = wait_until(decided, timeout=30, what="a status per environment")
+        dev, prod = last["driftless/dev"], last["driftless/prod"]
+        assert dev["state"] == "failure" and "dev/apps/hello.yaml:" in dev["description"], dev
+        assert prod["state"] != "failure", prod
+        assert prod["description"].startswith(("applied in prod", "stalled in prod")), prod
+        assert not [b for p, s, b in api.statuses if s == bad and b["context"] == "driftless/prod"
+                    and b["state"] == "failure"]
+        assert not api.refused
+    finally:
+        rec.stop()
+        registry.stop()

@@ -143,7 +143,7 @@ def test_prod_refuses_digests_not_signed_as_it_requires(world: World, tag: str, 
     text = errors[0]["text"]
     assert "hello.yaml:" in text and "environment prod" in text and w.digest[tag] in text, text
     assert "all of ci, release" in text and reason in text, text
-    assert errors[0]["code"] == "unsigned"
+    assert errors[0]["code"] == "unsigned-digest"
     # nothing changed in prod: the last good digest still serves
     assert w.env("prod")["revision"] != revision
     assert w.serves("prod-1", "prod")

@@ -31,7 +31,7 @@ def test_every_documented_family_is_rendered_from_the_engine(tmp_path: Path) -> 
         controller.reconcile_seconds.observe(0.2)
         controller.reconciles["rejected"] = 2
         controller.git_fetches, controller.tracker.heals = 5, 1
-        controller.applied = {"revision": "abc123", "message": "m", "author": "a", "appliedAt": 1.0}
+        controller.envs.applied["dev"] = {"revision": "abc123", "message": "m", "author": "a", "appliedAt": 1.0}
         controller.rollouts.states["dev/web"] = RolloutState(env="dev", app="web", stable={}, canary={},
                                                               phase="Progressing", weight=20)
         controller.rollouts.aborts = 1

@@ -48,7 +48,7 @@ def test_a_reconcile_with_unchanged_inputs_skips_the_placement(tmp_path: Path) -
         return sum(1 for e in controller.store.events(limit=1000) if e.reason in ("Published", "Healed"))
 
     async def scenario() -> None:
-        controller.tree, controller.digests = tree(tmp_path / "t1"), {"demo/hello:1.0.0": DIGEST}
+        controller.envs.tree, controller.envs.merged = tree(tmp_path / "t1"), {"demo/hello:1.0.0": DIGEST}
         for name in ("h1", "h2"):
             controller.fleet.register(registration(name))
         await reconcile()
@@ -80,7 +80,7 @@ def test_a_reconcile_with_unchanged_inputs_skips_the_placement(tmp_path: Path) -
         assert controller.plans == 6 and controller.plans_skipped == 5
 
         before = generations()
-        controller.tree = tree(tmp_path / "t2")  # a new tree (same content): placed, nothing to publish
+        controller.envs.tree = tree(tmp_path / "t2")  # a new tree (same content): placed, nothing to publish
         await reconcile()
         assert controller.plans == 7 and generations() == before and published_events() == events + 1
 

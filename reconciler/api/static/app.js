@@ -153,11 +153,16 @@ function renderSource() {
   const box = $("rejected");
   box.hidden = !rej;
   if (!rej) { box.replaceChildren(); return; }
+  // each environment applies on its own: the rejection names the environments it holds back
+  const envs = [...new Set((rej.errors || []).map((e) => e.env).filter(Boolean))].sort();
   fill("rejected",
     h("h2", {}, "Rejected revision ", h("code", { title: rej.revision }, short(rej.revision)),
-      h("small", {}, " the last good revision stays applied")),
+      envs.length ? ` for ${envs.join(", ")}` : "",
+      h("small", {}, envs.length ? " their last good revision stays applied; the others applied it"
+        : " the last good revision stays applied")),
     h("p", {}, rej.message ? `“${rej.message}”` : "", rej.author ? ` by ${rej.author}` : "", " · ", when(rej.since)),
     h("ul", { class: "problems" }, (rej.errors || []).map((e) => h("li", {},
+      e.env ? h("span", { class: "muted" }, `${e.env}: `) : null,
       e.file ? h("code", { class: "where" }, `${e.file}:${e.line}${e.column ? `:${e.column}` : ""}`) : null,
       " ", e.message || e.text, e.code ? h("span", { class: "muted" }, ` (${e.code})`) : null))));
 }
