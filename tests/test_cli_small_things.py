@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from driftless.commands.status import iso_times
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +102,30 @@ def test_the_status_table_shows_a_rejection_at_file_line() -> None:
     assert "head bbbbbbbbbbbb REJECTED" in lines[0]
     assert lines[1:6] == [f"  dev/apps/hello.yaml:{12 + i}:5: error: bad" for i in range(5)]
     assert lines[6] == "  ... and 2 more (driftless status -o json)"
+
+
+def test_host_help_shows_exec_as_a_subcommand() -> None:
+    """`driftless host --help` reads as two forms (the agent, and the `host exec` subcommand), not as an
+    agent taking a positional argument `exec`."""
+    r = _driftless("host", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "positional arguments" not in r.stdout, r.stdout
+    assert "driftless host exec --admin URL" in r.stdout and "subcommand:" in r.stdout, r.stdout
+    r = _driftless("host", "exec", "--help")
+    assert r.returncode == 0 and "ls" in r.stdout and "run" in r.stdout, r.stdout
+
+
+def test_the_gates_table_fits_the_longest_gate_name(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from driftless.commands.promote import print_gates
+
+    gates = [{"name": "synced", "passed": True, "message": "Synced"},
+             {"name": "no-new-capabilities", "passed": False, "message": "none new"},
+             {"name": "min-soak", "passed": True, "message": "healthy for 40s of the 30s"}]
+    monkeypatch.setenv("NO_COLOR", "1")
+    print_gates(gates)
+    lines = capsys.readouterr().out.splitlines()[1:]
+    # every message starts in the same column, after the longest name and two spaces
+    columns = {line.index(g["message"]) for line, g in zip(lines, gates, strict=True)}
+    assert len(columns) == 1, lines
+    assert "no-new-capabilities  none new" in lines[1], lines
