@@ -108,6 +108,7 @@ class Platform:
     extra_users: Sequence[dict[str, Any]] = ()  # more users for users.yaml (its format), written with the admin
     open_reads: bool = False  # the reconciler serves reads without a credential (--open-reads)
     unavailable_examples: dict[str, str] = field(default_factory=dict)  # example name -> why it was not pushed
+    refuse_invalid_pushes: bool = False  # a pre-receive hook refuses a push to main that does not validate
 
     # -- derived endpoints -------------------------------------------------------------------
     @property
@@ -297,6 +298,24 @@ class Platform:
             f'printf \'%s\\n\' "$refs" | {shlex.quote(sys.executable)} -m driftless.push_feedback '
             f"--url {self.control_url} --token-file {token} --branch main {ca}2>/dev/null || true\n"
             "exit 0\n"
+        )
+        hook.chmod(0o755)
+        self.install_pre_receive()
+
+    def install_pre_receive(self) -> None:
+        """With ``refuse_invalid_pushes``: a pre-receive hook (driftless/pre_receive.py) that refuses a
+        push to main whose manifests do not validate, with every problem at its file:line, so the commit
+        never lands; without, no such hook (a push is reported on after the fact, by post-receive)."""
+        import shlex
+
+        hook = self.git_dir / "hooks" / "pre-receive"
+        if not self.refuse_invalid_pushes:
+            hook.unlink(missing_ok=True)
+            return
+        hook.write_text(
+            "#!/bin/sh\n"
+            "# installed by driftless up: a push to main whose manifests do not validate is refused\n"
+            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests\n"
         )
         hook.chmod(0o755)
 

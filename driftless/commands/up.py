@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-port", type=int, default=9081, help="first host admin port (default 9081, then +1)")
     p.add_argument("--heartbeat", type=float, default=2.0, help="host heartbeat seconds (default 2)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the example apps (default 60)")
+    p.add_argument("--accept-invalid-pushes", action="store_true",
+                   help="let a push whose manifests do not validate land (the reconciler rejects it and keeps the "
+                        "last good revision); by default the repository's pre-receive hook refuses it")
 
 
 def _step(msg: str) -> None:
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         first_host_port=args.host_port,
         first_admin_port=args.admin_port,
         heartbeat=args.heartbeat,
+        refuse_invalid_pushes=not args.accept_invalid_pushes,
     )
     stopping = False
 
