@@ -4,6 +4,7 @@ follows the logs `driftless up` writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,29 @@ def test_the_gates_table_fits_the_longest_gate_name(capsys: pytest.CaptureFixtur
     columns = {line.index(g["message"]) for line, g in zip(lines, gates, strict=True)}
     assert len(columns) == 1, lines
     assert "no-new-capabilities  none new" in lines[1], lines
+
+
+def test_dashboard_opens_the_sign_in_link_or_prints_it(tmp_path: Path) -> None:
+    """`driftless dashboard` opens http://RECONCILER/#token=... with the browser python's webbrowser finds
+    ($BROWSER here: a script that records what it was asked to open); without a browser it prints it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin-token").write_text("tok/en+1\n")
+    (data / "up.json").write_text(json.dumps({"reconciler": "http://127.0.0.1:18080",
+                                              "credentialFile": str(data / "admin-token")}))
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f"#!/bin/sh\nprintf '%s' \"$1\" > {opened}\n")
+    browser.chmod(0o755)
+    link = "http://127.0.0.1:18080/#token=tok%2Fen%2B1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLESS_") and k != "DISPLAY"}
+    r = subprocess.run([sys.executable, "-m", "driftless", "dashboard"], capture_output=True, text=True, timeout=30,
+                       env={**env, "DRIFTLESS_DATA": str(data), "BROWSER": str(browser)})
+    assert r.returncode == 0, r.stderr
+    assert opened.read_text() == link and "opened the dashboard http://127.0.0.1:18080/" in r.stdout
+    assert "tok" not in r.stdout  # opened, not shown
+    r = subprocess.run([sys.executable, "-m", "driftless", "dashboard"], capture_output=True, text=True, timeout=30,
+                       env={**env, "DRIFTLESS_DATA": str(data), "BROWSER": "false"})  # a browser that fails
+    assert r.returncode == 0 and f"  {link}" in r.stdout, r.stdout
+    r = _driftless("dashboard", "--print", data=data)
+    assert r.returncode == 0 and f"  {link}" in r.stdout, r.stdout

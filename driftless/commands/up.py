@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from driftless.client import ReconcilerClient
-from driftless.endpoints import default_data_dir
+from driftless.endpoints import default_data_dir, sign_in_link
 from shared.errors import DriftlessError
 
 if TYPE_CHECKING:
@@ -184,6 +184,9 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
             route = inst.get("route") or "-"
             print(f"      {inst.get('id', '?'):<36} {inst.get('status', '?'):<9} {route}")
     print()
+    print(f"  dashboard   {info['reconciler']}/  (driftless dashboard opens it signed in)")
+    print(f"  sign in     {sign_in_link(info['reconciler'], platform.admin_token())}")
+    print("              (one click signs the browser in as the admin; the token stays out of server logs)")
     print(f"  registry    {info['registry']}")
     print(f"  reconciler  {info['reconciler']}")
     print(f"  git remote  {info['git']}")
