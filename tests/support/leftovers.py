@@ -19,8 +19,9 @@ MARK = "PROCESS_LEAK_CHECK"
 
 
 def mark_this_run() -> str:
-    """Set the run's mark in our environment (children inherit it); its value."""
-    os.environ[MARK] = os.environ.get(MARK) or uuid.uuid4().hex
+    """Set the run's mark in our environment (children inherit it); its value. Always a new one: a pytest
+    run started by a test of another must not take the outer run's processes for its own."""
+    os.environ[MARK] = uuid.uuid4().hex
     return os.environ[MARK]
 
 
