@@ -65,7 +65,7 @@ def test_every_wait_in_the_walkthrough_is_bounded_and_says_what_it_waited_for() 
         assert re.search(r'\|\| echo ".*did not .*"', line), f"a wait that does not say what it waited for: {line}"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
     home = tmp_path / "home"
     work = tmp_path / "checkout"
@@ -128,7 +128,8 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert "drift exit status: 2" in text
         assert "Promoted-Digest: web=sha256:" in text
         assert "rollback(hello): prod to" in text
-        assert "did not" not in text, "a wait of the walkthrough ran out"
+        ran_out = re.findall(r"^\S+ did not .*$", text, flags=re.M)  # what a bounded wait says when it gives up
+        assert not ran_out, f"a wait of the walkthrough ran out: {ran_out}"
         # the soak text agrees with the gates: the out-of-band instance was drift (stopped before the promotion)
         assert re.search(r"pass\s+no-drift\s+hello in staging runs what it declares", text), text[-3000:]
         assert re.search(r"pass\s+min-soak\s+healthy for", text)
