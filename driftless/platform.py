@@ -10,7 +10,8 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       hook-token              the post-receive hook's credential (0600): the webhook secret, and user git-hook (viewer)
       age-identity            the reconciler's age key (0600; --age-identity-file): decrypts {age: ...} values
       registry/               registry storage root
-      git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
+      git/manifests.git       bare repository users clone and push to (pre-receive hook: an invalid push is
+                              refused, under driftless up; post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
       hosts/<name>/           each host's state (desired state, compiled cache, admin-token: its admin API credential)
       logs/<process>.log      one log per process
@@ -283,7 +284,8 @@ class Platform:
     def install_hook(self) -> None:
         """post-receive: tell the reconciler at once (it also watches the repository itself), then tell
         the pusher whether the revision was applied or rejected, with file:line (driftless/push_feedback.py,
-        up to 10 s; git shows it as ``remote: ...``). The hook never fails the push."""
+        up to 10 s; git shows it as ``remote: ...``). The hook never fails the push; the pre-receive hook
+        (:meth:`install_pre_receive`, with ``refuse_invalid_pushes``) is what refuses an invalid one."""
         import shlex
 
         hook = self.git_dir / "hooks" / "post-receive"
