@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "revert an application to an earlier applied revision, as a new Git commit",
     "secrets": "age keys and encrypted values for secrets kept in Git (keygen, encrypt)",
     "logs": "show (or --follow) the logs of the platform `driftless up` runs",
+    "dashboard": "open the reconciler's dashboard in the browser, signed in (prints the link without a browser)",
 }
 
 

@@ -34,3 +34,12 @@ def default_registry_url() -> str:
 
 def default_git_remote() -> str | None:
     return os.environ.get("DRIFTLESS_REPO") or load_up_json().get("git")
+
+
+def sign_in_link(control_url: str, token: str) -> str:
+    """The dashboard's one-click sign-in: the credential rides in the URL fragment (``#token=``), which
+    the browser never sends to a server (so no access log holds it); the page stores it and removes it
+    from the address bar (reconciler/api/static/app.js)."""
+    from urllib.parse import quote
+
+    return f"{control_url.split(',')[0].rstrip('/')}/#token={quote(token, safe='')}"

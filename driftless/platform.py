@@ -10,7 +10,8 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       hook-token              the post-receive hook's credential (0600): the webhook secret, and user git-hook (viewer)
       age-identity            the reconciler's age key (0600; --age-identity-file): decrypts {age: ...} values
       registry/               registry storage root
-      git/manifests.git       bare repository users clone and push to (post-receive hook -> reconciler)
+      git/manifests.git       bare repository users clone and push to (pre-receive hook: an invalid push is
+                              refused, under driftless up; post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
       hosts/<name>/           each host's state (desired state, compiled cache, admin-token: its admin API credential)
       logs/<process>.log      one log per process
@@ -108,6 +109,7 @@ class Platform:
     extra_users: Sequence[dict[str, Any]] = ()  # more users for users.yaml (its format), written with the admin
     open_reads: bool = False  # the reconciler serves reads without a credential (--open-reads)
     unavailable_examples: dict[str, str] = field(default_factory=dict)  # example name -> why it was not pushed
+    refuse_invalid_pushes: bool = False  # a pre-receive hook refuses a push to main that does not validate
 
     # -- derived endpoints -------------------------------------------------------------------
     @property
@@ -282,7 +284,8 @@ class Platform:
     def install_hook(self) -> None:
         """post-receive: tell the reconciler at once (it also watches the repository itself), then tell
         the pusher whether the revision was applied or rejected, with file:line (driftless/push_feedback.py,
-        up to 10 s; git shows it as ``remote: ...``). The hook never fails the push."""
+        up to 10 s; git shows it as ``remote: ...``). The hook never fails the push; the pre-receive hook
+        (:meth:`install_pre_receive`, with ``refuse_invalid_pushes``) is what refuses an invalid one."""
         import shlex
 
         hook = self.git_dir / "hooks" / "post-receive"
@@ -297,6 +300,24 @@ class Platform:
             f'printf \'%s\\n\' "$refs" | {shlex.quote(sys.executable)} -m driftless.push_feedback '
             f"--url {self.control_url} --token-file {token} --branch main {ca}2>/dev/null || true\n"
             "exit 0\n"
+        )
+        hook.chmod(0o755)
+        self.install_pre_receive()
+
+    def install_pre_receive(self) -> None:
+        """With ``refuse_invalid_pushes``: a pre-receive hook (driftless/pre_receive.py) that refuses a
+        push to main whose manifests do not validate, with every problem at its file:line, so the commit
+        never lands; without, no such hook (a push is reported on after the fact, by post-receive)."""
+        import shlex
+
+        hook = self.git_dir / "hooks" / "pre-receive"
+        if not self.refuse_invalid_pushes:
+            hook.unlink(missing_ok=True)
+            return
+        hook.write_text(
+            "#!/bin/sh\n"
+            "# installed by driftless up: a push to main whose manifests do not validate is refused\n"
+            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests\n"
         )
         hook.chmod(0o755)
 

@@ -142,6 +142,9 @@ class ServedInstance:
         self._state = IDLE if self.idle_after else STARTING
         self._closing = threading.Event()
         self._lock = threading.Lock()
+        # one start at a time: the watcher's restart and a request's wake (after the backoff) raced, each
+        # started a process, and the one overwritten in _proc ran on, never stopped (a leak)
+        self._spawning = threading.Lock()
         self._restart = Backoff(first=RESTART_FIRST_SECONDS, cap=RESTART_MAX_SECONDS, jitter=0.2)
         self._backoff_until = 0.0
         self._inflight = 0
@@ -196,6 +199,10 @@ class ServedInstance:
         return args, env
 
     def _spawn(self) -> None:
+        with self._spawning:
+            self._spawn_unlocked()
+
+    def _spawn_unlocked(self) -> None:
         for attempt in range(PORT_ATTEMPTS):
             try:
                 self._spawn_on(_free_port())
@@ -236,6 +243,9 @@ class ServedInstance:
             if self._closing.is_set():  # closed while it started: it must not outlive the instance
                 _stop(proc)
                 raise HostError(f"{self.tag} is stopping")
+            if self._proc is not None and self._proc.poll() is None:  # never two: keep the one we know
+                _stop(proc)
+                return
             self._proc, self._port = proc, port
             self._state = RUNNING
             self._last_request = time.monotonic()

@@ -228,10 +228,16 @@ def parse_documents(text: str, *, file: str) -> tuple[list[Document], list[Probl
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, *, file: str) -> Problem:
+    """At the line where libyaml noticed the problem, saying where the broken construct (an unclosed
+    bracket or quote, often lines earlier) starts: libyaml's context mark."""
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-    parts = [p for p in (exc.context, exc.problem) if p]
-    what = "; ".join(_one_line(p) for p in parts) or "invalid YAML"
+    context = _one_line(exc.context) if exc.context else ""
+    start = exc.context_mark
+    if context and start is not None and (start.line + 1, start.column + 1) != (line, column):
+        context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+    parts = [p for p in (context, _one_line(exc.problem or "")) if p]
+    what = ": ".join(parts) or "invalid YAML"
     return Problem(level="error", file=file, line=line, column=column, path="",
                    message=f"YAML syntax error: {what}", code="yaml-syntax")
 

@@ -154,7 +154,8 @@ class Registry:
 
         def walk(prefix: str, name: str) -> None:
             children = self.storage.list(prefix)
-            if any(c in ("_manifests", "_layers") for c in children):
+            # listed once it holds a manifest: a push the registry refused leaves only blob links
+            if "_manifests" in children and self._has_revision(name):
                 found.append(name)
             for child in children:
                 if not child.startswith("_"):
@@ -162,6 +163,10 @@ class Registry:
 
         walk(key("repositories"), "")
         return sorted(found)
+
+    def _has_revision(self, repo: str) -> bool:
+        revisions = key("revisions", repo=repo)
+        return any(self.storage.list(f"{revisions}/{alg}") for alg in self.storage.list(revisions))
 
     # -- blobs --------------------------------------------------------------------------------------
     def blob_stat(self, repo: str, digest: str) -> Stat:

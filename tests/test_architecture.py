@@ -122,12 +122,8 @@ def test_the_check_sees_an_upward_import(source: str) -> None:
 
 # ---------------------------------------------------------------- import loops
 # Two modules importing each other (directly or around a ring, lazily or under TYPE_CHECKING) are one
-# job split badly: break the ring with a protocol or a module of its own. Loops known when this check
-# was added, each being broken on its own branch (remove its line when that lands):
-KNOWN_LOOPS: set[frozenset[str]] = {
-    frozenset({"reconciler.api.dashboard", "reconciler.api.routes"}),  # temporarily allowed
-    frozenset({"reconciler.controller.state", "reconciler.controller.state_postgres"}),  # temporarily allowed
-}
+# job split badly: break the ring with a protocol or a module of its own. None is allowed.
+KNOWN_LOOPS: set[frozenset[str]] = set()
 
 
 def _import_graph() -> dict[str, set[str]]:

@@ -4,11 +4,14 @@ follows the logs `driftless up` writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from driftless.commands.status import iso_times
 
@@ -100,3 +103,56 @@ def test_the_status_table_shows_a_rejection_at_file_line() -> None:
     assert "head bbbbbbbbbbbb REJECTED" in lines[0]
     assert lines[1:6] == [f"  dev/apps/hello.yaml:{12 + i}:5: error: bad" for i in range(5)]
     assert lines[6] == "  ... and 2 more (driftless status -o json)"
+
+
+def test_host_help_shows_exec_as_a_subcommand() -> None:
+    """`driftless host --help` reads as two forms (the agent, and the `host exec` subcommand), not as an
+    agent taking a positional argument `exec`."""
+    r = _driftless("host", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "positional arguments" not in r.stdout, r.stdout
+    assert "driftless host exec --admin URL" in r.stdout and "subcommand:" in r.stdout, r.stdout
+    r = _driftless("host", "exec", "--help")
+    assert r.returncode == 0 and "ls" in r.stdout and "run" in r.stdout, r.stdout
+
+
+def test_the_gates_table_fits_the_longest_gate_name(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from driftless.commands.promote import print_gates
+
+    gates = [{"name": "synced", "passed": True, "message": "Synced"},
+             {"name": "no-new-capabilities", "passed": False, "message": "none new"},
+             {"name": "min-soak", "passed": True, "message": "healthy for 40s of the 30s"}]
+    monkeypatch.setenv("NO_COLOR", "1")
+    print_gates(gates)
+    lines = capsys.readouterr().out.splitlines()[1:]
+    # every message starts in the same column, after the longest name and two spaces
+    columns = {line.index(g["message"]) for line, g in zip(lines, gates, strict=True)}
+    assert len(columns) == 1, lines
+    assert "no-new-capabilities  none new" in lines[1], lines
+
+
+def test_dashboard_opens_the_sign_in_link_or_prints_it(tmp_path: Path) -> None:
+    """`driftless dashboard` opens http://RECONCILER/#token=... with the browser python's webbrowser finds
+    ($BROWSER here: a script that records what it was asked to open); without a browser it prints it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin-token").write_text("tok/en+1\n")
+    (data / "up.json").write_text(json.dumps({"reconciler": "http://127.0.0.1:18080",
+                                              "credentialFile": str(data / "admin-token")}))
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f"#!/bin/sh\nprintf '%s' \"$1\" > {opened}\n")
+    browser.chmod(0o755)
+    link = "http://127.0.0.1:18080/#token=tok%2Fen%2B1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLESS_") and k != "DISPLAY"}
+    r = subprocess.run([sys.executable, "-m", "driftless", "dashboard"], capture_output=True, text=True, timeout=30,
+                       env={**env, "DRIFTLESS_DATA": str(data), "BROWSER": str(browser)})
+    assert r.returncode == 0, r.stderr
+    assert opened.read_text() == link and "opened the dashboard http://127.0.0.1:18080/" in r.stdout
+    assert "tok" not in r.stdout  # opened, not shown
+    r = subprocess.run([sys.executable, "-m", "driftless", "dashboard"], capture_output=True, text=True, timeout=30,
+                       env={**env, "DRIFTLESS_DATA": str(data), "BROWSER": "false"})  # a browser that fails
+    assert r.returncode == 0 and f"  {link}" in r.stdout, r.stdout
+    r = _driftless("dashboard", "--print", data=data)
+    assert r.returncode == 0 and f"  {link}" in r.stdout, r.stdout

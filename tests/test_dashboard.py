@@ -126,13 +126,17 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
             digest = p.registry.digest("demo/hello:1.0.0")
             assert digest is not None
             assert digest[7:19] in page.locator('.env[data-env="dev"] article[data-app="hello"]').inner_text()
-            assert "Ready=True" in page.locator('.env[data-env="dev"] article[data-app="hello"] .conds').inner_text()
+            # the conditions of a healthy app say nothing new: not shown (they are when something is wrong, below)
+            assert page.locator('.env[data-env="dev"] article[data-app="hello"] .conds').count() == 0
             # instances grouped by host labels, with their status
             groups = page.locator("#instances .group h3").all_inner_texts()
             assert groups == ["cloud=aws · region=us-east-1", "cloud=gcp · region=europe-west1", "tier=edge"]
             page.wait_for_selector('#instances tr[data-instance^="dev/hello/web/"] .b-Running')
             page.wait_for_selector("#history .commit")
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+            # one screen of instances, not three: about 3,200 px at 1400 wide before, well under 2,000 now
+            height = page.evaluate("document.documentElement.scrollHeight")
+            assert height < 2000, f"the page is {height} px high at 1440 wide"
 
             # a push shows without a reload: a new digest and a new greeting in dev
             page.evaluate("window.__notReloaded = true")
@@ -197,6 +201,8 @@ def test_dashboard_shows_the_platform_and_follows_a_push(platform: LocalPlatform
             assert "lots" in page.locator("#rejected").inner_text() or "integer" in page.locator("#rejected").inner_text()
             assert page.locator("#rejected").is_visible()
             assert new_digest[7:19] in dev_hello.inner_text()  # still what runs
+            # something is wrong now: the conditions show, Stalled by the rejected revision
+            sync_api.expect(dev_hello.locator(".conds")).to_contain_text("Stalled=True", timeout=10_000)
             page.locator("#rejected").scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "dashboard-rejected.png"))
             assert page.evaluate("window.__notReloaded") is True
@@ -259,7 +265,10 @@ def test_dashboard_asks_once_for_a_token_and_promotes_with_an_approval(tmp_path:
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
                 page.goto(f"{base}/")
                 page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
-                assert "token" in page.locator("#live").inner_text()
+                assert "signed out" in page.locator("#live").inner_text()
+                # words for a person in a browser, not the API's advice to API clients
+                prompt = page.locator("#token-message").inner_text()
+                assert "sign-in link" in prompt and "Authorization" not in prompt and "--token-file" not in prompt
 
                 # a viewer reads everything and sees no button that changes something
                 page.fill("#token-input", viewer)
@@ -306,6 +315,8 @@ def test_dashboard_asks_once_for_a_token_and_promotes_with_an_approval(tmp_path:
                 sync_api.expect(prod_hello.locator(".comps")).to_contain_text(new_digest[7:19], timeout=15_000)
                 page.locator('.env[data-env="prod"]').screenshot(path=str(_screenshots(tmp_path) / "dashboard-approved.png"))
 
+                _sign_in_link(browser, base, p.admin_token())
+
                 # roll prod's hello back to the seed from the history: a new commit by the admin
                 entry = page.locator(f'#history li.commit[data-env="prod"][data-revision="{seed}"]')
                 entry.locator('.hist-app[data-app="hello"] button.rollback').click()
@@ -320,3 +331,31 @@ def test_dashboard_asks_once_for_a_token_and_promotes_with_an_approval(tmp_path:
                 browser.close()
     finally:
         p.stop()
+
+
+def _sign_in_link(browser: sync_api.Browser, base: str, token: str) -> None:
+    """The link `driftless up` prints signs a fresh browser in: the token travels in the fragment (never
+    sent to the server), the page keeps it in localStorage and removes it from the address bar and the
+    history; a wrong token in a link is refused in words for a person."""
+    from driftless.endpoints import sign_in_link
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url))
+        page.goto(sign_in_link(base, token))
+        sync_api.expect(page.locator("#who")).to_contain_text(f"{ADMIN} (admin)", timeout=10_000)
+        page.wait_for_selector("#live.on", timeout=10_000)
+        assert page.url == f"{base}/", page.url  # gone from the address bar
+        assert page.evaluate("location.hash") == ""
+        assert page.evaluate("localStorage.getItem('driftless.readToken')") == token
+        assert not any(token in url for url in sent if "/api/v1/stream" not in url), sent  # only the stream's ?access_token
+        page.go_back()  # the history holds no entry with the token either
+        assert token not in page.url
+        page.goto(sign_in_link(base, "not-" + token))
+        page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+        assert "not accepted" in page.locator("#token-message").inner_text()
+        assert "#token" not in page.url
+    finally:
+        context.close()

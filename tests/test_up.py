@@ -148,6 +148,16 @@ def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> Non
         assert "Hello" in _get(f"{info['hosts'][2]['ingress']}/greet")
         hooks = (Path(info["git"]) / "hooks" / "post-receive").read_text()
         assert "/hooks/generic" in hooks
+        # invalid pushes are refused before they land (driftless/pre_receive.py), by default
+        assert "driftless.pre_receive" in (Path(info["git"]) / "hooks" / "pre-receive").read_text()
+        # the dashboard, and a one-click sign-in for the admin (the token in the fragment, never sent to a server)
+        token = (data / "admin-token").read_text().strip()
+        deadline = time.monotonic() + 30
+        while "Ctrl-C stops everything" not in (out := log.read_text()):  # the summary, printed in full
+            assert time.monotonic() < deadline, out
+            time.sleep(0.05)
+        assert f"dashboard   http://127.0.0.1:{ports['control']}/" in out
+        assert f"sign in     http://127.0.0.1:{ports['control']}/#token={token}" in out
         _host_death_is_healed_and_logged(first, log, data)
     finally:
         code = _interrupt(first)

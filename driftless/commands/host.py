@@ -105,7 +105,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-call deadline when the manifest sets none (default 30000)")
     p.add_argument("--default-concurrency", type=int, default=16, metavar="N",
                    help="concurrent calls per instance when the manifest sets none (default 16)")
-    sub = p.add_subparsers(dest="host_action", metavar="exec")
+    # two forms: the agent (the options above) and `host exec` (a subcommand, not an argument of the agent)
+    p.usage = ("driftless host [--control URL | --desired FILE] [--name NAME] [--label KEY=VALUE ...] "
+               "[--listen HOST:PORT] [options]\n"
+               "       driftless host exec --admin URL [--token-file FILE] {ls,status,run,stop,...} ...")
+    p.description = ("Run a host agent that runs components with wasmtime (the options below), or talk to a "
+                     "running host's admin API with the subcommand `driftless host exec`.")
+    sub = p.add_subparsers(dest="host_action", metavar="exec", title="subcommand",
+                           description="driftless host exec --help: its actions (ls, status, run, stop, ...)")
     ex = sub.add_parser("exec", help="talk to a running host's admin API (out-of-band changes)",
                         description="Out-of-band changes through a host's admin API; they last until the "
                                     "next desired generation arrives.")  # fmt: skip

@@ -142,9 +142,10 @@ def _local_approver(approve: str | bool | None, repo: str) -> str | None:
 def print_gates(gates: list[dict[str, Any]], *, file: TextIO | None = None) -> None:
     out = file or sys.stdout
     print("Gates:", file=out)
+    width = max((len(str(g.get("name", ""))) for g in gates), default=0)  # the longest name sets the column
     for g in gates:
         mark = paint("pass", "green") if g.get("passed") else paint("FAIL", "red")
-        print(f"  {mark}  {g.get('name', ''):<15} {g.get('message', '')}", file=out)
+        print(f"  {mark}  {g.get('name', ''):<{width}}  {g.get('message', '')}", file=out)
 
 
 def print_text(r: dict[str, Any], *, repo: str, branch: str) -> None:

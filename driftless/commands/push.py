@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add a manifest annotation (repeatable)")
     p.add_argument("--sign", type=Path, default=None, metavar="KEY",
                    help="sign the pushed digest with this private key (as `driftless sign` does)")
-    from driftless.commands.sign import add_sign_options
+    from driftless.commands.sign_options import add_sign_options
 
     add_sign_options(p)
     add_registry_options(p)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(digest)
     if key is not None:
-        from driftless.commands.sign import expiry
+        from driftless.commands.sign_options import expiry
         from shared.signature_store import sign_image
 
         pinned = ref.pinned(digest)  # type: ignore[attr-defined]

@@ -4,28 +4,11 @@ key-based signatures (an OCI 1.1 referrer and the ``sha256-<hex>.sig`` tag; shar
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
 from driftless.commands.push import add_registry_options, credentials_from, parse_ref
+from driftless.commands.sign_options import add_sign_options, expiry
 from driftless.endpoints import default_registry_url
-
-
-def add_sign_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--expires-in", default=None, metavar="DURATION",
-                   help="the signature is void after this long (e.g. 90d; recorded in the signed payload)")
-
-
-def expiry(text: str | None) -> dt.datetime | None:
-    from shared.errors import UsageError
-    from shared.units import duration_seconds
-
-    if not text:
-        return None
-    try:
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=duration_seconds(text))
-    except ValueError as exc:
-        raise UsageError(f"--expires-in {text!r}: {exc}", hint="e.g. 90d, 12h") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

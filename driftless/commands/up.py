@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from driftless.client import ReconcilerClient
-from driftless.endpoints import default_data_dir
+from driftless.endpoints import default_data_dir, sign_in_link
 from shared.errors import DriftlessError
 
 if TYPE_CHECKING:
@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-port", type=int, default=9081, help="first host admin port (default 9081, then +1)")
     p.add_argument("--heartbeat", type=float, default=2.0, help="host heartbeat seconds (default 2)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the example apps (default 60)")
+    p.add_argument("--accept-invalid-pushes", action="store_true",
+                   help="let a push whose manifests do not validate land (the reconciler rejects it and keeps the "
+                        "last good revision); by default the repository's pre-receive hook refuses it")
 
 
 def _step(msg: str) -> None:
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         first_host_port=args.host_port,
         first_admin_port=args.admin_port,
         heartbeat=args.heartbeat,
+        refuse_invalid_pushes=not args.accept_invalid_pushes,
     )
     stopping = False
 
@@ -180,6 +184,9 @@ def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
             route = inst.get("route") or "-"
             print(f"      {inst.get('id', '?'):<36} {inst.get('status', '?'):<9} {route}")
     print()
+    print(f"  dashboard   {info['reconciler']}/  (driftless dashboard opens it signed in)")
+    print(f"  sign in     {sign_in_link(info['reconciler'], platform.admin_token())}")
+    print("              (one click signs the browser in as the admin; the token stays out of server logs)")
     print(f"  registry    {info['registry']}")
     print(f"  reconciler  {info['reconciler']}")
     print(f"  git remote  {info['git']}")

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from reconciler.api.auth import User
-from reconciler.api.routes import CONTROLLER, USER, read_auth
+from reconciler.api.context import CONTROLLER, USER, read_auth
 from reconciler.controller.pipeline import Controller
 from reconciler.gitops import approvals
 

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from reconciler.api.auth import User
-from reconciler.api.routes import AUTHENTICATOR, CONTROLLER, USER, Handler, json_body
+from reconciler.api.context import AUTHENTICATOR, CONTROLLER, USER, Handler, json_body
 from reconciler.controller.enrollment import parse_bounds, valid_id
 from reconciler.controller.pipeline import Controller
 from shared.units import duration_seconds

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from reconciler.api import query
 from reconciler.api.auth import Authenticator, User
+from reconciler.api.context import AUTHENTICATOR, CONTROLLER, USER, Handler, json_body, read_auth
+from reconciler.api.context import authenticator_of as _authenticator
+from reconciler.api.context import bearer as _bearer
+from reconciler.api.context import controller_of as _controller
+from reconciler.api.context import error as _error
 from reconciler.api.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.prometheus import render as render_metrics
 from reconciler.controller.enrollment import JOIN_TOKEN_ID
@@ -31,29 +35,12 @@ from shared.errors import DriftlessError, UsageError
 from shared.redact import redact_url
 from wire.control import PREFIX, HostRegistered, HostRegistration, HostReport
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 log = logging.getLogger("driftless.reconciler.api")
-CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
-AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-def _bearer(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
 
 def _same(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
-
-
-def _controller(request: web.Request) -> Controller:
-    return request.app[CONTROLLER]
 
 
 HOST_IDENTITY = "driftless.host_identity"  # request key: the host the bearer credential belongs to
@@ -90,28 +77,6 @@ def _own_host(request: web.Request, name: str) -> web.Response | None:
     return _error(403, f"this host credential belongs to host {owner!r}, not {name!r}")
 
 
-USER = "driftless.user"  # request key: the authenticated User (reconciler/api/auth.py)
-
-
-def _authenticator(request: web.Request) -> Authenticator:
-    return request.app[AUTHENTICATOR]
-
-
-def read_auth(handler: Handler) -> Handler:
-    """Reads need a credential of any role (viewer and up), unless reads are open (--open-reads)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        auth = _authenticator(request)
-        token = _bearer(request)
-        user = auth.authenticate(token)
-        if user is None and not auth.reads_open:
-            return _error(401, auth.unauthenticated_message(token, what="reading"))
-        request[USER] = user
-        return await handler(request)
-
-    return wrapped
-
-
 def write_auth(handler: Handler) -> Handler:
     """Writes need a user credential (401 without one); the handler checks the role (403) once it knows
     the environment, with :func:`_may_write`."""
@@ -140,21 +105,6 @@ def _may_write(request: web.Request, action: str, env: str | None) -> web.Respon
     where = f" in environment {env}" if env else ""
     needed = f"role admin, or operator of {env}" if env else "role admin, or operator of every environment"
     return _error(403, f"{user.describe()} may not {action}{where}: that needs {needed}")
-
-
-def json_body(handler: BodyHandler) -> Handler:
-    """Hand ``handler`` the request's JSON object, or answer 400 saying why there is none."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
-        return await handler(request, body)
-
-    return wrapped
 
 
 def known_host(handler: Handler) -> Handler:
@@ -203,16 +153,12 @@ async def desired(request: web.Request) -> web.StreamResponse:
     controller = _controller(request)
     name = request.match_info["name"]
     try:
-        after = int(request.query.get("after", "0"))
-        wait = float(request.query.get("wait", "0"))
-    except ValueError:
-        return _error(400, "?after= must be an integer generation and ?wait= a number of seconds")
-    if not 0 <= after < MAX_GENERATION:
-        return _error(400, f"?after={after} is out of range: a generation is an integer from 0 to {MAX_GENERATION - 1} "
-                           "(send the generation of the last desired state received, 0 for none)")
-    if not (math.isfinite(wait) and wait >= 0):
-        return _error(400, f"?wait={request.query.get('wait')} is out of range: a number of seconds >= 0 "
-                           f"(capped at {controller.settings.long_poll_max:g})")
+        after = query.integer(request.query, "after", default=0, minimum=0, maximum=MAX_GENERATION - 1,
+                              what="the generation of the last desired state received (0 for none)")
+        wait = query.number(request.query, "wait", default=0.0, minimum=0,
+                            what=f"seconds to wait (capped at {controller.settings.long_poll_max:g})") or 0.0
+    except query.BadQuery as exc:
+        return _error(400, str(exc))
     if (refused := _own_host(request, name)) is not None:
         return refused
     controller.fleet.ensure_generation_above(name, after)
@@ -423,23 +369,16 @@ async def host(request: web.Request) -> web.StreamResponse:
     return web.json_response(host_json(controller, name, detail=True))
 
 
-def _number(request: web.Request, key: str, default: float | None) -> float | None:
-    raw = request.query.get(key)
-    if raw is None or raw == "":
-        return default
-    return float(raw)
-
-
 @read_auth
 async def events(request: web.Request) -> web.StreamResponse:
     controller = _controller(request)
     try:
-        since = _number(request, "since", None)
-        limit = int(_number(request, "limit", 100) or 100)
-    except ValueError:
-        return _error(400, "?since= must be unix seconds and ?limit= an integer")
-    found: list[Event] = controller.store.events(env=request.query.get("env") or None, since=since,
-                                             limit=max(1, min(limit, 10_000)))
+        since = query.number(request.query, "since", default=None, minimum=0, what="unix seconds")
+        limit = query.integer(request.query, "limit", default=100, minimum=1, maximum=10_000,
+                              what="how many events at most")
+    except query.BadQuery as exc:
+        return _error(400, str(exc))
+    found: list[Event] = controller.store.events(env=request.query.get("env") or None, since=since, limit=limit)
     app_filter = request.query.get("app")
     host_filter = request.query.get("host")
     items = [e.to_json() for e in found if (not app_filter or e.app in ("", app_filter))
@@ -453,9 +392,10 @@ async def history(request: web.Request) -> web.StreamResponse:
     env = request.query.get("env") or None
     app_name = request.query.get("app") or None
     try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        return _error(400, "?limit= must be an integer")
+        limit = query.integer(request.query, "limit", default=100, minimum=1, maximum=10_000,
+                              what="how many history entries at most")
+    except query.BadQuery as exc:
+        return _error(400, str(exc))
     entries = controller.store.history(env=env, limit=limit)
     if app_name:
         entries = [

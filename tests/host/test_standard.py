@@ -87,6 +87,10 @@ def test_a_killed_process_is_restarted_with_backoff(tmp_path: Path, registry: Re
                             what="restart counted")
         assert "exited" in status["lastError"]
         wait_until(lambda: host.get("/hello").status_code == 200, timeout=15, what="served again")
+        # by one process: the restart and the request that woke it must not both have started one (the
+        # second ran on after the host stopped)
+        time.sleep(0.5)
+        assert len([pid for pid in os.listdir("/proc") if pid.isdigit() and _is_serve_of(pid, host.data)]) == 1
 
 
 def test_scale_to_zero_starts_on_the_first_request_and_stops_when_idle(tmp_path: Path, registry: Registry) -> None:

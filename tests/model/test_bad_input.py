@@ -197,3 +197,16 @@ def test_an_outbound_host_with_an_impossible_port_is_refused_at_its_line(tree: P
     assert len(problems) == 1, problems
     assert problems[0].line == 11 and problems[0].level == "error"
     assert "api.example.com:99999" in problems[0].message and "1-65535" in str(problems[0])
+def test_a_yaml_syntax_error_says_where_the_broken_construct_starts(tree: Path) -> None:
+    """libyaml notices an unclosed bracket where the file goes on (line 6:9 here); the problem also says
+    where the bracket was opened (line 5, its context mark), which is where the fix goes."""
+    text = ("apiVersion: driftless.dev/v1alpha1\nkind: Application\nmetadata:\n  name: odd\n"
+            "bad: [unclosed\nspec: {components: []}\n")
+    (tree / "dev" / "apps" / "odd.yaml").write_text(text)
+    [odd] = [p for p in load_tree(tree).problems if p.file == "dev/apps/odd.yaml"]
+    assert (odd.code, odd.line, odd.column) == ("yaml-syntax", 6, 5), odd
+    assert "flow sequence that starts at line 5, column 6" in odd.message, odd.message
+    # an unterminated quote: noticed at the end of the file, started on line 2
+    (tree / "dev" / "apps" / "odd.yaml").write_text("a: 1\nb: 'unterminated\n")
+    [odd] = [p for p in load_tree(tree).problems if p.file == "dev/apps/odd.yaml"]
+    assert odd.line == 3 and "starts at line 2, column 4" in odd.message, odd.message

@@ -48,6 +48,10 @@ class SimHost:
         self.hidden: set[str] = set()
         self.paused = threading.Event()
         self._stop = threading.Event()
+        # a real host sends one report at a time (host/control_client.py: one loop); the two threads here
+        # would otherwise race: a heartbeat built from the old desired state, delivered after the report of
+        # the new one, made the reconciler see instances vanish (Healthy -> Progressing between two reads)
+        self._reporting = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def call(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> tuple[int, Any]:
@@ -128,6 +132,10 @@ class SimHost:
         self.doc = doc
 
     def report(self) -> None:
+        with self._reporting:  # built and delivered in order
+            self._report()
+
+    def _report(self) -> None:
         doc = self.doc
         instances = []
         for spec in doc.instances if doc else ():

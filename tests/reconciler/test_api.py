@@ -388,6 +388,15 @@ def test_auth_webhooks_and_errors(world: World) -> None:
     assert status == 404 and "shop" in body["error"]
     status, body = request(f"{url}/api/v1/nothing")
     assert status == 404 and "error" in body
+    # every numeric query parameter is checked: a 400 naming it, never a 500
+    for path, word in (("events?limit=inf", "limit"), ("events?limit=1e999", "limit"), ("events?limit=abc", "limit"),
+                       ("events?limit=0", "limit"), ("events?limit=10001", "limit"), ("events?since=nan", "since"),
+                       ("events?since=inf", "since"), ("events?since=-1", "since"), ("history?limit=inf", "limit"),
+                       ("history?limit=-3", "limit"), ("hosts/aws-1/desired?after=1.5", "after")):
+        status, body = request(f"{url}/api/v1/{path}", headers=auth if "desired" in path else w.admin)
+        assert status == 400 and f"?{word}=" in body["error"], (path, status, body)
+    status, body = request(f"{url}/api/v1/events?limit=2&since=0", headers=w.admin)
+    assert status == 200 and len(body["events"]) == 2
     payload = b'{"ref": "refs/heads/main"}'
     sig = "sha256=" + hmac.new(b"hook-secret", payload, hashlib.sha256).hexdigest()
     assert request(f"{url}/hooks/github", method="POST", body=payload, headers={"X-Hub-Signature-256": sig})[0] == 202

@@ -153,6 +153,64 @@ def test_the_push_shows_whether_its_revision_was_applied_or_rejected(tmp_path: P
         p.stop()
 
 
+def test_the_pre_receive_hook_refuses_an_invalid_push_with_file_line(tmp_path: Path) -> None:
+    """`driftless up`'s default for its own repository: a push to main that does not validate fails
+    (git push exits non-zero), the commit does not land, and the pusher reads every problem at its
+    file:line, per environment; a valid push still goes through."""
+    p = started(tmp_path)
+    try:
+        p.refuse_invalid_pushes = True
+        p.install_hook()
+        git_dir = str(p.git_dir)
+
+        def main() -> str:
+            return subprocess.run(["git", "--git-dir", git_dir, "rev-parse", "main"], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+
+        before = main()
+        repo = p.git
+        repo.sync()
+        repo.write({"prod/apps/bad.yaml": BROKEN, "prod/apps/worse.yaml": "kind: Application\nbad: [unclosed\n"})
+        work = str(repo.work)
+        subprocess.run(["git", "-C", work, "add", "-A", "manifests"], check=True, capture_output=True)
+        subprocess.run(["git", "-C", work, "commit", "-q", "-m", "two broken apps"], check=True, capture_output=True)
+        done = subprocess.run(["git", "-C", work, "push", "origin", "HEAD:main"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode != 0, done.stderr
+        err = done.stderr
+        assert re.search(r"remote: driftless: push refused: revision [0-9a-f]{12} has 2 error\(s\) in prod", err), err
+        assert "remote: driftless: prod:" in err
+        assert re.search(r"remote: driftless: +manifests/prod/apps/bad\.yaml:\d+:\d+: error: .*replicas", err), err
+        assert re.search(r"remote: driftless: +manifests/prod/apps/worse\.yaml:3:1: error: YAML syntax error", err), err
+        assert "pre-receive hook declined" in err
+        assert main() == before  # the commit did not land
+        subprocess.run(["git", "-C", work, "reset", "-q", "--hard", "origin/main"], check=True)
+        err = _push(p, {"prod/apps/bad.yaml": GOOD}, "a good app")
+        assert "push refused" not in err and main() != before
+    finally:
+        p.stop()
+
+
+def test_a_refusal_lists_the_problems_per_environment() -> None:
+    from driftless.pre_receive import refusal
+    from model.types import Problem
+
+    def problem(file: str, level: str = "error") -> Problem:
+        return Problem(level=level, file=file, line=3, column=5, path="spec", message="wrong", code="invalid")  # type: ignore[arg-type]
+
+    lines = refusal([problem("staging/apps/a.yaml"), problem("dev/apps/b.yaml"), problem("dev/x.yaml", "warning"),
+                     problem("dev/environment.yaml")], revision="a" * 40, subdir="manifests")
+    assert lines[0].startswith("driftless: push refused: revision aaaaaaaaaaaa has 3 error(s) in dev, staging;")
+    assert lines[1:] == [
+        "driftless: dev:",
+        "driftless:   manifests/dev/apps/b.yaml:3:5: error: wrong at spec",
+        "driftless:   manifests/dev/environment.yaml:3:5: error: wrong at spec",
+        "driftless: staging:",
+        "driftless:   manifests/staging/apps/a.yaml:3:5: error: wrong at spec",
+    ]
+    assert refusal([problem("dev/x.yaml", "warning")], revision="a" * 40, subdir="manifests") == []
+
+
 def test_which_events_a_webhook_wants_and_what_commits_mean() -> None:
     every = Notification(url="http://x")
     assert every.wants("Rejected") and every.wants("DriftMissing")

@@ -87,3 +87,16 @@ def test_removed_instance_still_running_is_out_of_sync() -> None:
     running["b"] = HostReport(name="b", observed_generation=1, instances=(extra,))
     v = view(tree, {**docs, "b": spare}, running)
     assert v.sync == "OutOfSync" and "being removed" in v.message
+
+
+def test_an_out_of_band_instance_is_drift_not_a_status_change() -> None:
+    """The README's walkthrough: an instance started by hand (unmanaged) next to the app leaves it Synced
+    and Healthy, so its soak (healthySince, read by the min-soak gate) goes on; the promotion's no-drift
+    gate is what refuses while it runs (tests/drift/test_promote.py)."""
+    tree, docs = setup()
+    running = {h: report(d) for h, d in docs.items()}
+    oob = InstanceStatus(id="prod/shop/web/oob-1", env="prod", app="shop", component="web", digest=DIGEST,
+                         status="Running", managed=False)
+    running["a"] = HostReport(name="a", observed_generation=1, instances=(*running["a"].instances, oob))
+    v = view(tree, docs, running)
+    assert (v.sync, v.health) == ("Synced", "Healthy")

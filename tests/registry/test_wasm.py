@@ -99,9 +99,12 @@ def test_invalid_wasm_layer_is_refused(oci: Oci, media_type: str) -> None:
     detail = r.json()["errors"][0]["detail"]
     assert media_type in detail and "not a valid Wasm component or module" in detail
     assert oci.get(f"/v2/{repo}/manifests/v1").status_code == 404
+    # a refused push leaves blob links behind, but no repository in the catalog (it never got a manifest)
+    assert repo not in oci.get("/v2/_catalog").json()["repositories"]
     # the same layer type with real Wasm is accepted
     manifest = _wasm_manifest(oci, repo, components.hello(), media_type)
     assert oci.put(f"/v2/{repo}/manifests/v1", json=manifest, headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+    assert repo in oci.get("/v2/_catalog").json()["repositories"]
 
 
 def test_component_endpoint(server: Server, oci: Oci) -> None:

@@ -5,6 +5,20 @@
 
 const TOKEN_KEY = "driftless.readToken";
 const LABEL_KEYS = ["cloud", "region", "tier"];
+// The sign-in link `driftless up` prints (and `driftless dashboard` opens) carries the credential in the
+// URL fragment, #token=...: browsers never send a fragment to the server, so no access log holds it. The
+// page keeps it in localStorage (this browser profile remembers it across tabs and restarts; "sign out"
+// forgets it) and removes it from the address bar and the history at once.
+function tokenFromLink() {
+  const m = /^#(?:.*&)?token=([^&]*)/.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  let value = "";
+  try { value = decodeURIComponent(m[1]).trim(); } catch (e) { value = ""; }
+  return value;
+}
+const linked = tokenFromLink();
+if (linked) localStorage.setItem(TOKEN_KEY, linked);
 let token = localStorage.getItem(TOKEN_KEY) || "";
 const state = { envs: null, source: null, apps: {}, hosts: [], drift: null, history: [], events: [],
   commits: {}, gates: {}, rollbacks: {}, filter: "", me: null };
@@ -28,6 +42,7 @@ function h(tag, attrs, ...children) {
 const $ = (id) => document.getElementById(id);
 const short = (rev) => (rev ? String(rev).slice(0, 12) : "—");
 const shortDigest = (d) => (d ? String(d).replace(/^sha256:/, "").slice(0, 12) : "—");
+const shortValue = (v) => (/^sha256:[0-9a-f]{64}$/.test(String(v || "")) ? shortDigest(v) : v);  // digests: 12 chars, whole in the title
 const badge = (text, kind) => h("span", { class: `badge ${kind || ""} b-${String(text).replace(/\W/g, "")}` }, text);
 
 function ago(unix) {
@@ -54,7 +69,7 @@ async function api(path, options = {}) {
   if (token) headers.Authorization = `Bearer ${token}`;
   const r = await fetch(path, { ...options, headers });
   const body = await r.json().catch(() => ({}));
-  if (r.status === 401) throw new AuthError(body.error || "a read token is required");
+  if (r.status === 401) throw new AuthError(token ? "rejected" : "missing");
   if (!r.ok) {
     const err = new Error(body.error || `${r.status} ${r.statusText}`);
     err.body = body;
@@ -237,12 +252,19 @@ function renderApp(env, summary, full) {
       c.signedBy ? h("span", { class: c.signedBy.length ? "muted small signed" : "bad small signed" },
         c.signedBy.length ? ` signed by ${c.signedBy.join(", ")}` : " unsigned") : null,
       c.errors && c.errors.length ? h("div", { class: "bad small" }, c.errors.join("; ")) : null))),
-    h("div", { class: "conds" }, ((full && full.conditions) || []).map((c) =>
+    conditionsWorthShowing(full) ? h("div", { class: "conds" }, full.conditions.map((c) =>
       h("span", { class: `cond c-${c.status} cond-${c.type}`, title: `${c.reason}: ${c.message}` }, `${c.type}=${c.status}`,
-        c.reason ? h("small", {}, ` ${c.reason}`) : null))),
+        c.reason ? h("small", {}, ` ${c.reason}`) : null))) : null,
     summary.message ? h("div", { class: "msg small" }, summary.message) : null,
     summary.healthySince ? h("div", { class: "muted small" }, "healthy since ", when(summary.healthySince)) : null,
     env.promotion ? renderPromotion(env, summary.app, gates) : null);
+}
+
+// The Flux conditions say the same thing on every healthy app (Ready=True, Reconciling=False,
+// Stalled=False): shown only when one of them says something is wrong, so they stand out when they do.
+function conditionsWorthShowing(full) {
+  const conds = (full && full.conditions) || [];
+  return conds.some((c) => (c.type === "Ready" ? c.status !== "True" : c.status === "True"));
 }
 
 const mayWrite = (envName) => Boolean(state.me && state.me.mayWrite && state.me.mayWrite[envName]);
@@ -260,7 +282,7 @@ function renderPromotion(env, app, g) {
   const from = env.promotion.from;
   if (!mayWrite(env.name)) {
     return h("div", { class: "gates muted small" }, `promotion ${from} → ${env.name}: `,
-      state.me && state.me.user ? `${state.me.user} may not promote here` : "paste a token of an operator or admin to promote");
+      state.me && state.me.user ? `${state.me.user} may not promote here` : "sign in as an operator or admin to promote");
   }
   return h("div", { class: "gates" },
     h("button", { type: "button", class: "check", onclick: () => checkGates(env, app) },
@@ -411,7 +433,7 @@ function renderInstances() {
     groups.get(g).push(host);
   }
   const f = state.filter;
-  fill("instances", [...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([group, members]) =>
+  fill("instances", h("div", { class: "groups" }, [...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([group, members]) =>
     h("div", { class: "group" }, h("h3", {}, group), members.map((host) => {
       const rows = ((host.report && host.report.instances) || [])
         .filter((i) => !f || `${i.env}/${i.app}` === f)
@@ -419,17 +441,19 @@ function renderInstances() {
       return h("div", { class: "host", dataset: { host: host.name } },
         h("h4", {}, host.name, " ", badge(host.state, "state"),
           h("span", { class: "muted small" }, ` gen ${host.observedGeneration}/${host.generation} · seen `, when(host.lastSeen))),
-        rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ["instance", "status", "restarts", "digest", "config", "last error"]
+        // one line per instance (the page stays short): restarts and the last error only when there are any
+        rows.length ? h("table", { class: "instances" }, h("thead", {}, h("tr", {}, ["instance", "status", "digest", "config"]
           .map((t) => h("th", {}, t)))),
-        h("tbody", {}, rows.map((i) => h("tr", { dataset: { instance: i.id } },
-          h("td", {}, h("span", {}, `${i.env}/${i.app}/${i.component}`), h("div", { class: "muted small" }, i.id,
-            i.managed === false ? " (out of band)" : "")),
-          h("td", {}, badge(i.status || "?", "status")),
-          h("td", { class: i.restarts ? "bad" : "" }, i.restarts || 0),
+        h("tbody", {}, rows.map((i) => h("tr", { dataset: { instance: i.id }, title: i.id },
+          h("td", {}, `${i.env}/${i.app}/${i.component}`, " ",
+            h("span", { class: "muted small" }, i.id.split("/").pop(), i.managed === false ? " (out of band)" : ""),
+            i.lastError ? h("div", { class: "small bad" }, i.lastError) : null),
+          h("td", {}, badge(i.status || "?", "status"),
+            i.restarts ? h("span", { class: "bad small", title: "restarts" }, ` ↻${i.restarts}`) : null),
           h("td", {}, h("code", { class: "digest", title: i.digest || "" }, shortDigest(i.digest))),
-          h("td", { class: "small" }, Object.entries(i.config || {}).map(([k, v]) => h("div", { class: "cfg" }, `${k}=${v}`))),
-          h("td", { class: "small bad" }, i.lastError || ""))))) : h("p", { class: "muted small" }, "no instances"));
-    }))));
+          h("td", { class: "small cfg" }, Object.entries(i.config || {}).map(([k, v]) => `${k}=${v}`).join(" ")))))) :
+          h("p", { class: "muted small" }, "no instances"));
+    })))));
 }
 
 function renderDrift() {
@@ -444,7 +468,8 @@ function renderDrift() {
       h("tbody", {}, d.items.map((i) => h("tr", {},
         h("td", {}, badge(i.category, "drift")),
         h("td", {}, [i.env, i.app, i.component].filter(Boolean).join("/"), i.host ? h("div", { class: "muted small" }, i.host) : null),
-        h("td", { class: "small" }, i.expected), h("td", { class: "small" }, i.actual),
+        h("td", { class: "small", title: i.expected || "" }, shortValue(i.expected)),
+        h("td", { class: "small", title: i.actual || "" }, shortValue(i.actual)),
         h("td", {}, when(i.since)),
         h("td", { class: "small" }, i.message, i.healedAt ? h("div", { class: "ok" }, "healed ", when(i.healedAt)) : null))))));
 }
@@ -532,11 +557,21 @@ function connect() {
 }
 
 // ------------------------------------------------------------------ token
-function askToken(message) {
+// What a person in front of the page needs: how to get in, in words for a browser (the API's 401 text
+// is advice for API clients, so it is not shown here).
+const SIGN_IN = {
+  missing: "Sign in to see your environments: open the sign-in link that driftless up printed in its terminal " +
+    "(it ends in #token=…), or paste your access token here.",
+  rejected: "This browser's token was not accepted (it may have been replaced or revoked). Open the sign-in " +
+    "link again, or paste a current access token here.",
+};
+function askToken(why) {
   $("token-form").hidden = false;
-  $("token-message").textContent = message || "";
-  $("live").textContent = "token needed";
+  $("token-clear").hidden = !token;
+  $("token-message").textContent = SIGN_IN[why] || SIGN_IN.missing;
+  $("live").textContent = "signed out";
   $("live").className = "live off";
+  $("token-input").focus();
   if (source) { source.close(); source = null; }
 }
 
