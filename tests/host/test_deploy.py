@@ -24,7 +24,9 @@ from tests.reconciler.platform import GitRepo, Reconciler, application, environm
 from tests.support.procs import DriftlessProcess, free_port, wait_until
 
 DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy"
-MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+# every Kubernetes object of deploy/ (kustomization.yaml is kustomize's, not the API server's: checked apart)
+MANIFESTS = sorted(p for p in (DEPLOY / "kubernetes").rglob("*.yaml") if p.name != "kustomization.yaml")
+HOST_MANIFESTS = sorted((DEPLOY / "kubernetes").glob("host-*.yaml"))
 
 
 def _docs(path: Path) -> list[dict]:
@@ -47,7 +49,7 @@ def test_kubernetes_manifests_are_valid(path: Path) -> None:
 
 def test_workloads_take_labels_from_the_downward_api_and_the_token_from_a_secret() -> None:
     kinds = set()
-    for path in MANIFESTS:
+    for path in HOST_MANIFESTS:
         for doc in _docs(path):
             if doc["kind"] not in ("Deployment", "DaemonSet"):
                 continue
@@ -138,3 +140,34 @@ def test_the_documented_credentials_make_a_tls_reconciler_a_host_registers_with(
     finally:
         host.kill()
         proc.stop()
+
+
+def test_the_control_plane_on_kubernetes_is_replicated_probed_and_fenced() -> None:
+    docs = [d for path in sorted((DEPLOY / "kubernetes" / "control-plane").glob("*.yaml")) for d in _docs(path)]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    reconcilers = by[("StatefulSet", "driftless-reconciler")]["spec"]
+    registry = by[("Deployment", "driftless-registry")]["spec"]
+    assert reconcilers["replicas"] == 2 and registry["replicas"] >= 2
+    for name in ("driftless-reconciler", "driftless-registry"):
+        assert by[("PodDisruptionBudget", name)]["spec"]["minAvailable"] == 1
+        assert ("NetworkPolicy", name) in by and ("Service", name) in by
+    rec_args = reconcilers["template"]["spec"]["containers"][0]["args"]
+    assert any(a.startswith("--state=") for a in rec_args) and any(a.startswith("--tls-cert=") for a in rec_args)
+    assert any(a.startswith("--storage=") for a in registry["template"]["spec"]["containers"][0]["args"])
+    for spec in (reconcilers, registry):
+        pod = spec["template"]["spec"]
+        for c in pod["containers"]:
+            assert c.get("readinessProbe") and c.get("livenessProbe") and c["resources"]["requests"], c["name"]
+            assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+        assert any(v.get("secret", {}).get("secretName", "").endswith("-tls") for v in pod["volumes"])
+    # each reconciler advertises its pod's stable name; hosts list them all (they follow only leaders of their list)
+    advertise = next(a for a in rec_args if a.startswith("--advertise="))
+    service = by[("Service", "driftless-reconciler-pods")]
+    assert service["spec"]["clusterIP"] == "None" and service["metadata"]["name"] in advertise
+    for path in HOST_MANIFESTS:
+        for doc in _docs(path):
+            if doc["kind"] in ("Deployment", "DaemonSet"):
+                env = {e["name"]: e for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+                urls = env["DRIFTLESS_CONTROL"]["value"].split(",")
+                assert {f"https://driftless-reconciler-{i}.driftless-reconciler-pods.driftless.svc:8443"
+                        for i in range(reconcilers["replicas"])} <= set(urls), path.name
