@@ -21,12 +21,12 @@ from aiohttp import web
 from registry.access import AccessPolicy
 from registry.auth import Authenticator, unauthorized
 from registry.errors import RegistryError
+from registry.manifests import OCI_INDEX
 from registry.metrics import Metrics
 from registry.options import ServerOptions
 from registry.storage_s3 import unavailable as storage_unavailable
 from registry.store import (
     MAX_MANIFEST_BYTES,
-    OCI_INDEX,
     Registry,
     UploadState,
     check_digest,

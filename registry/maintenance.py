@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 
 from registry.errors import RegistryError
 from registry.layout import key
+from registry.manifests import INDEX_MEDIA_TYPES
 from registry.storage import Storage
-from registry.store import HASHERS, INDEX_MEDIA_TYPES, Registry
+from registry.store import HASHERS, Registry
 from shared.reference import DIGEST_RE
 
 REPLICAS = "replicas"  # replicas/<id>.json: a serving process on shared storage (see the module docstring)

@@ -215,3 +215,12 @@ def test_the_loop_check_sees_a_ring() -> None:
     assert _loops(ring) == [frozenset({"a", "b", "c"})]
     assert _loops({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert any("reconciler.controller.pipeline" in deps for deps in _import_graph().values())
+
+
+# ---------------------------------------------------------------- module size
+MAX_MODULE_LINES = 600  # a module longer than this does several jobs: split it by job
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {name: n for name, path in _modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split each by job): {long}"

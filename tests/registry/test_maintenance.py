@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from registry.layout import key
+from registry.manifests import OCI_INDEX, OCI_MANIFEST
 from registry.storage import FilesystemStorage
-from registry.store import OCI_INDEX, OCI_MANIFEST, Registry, digest_of
+from registry.store import Registry, digest_of
 
 
 def driftless(*args: str) -> subprocess.CompletedProcess[str]:

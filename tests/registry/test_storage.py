@@ -11,8 +11,9 @@ import pytest
 
 from registry.errors import RegistryError
 from registry.layout import key
+from registry.manifests import OCI_MANIFEST
 from registry.storage import FilesystemStorage, MemoryStorage, Storage
-from registry.store import OCI_MANIFEST, Registry, digest_of
+from registry.store import Registry, digest_of
 
 
 def _s3_driver(tmp: Path, request: pytest.FixtureRequest) -> Storage:
