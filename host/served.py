@@ -45,6 +45,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from host.cache import Artifact
 from host.errors import HostError, Unavailable
 from host.link_auth import LinkCredentials
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
@@ -148,6 +149,9 @@ class ServedInstance:
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
+        self.artifact: Artifact | None = None  # the compiled file, share-locked: not evicted while we may start
+        self.tier = flags.compiler
+        self.upgrade: Callable[[], ServedInstance] | None = None  # fast tier: builds the optimised instance
         # held in memory only; revoked by close()
         self._link_credential = serve.links.issue(spec) if any(x.is_http for x in spec.links) else None
 
@@ -327,6 +331,8 @@ class ServedInstance:
             proc, self._proc = self._proc, None
         if proc is not None:
             _stop(proc)
+        if self.artifact is not None:
+            self.artifact.close()
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
