@@ -298,6 +298,8 @@ class Supervisor:
                             size=lambda: len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
                             what=f"{spec.env}/{spec.app}/{spec.component}")
         instance = self._served_instance(spec, managed, imports, build, *build.first())
+        if build.fast_refused:
+            instance.warnings = (build.fast_refused,)
         if instance.tier == FAST_COMPILER:  # compiled off the request path, then swapped in (_optimise)
             instance.upgrade = lambda: self._served_instance(spec, managed, imports, build, *build.optimised())
         return instance
@@ -317,9 +319,9 @@ class Supervisor:
                 return instance
             except HostError as exc:
                 instance.close()
-                if attempt or artifact.compiled or "failed to load code" not in str(exc):
+                if attempt or artifact.compiled:
                     raise
-                # a cached build that does not load (truncated, corrupt): compile it again, once
+                # a cached build that does not start (truncated, corrupt, foreign): compile it again, once
                 log.warning("%s: cached build %s does not load (%s); compiling again", spec.id, artifact.path.name, exc)
                 build.discard(flags)
                 artifact = build.optimised()[0] if flags == build.optimised_flags else build.first()[0]

@@ -18,11 +18,14 @@ Cranelift only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from host.cache import Artifact
-from host.wasmtime_cli import EngineFlags, ServeCaches, WasmtimeCli
+from host.wasmtime_cli import CompileFailed, EngineFlags, ServeCaches, WasmtimeCli
+
+log = logging.getLogger("driftless.host")
 
 FAST_COMPILER = "winch"
 OPTIMISED_COMPILER = "cranelift"
@@ -43,6 +46,7 @@ class ServedBuild:
         self._source, self._size, self._policy = source, size, policy
         self.optimised_flags = EngineFlags(fuel=fuel, compiler=OPTIMISED_COMPILER)
         self.fast_flags = EngineFlags(fuel=fuel, compiler=FAST_COMPILER)
+        self.fast_refused: str | None = None  # why the fast tier was skipped (an instance warning)
 
     def first(self) -> tuple[Artifact, EngineFlags]:
         """What to start serving from: the optimised build when any host already compiled it, else
@@ -52,7 +56,11 @@ class ServedBuild:
             return cached, self.optimised_flags
         fast_above = self._policy.fast_above
         if fast_above is not None and self._size() >= fast_above:
-            return self._compile(self.fast_flags), self.fast_flags
+            try:
+                return self._compile(self.fast_flags), self.fast_flags
+            except CompileFailed as exc:  # Winch lacks some proposals (GC, tail calls, relaxed SIMD)
+                self.fast_refused = f"the fast (Winch) build was refused, serving the optimised build: {exc}"
+                log.warning("%s", self.fast_refused)
         return self.optimised()
 
     def optimised(self) -> tuple[Artifact, EngineFlags]:
