@@ -214,7 +214,8 @@ class Supervisor:
         entry.state, entry.error = RUNNING, None
         entry.retry.reset()
         entry.retry_at = None
-        log.info("started %s (%s)%s", spec.id, spec.digest[:19], f" at {spec.route}" if spec.route else "")
+        log.info("started %s (%s)%s%s", spec.id, spec.digest[:19], f" at {spec.route}" if spec.route else "",
+                 f" from its {instance.tier} build" if isinstance(instance, ServedInstance) else "")
         self.on_change()
         if old is not None:
             self._drain(old)
