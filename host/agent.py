@@ -285,6 +285,7 @@ class HostAgent:
             await r.cleanup()
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
             inst.close()  # wasmtime serve processes do not outlive their host
+        self.serve.stop_all()  # nor those still starting (a tier swap, a wake)
         await self.serve.close()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

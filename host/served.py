@@ -39,6 +39,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,25 @@ class ServeRuntime:
         self.links_base = links_base.rstrip("/")
         self.links = LinkCredentials()  # the link credentials of the instances (the ingress checks them)
         self._session: aiohttp.ClientSession | None = None
+        # every instance made, so a host stopping closes also those still starting in a worker thread
+        # (a tier swap, a wake): their processes must not outlive the host
+        self._instances: weakref.WeakSet[ServedInstance] = weakref.WeakSet()
+        self._stopped = False
+
+    def register(self, instance: ServedInstance) -> None:
+        with self._lock:
+            self._instances.add(instance)
+            stopped = self._stopped
+        if stopped:
+            instance.close()
+
+    def stop_all(self) -> None:
+        """The host stops: close every instance, and any made from now on."""
+        with self._lock:
+            self._stopped = True
+            instances = list(self._instances)
+        for instance in instances:
+            instance.close()
 
     @property
     def cli(self) -> WasmtimeCli:
@@ -154,6 +174,7 @@ class ServedInstance:
         self.upgrade: Callable[[], ServedInstance] | None = None  # fast tier: builds the optimised instance
         # held in memory only; revoked by close()
         self._link_credential = serve.links.issue(spec) if any(x.is_http for x in spec.links) else None
+        serve.register(self)
 
     # -- reads -----------------------------------------------------------------------------------
     @property

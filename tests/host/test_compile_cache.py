@@ -2,7 +2,7 @@
 two hosts sharing one --compile-cache compile a new component once; a served component swaps from
 its fast (Winch) build to its optimised (Cranelift) build without losing a request; a component
 Winch refuses serves from Cranelift with a warning naming it; a corrupt cached build is compiled
-again; eviction never removes a build in use."""
+again; an idle instance compiles at placement; eviction never removes a build in use."""
 
 from __future__ import annotations
 
@@ -187,6 +187,24 @@ def test_a_component_winch_refuses_serves_from_cranelift_with_a_warning_and_the_
         assert "relaxed SIMD support is not enabled" in warning
         # the old version: Winch, then Cranelift; the new one: Cranelift only (Winch refused it)
         assert compiled_by_tier(host) == {"winch": 1, "cranelift": 2}
+
+
+def test_an_idle_instance_compiles_both_tiers_at_placement_and_its_first_request_compiles_nothing(
+    tmp_path: Path, registry: Registry
+) -> None:
+    image = registry.push("idle-tiers", standard_component("http-hello-wat").read_bytes())
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(image, component="web", route="/hello", idleAfterMs=60_000)])
+    with start_host(tmp_path, "--desired", str(desired), "--fast-tier-above", "0") as host:
+        host.wait_status("dev/demo/web/0", "Idle", timeout=60)
+        wait_until(lambda: "swapped to the optimised (cranelift) build" in log_text(host), timeout=60,
+                   what="the optimised build swapped in while idle")
+        assert compiled_by_tier(host) == {"winch": 1, "cranelift": 1}
+        assert not [a for a in serve_argvs() if a[-1].startswith(str(host.data))]  # still no process
+        assert host.get("/hello").status_code == 200  # the wake only starts a process
+        assert compiled_by_tier(host) == {"winch": 1, "cranelift": 1}
+        running = [a for a in serve_argvs() if a[-1].startswith(str(host.data))]
+        assert len(running) == 1 and "compiler=winch" not in running[0]
 
 
 def test_a_corrupt_cached_build_is_compiled_again(tmp_path: Path, registry: Registry) -> None:
