@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 log = logging.getLogger("driftless.host")
+
+STALE_TEMP_SECONDS = 3600.0  # longer than any compile may run (wasmtime_cli.COMPILE_TIMEOUT_SECONDS)
 
 
 class Artifact:
@@ -181,6 +184,7 @@ class CompiledCache:
         """Remove least recently used entries until the cache fits; never ``keep``, never a file in
         use (share-locked by an :class:`Artifact` in any process) or being compiled."""
         with self._lock:
+            self._sweep_stale()
             entries = []
             for p in self.dir.glob("*.cwasm"):
                 try:
@@ -202,6 +206,21 @@ class CompiledCache:
                 log.info("compile cache %s holds %d bytes over its bound of %d: the rest is in use", self.dir,
                          total - self.max_bytes, self.max_bytes)
             return removed
+
+    def _sweep_stale(self) -> None:
+        """Temp files and compile directories of hosts that died while compiling (older than any
+        compile may take)."""
+        limit = time.time() - STALE_TEMP_SECONDS
+        for p in [*self.dir.glob("*.cwasm.tmp*"), *self.dir.glob("compile-*")]:
+            try:
+                if p.stat().st_mtime > limit:
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            except OSError:
+                continue
 
     def _remove_unused(self, path: Path) -> bool:
         key_lock = self.dir / "locks" / (path.stem + ".lock")

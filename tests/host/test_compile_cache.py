@@ -250,5 +250,11 @@ def test_eviction_keeps_builds_in_use_and_compiles_each_key_once_across_threads(
     with cache.obtain(b, compile=compile_as(b)):  # 200 > 150 bytes, but a is still open: nothing evicted
         assert cache.path_for(a).exists() and cache.path_for(b).exists()
     in_use.close()
+    # what a host that died while compiling left: swept once older than any compile may take
+    stale, fresh = cache.dir / "sha256-c.cwasm.tmp1.2", cache.dir / "sha256-d.cwasm.tmp3.4"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     cache.evict()  # now a (least recently used, unused) goes
     assert not cache.path_for(a).exists() and cache.path_for(b).exists()
+    assert not stale.exists() and fresh.exists()
