@@ -336,7 +336,9 @@ class Supervisor:
             return
         try:
             better = await asyncio.get_running_loop().run_in_executor(self.start_pool, upgrade)
-        except HostError as exc:
+        except Exception as exc:  # a compile refusal, or a bug: the fast build keeps serving either way
+            if not isinstance(exc, HostError):
+                log.exception("%s: building the optimised build failed", fast.spec.id)
             fast.last_error = f"optimised build failed, still serving the fast (Winch) build: {exc}"
             log.warning("%s: %s", fast.spec.id, fast.last_error)
             self.on_change()
