@@ -13,7 +13,8 @@ Data directory layout (``--data``, default ``~/.driftless``)::
       git/manifests.git       bare repository users clone and push to (pre-receive hook: an invalid push is
                               refused, under driftless up; post-receive hook -> reconciler)
       reconciler/             reconciler state (SQLite, git mirror)
-      hosts/<name>/           each host's state (desired state, compiled cache, admin-token: its admin API credential)
+      hosts/<name>/           each host's state (desired state, component info, admin-token: its admin API credential)
+      compiled/               the compiled-component cache all hosts share (--compile-cache): one compile per component
       logs/<process>.log      one log per process
 
 Started again on the same data directory it resumes: nothing is re-seeded, the registry keeps its
@@ -400,6 +401,7 @@ class Platform:
             "--listen", f"127.0.0.1:{h.port}",
             "--admin-listen", f"127.0.0.1:{h.admin_port}",
             "--data", str(self.data / "hosts" / h.name),
+            "--compile-cache", str(self.data / "compiled"),  # one compile per component for all hosts
             "--heartbeat", str(self.heartbeat),
             "--registry", self.registry_url,  # where a $DRIFTLESS_REGISTRY_USER credential may go
         ]  # fmt: skip

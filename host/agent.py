@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from host.admin import ADMIN_TOKEN_FILE, METRICS_TOKEN_FILE, admin_token, make_admin_app, token_file
-from host.cache import CompiledCache
+from host.cache import CompiledCache, default_compile_cache
 from host.control_client import ControlChannel
 from host.errors import HostError
 from host.ingress import make_ingress_app
@@ -26,6 +26,7 @@ from host.runtime import RuntimeDefaults
 from host.served import ServeRuntime
 from host.state_file import load_desired, save_desired
 from host.supervisor import Supervisor
+from host.tiers import TierPolicy
 from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import ServeCaches, WasmtimeCli
 from shared import __version__
@@ -72,6 +73,8 @@ class HostOptions:
     max_instances: int = 10_000
     memory_bytes: int | None = None
     cache_max_bytes: int = 1 << 30
+    compile_cache: Path | None = None  # shared by the hosts of a machine; default host.cache.default_compile_cache()
+    fast_tier_above: int | None = 1 << 20  # served components this big start on a Winch build (None: never)
     memory_reservation: int | None = None
     drain_seconds: float = 30.0
     defaults: RuntimeDefaults = field(default_factory=RuntimeDefaults)
@@ -89,8 +92,9 @@ class HostAgent:
         self.start_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasm-start")
         self.engine = WasmEngine(cache=None, memory_reservation=options.memory_reservation)
         # the engine settings are known only once the engine exists: key the cache on them
+        self.compile_cache = options.compile_cache or default_compile_cache()
         self.engine.cache = CompiledCache(
-            root=options.data / "cache", engine_key=self.engine.settings, max_bytes=options.cache_max_bytes
+            root=self.compile_cache, engine_key=self.engine.settings, max_bytes=options.cache_max_bytes
         )
         listen_host, listen_port = options.listen
         loopback = "127.0.0.1" if listen_host in ("", "0.0.0.0", "::") else listen_host
@@ -113,13 +117,14 @@ class HostAgent:
             serve_caches=self.serve_caches,
             info_dir=options.data / "cache" / "info",
             self_url=options.advertise or f"http://{options.listen[0]}:{options.listen[1]}",
+            tiers=TierPolicy(fast_above=options.fast_tier_above),
         )
         self.ingress_url = options.advertise or f"http://{options.listen[0]}:{options.listen[1]}"
 
     def serve_caches(self) -> ServeCaches:
         """Compiled caches for ``wasmtime serve`` (keyed by its version and engine flags)."""
         if self._serve_caches is None:
-            self._serve_caches = ServeCaches(root=self.options.data / "cache", cli=self.serve.cli,
+            self._serve_caches = ServeCaches(root=self.compile_cache, cli=self.serve.cli,
                                              max_bytes=self.options.cache_max_bytes)
         return self._serve_caches
 
@@ -162,11 +167,18 @@ class HostAgent:
             "observedGeneration": self.supervisor.observed_generation,
             "instances": len(self.supervisor.entries),
             "inflight": sum(i.inflight for i in self.supervisor.serving()),
-            "compilations": self.engine.compilations,
+            "compilations": self.engine.compilations + (self.serve.cli.compilations if self._serve_caches else 0),
             "cacheHits": self.engine.cache_hits,
             "memoryHits": self.engine.memory_hits,
             "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,
             "engine": self.engine.settings,
+            # the machine-wide compiled cache: what this host compiled, waited for (another host
+            # compiling the same key) and found, per engine key (compiler and flags)
+            "compileCache": {
+                "dir": str(self.compile_cache),
+                "engines": ({self.engine.settings: cache.counters()} if cache else {})
+                | (self._serve_caches.counters() if self._serve_caches else {}),
+            },
         }
 
     def on_desired(self, desired: HostDesiredState) -> None:
@@ -273,6 +285,7 @@ class HostAgent:
             await r.cleanup()
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
             inst.close()  # wasmtime serve processes do not outlive their host
+        self.serve.stop_all()  # nor those still starting (a tier swap, a wake)
         await self.serve.close()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -39,12 +39,14 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from host.cache import Artifact
 from host.errors import HostError, Unavailable
 from host.link_auth import LinkCredentials
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
@@ -79,6 +81,25 @@ class ServeRuntime:
         self.links_base = links_base.rstrip("/")
         self.links = LinkCredentials()  # the link credentials of the instances (the ingress checks them)
         self._session: aiohttp.ClientSession | None = None
+        # every instance made, so a host stopping closes also those still starting in a worker thread
+        # (a tier swap, a wake): their processes must not outlive the host
+        self._instances: weakref.WeakSet[ServedInstance] = weakref.WeakSet()
+        self._stopped = False
+
+    def register(self, instance: ServedInstance) -> None:
+        with self._lock:
+            self._instances.add(instance)
+            stopped = self._stopped
+        if stopped:
+            instance.close()
+
+    def stop_all(self) -> None:
+        """The host stops: close every instance, and any made from now on."""
+        with self._lock:
+            self._stopped = True
+            instances = list(self._instances)
+        for instance in instances:
+            instance.close()
 
     @property
     def cli(self) -> WasmtimeCli:
@@ -151,8 +172,12 @@ class ServedInstance:
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
+        self.artifact: Artifact | None = None  # the compiled file, share-locked: not evicted while we may start
+        self.tier = flags.compiler
+        self.upgrade: Callable[[], ServedInstance] | None = None  # fast tier: builds the optimised instance
         # held in memory only; revoked by close()
         self._link_credential = serve.links.issue(spec) if any(x.is_http for x in spec.links) else None
+        serve.register(self)
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -337,6 +362,8 @@ class ServedInstance:
             proc, self._proc = self._proc, None
         if proc is not None:
             _stop(proc)
+        if self.artifact is not None:
+            self.artifact.close()
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

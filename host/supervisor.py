@@ -15,12 +15,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from host.cache import Artifact
 from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
 from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
 from host.outbound import OutboundPolicy, imports_outgoing_handler, with_policy
@@ -28,6 +29,7 @@ from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
 from host.served import ServedInstance, ServeRuntime
 from host.signature_check import SignatureRefused, check_signature
+from host.tiers import FAST_COMPILER, ServedBuild, TierPolicy
 from host.traffic import Traffic
 from host.wasm_engine import WasmEngine, check_component_bytes
 from host.wasmtime_cli import EngineFlags, ServeCaches
@@ -116,7 +118,9 @@ class Supervisor:
         serve_caches: Callable[[], ServeCaches],
         info_dir: Path,
         self_url: str,
+        tiers: TierPolicy | None = None,
     ) -> None:
+        self.tiers = tiers or TierPolicy()
         self.engine = engine
         self.serve = serve
         self._serve_caches = serve_caches  # located lazily: a host without the wasmtime CLI still runs the rest
@@ -212,10 +216,13 @@ class Supervisor:
         entry.state, entry.error = RUNNING, None
         entry.retry.reset()
         entry.retry_at = None
-        log.info("started %s (%s)%s", spec.id, spec.digest[:19], f" at {spec.route}" if spec.route else "")
+        log.info("started %s (%s)%s%s", spec.id, spec.digest[:19], f" at {spec.route}" if spec.route else "",
+                 f" from its {instance.tier} build" if isinstance(instance, ServedInstance) else "")
         self.on_change()
         if old is not None:
             self._drain(old)
+        if isinstance(instance, ServedInstance) and instance.upgrade is not None:
+            self._spawn_task(self._optimise(entry, seq, instance))
         if isinstance(instance, ComponentInstance) and instance.run_export and not instance.handler_export:
             await self._run_job(entry, instance)
 
@@ -270,8 +277,6 @@ class Supervisor:
             raise Incompatible(f"{spec.env}/{spec.app}/{spec.component} is a wasi:http component: it reaches other "
                                f"components over HTTP links (interface {WASI_HTTP_HANDLER}), not typed links "
                                f"({', '.join(typed)})")
-        flags = EngineFlags(fuel=spec.limits.fuel is not None)
-        caches = self._serve_caches()
         imports = list(info.imports)
         key, source = spec.digest, fetch
         if imports_config_store(imports):
@@ -288,15 +293,69 @@ class Supervisor:
             # an adapter composed around the component's outgoing-handler (rules baked in: own key)
             policy = OutboundPolicy.of(spec, links_base=self.serve.links_base)
             key, source = f"{key}.outbound-{policy.key}", with_policy(source, policy=policy, imports=info.imports)
-        cwasm = self.serve.cli.precompile(digest=key, fetch=source, flags=flags, cache=caches.for_flags(flags))
-        instance = ServedInstance(
-            spec=spec, cwasm=cwasm, flags=flags, imports=imports, serve=self.serve,
-            timeout_ms=spec.limits.timeout_ms or self.defaults.timeout_ms,
-            max_concurrency=spec.limits.max_concurrency or self.defaults.max_concurrency,
-            managed=managed, on_change=self._changed_from_thread,
-        )  # fmt: skip
-        instance.start()
+        memo: list[bytes] = []
+
+        def composed() -> bytes:  # composed once, for whichever tiers compile
+            if not memo:
+                memo.append(source())
+            return memo[0]
+
+        build = ServedBuild(cli=self.serve.cli, caches=self._serve_caches(), key=key, source=composed,
+                            size=lambda: len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
+                            what=f"{spec.env}/{spec.app}/{spec.component}")
+        instance = self._served_instance(spec, managed, imports, build, *build.first())
+        if build.fast_refused:
+            instance.warnings = (build.fast_refused,)
+        if instance.tier == FAST_COMPILER:  # compiled off the request path, then swapped in (_optimise)
+            instance.upgrade = lambda: self._served_instance(spec, managed, imports, build, *build.optimised())
         return instance
+
+    def _served_instance(self, spec: InstanceSpec, managed: bool, imports: list[str], build: ServedBuild,
+                         artifact: Artifact, flags: EngineFlags) -> ServedInstance:
+        for attempt in range(2):
+            instance = ServedInstance(
+                spec=spec, cwasm=artifact.path, flags=flags, imports=imports, serve=self.serve,
+                timeout_ms=spec.limits.timeout_ms or self.defaults.timeout_ms,
+                max_concurrency=spec.limits.max_concurrency or self.defaults.max_concurrency,
+                managed=managed, on_change=self._changed_from_thread,
+            )  # fmt: skip
+            instance.artifact, instance.tier = artifact, flags.compiler  # released by close()
+            try:
+                instance.start()
+                return instance
+            except HostError as exc:
+                instance.close()
+                if attempt or artifact.compiled:
+                    raise
+                # a cached build that does not start (truncated, corrupt, foreign): compile it again, once
+                log.warning("%s: cached build %s does not load (%s); compiling again", spec.id, artifact.path.name, exc)
+                build.discard(flags)
+                artifact = build.optimised()[0] if flags == build.optimised_flags else build.first()[0]
+        raise AssertionError("unreachable")
+
+    async def _optimise(self, entry: Entry, seq: int, fast: ServedInstance) -> None:
+        """Swap a fast-tier instance for its optimised build once compiled, without losing a request:
+        the new process serves before the fast one drains (as a rolling replacement)."""
+        upgrade, fast.upgrade = fast.upgrade, None
+        if upgrade is None:
+            return
+        try:
+            better = await asyncio.get_running_loop().run_in_executor(self.start_pool, upgrade)
+        except Exception as exc:  # a compile refusal, or a bug: the fast build keeps serving either way
+            if not isinstance(exc, HostError):
+                log.exception("%s: building the optimised build failed", fast.spec.id)
+            fast.last_error = f"optimised build failed, still serving the fast (Winch) build: {exc}"
+            log.warning("%s: %s", fast.spec.id, fast.last_error)
+            self.on_change()
+            return
+        if entry.seq != seq or entry.instance is not fast or self.entries.get(fast.spec.id) is not entry:
+            better.close()  # replaced or removed meanwhile
+            return
+        entry.restarts += fast.restarts
+        entry.instance = better
+        log.info("%s: swapped to the optimised (%s) build of %s", fast.spec.id, better.tier, fast.spec.digest[:19])
+        self.on_change()
+        self._drain(fast)
 
     def reap_idle(self) -> None:
         """Scale to zero the served instances idle past their timeout."""
@@ -396,7 +455,10 @@ class Supervisor:
     def _drain(self, instance: Instance) -> None:
         instance.draining = True
         self.draining[id(instance)] = instance
-        task = asyncio.get_running_loop().create_task(self._drain_task(instance))
+        self._spawn_task(self._drain_task(instance))
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Callable
 from importlib.metadata import version as dist_version
+from pathlib import Path
 
 import wasmtime
 from wasmtime import component as wc
@@ -87,22 +88,33 @@ class WasmEngine:
             return component
 
     def _load(self, *, digest: str, fetch: Callable[[], bytes], progress: Callable[[str], None]) -> wc.Component:
-        if self.cache is not None:
-            cached = self.cache.lookup(digest)
-            if cached is not None:
+        if self.cache is None:
+            return self.compile(fetch(), what=digest)
+        for attempt in range(2):
+            compiled_here: list[wc.Component] = []
+
+            def compile_to(out: Path, compiled_here: list[wc.Component] = compiled_here) -> None:
+                component = self.compile(fetch(), what=digest)
+                out.write_bytes(bytes(component.serialize()))
+                compiled_here.append(component)
+
+            # one compile per digest on this machine: other hosts sharing the cache wait and load it
+            with self.cache.obtain(digest, compile=compile_to, what=digest) as artifact:
+                if compiled_here:
+                    return compiled_here[0]
                 try:
-                    component = wc.Component.deserialize_file(self.engine, str(cached))
-                    with self._lock:
-                        self.cache_hits += 1
-                    return component
+                    component = wc.Component.deserialize_file(self.engine, str(artifact.path))
                 except wasmtime.WasmtimeError as exc:  # corrupt or foreign file: compile again
-                    log.warning("compiled cache entry %s unusable (%s); compiling again", cached.name, exc)
-                    cached.unlink(missing_ok=True)
-        data = fetch()
-        component = self.compile(data, what=digest)
-        if self.cache is not None:
-            self.cache.store(digest, bytes(component.serialize()))
-        return component
+                    log.warning("compiled cache entry %s unusable (%s); compiling again", artifact.path.name, exc)
+                    artifact.close()
+                    self.cache.discard(digest)
+                    if attempt:
+                        raise NotAComponent(f"{digest[:19]}: its compiled form does not load: {exc}") from None
+                    continue
+                with self._lock:
+                    self.cache_hits += 1
+                return component
+        raise AssertionError("unreachable")
 
     def compile(self, data: bytes, *, what: str) -> wc.Component:
         check_component_bytes(data, what=what)

