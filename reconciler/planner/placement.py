@@ -137,34 +137,41 @@ class _Load:
     def add(self, host: str) -> None:
         self.count[host] += 1
 
-    def pick(self, group: _Group, avoid: set[str]) -> str | None:
-        """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``."""
+    def take(self, group: _Group, avoid: set[str]) -> str | None:
+        """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``; it gets
+        one more instance. Each host of the group has exactly one heap entry; one whose load is
+        lower than the host's count (it got busier through another group) is corrected when popped,
+        so the host chosen is the least loaded, ties by name."""
         heap = self.heaps.get(group.key)
+        count, hosts = self.count, self.hosts
         if heap is None:
-            heap = [(self.count[h], h) for h in group.hosts]
+            heap = [(count[h], h) for h in group.hosts]
             heapq.heapify(heap)
             self.heaps[group.key] = heap
+        pop, push = heapq.heappop, heapq.heappush
         skipped: list[tuple[int, str]] = []
         chosen: str | None = None
-        fallback: str | None = None
         while heap:
-            load, host = heapq.heappop(heap)
-            if load != self.count[host]:  # stale entry: the host got busier since
-                heapq.heappush(heap, (self.count[host], host))
+            load, host = pop(heap)
+            now = count[host]
+            if load != now:  # stale entry: the host got busier since
+                push(heap, (now, host))
                 continue
-            if not self.room(host):
+            if now >= hosts[host].max_instances:
                 continue  # full for the rest of this plan: drop it from the group
             if host in avoid:
                 skipped.append((load, host))
-                if fallback is None:
-                    fallback = host
                 continue
             chosen = host
-            skipped.append((load, host))
             break
+        if chosen is None and skipped:
+            chosen = skipped.pop(0)[1]  # every host with room already runs one: the least loaded of those
         for item in skipped:
-            heapq.heappush(heap, item)
-        return chosen or fallback
+            push(heap, item)
+        if chosen is not None:
+            count[chosen] += 1
+            push(heap, (count[chosen], chosen))  # its entry, up to date
+        return chosen
 
 
 @dataclass(slots=True)
@@ -177,7 +184,9 @@ class _Want:
     groups: list[tuple[_Group, int]]
     daemon: bool
     per_host: int = 1
-    placed: dict[str, list[str]] = field(default_factory=dict)  # host -> ordinals
+    # host -> ordinals; tuples of strings, which the cyclic garbage collector stops tracking at its
+    # first look (lists it would rescan in every full collection: one per placed host and component)
+    placed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def plan(
@@ -217,21 +226,22 @@ def plan(
             found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
         return found
 
-    # where each instance ran last time: (env, app, component) -> host -> ordinals
-    before: dict[str, dict[str, list[str]]] = {}  # "env/app/component" -> host -> ordinals
-    previous_spec: dict[tuple[str, str], InstanceSpec] = {}
+    # where each instance ran last time: "env/app/component" -> [host, ordinal, host, ordinal, ...]
+    # (flat, and the previous specs by host then id: no container per instance, which keeps the
+    # cyclic garbage collector's work proportional to components and hosts, not instances)
+    before: dict[str, list[str]] = {}
+    previous_spec: dict[str, dict[str, InstanceSpec]] = {}
     for host, specs in previous.items():
+        by_id = previous_spec[host] = {}
         for spec in specs:
-            prefix, _, ordinal = spec.id.rpartition("/")
-            by_host = before.get(prefix)
-            if by_host is None:
-                by_host = before[prefix] = {}
-            ords = by_host.get(host)
-            if ords is None:
-                by_host[host] = [ordinal]
+            iid = spec.id
+            by_id[iid] = spec
+            prefix, _, ordinal = iid.rpartition("/")
+            pairs = before.get(prefix)
+            if pairs is None:
+                before[prefix] = [host, ordinal]
             else:
-                ords.append(ordinal)
-            previous_spec[(host, spec.id)] = spec
+                pairs += (host, ordinal)
 
     wants: list[_Want] = []
     for env_name in sorted(tree.environments):
@@ -254,36 +264,41 @@ def plan(
 
     # Phase 1: keep every instance that is still valid where it runs (stability first).
     for want in wants:
-        was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}", {})
+        was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}")
+        if not was:
+            continue
         if want.daemon:
             members = want.groups[0][0].members
-            for host in sorted(was):
+            by_host: dict[str, list[str]] = {}
+            for i in range(0, len(was), 2):
+                by_host.setdefault(was[i], []).append(was[i + 1])
+            for host in sorted(by_host):
                 if host not in members:
                     continue
-                keep = sorted(o for o in was[host] if not o.endswith(".link"))[: want.per_host]
+                keep = sorted(o for o in by_host[host] if not o.endswith(".link"))[: want.per_host]
                 for ordinal in keep:
                     if load.room(host):
                         load.add(host)
-                        want.placed.setdefault(host, []).append(ordinal)
+                        want.placed[host] = want.placed.get(host, ()) + (ordinal,)
             continue
+        # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
+        # down the highest ordinals go, so scaling up and down again lands where it started
+        numbered = sorted((int(was[i + 1]), was[i]) for i in range(0, len(was), 2) if was[i + 1].isdigit())
         taken: set[str] = set()
         for group, n in want.groups:
             members = group.members
-            # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
-            # down the highest ordinals go, so scaling up and down again lands where it started
-            candidates = sorted(
-                (int(o), host) for host in was if host in members for o in was[host] if o.isdigit()
-            )
             kept = 0
-            for number, host in candidates:
-                ordinal = str(number)
+            for number, host in numbered:
                 if kept >= n:
                     break
+                if host not in members:
+                    continue
+                ordinal = str(number)
                 if ordinal in taken or not load.room(host):
                     continue
                 taken.add(ordinal)
                 load.add(host)
-                want.placed.setdefault(host, []).append(ordinal)
+                want.placed[host] = want.placed.get(host, ()) + (ordinal,)
                 kept += 1
 
     # Phase 2: place what is missing, least loaded host first.
@@ -293,7 +308,7 @@ def plan(
             group = want.groups[0][0]
             full = 0
             for host in group.hosts:
-                on_host = want.placed.setdefault(host, [])
+                on_host = list(want.placed.get(host, ()))
                 i = 0
                 while len(on_host) < want.per_host:
                     ordinal = f"{host}.{i}"
@@ -305,6 +320,7 @@ def plan(
                         break
                     load.add(host)
                     on_host.append(ordinal)
+                want.placed[host] = tuple(on_host)
             if full:
                 unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=full, reason="hosts are full (maxInstances)"))
             continue
@@ -315,17 +331,16 @@ def plan(
             have = sum(len(o) for h, o in want.placed.items() if h in members)
             missing = n - have
             avoid = {h for h, o in want.placed.items() if o}
+            placed = want.placed
             while missing > 0:
-                picked = load.pick(group, avoid)
-                if picked is None:
+                host = load.take(group, avoid)
+                if host is None:
                     break
-                host = picked
                 while str(next_ordinal) in used:
                     next_ordinal += 1
                 ordinal = str(next_ordinal)
                 used.add(ordinal)
-                load.add(host)
-                want.placed.setdefault(host, []).append(ordinal)
+                placed[host] = placed.get(host, ()) + (ordinal,)
                 avoid.add(host)
                 missing -= 1
             if missing > 0:
@@ -351,7 +366,7 @@ def plan(
                     )
                     continue
                 load.add(host)
-                target.placed.setdefault(host, []).append(f"{host}.link")
+                target.placed[host] = target.placed.get(host, ()) + (f"{host}.link",)
 
     # Build the documents.
     desired: dict[str, list[InstanceSpec]] = {name: [] for name in by_name}
@@ -400,10 +415,11 @@ def plan(
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
         for host, ords in want.placed.items():
             out = desired[host]
+            before_here = previous_spec.get(host)
             for ordinal in ords:
                 iid = f"{env_name}/{app_name}/{comp_name}/{ordinal}"
                 idle_after_ms = idle_ms if scale is not None and _may_idle(ordinal, scale.min_replicas) else None
-                old = previous_spec.get((host, iid))
+                old = before_here.get(iid) if before_here is not None else None
                 # reuse an unchanged spec: cheaper than building it, and the executor's comparison
                 # of old and new documents short-circuits on identity
                 if (old is not None and old.digest == digest and old.image == image and old.route == route
