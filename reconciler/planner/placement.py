@@ -333,9 +333,10 @@ def plan(
             avoid = {h for h, o in want.placed.items() if o}
             placed = want.placed
             while missing > 0:
-                host = load.take(group, avoid)
-                if host is None:
+                picked = load.take(group, avoid)
+                if picked is None:
                     break
+                host = picked
                 while str(next_ordinal) in used:
                     next_ordinal += 1
                 ordinal = str(next_ordinal)
