@@ -140,7 +140,7 @@ class _Load:
     def take(self, group: _Group, avoid: set[str]) -> str | None:
         """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``; it gets
         one more instance. Each host of the group has exactly one heap entry; one whose load is
-        lower than the host's count (it got busier through another group) is corrected when popped,
+        lower than the host's count (it got busier through another group) is corrected when met,
         so the host chosen is the least loaded, ties by name."""
         heap = self.heaps.get(group.key)
         count, hosts = self.count, self.hosts
@@ -148,29 +148,29 @@ class _Load:
             heap = [(count[h], h) for h in group.hosts]
             heapq.heapify(heap)
             self.heaps[group.key] = heap
-        pop, push = heapq.heappop, heapq.heappush
         skipped: list[tuple[int, str]] = []
         chosen: str | None = None
         while heap:
-            load, host = pop(heap)
+            load, host = heap[0]
             now = count[host]
             if load != now:  # stale entry: the host got busier since
-                push(heap, (now, host))
-                continue
-            if now >= hosts[host].max_instances:
-                continue  # full for the rest of this plan: drop it from the group
-            if host in avoid:
-                skipped.append((load, host))
-                continue
-            chosen = host
-            break
+                heapq.heapreplace(heap, (now, host))
+            elif now >= hosts[host].max_instances:
+                heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
+            elif host in avoid:
+                skipped.append(heapq.heappop(heap))
+            else:
+                chosen = host
+                count[host] = now + 1
+                heapq.heapreplace(heap, (now + 1, host))  # its entry, up to date
+                break
         if chosen is None and skipped:
-            chosen = skipped.pop(0)[1]  # every host with room already runs one: the least loaded of those
+            # every host with room already runs one of this component: the least loaded of those
+            load, chosen = skipped.pop(0)
+            count[chosen] = load + 1
+            heapq.heappush(heap, (load + 1, chosen))
         for item in skipped:
-            push(heap, item)
-        if chosen is not None:
-            count[chosen] += 1
-            push(heap, (count[chosen], chosen))  # its entry, up to date
+            heapq.heappush(heap, item)
         return chosen
 
 
