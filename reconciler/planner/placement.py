@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from model.types import Application, Component, Daemon, Environment, ManifestTree, SecretRef, Spread
+from reconciler.planner.instance_specs import Shared, shared_fields, stamp
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec
@@ -414,6 +415,7 @@ def plan(
         idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
         route = route_for(env, comp)
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
+        shared: Shared | None = None
         for host, ords in want.placed.items():
             out = desired[host]
             before_here = previous_spec.get(host)
@@ -429,24 +431,14 @@ def plan(
                         and old.idle_after_ms == idle_after_ms and old.secrets == secret_keys):
                     out.append(old)
                     continue
-                out.append(
-                    InstanceSpec(
-                        id=iid,
-                        env=env_name,
-                        app=app_name,
-                        component=comp_name,
-                        image=image,
-                        digest=digest,
-                        config=config,
-                        limits=limits,
-                        capabilities=caps,
-                        route=route,
-                        links=links,
-                        grants=grants,
-                        idle_after_ms=idle_after_ms,
-                        secrets=secret_keys,
-                    )
-                )
+                if shared is not None:
+                    out.append(stamp(shared, iid, idle_after_ms))
+                    continue
+                first = InstanceSpec(id=iid, env=env_name, app=app_name, component=comp_name, image=image,
+                                     digest=digest, config=config, limits=limits, capabilities=caps, route=route,
+                                     links=links, grants=grants, idle_after_ms=idle_after_ms, secrets=secret_keys)
+                shared = shared_fields(first)  # the component's other instances are stamped from it
+                out.append(first)
 
     # sync.prune false: instances of components no longer declared stay where they run.
     declared = set(by_component)
