@@ -11,6 +11,7 @@ copied too. A ``__post_init__`` (which stamping would skip) fails this module's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -21,23 +22,26 @@ if hasattr(InstanceSpec, "__post_init__"):
 
 _OWN = ("id", "idle_after_ms")  # per instance; every other field is the component's
 _SHARED = tuple(f.name for f in fields(InstanceSpec) if f.name not in _OWN)
+# each slot's own setter (what object.__setattr__ ends in, without looking the name up each time)
+_SETTERS: dict[str, Callable[[InstanceSpec, Any], None]] = {f.name: InstanceSpec.__dict__[f.name].__set__
+                                                             for f in fields(InstanceSpec)}
 
-Shared = tuple[tuple[str, Any], ...]
+Shared = tuple[tuple[Callable[[InstanceSpec, Any], None], Any], ...]
 
 _new = object.__new__
-_set = object.__setattr__
+_set_id, _set_idle = _SETTERS["id"], _SETTERS["idle_after_ms"]
 
 
 def shared_fields(first: InstanceSpec) -> Shared:
     """What every instance of ``first``'s component shares with it (all but id and idle time)."""
-    return tuple((name, getattr(first, name)) for name in _SHARED)
+    return tuple((_SETTERS[name], getattr(first, name)) for name in _SHARED)
 
 
 def stamp(shared: Shared, iid: str, idle_after_ms: int | None) -> InstanceSpec:
     """``dataclasses.replace(first, id=iid, idle_after_ms=idle_after_ms)``, only faster."""
     spec: InstanceSpec = _new(InstanceSpec)
-    _set(spec, "id", iid)
-    _set(spec, "idle_after_ms", idle_after_ms)
-    for name, value in shared:
-        _set(spec, name, value)
+    _set_id(spec, iid)
+    _set_idle(spec, idle_after_ms)
+    for set_field, value in shared:
+        set_field(spec, value)
     return spec

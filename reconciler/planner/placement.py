@@ -138,41 +138,47 @@ class _Load:
     def add(self, host: str) -> None:
         self.count[host] += 1
 
-    def take(self, group: _Group, avoid: set[str]) -> str | None:
-        """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``; it gets
-        one more instance. Each host of the group has exactly one heap entry; one whose load is
-        lower than the host's count (it got busier through another group) is corrected when met,
-        so the host chosen is the least loaded, ties by name."""
+    def take(self, group: _Group, avoid: set[str], n: int) -> list[str]:
+        """Up to ``n`` hosts of ``group`` with room, one at a time each the least loaded (ties by
+        name), preferring hosts not in ``avoid``; each gets one more instance and joins ``avoid``.
+        Each host of the group has exactly one heap entry; one whose load is lower than the host's
+        count (it got busier through another group) is corrected when met."""
         heap = self.heaps.get(group.key)
         count, hosts = self.count, self.hosts
         if heap is None:
             heap = [(count[h], h) for h in group.hosts]
             heapq.heapify(heap)
             self.heaps[group.key] = heap
-        skipped: list[tuple[int, str]] = []
-        chosen: str | None = None
-        while heap:
-            load, host = heap[0]
-            now = count[host]
-            if load != now:  # stale entry: the host got busier since
-                heapq.heapreplace(heap, (now, host))
-            elif now >= hosts[host].max_instances:
-                heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
-            elif host in avoid:
-                skipped.append(heapq.heappop(heap))
-            else:
-                chosen = host
-                count[host] = now + 1
-                heapq.heapreplace(heap, (now + 1, host))  # its entry, up to date
+        taken: list[str] = []
+        while len(taken) < n:
+            skipped: list[tuple[int, str]] = []
+            chosen: str | None = None
+            while heap:
+                load, host = heap[0]
+                now = count[host]
+                if load != now:  # stale entry: the host got busier since
+                    heapq.heapreplace(heap, (now, host))
+                elif now >= hosts[host].max_instances:
+                    heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
+                elif host in avoid:
+                    skipped.append(heapq.heappop(heap))
+                else:
+                    chosen = host
+                    count[host] = now + 1
+                    heapq.heapreplace(heap, (now + 1, host))  # its entry, up to date
+                    break
+            if chosen is None and skipped:
+                # every host with room already runs one of this component: the least loaded of those
+                load, chosen = skipped.pop(0)
+                count[chosen] = load + 1
+                heapq.heappush(heap, (load + 1, chosen))
+            for item in skipped:
+                heapq.heappush(heap, item)
+            if chosen is None:
                 break
-        if chosen is None and skipped:
-            # every host with room already runs one of this component: the least loaded of those
-            load, chosen = skipped.pop(0)
-            count[chosen] = load + 1
-            heapq.heappush(heap, (load + 1, chosen))
-        for item in skipped:
-            heapq.heappush(heap, item)
-        return chosen
+            avoid.add(chosen)
+            taken.append(chosen)
+        return taken
 
 
 @dataclass(slots=True)
@@ -245,6 +251,7 @@ def plan(
                 pairs += (host, ordinal)
 
     wants: list[_Want] = []
+    splits: dict[tuple[int, ...], list[int]] = {}
     for env_name in sorted(tree.environments):
         env = tree.environments[env_name]
         for app_name in sorted(tree.applications.get(env_name, {})):
@@ -259,7 +266,10 @@ def plan(
                     if not reqs:
                         wants.append(_Want(env, app, comp, [(group_of(env, {}), placement.replicas)], False))
                     else:
-                        counts = split_by_weight(placement.replicas, [r.weight for r in reqs])
+                        weights = (placement.replicas, *(r.weight for r in reqs))
+                        counts = splits.get(weights)
+                        if counts is None:  # thousands of apps share a handful of shapes
+                            counts = splits[weights] = split_by_weight(placement.replicas, weights[1:])
                         groups = [(group_of(env, r.labels), n) for r, n in zip(reqs, counts, strict=True)]
                         wants.append(_Want(env, app, comp, groups, False))
 
@@ -333,17 +343,13 @@ def plan(
             missing = n - have
             avoid = {h for h, o in want.placed.items() if o}
             placed = want.placed
-            while missing > 0:
-                picked = load.take(group, avoid)
-                if picked is None:
-                    break
-                host = picked
-                while str(next_ordinal) in used:
-                    next_ordinal += 1
+            for host in load.take(group, avoid, missing) if missing > 0 else ():
                 ordinal = str(next_ordinal)
+                while ordinal in used:
+                    next_ordinal += 1
+                    ordinal = str(next_ordinal)
                 used.add(ordinal)
                 placed[host] = placed.get(host, ()) + (ordinal,)
-                avoid.add(host)
                 missing -= 1
             if missing > 0:
                 reason = "no Ready host matches" if not group.hosts else "matching hosts are full (maxInstances)"
