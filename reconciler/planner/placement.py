@@ -274,6 +274,7 @@ def plan(
                         wants.append(_Want(env, app, comp, groups, False))
 
     # Phase 1: keep every instance that is still valid where it runs (stability first).
+    count = load.count
     for want in wants:
         was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}")
         if not was:
@@ -305,10 +306,10 @@ def plan(
                 if host not in members:
                     continue
                 ordinal = str(number)
-                if ordinal in taken or not load.room(host):
+                if ordinal in taken or count[host] >= by_name[host].max_instances:  # no room
                     continue
                 taken.add(ordinal)
-                load.add(host)
+                count[host] += 1
                 want.placed[host] = want.placed.get(host, ()) + (ordinal,)
                 kept += 1
 
@@ -422,6 +423,8 @@ def plan(
         route = route_for(env, comp)
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
         shared: Shared | None = None
+        k_config: object = None  # the old instances' values known equal to this component's
+        k_limits = k_links = k_grants = k_config
         for host, ords in want.placed.items():
             out = desired[host]
             before_here = previous_spec.get(host)
@@ -432,11 +435,16 @@ def plan(
                 # reuse an unchanged spec: cheaper than building it, and the executor's comparison
                 # of old and new documents short-circuits on identity
                 if (old is not None and old.digest == digest and old.image == image and old.route == route
-                        and old.config == config and old.limits == limits and old.links == links
-                        and old.capabilities == caps and old.grants == grants
-                        and old.idle_after_ms == idle_after_ms and old.secrets == secret_keys):
-                    out.append(old)
-                    continue
+                        and old.capabilities == caps and old.idle_after_ms == idle_after_ms
+                        and old.secrets == secret_keys):
+                    o_config, o_limits, o_links, o_grants = old.config, old.limits, old.links, old.grants
+                    # the old instances of a component share these objects: compared once (dataclass
+                    # __eq__ is a Python call), then known by identity
+                    if (o_limits is k_limits and o_grants is k_grants and o_config is k_config and o_links is k_links) or (
+                            o_config == config and o_limits == limits and o_links == links and o_grants == grants):
+                        k_config, k_limits, k_links, k_grants = o_config, o_limits, o_links, o_grants
+                        out.append(old)
+                        continue
                 if shared is not None:
                     out.append(stamp(shared, iid, idle_after_ms))
                     continue
