@@ -266,10 +266,10 @@ def plan(
                     if not reqs:
                         wants.append(_Want(env, app, comp, [(group_of(env, {}), placement.replicas)], False))
                     else:
-                        weights = (placement.replicas, *(r.weight for r in reqs))
-                        counts = splits.get(weights)
+                        shape = (placement.replicas, *(r.weight for r in reqs))  # replicas, then weights
+                        counts = splits.get(shape)
                         if counts is None:  # thousands of apps share a handful of shapes
-                            counts = splits[weights] = split_by_weight(placement.replicas, weights[1:])
+                            counts = splits[shape] = split_by_weight(placement.replicas, shape[1:])
                         groups = [(group_of(env, r.labels), n) for r, n in zip(reqs, counts, strict=True)]
                         wants.append(_Want(env, app, comp, groups, False))
 
