@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from model.types import Application, Component, Daemon, Environment, ManifestTree, SecretRef, Spread
+from reconciler.planner.instance_specs import Shared, shared_fields, stamp
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec
@@ -137,34 +138,47 @@ class _Load:
     def add(self, host: str) -> None:
         self.count[host] += 1
 
-    def pick(self, group: _Group, avoid: set[str]) -> str | None:
-        """The least loaded host of ``group`` with room, preferring hosts not in ``avoid``."""
+    def take(self, group: _Group, avoid: set[str], n: int) -> list[str]:
+        """Up to ``n`` hosts of ``group`` with room, one at a time each the least loaded (ties by
+        name), preferring hosts not in ``avoid``; each gets one more instance and joins ``avoid``.
+        Each host of the group has exactly one heap entry; one whose load is lower than the host's
+        count (it got busier through another group) is corrected when met."""
         heap = self.heaps.get(group.key)
+        count, hosts = self.count, self.hosts
         if heap is None:
-            heap = [(self.count[h], h) for h in group.hosts]
+            heap = [(count[h], h) for h in group.hosts]
             heapq.heapify(heap)
             self.heaps[group.key] = heap
-        skipped: list[tuple[int, str]] = []
-        chosen: str | None = None
-        fallback: str | None = None
-        while heap:
-            load, host = heapq.heappop(heap)
-            if load != self.count[host]:  # stale entry: the host got busier since
-                heapq.heappush(heap, (self.count[host], host))
-                continue
-            if not self.room(host):
-                continue  # full for the rest of this plan: drop it from the group
-            if host in avoid:
-                skipped.append((load, host))
-                if fallback is None:
-                    fallback = host
-                continue
-            chosen = host
-            skipped.append((load, host))
-            break
-        for item in skipped:
-            heapq.heappush(heap, item)
-        return chosen or fallback
+        taken: list[str] = []
+        while len(taken) < n:
+            skipped: list[tuple[int, str]] = []
+            chosen: str | None = None
+            while heap:
+                load, host = heap[0]
+                now = count[host]
+                if load != now:  # stale entry: the host got busier since
+                    heapq.heapreplace(heap, (now, host))
+                elif now >= hosts[host].max_instances:
+                    heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
+                elif host in avoid:
+                    skipped.append(heapq.heappop(heap))
+                else:
+                    chosen = host
+                    count[host] = now + 1
+                    heapq.heapreplace(heap, (now + 1, host))  # its entry, up to date
+                    break
+            if chosen is None and skipped:
+                # every host with room already runs one of this component: the least loaded of those
+                load, chosen = skipped.pop(0)
+                count[chosen] = load + 1
+                heapq.heappush(heap, (load + 1, chosen))
+            for item in skipped:
+                heapq.heappush(heap, item)
+            if chosen is None:
+                break
+            avoid.add(chosen)
+            taken.append(chosen)
+        return taken
 
 
 @dataclass(slots=True)
@@ -177,7 +191,9 @@ class _Want:
     groups: list[tuple[_Group, int]]
     daemon: bool
     per_host: int = 1
-    placed: dict[str, list[str]] = field(default_factory=dict)  # host -> ordinals
+    # host -> ordinals; tuples of strings, which the cyclic garbage collector stops tracking at its
+    # first look (lists it would rescan in every full collection: one per placed host and component)
+    placed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def plan(
@@ -217,23 +233,25 @@ def plan(
             found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
         return found
 
-    # where each instance ran last time: (env, app, component) -> host -> ordinals
-    before: dict[str, dict[str, list[str]]] = {}  # "env/app/component" -> host -> ordinals
-    previous_spec: dict[tuple[str, str], InstanceSpec] = {}
+    # where each instance ran last time: "env/app/component" -> [host, ordinal, host, ordinal, ...]
+    # (flat, and the previous specs by host then id: no container per instance, which keeps the
+    # cyclic garbage collector's work proportional to components and hosts, not instances)
+    before: dict[str, list[str]] = {}
+    previous_spec: dict[str, dict[str, InstanceSpec]] = {}
     for host, specs in previous.items():
+        by_id = previous_spec[host] = {}
         for spec in specs:
-            prefix, _, ordinal = spec.id.rpartition("/")
-            by_host = before.get(prefix)
-            if by_host is None:
-                by_host = before[prefix] = {}
-            ords = by_host.get(host)
-            if ords is None:
-                by_host[host] = [ordinal]
+            iid = spec.id
+            by_id[iid] = spec
+            prefix, _, ordinal = iid.rpartition("/")
+            pairs = before.get(prefix)
+            if pairs is None:
+                before[prefix] = [host, ordinal]
             else:
-                ords.append(ordinal)
-            previous_spec[(host, spec.id)] = spec
+                pairs += (host, ordinal)
 
     wants: list[_Want] = []
+    splits: dict[tuple[int, ...], list[int]] = {}
     for env_name in sorted(tree.environments):
         env = tree.environments[env_name]
         for app_name in sorted(tree.applications.get(env_name, {})):
@@ -248,42 +266,51 @@ def plan(
                     if not reqs:
                         wants.append(_Want(env, app, comp, [(group_of(env, {}), placement.replicas)], False))
                     else:
-                        counts = split_by_weight(placement.replicas, [r.weight for r in reqs])
+                        shape = (placement.replicas, *(r.weight for r in reqs))  # replicas, then weights
+                        counts = splits.get(shape)
+                        if counts is None:  # thousands of apps share a handful of shapes
+                            counts = splits[shape] = split_by_weight(placement.replicas, shape[1:])
                         groups = [(group_of(env, r.labels), n) for r, n in zip(reqs, counts, strict=True)]
                         wants.append(_Want(env, app, comp, groups, False))
 
     # Phase 1: keep every instance that is still valid where it runs (stability first).
+    count = load.count
     for want in wants:
-        was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}", {})
+        was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}")
+        if not was:
+            continue
         if want.daemon:
             members = want.groups[0][0].members
-            for host in sorted(was):
+            by_host: dict[str, list[str]] = {}
+            for i in range(0, len(was), 2):
+                by_host.setdefault(was[i], []).append(was[i + 1])
+            for host in sorted(by_host):
                 if host not in members:
                     continue
-                keep = sorted(o for o in was[host] if not o.endswith(".link"))[: want.per_host]
+                keep = sorted(o for o in by_host[host] if not o.endswith(".link"))[: want.per_host]
                 for ordinal in keep:
                     if load.room(host):
                         load.add(host)
-                        want.placed.setdefault(host, []).append(ordinal)
+                        want.placed[host] = want.placed.get(host, ()) + (ordinal,)
             continue
+        # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
+        # down the highest ordinals go, so scaling up and down again lands where it started
+        numbered = sorted((int(was[i + 1]), was[i]) for i in range(0, len(was), 2) if was[i + 1].isdigit())
         taken: set[str] = set()
         for group, n in want.groups:
             members = group.members
-            # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
-            # down the highest ordinals go, so scaling up and down again lands where it started
-            candidates = sorted(
-                (int(o), host) for host in was if host in members for o in was[host] if o.isdigit()
-            )
             kept = 0
-            for number, host in candidates:
-                ordinal = str(number)
+            for number, host in numbered:
                 if kept >= n:
                     break
-                if ordinal in taken or not load.room(host):
+                if host not in members:
+                    continue
+                ordinal = str(number)
+                if ordinal in taken or count[host] >= by_name[host].max_instances:  # no room
                     continue
                 taken.add(ordinal)
-                load.add(host)
-                want.placed.setdefault(host, []).append(ordinal)
+                count[host] += 1
+                want.placed[host] = want.placed.get(host, ()) + (ordinal,)
                 kept += 1
 
     # Phase 2: place what is missing, least loaded host first.
@@ -293,7 +320,7 @@ def plan(
             group = want.groups[0][0]
             full = 0
             for host in group.hosts:
-                on_host = want.placed.setdefault(host, [])
+                on_host = list(want.placed.get(host, ()))
                 i = 0
                 while len(on_host) < want.per_host:
                     ordinal = f"{host}.{i}"
@@ -305,6 +332,7 @@ def plan(
                         break
                     load.add(host)
                     on_host.append(ordinal)
+                want.placed[host] = tuple(on_host)
             if full:
                 unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=full, reason="hosts are full (maxInstances)"))
             continue
@@ -315,18 +343,14 @@ def plan(
             have = sum(len(o) for h, o in want.placed.items() if h in members)
             missing = n - have
             avoid = {h for h, o in want.placed.items() if o}
-            while missing > 0:
-                picked = load.pick(group, avoid)
-                if picked is None:
-                    break
-                host = picked
-                while str(next_ordinal) in used:
-                    next_ordinal += 1
+            placed = want.placed
+            for host in load.take(group, avoid, missing) if missing > 0 else ():
                 ordinal = str(next_ordinal)
+                while ordinal in used:
+                    next_ordinal += 1
+                    ordinal = str(next_ordinal)
                 used.add(ordinal)
-                load.add(host)
-                want.placed.setdefault(host, []).append(ordinal)
-                avoid.add(host)
+                placed[host] = placed.get(host, ()) + (ordinal,)
                 missing -= 1
             if missing > 0:
                 reason = "no Ready host matches" if not group.hosts else "matching hosts are full (maxInstances)"
@@ -351,7 +375,7 @@ def plan(
                     )
                     continue
                 load.add(host)
-                target.placed.setdefault(host, []).append(f"{host}.link")
+                target.placed[host] = target.placed.get(host, ()) + (f"{host}.link",)
 
     # Build the documents.
     desired: dict[str, list[InstanceSpec]] = {name: [] for name in by_name}
@@ -398,38 +422,37 @@ def plan(
         idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
         route = route_for(env, comp)
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
+        shared: Shared | None = None
+        k_config: object = None  # the old instances' values known equal to this component's
+        k_limits = k_links = k_grants = k_config
         for host, ords in want.placed.items():
             out = desired[host]
+            before_here = previous_spec.get(host)
             for ordinal in ords:
                 iid = f"{env_name}/{app_name}/{comp_name}/{ordinal}"
                 idle_after_ms = idle_ms if scale is not None and _may_idle(ordinal, scale.min_replicas) else None
-                old = previous_spec.get((host, iid))
+                old = before_here.get(iid) if before_here is not None else None
                 # reuse an unchanged spec: cheaper than building it, and the executor's comparison
                 # of old and new documents short-circuits on identity
                 if (old is not None and old.digest == digest and old.image == image and old.route == route
-                        and old.config == config and old.limits == limits and old.links == links
-                        and old.capabilities == caps and old.grants == grants
-                        and old.idle_after_ms == idle_after_ms and old.secrets == secret_keys):
-                    out.append(old)
+                        and old.capabilities == caps and old.idle_after_ms == idle_after_ms
+                        and old.secrets == secret_keys):
+                    o_config, o_limits, o_links, o_grants = old.config, old.limits, old.links, old.grants
+                    # the old instances of a component share these objects: compared once (dataclass
+                    # __eq__ is a Python call), then known by identity
+                    if (o_limits is k_limits and o_grants is k_grants and o_config is k_config and o_links is k_links) or (
+                            o_config == config and o_limits == limits and o_links == links and o_grants == grants):
+                        k_config, k_limits, k_links, k_grants = o_config, o_limits, o_links, o_grants
+                        out.append(old)
+                        continue
+                if shared is not None:
+                    out.append(stamp(shared, iid, idle_after_ms))
                     continue
-                out.append(
-                    InstanceSpec(
-                        id=iid,
-                        env=env_name,
-                        app=app_name,
-                        component=comp_name,
-                        image=image,
-                        digest=digest,
-                        config=config,
-                        limits=limits,
-                        capabilities=caps,
-                        route=route,
-                        links=links,
-                        grants=grants,
-                        idle_after_ms=idle_after_ms,
-                        secrets=secret_keys,
-                    )
-                )
+                first = InstanceSpec(id=iid, env=env_name, app=app_name, component=comp_name, image=image,
+                                     digest=digest, config=config, limits=limits, capabilities=caps, route=route,
+                                     links=links, grants=grants, idle_after_ms=idle_after_ms, secrets=secret_keys)
+                shared = shared_fields(first)  # the component's other instances are stamped from it
+                out.append(first)
 
     # sync.prune false: instances of components no longer declared stay where they run.
     declared = set(by_component)

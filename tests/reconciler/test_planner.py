@@ -12,6 +12,7 @@ from model.types import (
     HostSelector,
     Link,
     ManifestTree,
+    Scale,
     Spread,
     SpreadRequirement,
     SyncPolicy,
@@ -194,3 +195,19 @@ def test_deterministic_output() -> None:
     t = tree_of(web(7, SpreadRequirement(labels={"cloud": "aws"}, weight=3),
                     SpreadRequirement(labels={"cloud": "gcp"}, weight=1)))
     assert run(t, hosts_of(aws=3, gcp=2)).desired == run(t, list(reversed(hosts_of(aws=3, gcp=2)))).desired
+
+
+def test_every_instance_is_a_whole_spec() -> None:
+    """The instances of a component after its first are stamped from it (instance_specs.py): each
+    one still has every field, equal to the spec its JSON gives back, and only its own id."""
+    from wire.control import InstanceSpec
+
+    comp = Component(name="web", image="demo/hello:1.0.0", placement=Spread(replicas=5), expose="/hello",
+                     config={"GREETING": "hi"}, scale=Scale(min_replicas=2, idle_timeout_s=30))
+    p = run(tree_of(comp), hosts_of(aws=3))
+    specs = [s for _, s in p.instances()]
+    assert sorted(s.id for s in specs) == [f"prod/shop/web/{i}" for i in range(5)]
+    for s in specs:
+        assert InstanceSpec.from_json(s.to_json()) == s
+        assert s.image == f"{REG}/demo/hello@{DIGEST}" and s.route == "/prod/hello" and s.config == {"GREETING": "hi"}
+        assert s.idle_after_ms == (None if s.id.endswith(("/0", "/1")) else 30_000)
