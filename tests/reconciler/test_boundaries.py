@@ -119,13 +119,22 @@ class World:
             return ""
         return r.text if r.status_code == 200 else ""
 
-    def applied(self) -> str:
-        return str(self.p.reconciler.get("/api/v1/environments")["source"]["applied"]["revision"])
+    def env_state(self) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.p.reconciler.get("/api/v1/environments")["environments"]}
+
+    def applied(self, env: str | None = None) -> str:
+        """The revision ``env`` applied; without ``env``, the one every environment applied ("" if they differ)."""
+        revisions = {name: e.get("revision") for name, e in self.env_state().items()}
+        if env is not None:
+            return str(revisions.get(env))
+        return str(next(iter(set(revisions.values())))) if len(set(revisions.values())) == 1 else ""
 
     def rejected(self, revision: str) -> list[dict[str, Any]]:
+        """The problems of ``revision``, from the environments that rejected it (each environment applies on its own)."""
         def found() -> list[dict[str, Any]] | None:
-            rej = self.p.reconciler.get("/api/v1/environments")["source"]["rejected"]
-            return rej["errors"] if rej and rej["revision"] == revision else None
+            errors = [err for e in self.env_state().values() if (rej := e.get("rejected"))
+                      and rej["revision"] == revision for err in rej["errors"]]
+            return errors or None
 
         errors = wait_until(found, timeout=30, what=f"revision {revision[:12]} rejected")
         assert errors is not None
@@ -160,7 +169,7 @@ def _line_of(text: str, needle: str) -> int:
 
 def test_a_token_file_is_refused_at_its_line_and_nothing_is_sent(world: World) -> None:
     w = world
-    before = w.applied()
+    before = w.applied("dev")
     admin_token = w.p.admin_token_file
     extra = f"""\
           commitStatus:
@@ -176,7 +185,7 @@ def test_a_token_file_is_refused_at_its_line_and_nothing_is_sent(world: World) -
     assert error["file"] == "dev/environment.yaml" and error["line"] == _line_of(env, "token: {file:"), errors
     assert error["code"] == "removed-field"
     assert "secretRef" in error["text"] and "--secrets-file" in error["text"], error["text"]
-    assert w.applied() == before  # the last good state stays
+    assert w.applied("dev") == before  # the last good state stays
     time.sleep(1.5)  # status loop ticks: a status would have gone out by now
     assert w.allowed.requests == [] and w.outside.requests == []
     assert admin_token.read_text().strip() not in w.allowed.text() + w.outside.text()
@@ -185,7 +194,7 @@ def test_a_token_file_is_refused_at_its_line_and_nothing_is_sent(world: World) -
 
 def test_a_secret_scoped_to_another_environment_rejects_the_reference(world: World) -> None:
     w = world
-    before = w.applied()
+    before = w.applied("dev")
     extra = f"""\
           notifications:
           - url: {w.allowed.url}/hook
@@ -213,7 +222,7 @@ def test_a_secret_scoped_to_another_environment_rejects_the_reference(world: Wor
         text = e["text"]
         assert f"secret {name!r}" in text and "allows it in prod" in text and "'dev'" in text, text
         assert "environments: [..., dev]" in text, text  # how to fix
-    assert w.applied() == before
+    assert w.applied("dev") == before
     # the host never got the prod value for a dev instance; dev still serves its own
     assert DEV_DB in w.greeting("dev") and PROD_DB not in w.greeting("dev")
     desired = json.loads((w.p.data / "hosts" / HOST / "desired.json").read_text())
@@ -232,7 +241,7 @@ def test_widening_a_scope_applies_the_rejected_revision(world: World) -> None:
     revision = w.p.git.push({"dev/apps/hello.yaml": app}, "dev: the shared database")
     assert [e["code"] for e in w.rejected(revision)] == ["secret-out-of-scope"]
     w.write_secrets(prod_db_environments="[prod, dev]")
-    wait_until(lambda: w.applied() == revision, timeout=30, what="the same revision applied")
+    wait_until(lambda: w.applied("dev") == revision, timeout=30, what="the same revision applied")
     wait_until(lambda: PROD_DB in w.greeting("dev"), timeout=30, what="dev served the now shared secret")
     w.write_secrets(prod_db_environments="[prod]")  # refused while the applied revision uses it in dev
     wait_until(lambda: any(e["reason"] == "SecretsRefused" and "prod-db (used by dev)" in e["message"]
@@ -252,7 +261,7 @@ def test_widening_a_scope_applies_the_rejected_revision(world: World) -> None:
 
 def test_an_outbound_url_outside_the_allow_list_rejects_the_environment(world: World) -> None:
     w = world
-    before = w.applied()
+    before = w.applied("prod")
     extra = f"""\
           notifications:
           - url: {w.outside.url}/services/T000/B000/XXXXSECRETPATH
@@ -275,7 +284,7 @@ def test_an_outbound_url_outside_the_allow_list_rejects_the_environment(world: W
                                            _line_of(env, "@evil.example")]
     assert "--outbound-allow" in errors[0]["text"] and w.outside.url in errors[0]["text"]
     assert "XXXXSECRETPATH" not in json.dumps(errors)  # a webhook's path may be a credential: never shown
-    assert w.applied() == before
+    assert w.applied("prod") == before
     time.sleep(1.5)
     assert w.outside.requests == [] and w.allowed.requests == []
     w.restore()

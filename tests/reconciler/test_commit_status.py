@@ -206,7 +206,8 @@ def test_commit_status_is_per_environment(tmp_path: Path, api: StatusAPI) -> Non
     git.push({"dev/environment.yaml": env("dev"), "dev/apps/hello.yaml": HELLO,
               "prod/environment.yaml": env("prod"), "prod/apps/hello.yaml": HELLO}, "two environments")
     rec = Reconciler(repo=git.bare, registry=registry.url, data=tmp_path / "rec", log_dir=tmp_path,
-                     token_file=new_token(tmp_path / "token"), extra=["--secrets-file", str(secrets)]).start()
+                     token_file=new_token(tmp_path / "token"),
+                     extra=["--secrets-file", str(secrets), "--outbound-allow", api.url]).start()
     try:
         bad = git.push({"dev/apps/hello.yaml": BROKEN,
                         "prod/apps/other.yaml": application("other", [{"name": "web", "image": "demo/hello:1.0.0"}])},
