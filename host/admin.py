@@ -13,6 +13,10 @@ but ``/healthz`` answers 401 and changes nothing.
     DELETE /api/v1/instances?id=ID             -> 200 {"stopped": ID}
     PATCH  /api/v1/instances?id=ID             {"config": {...}} and/or {"image": "REG/REPO@sha256:...",
                                                "digest": "sha256:..."} -> 200 {"instance": spec}
+    GET    /metrics                            Prometheus text: per-digest traffic (host/traffic.py)
+
+``/metrics`` also takes the host's read-only metrics token (``--metrics-token-file FILE``, default
+``DATA/metrics-token``, created like the admin token): give Prometheus that one, not the admin token.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from host.errors import HostError
 from host.supervisor import Supervisor
+from host.traffic import TrafficCollector
 from shared.reference import ReferenceError, parse
 from wire.control import InstanceSpec
 
@@ -37,18 +44,25 @@ PATCH_FIELDS = frozenset({"config", "image", "digest"})
 
 
 ADMIN_TOKEN_FILE = "admin-token"  # in the host's data directory, unless --admin-token-file says otherwise
+METRICS_TOKEN_FILE = "metrics-token"  # read-only: opens GET /metrics only (--metrics-token-file)
+METRICS_PATH = "/metrics"
 
 
 def admin_token(path: Path) -> str:
     """The admin API's token kept in ``path``: created (random, mode 0600) when missing; HostError when
     the file is empty, unreadable, or readable by group or others."""
+    return token_file(path, option="--admin-token-file")
+
+
+def token_file(path: Path, *, option: str) -> str:
+    """A credential kept in ``path`` (``option`` names the flag that moves it), created like the admin token."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
     except OSError as exc:
-        raise HostError(f"cannot create the admin token file {path}: {exc.strerror}",
-                        hint="pass a writable --data DIR or --admin-token-file FILE") from None
+        raise HostError(f"cannot create the token file {path}: {exc.strerror}",
+                        hint=f"pass a writable --data DIR or {option} FILE") from None
     else:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
@@ -56,12 +70,12 @@ def admin_token(path: Path) -> str:
         mode = os.stat(path).st_mode
         token = path.read_text().strip()
     except OSError as exc:
-        raise HostError(f"cannot read the admin token file {path}: {exc.strerror}") from None
+        raise HostError(f"cannot read the token file {path}: {exc.strerror}") from None
     if mode & 0o077:
-        raise HostError(f"the admin token file {path} is readable by group or others (mode {stat.S_IMODE(mode):04o})",
+        raise HostError(f"the token file {path} is readable by group or others (mode {stat.S_IMODE(mode):04o})",
                         hint=f"chmod 600 {path}")
     if not token:
-        raise HostError(f"the admin token file {path} is empty", hint="remove it: the host creates a new one")
+        raise HostError(f"the token file {path} is empty", hint="remove it: the host creates a new one")
     return token
 
 
@@ -111,16 +125,23 @@ def _shown(spec: InstanceSpec) -> dict[str, Any]:
     out = spec.to_json()
     out["config"] = spec.reported_config()
     out.pop("secretFingerprints", None)
+    out.pop("linkToken", None)  # host-to-host link tokens are credentials too
+    for link in out.get("links") or ():
+        link.pop("token", None)
     return out
 
 
 def make_admin_app(
-    *, supervisor: Supervisor, token: str, status: Callable[[], dict[str, Any]]
+    *, supervisor: Supervisor, token: str, status: Callable[[], dict[str, Any]], metrics_token: str | None = None,
 ) -> web.Application:
-    """The admin API; every endpoint but /healthz needs ``Authorization: Bearer <token>``."""
+    """The admin API; every endpoint but /healthz needs ``Authorization: Bearer <token>``; /metrics
+    also takes ``metrics_token``."""
     if not token:
         raise ValueError("the admin API needs a token")
     expected = f"Bearer {token}".encode()
+    metrics_expected = f"Bearer {metrics_token}".encode() if metrics_token else None
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(TrafficCollector(supervisor.traffic))
 
     @web.middleware
     async def auth(
@@ -128,8 +149,15 @@ def make_admin_app(
     ) -> web.StreamResponse:
         if request.path == "/healthz":
             return await handler(request)
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), expected):
+        given = request.headers.get("Authorization", "").encode()
+        if request.path == METRICS_PATH and metrics_expected is not None \
+                and hmac.compare_digest(given, metrics_expected):
+            return await handler(request)
+        if not hmac.compare_digest(given, expected):
+            if request.path == METRICS_PATH:
+                return _error(401, "missing or wrong credential for the host's metrics: send its metrics token "
+                                   "(--metrics-token-file, default DATA/metrics-token) or its admin token as "
+                                   "Authorization: Bearer")
             return _error(401, "missing or wrong admin credential: send the host's admin token (its "
                                "--admin-token-file, default DATA/admin-token; `driftless host exec --token-file "
                                "FILE`); the join token and the host's credential are not accepted here")
@@ -137,6 +165,9 @@ def make_admin_app(
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def get_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_status(_request: web.Request) -> web.Response:
         return web.json_response(status())
@@ -209,6 +240,7 @@ def make_admin_app(
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(METRICS_PATH, get_metrics)
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/instances", list_instances)
     app.router.add_post("/api/v1/instances", start)

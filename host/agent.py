@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from host.admin import ADMIN_TOKEN_FILE, admin_token, make_admin_app
+from host.admin import ADMIN_TOKEN_FILE, METRICS_TOKEN_FILE, admin_token, make_admin_app, token_file
 from host.cache import CompiledCache
 from host.control_client import ControlChannel
 from host.errors import HostError
@@ -64,6 +64,8 @@ class HostOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     admin_listen: tuple[str, int] | None = None
     admin_token_file: Path | None = None  # the admin API's credential; default DATA/admin-token (created 0600)
+    metrics_token_file: Path | None = None  # read-only, GET /metrics on the admin listener; default DATA/metrics-token
+    track_token_file: Path | None = None  # x-driftless-track is honoured only with this token (host/traffic.py)
     advertise: str | None = None
     heartbeat: float = 3.0
     access: RegistryAccess = field(default_factory=RegistryAccess)
@@ -191,6 +193,8 @@ class HostAgent:
             loop.add_signal_handler(sig, on_signal)
 
         self._recover()
+        track_token = (token_file(self.options.track_token_file, option="--track-token-file")
+                       if self.options.track_token_file else None)
         ingress = web.AppRunner(
             make_ingress_app(
                 supervisor=self.supervisor,
@@ -198,6 +202,7 @@ class HostAgent:
                 stopping=lambda: self.stopping,
                 max_body_bytes=self.options.max_body_bytes,
                 serve=self.serve,
+                track_token=track_token,
             ),
             access_log=None,
             handle_signals=False,
@@ -212,9 +217,11 @@ class HostAgent:
         print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
         runners = [ingress]
         if self.options.admin_listen:
-            token_file = self.options.admin_token_file or self.options.data / ADMIN_TOKEN_FILE
+            admin_file = self.options.admin_token_file or self.options.data / ADMIN_TOKEN_FILE
+            metrics_file = self.options.metrics_token_file or self.options.data / METRICS_TOKEN_FILE
             admin = web.AppRunner(
-                make_admin_app(supervisor=self.supervisor, token=admin_token(token_file), status=self.status),
+                make_admin_app(supervisor=self.supervisor, token=admin_token(admin_file), status=self.status,
+                               metrics_token=token_file(metrics_file, option="--metrics-token-file")),
                 access_log=None,
                 handle_signals=False,
             )
@@ -225,8 +232,8 @@ class HostAgent:
                 raise HostError(f"cannot listen on {self.options.admin_listen}: {exc.strerror}") from None
             runners.append(admin)
             host, port = self.options.admin_listen
-            print(f"driftless host {self.options.name}: admin API on http://{host}:{port} (credential: {token_file})",
-                  flush=True)
+            print(f"driftless host {self.options.name}: admin API on http://{host}:{port} (credential: {admin_file}; "
+                  f"metrics at /metrics, credential: {metrics_file})", flush=True)
 
         tasks = [asyncio.create_task(self._retry_loop())]
         if self.options.control:

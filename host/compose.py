@@ -142,3 +142,8 @@ def _run(wasm_tools: Path, args: list[str], *, what: str, data: bytes | None = N
             f"exit code {proc.returncode}"
         raise ComposeError(f"{what}: wasm-tools {args[0]} failed: {detail[:500]}")
     return proc.stdout
+
+
+# for host.outbound, which composes its adapter the same way
+component_imports = _imports
+run_wasm_tools = _run

@@ -17,11 +17,14 @@ What it runs with (the grants, enforced by the command line we build):
   ``-W max-memory-size``, ``--max-concurrent-requests``; the proxy also refuses calls beyond
   ``maxConcurrency`` with 503 ``concurrency``;
 - environment: exactly the component's config plus ``<LINK>_URL`` for each HTTP link, passed as
-  ``--env NAME`` with the value in the child's environment, so no value is on a command line;
+  ``--env NAME`` with the value in the child's environment, so no value is on a command line; the
+  link URL holds the instance's link credential (:mod:`host.link_auth`), issued when the instance is
+  created and revoked when it closes;
 - ``wasi:config/store``: the same config, read from the environment by an adapter composed into the
   component before it is compiled (:mod:`host.compose`);
-- no directories; sockets only when granted; outbound HTTP cannot be filtered by ``wasmtime serve``:
-  reported as a warning in the instance status unless the component cannot make outbound calls.
+- no directories; sockets only when granted (else ``-S tcp=n -S udp=n -S allow-ip-name-lookup=n``);
+  outbound HTTP only to ``grants.outboundHosts`` and the links, by a policy adapter composed into the
+  component before it is compiled (:mod:`host.outbound`; ``wasmtime serve`` has no allow-list).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ import aiohttp
 from aiohttp import web
 
 from host.errors import HostError, Unavailable
+from host.link_auth import LinkCredentials
 from host.wasmtime_cli import EngineFlags, WasmtimeCli, first_error
-from shared.interfaces import WASI_HTTP_HANDLER, WASI_HTTP_OUTGOING, unversioned
+from shared.interfaces import WASI_HTTP_HANDLER
 from shared.retry import Backoff
 from wire.control import BACKOFF, IDLE, RUNNING, STARTING, InstanceSpec
 
@@ -73,6 +77,7 @@ class ServeRuntime:
         self._cli: WasmtimeCli | None = None
         self._lock = threading.Lock()
         self.links_base = links_base.rstrip("/")
+        self.links = LinkCredentials()  # the link credentials of the instances (the ingress checks them)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -97,8 +102,10 @@ class ServeRuntime:
         if self._session is not None:
             await self._session.close()
 
-    def link_url(self, spec: InstanceSpec, to_component: str) -> str:
-        return f"{self.links_base}/.driftless/links/{spec.env}/{spec.app}/{to_component}"
+    def link_url(self, credential: str, to_component: str) -> str:
+        """The URL an instance reaches its link to ``to_component`` at: the credential names its
+        env, app and declared links (host/link_auth.py)."""
+        return f"{self.links_base}/.driftless/links/{credential}/{to_component}"
 
 
 def link_env_name(component: str) -> str:
@@ -109,6 +116,7 @@ def link_env_name(component: str) -> str:
 class ServedInstance:
     runtime = "wasmtime-serve"
     run_export: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, *, spec: InstanceSpec, cwasm: Path, flags: EngineFlags, imports: list[str],
                  serve: ServeRuntime, timeout_ms: int, max_concurrency: int, managed: bool,
@@ -129,7 +137,6 @@ class ServedInstance:
         self.started_at = time.time()
         self.draining = False
         self.idle_after = spec.idle_after_ms / 1000 if spec.idle_after_ms else None
-        self.warnings = self._warnings()
         self._proc: subprocess.Popen[bytes] | None = None
         self._port = 0
         self._state = IDLE if self.idle_after else STARTING
@@ -141,6 +148,8 @@ class ServedInstance:
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
+        # held in memory only; revoked by close()
+        self._link_credential = serve.links.issue(spec) if any(x.is_http for x in spec.links) else None
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -156,14 +165,6 @@ class ServedInstance:
         if self.in_backoff:
             return BACKOFF
         return self._state
-
-    def _warnings(self) -> tuple[str, ...]:
-        out = []
-        if any(unversioned(i) == WASI_HTTP_OUTGOING for i in self.imports):
-            allowed = ", ".join(self.spec.grants.outbound_hosts) or "none"
-            out.append(f"outbound HTTP is not filtered on this host (wasmtime serve cannot restrict it): "
-                       f"grants.outboundHosts ({allowed}) is not enforced")
-        return tuple(out)
 
     # -- process ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -186,8 +187,9 @@ class ServedInstance:
             args += ["-S", "tcp=n", "-S", "udp=n", "-S", "allow-ip-name-lookup=n"]
         env = dict(spec.config)
         for link in spec.links:
-            if link.is_http:
-                env.setdefault(link_env_name(link.to_component), self._serve.link_url(spec, link.to_component))
+            if link.is_http and self._link_credential:
+                env.setdefault(link_env_name(link.to_component),
+                               self._serve.link_url(self._link_credential, link.to_component))
         for name in sorted(env):
             args += ["--env", name]  # the value comes from the child's environment, never argv
         args.append(str(self.cwasm))
@@ -319,6 +321,8 @@ class ServedInstance:
 
     def close(self) -> None:
         self._closing.set()
+        if self._link_credential is not None:
+            self._serve.links.revoke(self._link_credential)
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:

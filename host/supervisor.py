@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
 from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
+from host.outbound import OutboundPolicy, imports_outgoing_handler, with_policy
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
 from host.served import ServedInstance, ServeRuntime
@@ -277,6 +278,11 @@ class Supervisor:
             def source() -> bytes:
                 return with_config_from_env(fetch(), wasm_tools=Path(wasm_tools_path()), imports=info.imports)
 
+        if imports_outgoing_handler(imports):
+            # deny by default: outbound HTTP only to grants.outboundHosts and the links, checked by
+            # an adapter composed around the component's outgoing-handler (rules baked in: own key)
+            policy = OutboundPolicy.of(spec, links_base=self.serve.links_base)
+            key, source = f"{key}.outbound-{policy.key}", with_policy(source, policy=policy, imports=info.imports)
         cwasm = self.serve.cli.precompile(digest=key, fetch=source, flags=flags, cache=caches.for_flags(flags))
         instance = ServedInstance(
             spec=spec, cwasm=cwasm, flags=flags, imports=imports, serve=self.serve,

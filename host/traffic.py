@@ -5,7 +5,9 @@ The reconciler marks every instance of a component under a canary rollout with t
 request of that component (its route and its HTTP links, whichever runtime serves it), the ingress
 picks a side:
 
-1. ``x-driftless-track: canary`` / ``stable`` forces a side (a tester trying the canary);
+1. ``x-driftless-track: canary`` / ``stable`` forces a side (a tester trying the canary), from a
+   trusted caller only: with ``x-driftless-track-token: <the host's --track-token-file token>``
+   (:func:`trusted_track`); from anyone else the header is ignored and never reaches the component;
 2. else a client id, ``x-driftless-client: ID`` or the cookie ``driftless-client=ID``, makes it
    sticky: the side is a hash of the id (bucket 0-9999) against the weight, the same on every host,
    and a client on the canary stays there while the weight grows;
@@ -16,7 +18,7 @@ the canary with probability ``shadow_sample``: the canary's answer is discarded,
 stable one (status, or status and body) and counted. Every answer is counted per digest: requests,
 errors (status >= 500), traps (and limits hit), a latency histogram (wire.traffic.LATENCY_BUCKETS)
 and the fuel each call consumed where the runtime can measure it (in-process; not `wasmtime serve`)
-- in the host's Prometheus metrics (``GET /.driftless/metrics`` on the ingress) and, for components
+- in the host's Prometheus metrics (``GET /metrics`` on the admin listener) and, for components
 under a split, in its reports to the reconciler.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import hmac
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +44,7 @@ from wire.traffic import (
     LATENCY_BUCKETS,
     STABLE,
     TRACK_HEADER,
+    TRACK_TOKEN_HEADER,
     DigestTraffic,
     TrafficSplit,
 )
@@ -76,6 +80,16 @@ def client_bucket(client: str) -> int:
     return int.from_bytes(hashlib.sha256(client.encode()).digest()[:4], "big") % 10_000
 
 
+def trusted_track(headers: Mapping[str, str], *, token: str | None) -> str | None:
+    """The side ``x-driftless-track`` forces, when the request proves it may (``x-driftless-track-token``
+    equal to the host's ``token``); None otherwise, and always when the host has no token."""
+    side = (headers.get(TRACK_HEADER) or "").strip().lower()
+    if not token or side not in (CANARY, STABLE):
+        return None
+    given = (headers.get(TRACK_TOKEN_HEADER) or "").encode()
+    return side if hmac.compare_digest(given, token.encode()) else None
+
+
 def _client_id(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
     return headers.get(CLIENT_HEADER) or cookies.get(CLIENT_COOKIE) or None
 
@@ -99,9 +113,10 @@ class Traffic:
         return self.splits.get((spec.env, spec.app, spec.component))
 
     def choose(self, instances: Sequence[T], *, headers: Mapping[str, str], cookies: Mapping[str, str],
-               pick: Callable[[list[T]], T]) -> tuple[T, str | None, T | None]:
+               pick: Callable[[list[T]], T], forced: str | None = None) -> tuple[T, str | None, T | None]:
         """The instance that serves, its side (None: no split), and the canary instance that gets a
-        shadow copy (None: no mirror)."""
+        shadow copy (None: no mirror). ``forced``: the side a trusted caller asked for (trusted_track);
+        ``headers`` are read for the client id only."""
         first = instances[0]
         split = self.split_of(first.spec)
         if split is None:
@@ -112,7 +127,6 @@ class Traffic:
             only = canary or stable or list(instances)
             side = CANARY if canary else STABLE
             return pick(only), side if (canary or stable) else None, None
-        forced = (headers.get(TRACK_HEADER) or "").strip().lower()
         if forced in (CANARY, STABLE):
             side = forced
         else:

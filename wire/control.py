@@ -96,16 +96,22 @@ class InstanceLink:
     interface: str  # WIT interface the target exports, e.g. "driftless:demo/greeter"
     to_component: str
     endpoints: tuple[str, ...] = ()  # HTTP links: ingress URLs of the hosts running the target
+    # HTTP links: the token the caller's host presents when it forwards a call to another host
+    # (host/link_auth.py); only in the host's own long-poll answer, like a secret's value
+    token: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"interface": self.interface, "to": self.to_component}
         if self.endpoints:
             d["endpoints"] = list(self.endpoints)
+        if self.token:
+            d["token"] = self.token
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> InstanceLink:
-        return cls(interface=d["interface"], to_component=d["to"], endpoints=tuple(d.get("endpoints") or ()))
+        return cls(interface=d["interface"], to_component=d["to"], endpoints=tuple(d.get("endpoints") or ()),
+                   token=d.get("token") or None)
 
     @property
     def is_http(self) -> bool:
@@ -154,6 +160,9 @@ class InstanceSpec:
     secrets: tuple[str, ...] = ()
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     traffic: TrafficSplit | None = None  # a canary rollout: how its component's traffic splits (wire.traffic)
+    # the token other hosts present to forward an HTTP link call to this component (host/link_auth.py);
+    # only in the host's own long-poll answer
+    link_token: str | None = None
 
     def reported_config(self) -> dict[str, str]:
         """The config as the host reports and shows it: a secret key's fingerprint, never its value."""
@@ -187,6 +196,7 @@ class InstanceSpec:
                 "secrets": list(self.secrets) or None,
                 "secretFingerprints": dict(self.fingerprints) or None,
                 "traffic": self.traffic.to_json() if self.traffic is not None else None,
+                "linkToken": self.link_token,
             }
         )
 
@@ -209,6 +219,7 @@ class InstanceSpec:
             secrets=tuple(d.get("secrets") or ()),
             fingerprints=dict(d.get("secretFingerprints") or {}),
             traffic=TrafficSplit.from_json(d["traffic"]) if d.get("traffic") else None,
+            link_token=d.get("linkToken") or None,
         )
 
 

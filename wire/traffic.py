@@ -29,7 +29,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 # the sticky-routing keys a client may send (docs/host.md "Canary traffic")
-TRACK_HEADER = "x-driftless-track"  # request: "canary" or "stable" forces one; response: which one served
+TRACK_HEADER = "x-driftless-track"  # request: "canary" or "stable" forces one (trusted callers); response: which one served
+TRACK_TOKEN_HEADER = "x-driftless-track-token"  # what makes a caller trusted: the host's --track-token-file token
 CLIENT_HEADER = "x-driftless-client"  # request: a client id; the same id always lands on the same side
 CLIENT_COOKIE = "driftless-client"  # the same, as a cookie
 STABLE, CANARY = "stable", "canary"

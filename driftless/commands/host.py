@@ -69,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token-file", type=Path, default=None, metavar="FILE",
                    help="the admin API's own credential (default DATA/admin-token; created with a random token, "
                         "mode 0600, when missing)")
+    p.add_argument("--metrics-token-file", type=Path, default=None, metavar="FILE",
+                   help="read-only credential for GET /metrics on the admin listener, for Prometheus (default "
+                        "DATA/metrics-token; created like the admin token)")
+    p.add_argument("--track-token-file", type=Path, default=None, metavar="FILE",
+                   help="honour x-driftless-track (force the canary or stable side) only on requests that "
+                        "carry x-driftless-track-token with the token in FILE (created 0600 when missing; one "
+                        "file for every host); without it the header is ignored")
     p.add_argument("--advertise", metavar="URL", help="ingress URL reported to the reconciler (default from --listen)")
     p.add_argument("--data", type=Path, default=None,
                    help="state directory: last desired state, compiled cache (default $DRIFTLESS_DATA/host-NAME)")
@@ -177,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         labels=dict(args.label),
         admin_listen=args.admin_listen,
         admin_token_file=args.admin_token_file,
+        metrics_token_file=args.metrics_token_file,
+        track_token_file=args.track_token_file,
         advertise=args.advertise,
         heartbeat=args.heartbeat,
         access=RegistryAccess(

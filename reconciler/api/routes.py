@@ -22,6 +22,7 @@ from reconciler.api.auth import Authenticator, User
 from reconciler.api.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.prometheus import render as render_metrics
 from reconciler.controller.hosts import MAX_GENERATION, Conflict, Forbidden
+from reconciler.controller.link_tokens import link_key, with_link_tokens
 from reconciler.controller.pipeline import Controller
 from reconciler.controller.state import Event
 from reconciler.gitops import promote, rollback
@@ -216,8 +217,10 @@ async def desired(request: web.Request) -> web.StreamResponse:
     doc = await controller.fleet.wait_desired(name, after=after, wait=max(0.0, min(wait, controller.settings.long_poll_max)))
     if doc is None:
         return web.Response(status=204)
-    # the one place a secret's value leaves the reconciler: this host's own answer (its credential)
-    return web.json_response(controller.secrets.reveal(doc).to_json())
+    # the one place a secret's value leaves the reconciler: this host's own answer (its credential);
+    # so do the host-to-host tokens of its HTTP links (controller/link_tokens.py)
+    doc = with_link_tokens(controller.secrets.reveal(doc), key=link_key(controller.store))
+    return web.json_response(doc.to_json())
 
 
 @host_auth

@@ -149,6 +149,19 @@ class Host:
         r.raise_for_status()
         return r.json()
 
+    @property
+    def metrics_token(self) -> str:
+        """The read-only credential of the admin listener's /metrics (DATA/metrics-token, made by the host)."""
+        return (self.data / "metrics-token").read_text().strip()
+
+    def metrics(self) -> str:
+        """The host's Prometheus text, scraped as Prometheus would: admin listener, metrics token."""
+        import httpx
+
+        r = httpx.get(self.admin + "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}, timeout=5)
+        r.raise_for_status()
+        return r.text
+
     def instances(self) -> dict[str, dict[str, Any]]:
         return {i["id"]: i for i in self.admin_get("/api/v1/instances")["instances"]}
 

@@ -185,3 +185,15 @@ def test_duplicate_and_complex_keys(tree: Path) -> None:
     assert "duplicate key 'name' (first at line 6)" in dup.message
     complex_key = found["dev/apps/complex.yaml"]
     assert (complex_key.code, complex_key.line) == ("unknown-field", 6)
+
+
+def test_an_outbound_host_with_an_impossible_port_is_refused_at_its_line(tree: Path) -> None:
+    granted = APP.replace("NAME", "api").replace(
+        '    - {name: web, image: "demo/hello:1.0.0"}',
+        '    - name: web\n      image: "demo/hello:1.0.0"\n      grants:\n        outboundHosts:\n'
+        '          - api.example.com:8443\n          - api.example.com:99999\n')
+    (tree / "dev" / "apps" / "api.yaml").write_text(granted)
+    problems = [p for p in load_tree(tree).problems if p.file == "dev/apps/api.yaml"]
+    assert len(problems) == 1, problems
+    assert problems[0].line == 11 and problems[0].level == "error"
+    assert "api.example.com:99999" in problems[0].message and "1-65535" in str(problems[0])

@@ -1,16 +1,20 @@
 """Standard components deployed by ``git push`` on real hosts: a componentize-py frontend on one
 host calls a WAT wasi:http API on another through an HTTP link; the API idles at zero (Idle, not
 Degraded, and no drift) until the link wakes it; moving the API to the frontend's host is followed
-without restarting the frontend."""
+without restarting the frontend; the frontend, granted no outbound hosts, reaches its link and
+nothing else."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
 
+from tests.support.http_server import ThreadedServer
 from tests.support.platform import environment, local_platform
 from tests.support.procs import wait_until
 from tests.support.standard import standard_component
@@ -35,6 +39,24 @@ def shop(api_cloud: str) -> str:
     return json.dumps(body, indent=2) + "\n"
 
 
+class Capture:
+    """A loopback HTTP server recording every request path (an attacker's endpoint)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._record)
+        self._server = ThreadedServer(app)
+        self.url = self._server.url
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path_qs)
+        return web.Response(text="captured")
+
+    def close(self) -> None:
+        self._server.close()
+
+
 def instances(p: Any, host: str) -> dict[str, dict[str, Any]]:
     report = p.reconciler.host(host).get("report") or {"instances": []}
     return {i["id"]: i for i in report["instances"]}
@@ -56,16 +78,28 @@ def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path)
                          what="shop Healthy")
         assert app["sync"] == "Synced"
         components = {c["name"]: c for c in app["components"]}
-        # the host says what it cannot enforce: front can send HTTP anywhere (wasmtime serve has no allow-list)
-        assert any("outbound HTTP is not filtered" in w for w in components["front"]["warnings"])
-        assert components["api"]["warnings"] == []  # the WAT API cannot send HTTP at all
+        # outbound HTTP is enforced (front may reach its link, nothing else): nothing to warn about
+        assert components["front"]["warnings"] == []
+        assert components["api"]["warnings"] == []
         assert p.reconciler.get("/api/v1/drift?env=prod")["items"] == []
 
         assert httpx.get(f"{aws}/shop", timeout=30).text == "hello from python: hi"
         env = httpx.get(f"{aws}/shop/env", timeout=30).json()
-        api_url = env["API_URL"]  # the link's stable URL on the caller's own host
-        assert api_url == f"{aws}/.driftless/links/prod/shop/api"
+        api_url = env["API_URL"]  # the link's stable URL on the caller's own host, with the instance's credential
+        assert re.fullmatch(rf"{re.escape(aws)}/\.driftless/links/[A-Za-z0-9_-]{{32}}/api", api_url), api_url
+        # the host-to-host link tokens stay out of what the reconciler stores and shows
+        published = json.dumps([p.reconciler.host(h) for h in ("aws-1", "gcp-1")])
+        assert '"token"' not in published and "linkToken" not in published
         front_before = instances(p, "aws-1")["prod/shop/front/0"]
+
+        # front has no grants.outboundHosts: an address of its own choosing is refused inside its process
+        attacker = Capture()
+        try:
+            r = httpx.get(f"{aws}/shop/call", params={"url": f"{attacker.url}/exfil"}, timeout=30)
+            assert r.text == "via python: error: ErrorCode_HttpRequestDenied()\n"
+            assert attacker.paths == []
+        finally:
+            attacker.close()
 
         # front (aws-1) -> its host's link proxy -> gcp-1's ingress -> api, started from zero by the call
         r = httpx.get(f"{aws}/shop/call", params={"url": f"{api_url}/ping"}, timeout=60)
@@ -87,7 +121,9 @@ def test_http_link_across_hosts_scale_to_zero_and_a_moved_target(tmp_path: Path)
         front_after = instances(p, "aws-1")["prod/shop/front/0"]
         assert front_after["startedAt"] == front_before["startedAt"]
         assert front_after["restarts"] == front_before["restarts"] == 0
-        assert httpx.get(f"{gcp}/.driftless/links/prod/shop/api/x", timeout=10,
-                         headers={"x-driftless-link-hop": "1"}).status_code == 503  # nothing left on gcp-1
+        # a hop needs the reconciler's token for the link target: none from outside reaches a component
+        for url in (aws, gcp):
+            r = httpx.get(f"{url}/.driftless/links/prod/shop/api/x", timeout=10, headers={"x-driftless-link-hop": "1"})
+            assert r.status_code == 403 and r.json()["reason"] == "link-refused", r.text
     finally:
         p.stop()

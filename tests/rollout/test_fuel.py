@@ -65,7 +65,7 @@ def test_a_digest_burning_more_fuel_per_request_is_aborted(tmp_path: Path) -> No
         rows = rollout_rows(p.reconciler.get("/api/v1/environments")["environments"])
         assert rows[0][:3] == ["dev", "web", "Aborted"] and "fuel/req" in rows[0][5], rows
         # the host's metrics: the mean fuel per request of each digest (deterministic: the same on any machine)
-        metrics = httpx.get(f"{url}/.driftless/metrics").text
+        metrics = httpx.get(f"{p.admin('aws-1')}/metrics", headers=p.host_admin_headers("aws-1")).text
         means = {d: float(re.search(rf'driftless_host_fuel_per_request{{[^}}]*digest="{d}"[^}}]*}} (\S+)',
                                     metrics).group(1)) for d in (v1, burner)}  # type: ignore[union-attr]
         assert means[burner] > 10 * means[v1], means

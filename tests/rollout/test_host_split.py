@@ -1,6 +1,6 @@
 """A real host splits a component's traffic between two digests by weight, sticky per client when
-asked, mirrors a sample to the canary and compares, and counts per digest (report and /metrics);
-for in-process components and for `wasmtime serve` processes."""
+asked, mirrors a sample to the canary and compares, and counts per digest (report and the admin
+listener's /metrics); for in-process components and for `wasmtime serve` processes."""
 
 from __future__ import annotations
 
@@ -39,20 +39,27 @@ def test_in_process_split_by_weight_sticky_and_counted(tmp_path: Path, registry:
     canary = registry.push("hello", variant("hello", "split-2"), tag="split-2")
     desired = tmp_path / "desired.json"
     write_desired(desired, 1, _pair(stable, canary, _split(stable, canary, 30)))
-    with start_host(tmp_path, "--desired", str(desired)) as host:
+    with start_host(tmp_path, "--desired", str(desired), "--track-token-file", str(tmp_path / "track-token")) as host:
         host.wait_status("dev/demo/web/0", "Running")
         host.wait_status("dev/demo/web/canary-0", "Running")
         tracks = _tracks(host.url, 400)
         share = tracks.count("canary") / len(tracks)
         assert set(tracks) == {"stable", "canary"} and 0.2 < share < 0.4, share
-        # sticky: one client id always lands on one side; a forced side wins
+        # sticky: one client id always lands on one side
         for client in ("ada", "grace", "linus", "barbara"):
             sides = set(_tracks(host.url, 20, headers={"x-driftless-client": client}))
             assert len(sides) == 1, (client, sides)
             assert set(_tracks(host.url, 5, headers={"cookie": f"driftless-client={client}"})) == sides
-        assert set(_tracks(host.url, 10, headers={"x-driftless-track": "canary"})) == {"canary"}
+        # a forced side wins, from a trusted caller only (the host's --track-token-file token)
+        token = (tmp_path / "track-token").read_text().strip()
+        forced = {"x-driftless-track": "canary", "x-driftless-track-token": token}
+        assert set(_tracks(host.url, 10, headers=forced)) == {"canary"}
+        # without the token the header is ignored: the weight decides (30%: 40 canaries in a row ~ 1e-21)
+        assert "stable" in _tracks(host.url, 40, headers={"x-driftless-track": "canary"})
+        assert set(_tracks(host.url, 10, headers={"x-driftless-track": "stable", "x-driftless-track-token": token})) \
+            == {"stable"}
         # the counters per digest: in the report document and in Prometheus
-        metrics = host.get("/.driftless/metrics").text
+        metrics = host.metrics()
         for digest in (stable, canary):
             d = digest.rpartition("@")[2]
             assert f'driftless_host_requests_total{{app="demo",component="web",digest="{d}",env="dev"}}' in metrics
@@ -73,7 +80,7 @@ def test_served_split_and_shadow_compare(tmp_path: Path, registry: Registry) -> 
         host.wait_status("dev/demo/web/0", "Running", timeout=60)
         host.wait_status("dev/demo/web/canary-0", "Running", timeout=60)
         assert set(_tracks(host.url, 30)) == {"stable"}
-        metrics = host.get("/.driftless/metrics").text
+        metrics = host.metrics()
         d = canary.rpartition("@")[2]
         line = f'driftless_host_shadow_requests_total{{app="demo",component="web",digest="{d}",env="dev",match="true"}}'
         assert line in metrics, metrics
@@ -92,7 +99,7 @@ def test_shadow_body_compare_catches_a_changed_answer(tmp_path: Path, registry: 
         for i in range(10):
             assert host.get(f"/web/{i}").text == f"hello from /web/{i}"
         d = canary.rpartition("@")[2]
-        metrics = host.get("/.driftless/metrics").text
+        metrics = host.metrics()
         assert f'digest="{d}",env="dev",match="false"}} 10.0' in metrics, metrics
 
 

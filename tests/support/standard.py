@@ -4,7 +4,7 @@
     wasm = standard_component("py-hello")   # Path of the cached .wasm; built first when needed (seconds)
     subprocess.Popen([wasmtime_cli(), "serve", "-S", "cli", "--addr", "127.0.0.1:8080", wasm])
 
-Names: http-hello-wat, http-spin-wat, http-hog-wat, cli-job-wat, cli-fail-wat, py-hello, js-hello (see
+Names: http-hello-wat, http-call-wat, http-spin-wat, http-hog-wat, cli-job-wat, cli-fail-wat, py-hello, js-hello (see
 examples/standard/README.md for what each does). The build logic is examples/standard/build.py, the same code
 as hack/build-standard-components.py; a failed build raises BuildError naming the toolchain.
 """
