@@ -1,0 +1,36 @@
+"""What the lab deploys: a "cloud" environment spread over the two cloud sites and an "edge"
+environment on the edge site, both serving the example component hello (its GREETING answers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.support.components import build, variant
+
+
+def environment(name: str, selector: dict[str, str]) -> str:
+    return json.dumps({"apiVersion": "driftless.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name},
+                       "spec": {"hostSelector": {"matchLabels": selector}, "ingress": {"pathPrefix": f"/{name}"},
+                                "sync": {"prune": True, "mode": "heal"}}}, indent=2) + "\n"  # fmt: skip
+
+
+def application(name: str, *, image: str, greeting: str, replicas: int, extra: dict[str, Any] | None = None) -> str:
+    component = {"name": "web", "image": image, "config": {"GREETING": greeting}, "expose": f"/{name}",
+                 "placement": {"spread": {"replicas": replicas}}}  # fmt: skip
+    spec: dict[str, Any] = {"components": [component], **(extra or {})}
+    return json.dumps({"apiVersion": "driftless.dev/v1alpha1", "kind": "Application", "metadata": {"name": name},
+                       "spec": spec}, indent=2) + "\n"  # fmt: skip
+
+
+def tree() -> dict[str, str]:
+    return {
+        "cloud/environment.yaml": environment("cloud", {"tier": "cloud"}),
+        "cloud/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="cloud v1", replicas=2),
+        "edge/environment.yaml": environment("edge", {"tier": "edge"}),
+        "edge/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="edge v1", replicas=1),
+    }
+
+
+def components() -> dict[str, bytes]:
+    return {"demo/hello:1.0.0": build("hello"), "demo/hello:2.0.0": variant("hello", "2.0.0")}
