@@ -122,6 +122,7 @@ class Lab:
         if stale:
             self.say(f"lab: removed stale namespaces {', '.join(stale)}")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # PostgreSQL's user must reach its directory inside (secrets stay 0600)
         for sub in ("logs", "home", "git"):
             (self.root / sub).mkdir(exist_ok=True)
         self.venv = install.venv(say=self.say)
