@@ -1,8 +1,10 @@
 """The multi-site lab: a control-plane site and three host sites, each a network namespace.
 
     site     subnet        what runs there (addresses on its eth0)
-    cp       10.77.1.0/24  PostgreSQL .10:5432, SeaweedFS S3 .11:8339, reconcilers .21/.22:8443,
+    cp       10.77.1.0/24  PostgreSQL .10:5432, SeaweedFS S3 .11:8339,
                            registry replicas .31/.32:5000 (both on the same S3 bucket)
+    cp-a     10.77.5.0/24  reconciler-a .21:8443   (the control plane's two reconciler machines: a
+    cp-b     10.77.6.0/24  reconciler-b .22:8443    namespace each, so one can lose PostgreSQL alone)
     cloud1   10.77.2.0/24  host cloud1-1 .10 (labels tier=cloud, site=cloud1)
     cloud2   10.77.3.0/24  host cloud2-1 .10 (tier=cloud, site=cloud2)
     edge     10.77.4.0/24  host edge-1 .10 (tier=edge, site=edge)
@@ -53,14 +55,15 @@ class Host:
         return f"http://{self.address}:{self.port}"
 
 
-SITES = {"cp": 1, "cloud1": 2, "cloud2": 3, "edge": 4}
+SITES = {"cp": 1, "cloud1": 2, "cloud2": 3, "edge": 4, "cp-a": 5, "cp-b": 6}
 HOSTS = (
     Host("cloud1-1", "cloud1", "10.77.2.10", {"tier": "cloud", "site": "cloud1"}),
     Host("cloud2-1", "cloud2", "10.77.3.10", {"tier": "cloud", "site": "cloud2"}),
     Host("edge-1", "edge", "10.77.4.10", {"tier": "edge", "site": "edge"}),
 )
 PG, S3 = "10.77.1.10", "10.77.1.11"
-RECONCILERS = {"reconciler-a": "10.77.1.21", "reconciler-b": "10.77.1.22"}
+RECONCILERS = {"reconciler-a": "10.77.5.21", "reconciler-b": "10.77.6.22"}
+RECONCILER_SITES = {"reconciler-a": "cp-a", "reconciler-b": "cp-b"}
 REGISTRIES = {"registry-a": "10.77.1.31", "registry-b": "10.77.1.32"}
 S3_BASE_PORT = 8333  # weed's ports are 8333..8340; S3 on 8339
 PG_PORT = 5432
@@ -166,7 +169,8 @@ class Lab:
             registry=self.registry_url, state=self.state_url, token=self.creds / "join-token",
             users=self.root / "users.yaml", cert=self.creds / "reconciler.crt", key=self.creds / "reconciler.key",
             heartbeat=self.heartbeat, lease=self.lease)  # fmt: skip
-        self.procs.start(name, "cp", processes.driftless(self.python, *args), env=self.env(), skew=skew)
+        self.procs.start(name, RECONCILER_SITES[name], processes.driftless(self.python, *args), env=self.env(),
+                         skew=skew)  # fmt: skip
 
     def start_host(self, host: Host, *, skew: str | None = None) -> None:
         args = processes.host_args(
@@ -199,7 +203,7 @@ class Lab:
 
     def _network(self) -> None:
         netns.make_core()
-        extra = {"cp": [PG, S3, *RECONCILERS.values(), *REGISTRIES.values()]}
+        extra = {"cp": [PG, S3, *REGISTRIES.values()], **{RECONCILER_SITES[n]: [a] for n, a in RECONCILERS.items()}}
         for host in HOSTS:
             extra.setdefault(host.site, []).append(host.address)
         for site, number in SITES.items():
@@ -222,7 +226,8 @@ class Lab:
             os.chown(pg / "data" / dst, pw.pw_uid, pw.pw_gid)
             os.chmod(pg / "data" / dst, 0o600)
         with open(pg / "data" / "pg_hba.conf", "a") as hba:
-            hba.write(f"hostssl all all {subnet('cp')} trust\n")  # TLS only from the control-plane site
+            for site in RECONCILER_SITES.values():  # TLS only, from the reconcilers' machines
+                hba.write(f"hostssl all all {subnet(site)} trust\n")
         self.procs.start("postgres", "cp", processes.postgres_args(bindir=BIN, data=pg / "data", address=PG,
                                                                     port=PG_PORT, socket_dir=pg))  # fmt: skip
 

@@ -15,9 +15,11 @@ def environment(name: str, selector: dict[str, str]) -> str:
                                 "sync": {"prune": True, "mode": "heal"}}}, indent=2) + "\n"  # fmt: skip
 
 
-def application(name: str, *, image: str, greeting: str, replicas: int, extra: dict[str, Any] | None = None) -> str:
+def application(name: str, *, image: str, greeting: str, extra: dict[str, Any] | None = None) -> str:
+    # one instance on every host of the environment (a daemon): each site serves it, whatever order
+    # the hosts registered in
     component = {"name": "web", "image": image, "config": {"GREETING": greeting}, "expose": f"/{name}",
-                 "placement": {"spread": {"replicas": replicas}}}  # fmt: skip
+                 "placement": {"daemon": {"perHost": 1}}}  # fmt: skip
     spec: dict[str, Any] = {"components": [component], **(extra or {})}
     return json.dumps({"apiVersion": "driftless.dev/v1alpha1", "kind": "Application", "metadata": {"name": name},
                        "spec": spec}, indent=2) + "\n"  # fmt: skip
@@ -26,9 +28,9 @@ def application(name: str, *, image: str, greeting: str, replicas: int, extra: d
 def tree() -> dict[str, str]:
     return {
         "cloud/environment.yaml": environment("cloud", {"tier": "cloud"}),
-        "cloud/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="cloud v1", replicas=2),
+        "cloud/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="cloud v1"),
         "edge/environment.yaml": environment("edge", {"tier": "edge"}),
-        "edge/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="edge v1", replicas=1),
+        "edge/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="edge v1"),
     }
 
 

@@ -41,3 +41,23 @@ def results() -> Iterator[Results]:
     r = Results()
     yield r
     r.write()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request: pytest.FixtureRequest, lab: Lab) -> Iterator[None]:
+    """Each lab process's last lines when a test failed (the lab lives on for the next test)."""
+    yield
+    if request.node.stash.get(FAILED, False):
+        for proc in lab.procs.running.values():
+            print(f"--- {proc.name} ({proc.log}) ---\n{proc.log_text()[-2500:]}")
