@@ -28,6 +28,7 @@ class Proc:
     argv: list[str]
     env: dict[str, str]
     log: Path
+    command: list[str] = field(default_factory=list)  # argv without the namespace and faketime prefix
     popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +58,7 @@ class Procs:
             raise RuntimeError(f"{name} already runs")
         prefix = ["faketime", "-f", skew] if skew else []
         proc = Proc(name, site, ["ip", "netns", "exec", ns_name(site), *prefix, *argv], env or {},
-                    self.logs / f"{name}.log")
+                    self.logs / f"{name}.log", list(argv))
         with open(proc.log, "ab") as out:
             proc.popen = subprocess.Popen(proc.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env={**os.environ, "PYTHONUNBUFFERED": "1", **proc.env},
@@ -68,10 +69,7 @@ class Procs:
     def restart(self, name: str, *, skew: str | None = None) -> Proc:
         old = self.running[name]
         self.stop(name)
-        argv = old.argv[3:]  # without ip netns exec NS
-        if argv[:1] == ["faketime"]:
-            argv = argv[3:]
-        return self.start(name, old.site, argv, env=old.env, skew=skew)
+        return self.start(name, old.site, old.command, env=old.env, skew=skew)
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
         proc = self.running.get(name)

@@ -20,7 +20,7 @@ class Results:
     def write(self) -> None:
         if not self.rows or os.environ.get("LAB_NO_RESULTS"):
             return
-        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines = [
             "# Lab figures",
             "",

@@ -13,6 +13,7 @@ own site or link; figures go to hack/lab/RESULTS.md.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from hack.lab import netns, scenario
@@ -114,10 +115,13 @@ def test_a_site_that_cannot_reach_the_registry_keeps_running_and_the_others_go_o
 
         def waiting() -> str:
             app = lab.get(leader, "/api/v1/environments/cloud/apps/web")
-            text = str(app)
-            return text if ("pull" in text.lower() or "registry" in text.lower()) and CLOUD2.name in text else ""
+            ready = next(c for c in app["conditions"] if c["type"] == "Ready")
+            message = ready["message"]
+            clear = (ready["status"] == "False" and f"on {CLOUD2.name}" in message and "not reachable" in message
+                     and "still serving the previous version" in message)  # fmt: skip
+            return message if clear else ""
 
-        said = lab.wait(waiting, what="the app says cloud2 cannot pull", timeout=30)
+        said = lab.wait(waiting, what="the app says cloud2 cannot pull", timeout=90)
         detected = time.monotonic() - cut_at
         time.sleep(3.0)
         assert probe2.first("cloud v2", cut_at) is None
@@ -138,8 +142,7 @@ def test_a_site_that_cannot_reach_the_registry_keeps_running_and_the_others_go_o
                 detect=f"the app names cloud2's failed pull {detected:.1f} s after the commit",
                 recover=f"cloud1 served it {other_site:.1f} s after the commit; cloud2 {landed:.1f} s after the heal",
                 failed=f"cloud2: {failed2} of {len(samples)}; cloud1: {len(probe1.failed(cut_at))}",
-                notes="cloud2 served v1 with the same host pid throughout")
-    print(said[:2000])
+                notes=f"cloud2 served v1 with the same host pid throughout; Ready=False: {said[:160]}")
     assert failed2 == 0 and not probe1.failed(cut_at)
     assert before  # it ran v1 before; it ran v1 during (the probe) and v2 after
 
@@ -184,3 +187,79 @@ def test_a_leader_cut_off_from_postgresql_steps_down_and_the_other_leads(lab: La
                 failed=", ".join(f"{n}: {c} of {len(samples[n])}" for n, c in failed.items()),
                 notes="no instance, host or reconciler restarted; no commit made")
     assert not any(failed.values()), failed
+
+
+def roles_over(lab: Lab, seconds: float) -> set[tuple[str | None, ...]]:
+    """Every (role of reconciler-a, role of reconciler-b) seen, sampled for ``seconds``."""
+    seen = set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen.add(tuple(lab.role(n) for n in RECONCILERS))
+        time.sleep(0.1)
+    return seen
+
+
+def test_skewed_clocks_neither_win_an_election_nor_give_up_a_lease_nor_mislabel_a_host(lab: Lab,
+                                                                                      results: Results) -> None:
+    leader = lab.wait(lab.leader, what="a leader")
+    follower = next(n for n in RECONCILERS if n != leader)
+    names = list(RECONCILERS)
+    steady = tuple("leader" if n == leader else "follower" for n in names)
+    window = 3 * lab.lease
+    for skew in ("+30s", "-30s"):
+        # the follower's clock 30 s fast, then 30 s slow: it must not take a lease that is not expired
+        lab.procs.restart(follower, skew=skew)
+        lab.wait(lambda: lab.role(follower) == "follower", what=f"{follower} ({skew}) follows", timeout=30)
+        offset = lab.health(follower)["time"] - time.time()  # its clock, as it tells it
+        assert abs(offset - float(skew.rstrip("s"))) < 5, f"faketime {skew} not in effect: {offset:.1f}s"
+        seen = roles_over(lab, window)
+        assert seen == {steady}, f"with {follower}'s clock {skew}: roles seen {seen}"
+    # the skewed (-30 s) follower must still take over when the leader is really gone, and then hold
+    # its lease (not give it up early for its clock)
+    netns.block(subnet(RECONCILER_SITES[leader]), f"{PG}/32")
+    try:
+        lab.wait(lambda: lab.role(follower) == "leader", what=f"the skewed {follower} leads", timeout=30)
+        took_at = time.monotonic()
+        epoch = lab.health(follower)["leadership"]["leader"]["epoch"]
+        held = roles_over(lab, window)
+        assert all(r[names.index(follower)] == "leader" for r in held), held
+        assert lab.health(follower)["leadership"]["leader"]["epoch"] == epoch, "the lease changed hands"
+    finally:
+        netns.unblock(subnet(RECONCILER_SITES[leader]), f"{PG}/32")
+    lab.wait(lambda: lab.role(leader) == "follower", what=f"{leader} follows", timeout=30)
+    held_for = time.monotonic() - took_at
+
+    # a host whose clock runs 30 s slow: neither Lost while it reports, nor Ready once it is cut off
+    host = CLOUD1
+    lab.procs.restart(f"host-{host.name}", skew="-30s")
+    try:
+        lab.wait(lambda: state(lab, host.name) == "Ready"
+                 and settled(lab, host), what=f"{host.name} (-30 s) Ready", timeout=30)  # fmt: skip
+        environ = Path(f"/proc/{lab.procs.running[f'host-{host.name}'].pid}/environ").read_bytes()
+        assert b"FAKETIME=-30s" in environ and b"libfaketime" in environ, "the host does not run under faketime"
+        states = set()
+        end = time.monotonic() + 3 * 3 * lab.heartbeat
+        while time.monotonic() < end:
+            states.add(state(lab, host.name))
+            time.sleep(0.1)
+        assert states == {"Ready"}, states
+        lab.cut(host.site)
+        cut_at = time.monotonic()
+        try:
+            lab.wait(lambda: state(lab, host.name) == "Lost", what=f"the skewed {host.name} Lost", timeout=20)
+            lost = time.monotonic() - cut_at
+        finally:
+            lab.heal(host.site)
+        lab.wait(lambda: state(lab, host.name) == "Ready", what=f"{host.name} Ready again", timeout=30)
+    finally:
+        lab.procs.restart(f"host-{host.name}")  # its own clock again, for the other tests
+    lab.wait(lambda: state(lab, host.name) == "Ready", what=f"{host.name} Ready (clock right)", timeout=30)
+    results.add(
+        "clock skew (faketime): a follower 30 s fast, then 30 s slow; a host 30 s slow",
+        detect=f"the skewed host cut off: Lost after {lost:.1f} s",
+        recover=f"the -30 s follower led when the leader lost PostgreSQL and held epoch {epoch} for {held_for:.1f} s",
+        failed="-",
+        notes=f"no election won by a skewed follower in {window:.0f} s at each skew; the skewed host stayed Ready "
+              f"{3 * 3 * lab.heartbeat:.0f} s while reporting",
+    )  # fmt: skip
+    assert lost < 3 * 3 * lab.heartbeat, f"Lost only {lost:.1f}s after the cut"
