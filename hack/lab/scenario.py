@@ -25,12 +25,23 @@ def application(name: str, *, image: str, greeting: str, extra: dict[str, Any] |
                        "spec": spec}, indent=2) + "\n"  # fmt: skip
 
 
+CANARY_PAUSE = "15s"
+
+
+def canary_app(image: str) -> str:
+    """An edge app rolled out by canary: half the traffic on the new digest for CANARY_PAUSE, then all."""
+    return application("shop", image=image, greeting="shop", extra={"rollout": {
+        "strategy": "canary", "steps": [{"weight": 50, "pause": CANARY_PAUSE}, {"weight": 100}],
+        "abortWhen": {"errorRate": "> 50%"}}})
+
+
 def tree() -> dict[str, str]:
     return {
         "cloud/environment.yaml": environment("cloud", {"tier": "cloud"}),
         "cloud/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="cloud v1"),
         "edge/environment.yaml": environment("edge", {"tier": "edge"}),
         "edge/apps/web.yaml": application("web", image="demo/hello:1.0.0", greeting="edge v1"),
+        "edge/apps/shop.yaml": canary_app("demo/hello:1.0.0"),
     }
 
 

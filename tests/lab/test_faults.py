@@ -7,7 +7,11 @@ own site or link; figures go to hack/lab/RESULTS.md.
 2. a site that cannot reach the registry keeps running what it has; a new digest waits there with a
    clear condition and lands after the heal; the other cloud site is not held up;
 3. the leader cut off from PostgreSQL (not from its hosts) steps down, the other leads, hosts follow,
-   nothing restarts, no commit is made twice.
+   nothing restarts, no commit is made twice;
+4. a canary step in progress while its only host is cut off waits (never completes on the reports
+   sent before the cut) and runs its step again in full after the heal;
+5. clock skew (faketime): a skewed follower wins no election, a skewed leader keeps its lease, a
+   skewed host is neither Lost while it reports nor Ready once cut off.
 """
 
 from __future__ import annotations
@@ -263,3 +267,54 @@ def test_skewed_clocks_neither_win_an_election_nor_give_up_a_lease_nor_mislabel_
               f"{3 * 3 * lab.heartbeat:.0f} s while reporting",
     )  # fmt: skip
     assert lost < 3 * 3 * lab.heartbeat, f"Lost only {lost:.1f}s after the cut"
+
+
+def test_a_canary_whose_host_is_cut_off_never_completes_on_missing_data(lab: Lab, results: Results) -> None:
+    url = f"{EDGE.ingress}/edge/shop"
+    lab.wait(lambda: lab.http("edge", "GET", url).status_code == 200, what="the edge serves shop")
+
+    def rollout() -> dict[str, Any]:
+        return lab.get(lab.leader() or "reconciler-a", "/api/v1/environments/edge/apps/shop")["rollout"] or {}
+
+    probe = Probe("edge", url)  # the traffic the canary is measured on (half of it goes to the new digest)
+    try:
+        lab.commit({"edge/apps/shop.yaml": scenario.canary_app("demo/hello:2.0.0")}, "shop 2.0.0 by canary")
+        lab.wait(lambda: rollout().get("phase") == "Progressing" and rollout().get("stepStartedAt"),
+                 what="the canary measures its first step", timeout=60)  # fmt: skip
+        pause = rollout()["pauseSeconds"]
+        time.sleep(3.0)  # canary requests counted and reported before the cut
+        lab.cut("edge")
+        cut_at = time.monotonic()
+        try:
+            lab.wait(lambda: state(lab, EDGE.name) == "Lost", what="edge-1 Lost", timeout=20)
+            detected = time.monotonic() - cut_at
+            # well past the step's pause: the reconciler has only the data from before the cut
+            phases = set()
+            end = time.monotonic() + pause + 5
+            while time.monotonic() < end:
+                r = rollout()
+                phases.add((r.get("phase"), r.get("weight")))
+                time.sleep(0.2)
+            during = rollout()
+            assert ("Completed", 100) not in phases, f"the canary completed while its host was cut off: {during}"
+            assert during.get("phase") in ("Progressing", "Waiting", "Aborted") and during["weight"] <= 50, \
+                str((phases, during, lab.get(lab.leader() or "reconciler-a", "/api/v1/environments/edge/apps/shop")))
+        finally:
+            lab.heal("edge")
+        heal_at = time.monotonic()
+        done = lab.wait(lambda: (lambda r: r if r.get("phase") in ("Completed", "Aborted") else None)(rollout()),
+                        what="the rollout ends after the heal", timeout=90)  # fmt: skip
+        ended = time.monotonic() - heal_at
+    finally:
+        samples = probe.stop()
+    failed = [s for s in samples if s.at >= cut_at and not s.ok]
+    results.add(
+        f"edge site cut off during a canary step ({pause:.0f} s pause, weight 50)",
+        detect=f"Lost after {detected:.1f} s",
+        recover=f"rollout {done['phase']} {ended:.1f} s after the heal",
+        failed=f"{len(failed)} of {len([s for s in samples if s.at >= cut_at])}",
+        notes=f"while cut off: {sorted(map(str, phases))}; condition then: {during['condition']['message'][:140]}",
+    )
+    assert not failed
+    # it waited, and after the heal ran its step again in full on fresh measurements before completing
+    assert ("Waiting", 50) in phases and done["phase"] == "Completed" and ended >= pause, (phases, done)
