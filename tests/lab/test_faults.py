@@ -20,11 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hack.lab import netns, scenario
 from hack.lab.lab import HOSTS, PG, RECONCILER_SITES, RECONCILERS, REGISTRIES, Lab, subnet
 from hack.lab.probe import Probe
 from hack.lab.results import Results
 from tests.lab.conftest import CUT_SECONDS
+
+# the lab's start (about 15 s; a minute more when the wheel's venv is built) counts in the first test
+pytestmark = pytest.mark.timeout(420)
 
 EDGE = next(h for h in HOSTS if h.site == "edge")
 CLOUD1 = next(h for h in HOSTS if h.site == "cloud1")
