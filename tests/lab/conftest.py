@@ -55,9 +55,10 @@ FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture(autouse=True)
-def logs_on_failure(request: pytest.FixtureRequest, lab: Lab) -> Iterator[None]:
-    """Each lab process's last lines when a test failed (the lab lives on for the next test)."""
+def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each lab process's last lines when a test on the lab failed (the lab lives on for the next test)."""
     yield
-    if request.node.stash.get(FAILED, False):
+    if "lab" in request.fixturenames and request.node.stash.get(FAILED, False):
+        lab: Lab = request.getfixturevalue("lab")
         for proc in lab.procs.running.values():
             print(f"--- {proc.name} ({proc.log}) ---\n{proc.log_text()[-2500:]}")
