@@ -22,6 +22,10 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v age >/dev/null || need_apt+=(age)
 # chromium: the dashboard's browser test (tests/test_dashboard.py, Playwright on Debian's build)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# iproute2, iptables: the multi-site lab's namespaces and cuts (hack/lab); faketime: its clock skew
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v faketime >/dev/null || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2

@@ -21,7 +21,7 @@ from model.types import ManifestTree, RolloutPolicy
 from reconciler.controller.events import EventLog
 from reconciler.controller.hosts import HostRegistry
 from reconciler.planner import rollout as planner
-from reconciler.planner.placement import Plan
+from reconciler.planner.placement import LOST, Plan
 from wire.traffic import FEATURE_TRAFFIC_SPLIT
 
 log = logging.getLogger("driftless.reconciler")
@@ -127,9 +127,15 @@ class Rollouts:
             hosts = planner.hosts_of({h: d.instances for h, d in published.items()}, state)
             incapable = [h for h in hosts if h in self._fleet.hosts
                          and FEATURE_TRAFFIC_SPLIT not in self._fleet.hosts[h].registration.features]
+            # its canaries run on no host that reports (its hosts Lost, the app placed nowhere else): the
+            # reports left are stale, and a step must not pass on them
+            reporting = [h for h in hosts if h in self._fleet.hosts and self._fleet.hosts[h].state != LOST]
+            lost = [] if reporting else sorted(
+                h for h, rep in reports.items() if h in self._fleet.hosts and self._fleet.hosts[h].state == LOST
+                and any(i.env == state.env and i.app == state.app for i in rep.instances))
             decision = planner.decide(state, policy, now=now, incapable=incapable,
                                       ready=planner.canary_ready(published, reports, state), reports=reports,
-                                      full=self.full.get(key, ()))
+                                      full=self.full.get(key, ()), lost=lost)
             if decision.state is not state:
                 self.states[key] = decision.state
                 if decision.state.phase == planner.ABORTED:

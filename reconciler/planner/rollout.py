@@ -174,6 +174,10 @@ def track(state: RolloutState | None, *, env: str, app: str, policy: RolloutPoli
         if changed and all(git.get(c) is not None and git[c].digest == ref.digest for c, ref in state.canary.items()) \
                 and set(changed) <= set(state.canary):
             return state, None  # the same rollout (or the same held-back digest)
+        if state.active and not any(c in git and c in runs for c in state.canary):
+            # the plan places none of its components now (their hosts are Lost): Git did not go back,
+            # so the rollout is kept (it measures nothing new until its hosts report again)
+            return state, None
         if not changed:
             what = "the aborted digest is no longer held back" if state.phase == ABORTED else "rollout cancelled"
             return None, Event(reason="RolloutCancelled", message=f"{app}: Git names the stable digest again: {what}")
@@ -386,17 +390,22 @@ class Decision:
 
 
 def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable: Sequence[str], ready: bool,
-           reports: Mapping[str, HostReport], full: Sequence[str] = ()) -> Decision:
+           reports: Mapping[str, HostReport], full: Sequence[str] = (), lost: Sequence[str] = ()) -> Decision:
     """The next state of an active rollout. ``incapable``: hosts of the rollout that cannot split
     traffic (an older agent); ``full``: hosts without room for its canary instances
-    (:func:`no_room`); ``ready``: every canary instance runs; ``reports``: the hosts' reports."""
+    (:func:`no_room`); ``lost``: hosts of the rollout that are Lost (their last reports are stale);
+    ``ready``: every canary instance runs; ``reports``: the hosts' reports."""
     if not state.active:
         return Decision(state=state)
-    if incapable or full:
-        reason = "HostCannotSplit" if incapable else "NoCapacity"
+    if incapable or full or lost:
+        reason = "HostCannotSplit" if incapable else "NoCapacity" if full else "HostLost"
         if state.phase == WAITING and state.reason == reason:
             return Decision(state=state)
-        if incapable:
+        if lost:
+            # never judged on missing data: the step starts again, measured afresh, once they report
+            message = (f"host(s) {', '.join(lost)} Lost: no measurements from them; the rollout waits and its step "
+                       "starts again when they report")
+        elif incapable:
             message = (f"host(s) {', '.join(incapable)} cannot split traffic (no {FEATURE_TRAFFIC_SPLIT} in their "
                        "registration: an older agent); the rollout waits, the stable digest serves everything")
         else:
@@ -408,8 +417,9 @@ def decide(state: RolloutState, policy: RolloutPolicy, *, now: float, incapable:
                         republish=True)
     if state.phase == WAITING:
         phase = SHADOW if state.step < 0 else PROGRESSING
-        resumed = "every host has room for the canary" if state.reason == "NoCapacity" else \
-            "every host can split traffic"
+        resumed = {"NoCapacity": "every host has room for the canary",
+                   "HostLost": "every host of the rollout reports again"}.get(state.reason,
+                                                                              "every host can split traffic")
         return Decision(state=replace(state, phase=phase, reason="RolloutResumed", updated_at=now,
                                       message=f"{resumed}: {_where(state, policy)}"),
                         event=Event(reason="RolloutResumed", message=f"{state.app}: {resumed}"),

@@ -43,6 +43,9 @@ def test_track_git_against_what_runs() -> None:
     gone, event = r.track(state, env="dev", app="web", policy=POLICY, git={"web": ref(OLD)}, runs={"web": ref(OLD)},
                           now=101)
     assert gone is None and event is not None and event.reason == "RolloutCancelled"
+    # its hosts Lost, nothing planned runs it: Git did not go back, the rollout is kept (tests/lab found it cancelled)
+    assert r.track(state, env="dev", app="web", policy=POLICY, git={}, runs={"web": ref(OLD)}, now=101) == (state, None)
+    assert r.track(state, env="dev", app="web", policy=POLICY, git={"web": ref(NEW)}, runs={}, now=101) == (state, None)
     # aborted: held back while Git names it; a newer digest starts again from the stable one
     aborted = r.RolloutState.from_json({**state.to_json(), "phase": r.ABORTED})
     assert r.track(aborted, env="dev", app="web", policy=POLICY, git={"web": ref(NEW)}, runs={"web": ref(OLD)},
@@ -150,6 +153,19 @@ def test_an_older_agent_makes_the_rollout_wait() -> None:
     assert [(s.digest, s.traffic) for s in docs["h1"]] == [(OLD, None)]  # the stable digest, no split
     resumed = r.decide(waiting.state, POLICY, now=102, incapable=[], ready=False, reports={})
     assert resumed.state.phase == "Progressing" and resumed.republish
+
+
+def test_a_lost_host_makes_the_rollout_wait_and_its_step_start_again() -> None:
+    """Found by tests/lab: a step past its pause completed on the reports a cut-off host sent before."""
+    state = r.RolloutState.from_json({**started().to_json(), "stepStartedAt": 100.0})
+    waiting = r.decide(state, POLICY, now=500, incapable=[], ready=True, reports={}, lost=["edge-1"])
+    assert (waiting.state.phase, waiting.state.reason, waiting.state.step_started_at) == ("Waiting", "HostLost", None)
+    assert "edge-1 Lost" in waiting.state.message and waiting.event is not None and waiting.event.warning
+    assert r.decide(waiting.state, POLICY, now=501, incapable=[], ready=True, reports={},
+                    lost=["edge-1"]).state is waiting.state
+    resumed = r.decide(waiting.state, POLICY, now=502, incapable=[], ready=True, reports={})
+    assert resumed.state.phase == "Progressing" and "reports again" in resumed.state.message
+    assert resumed.state.step_started_at is None  # measured afresh from now on
 
 
 def test_canary_instances_count_against_host_capacity() -> None:
