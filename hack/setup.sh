@@ -26,6 +26,11 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v faketime >/dev/null || need_apt+=(faketime)
+# the install test (tests/test_install.py): systemd-analyze checks the units; mmdebstrap and umoci build
+# the container image from Debian (deploy/image/build.sh)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v umoci >/dev/null || need_apt+=(umoci)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
