@@ -9,32 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from tests.host.conftest import Registry, instance, start_host, write_desired
-from tests.support.http_server import ThreadedServer
+from tests.support.http_server import PathCapture as Capture
 from tests.support.procs import wait_until
 from tests.support.standard import standard_component
 
 DENIED = "error 15\n"  # the component's report of error-code.HTTP-request-denied
 
-
-class Capture:
-    """A loopback HTTP server recording every request path; answers 200 "captured"."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._record)
-        self._server = ThreadedServer(app)
-        self.port = self._server.port
-
-    async def _record(self, request: web.Request) -> web.Response:
-        self.paths.append(request.path_qs)
-        return web.Response(text="captured")
-
-    def close(self) -> None:
-        self._server.close()
 
 
 @pytest.fixture

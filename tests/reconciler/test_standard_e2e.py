@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiohttp import web
 
-from tests.support.http_server import ThreadedServer
+from tests.support.http_server import PathCapture as Capture
 from tests.support.platform import environment, local_platform
 from tests.support.procs import wait_until
 from tests.support.standard import standard_component
@@ -38,23 +37,6 @@ def shop(api_cloud: str) -> str:
     }  # fmt: skip
     return json.dumps(body, indent=2) + "\n"
 
-
-class Capture:
-    """A loopback HTTP server recording every request path (an attacker's endpoint)."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._record)
-        self._server = ThreadedServer(app)
-        self.url = self._server.url
-
-    async def _record(self, request: web.Request) -> web.Response:
-        self.paths.append(request.path_qs)
-        return web.Response(text="captured")
-
-    def close(self) -> None:
-        self._server.close()
 
 
 def instances(p: Any, host: str) -> dict[str, dict[str, Any]]:

@@ -42,3 +42,23 @@ class ThreadedServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class PathCapture:
+    """A loopback HTTP server recording every request's path and query (an attacker's endpoint, or a
+    granted outbound target); answers 200 "captured"."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._record)
+        self._server = ThreadedServer(app)
+        self.port = self._server.port
+        self.url = self._server.url
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path_qs)
+        return web.Response(text="captured")
+
+    def close(self) -> None:
+        self._server.close()
