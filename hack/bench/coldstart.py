@@ -40,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from standard import GREETING, TOKEN, first_200, loadavg, port_of, post, spec  # noqa: E402
+from standard import GREETING, TOKEN, first_200, loadavg, port_of, post, record, spec  # noqa: E402
 
 from shared.interfaces import WASI_CONFIG_STORE, unversioned  # noqa: E402
 from shared.wasm import inspect_wasm  # noqa: E402
@@ -196,7 +196,7 @@ def main() -> int:
     text = report(figs, pair_compiles, args, command.strip(), load_start, wasm)
     print(text)
     if args.record:
-        record(text)
+        record(text, section=SECTION)
     return 0
 
 
@@ -243,18 +243,6 @@ def report(figs: dict[str, list[float]], pair_compiles: dict[str, list[int]], ar
         *lines,
         "",
     ])
-
-
-def record(text: str) -> None:
-    path = HERE / "RESULTS.md"
-    content = path.read_text()
-    if SECTION not in content:
-        path.write_text(content.rstrip() + f"\n\n{SECTION}\n\n{text}")
-        return
-    start = content.index(SECTION) + len(SECTION)
-    nxt = content.find("\n## ", start)
-    end = len(content) if nxt < 0 else nxt
-    path.write_text(content[:end].rstrip() + f"\n\n{text}" + content[end:])
 
 
 if __name__ == "__main__":

@@ -464,13 +464,14 @@ def report(figs: list[Figures], args: argparse.Namespace, command: str, load_sta
     ])
 
 
-def record(text: str) -> None:
+def record(text: str, *, section: str = SECTION) -> None:
+    """Append ``text`` to ``section`` of RESULTS.md (the section is added at the end when absent)."""
     path = HERE / "RESULTS.md"
     content = path.read_text()
-    if SECTION not in content:
-        path.write_text(content.rstrip() + f"\n\n{SECTION}\n\n{text}")
+    if section not in content:
+        path.write_text(content.rstrip() + f"\n\n{section}\n\n{text}")
         return
-    start = content.index(SECTION) + len(SECTION)
+    start = content.index(section) + len(section)
     nxt = content.find("\n## ", start)
     end = len(content) if nxt < 0 else nxt
     path.write_text(content[:end].rstrip() + f"\n\n{text}" + content[end:])
