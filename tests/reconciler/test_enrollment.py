@@ -59,7 +59,10 @@ def canary_app(image: str) -> str:
 
 TREE = {
     "dev/environment.yaml": environment("dev", prefix="/dev", selector={"tier": "edge"}),
-    "dev/apps/hello.yaml": application("hello", [spread("web", 1, expose="/hello")]),
+    # a daemon: every host that may serve dev runs one, whichever other edge hosts the tests (in random
+    # order) registered first (a spread replica would stay where it was placed)
+    "dev/apps/hello.yaml": application("hello", [{"name": "web", "image": "demo/hello:1.0.0",
+                                                  "placement": {"daemon": {"perHost": 1}}, "expose": "/hello"}]),
     "prod/environment.yaml": environment("prod", prefix="/prod", selector={"tier": "prod"}),
     # two replicas: a second prod host that may serve prod gets the second one (and the secret)
     "prod/apps/pay.yaml": application("pay", [spread("api", 2, config={"DB_PASSWORD": {"secretRef": "db"}})]),
