@@ -97,7 +97,9 @@ def test_allowed_signers_per_environment(tmp_path: Path) -> None:
         by_ops = git.push({"prod/apps/a.yaml": application("a", [{**comp, "name": "o"}])}, "ops changes prod")
         wait_until(lambda: rec.get("/api/v1/environments/prod")["revision"] == by_ops, timeout=15, what="prod")
         assert rec.get("/api/v1/environments/prod")["rejected"] is None
-        assert [c["name"] for c in rec.get("/api/v1/environments/prod/apps/a")["components"]] == ["o"]
+        # the app view follows the applied revision once the status pass (a thread) has run: wait for it
+        wait_until(lambda: [c["name"] for c in rec.get("/api/v1/environments/prod/apps/a")["components"]] == ["o"],
+                   timeout=15, what="prod's app shows the ops change")
     finally:
         rec.stop()
         registry.stop()
