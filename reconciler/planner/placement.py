@@ -125,12 +125,20 @@ class _Group:
 
 
 class _Load:
-    """Instances per host during planning, and a least-loaded heap per host group."""
+    """Instances per host during planning, and a least-loaded heap per host group.
+
+    A heap entry is one int, ``load * width + rank`` (rank: the host's place in name order), not a
+    ``(load, name)`` tuple: the same order (least loaded, ties by name), and the ~20 comparisons of
+    each heap operation compare ints instead of tuples (a third of the first plan's placement)."""
 
     def __init__(self, hosts: Mapping[str, HostInfo]) -> None:
         self.hosts = hosts
         self.count: dict[str, int] = defaultdict(int)
-        self.heaps: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, str]]] = {}
+        self.heaps: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
+        self.names = list(hosts)  # by rank: ``hosts`` is in name order
+        self.rank = {name: i for i, name in enumerate(self.names)}
+        self.width = len(self.names) or 1
+        self.capacity = [h.max_instances for h in hosts.values()]
 
     def room(self, host: str) -> bool:
         return self.count[host] < self.hosts[host].max_instances
@@ -144,34 +152,37 @@ class _Load:
         Each host of the group has exactly one heap entry; one whose load is lower than the host's
         count (it got busier through another group) is corrected when met."""
         heap = self.heaps.get(group.key)
-        count, hosts = self.count, self.hosts
+        count, names, capacity, width = self.count, self.names, self.capacity, self.width
         if heap is None:
-            heap = [(count[h], h) for h in group.hosts]
+            rank = self.rank
+            heap = [count[h] * width + rank[h] for h in group.hosts]
             heapq.heapify(heap)
             self.heaps[group.key] = heap
         taken: list[str] = []
         while len(taken) < n:
-            skipped: list[tuple[int, str]] = []
+            skipped: list[int] = []
             chosen: str | None = None
             while heap:
-                load, host = heap[0]
+                load, r = divmod(heap[0], width)
+                host = names[r]
                 now = count[host]
                 if load != now:  # stale entry: the host got busier since
-                    heapq.heapreplace(heap, (now, host))
-                elif now >= hosts[host].max_instances:
+                    heapq.heapreplace(heap, now * width + r)
+                elif now >= capacity[r]:
                     heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
                 elif host in avoid:
                     skipped.append(heapq.heappop(heap))
                 else:
                     chosen = host
                     count[host] = now + 1
-                    heapq.heapreplace(heap, (now + 1, host))  # its entry, up to date
+                    heapq.heapreplace(heap, (now + 1) * width + r)  # its entry, up to date
                     break
             if chosen is None and skipped:
                 # every host with room already runs one of this component: the least loaded of those
-                load, chosen = skipped.pop(0)
+                load, r = divmod(skipped.pop(0), width)
+                chosen = names[r]
                 count[chosen] = load + 1
-                heapq.heappush(heap, (load + 1, chosen))
+                heapq.heappush(heap, (load + 1) * width + r)
             for item in skipped:
                 heapq.heappush(heap, item)
             if chosen is None:
@@ -221,15 +232,17 @@ def plan(
     unplaced: list[Unplaced] = []
     group_cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Group] = {}
 
+    serving: dict[str, list[HostInfo]] = {}  # env -> its Ready hosts (selector, enrollment): once per env
+
     def group_of(env: Environment, labels: Mapping[str, str]) -> _Group:
         key = (env.name, tuple(sorted(labels.items())))
         found = group_cache.get(key)
         if found is None:
-            names = tuple(
-                h.name
-                for h in ready
-                if env.host_selector.matches(h.labels) and _matches(labels, h.labels) and h.may_serve(env.name)
-            )
+            of_env = serving.get(env.name)
+            if of_env is None:
+                of_env = serving[env.name] = [h for h in ready
+                                              if env.host_selector.matches(h.labels) and h.may_serve(env.name)]
+            names = tuple(h.name for h in of_env if _matches(labels, h.labels))
             found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
         return found
 
