@@ -31,7 +31,7 @@ from model.types import Application, Component, Daemon, Environment, ManifestTre
 from reconciler.planner.instance_specs import Shared, shared_fields, stamp
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
-from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec
+from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec, SignatureRequirement
 
 READY = "Ready"
 LOST = "Lost"
@@ -215,6 +215,7 @@ def plan(
     previous: Mapping[str, Sequence[InstanceSpec]],
     registry: str,
     secrets: Mapping[str, str] | None = None,
+    signatures: Mapping[str, SignatureRequirement] | None = None,
 ) -> Plan:
     """Per-host desired instance sets for ``tree``.
 
@@ -225,6 +226,9 @@ def plan(
     to its fingerprint: a ``{secretRef: name}`` config value becomes that fingerprint (never a value;
     a changed value is a changed fingerprint, so a new generation) and its key is listed in
     ``InstanceSpec.secrets``; a component naming a secret not in ``secrets`` is not placed.
+    ``signatures`` maps an environment to the signatures its digests need (the operator's policy):
+    its instances carry it (``InstanceSpec.signature``) from the start, so the controller's signature
+    policy does not copy 100,000 specs to add it (controller/signing_policy.py ``decorate``).
     """
     by_name = {h.name: h for h in sorted(hosts, key=lambda h: h.name)}
     ready = [h for h in by_name.values() if h.state == READY]
@@ -247,21 +251,22 @@ def plan(
         return found
 
     # where each instance ran last time: "env/app/component" -> [host, ordinal, host, ordinal, ...]
-    # (flat, and the previous specs by host then id: no container per instance, which keeps the
-    # cyclic garbage collector's work proportional to components and hosts, not instances)
+    # (flat, and the previous specs by component then ordinal: no container per instance, which
+    # keeps the cyclic garbage collector's work proportional to components and hosts, not instances;
+    # an ordinal is unique within its component, and a spec names no host: an unchanged one may be
+    # reused wherever its ordinal lands)
     before: dict[str, list[str]] = {}
     previous_spec: dict[str, dict[str, InstanceSpec]] = {}
     for host, specs in previous.items():
-        by_id = previous_spec[host] = {}
         for spec in specs:
-            iid = spec.id
-            by_id[iid] = spec
-            prefix, _, ordinal = iid.rpartition("/")
+            prefix, _, ordinal = spec.id.rpartition("/")
             pairs = before.get(prefix)
             if pairs is None:
                 before[prefix] = [host, ordinal]
+                previous_spec[prefix] = {ordinal: spec}
             else:
                 pairs += (host, ordinal)
+                previous_spec[prefix][ordinal] = spec
 
     wants: list[_Want] = []
     splits: dict[tuple[int, ...], list[int]] = {}
@@ -395,6 +400,7 @@ def plan(
     spec_cache: dict[tuple[str, str, str], tuple[str, str, dict[str, str], InstanceLimits, tuple[InstanceLink, ...],
                                                   tuple[str, ...]]] = {}
     fingerprints = secrets or {}
+    required = signatures or {}
     pinned: dict[tuple[str, str], str] = {}
     for want in wants:
         env, app, comp = want.env, want.app, want.component
@@ -434,38 +440,43 @@ def plan(
         scale = comp.scale
         idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
         route = route_for(env, comp)
+        signature = required.get(env.name)
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
+        prefix = f"{env_name}/{app_name}/{comp_name}/"
+        olds = previous_spec.get(prefix[:-1])  # ordinal -> the spec it had
         shared: Shared | None = None
-        k_config: object = None  # the old instances' values known equal to this component's
-        k_limits = k_links = k_grants = k_config
+        ref: InstanceSpec | None = None  # an old instance found equal to this component's values
         for host, ords in want.placed.items():
-            out = desired[host]
-            before_here = previous_spec.get(host)
+            append = desired[host].append
             for ordinal in ords:
-                iid = f"{env_name}/{app_name}/{comp_name}/{ordinal}"
                 idle_after_ms = idle_ms if scale is not None and _may_idle(ordinal, scale.min_replicas) else None
-                old = before_here.get(iid) if before_here is not None else None
-                # reuse an unchanged spec: cheaper than building it, and the executor's comparison
-                # of old and new documents short-circuits on identity
-                if (old is not None and old.digest == digest and old.image == image and old.route == route
-                        and old.capabilities == caps and old.idle_after_ms == idle_after_ms
-                        and old.secrets == secret_keys):
-                    o_config, o_limits, o_links, o_grants = old.config, old.limits, old.links, old.grants
-                    # the old instances of a component share these objects: compared once (dataclass
-                    # __eq__ is a Python call), then known by identity
-                    if (o_limits is k_limits and o_grants is k_grants and o_config is k_config and o_links is k_links) or (
-                            o_config == config and o_limits == limits and o_links == links and o_grants == grants):
-                        k_config, k_limits, k_links, k_grants = o_config, o_limits, o_links, o_grants
-                        out.append(old)
-                        continue
-                if shared is not None:
-                    out.append(stamp(shared, iid, idle_after_ms))
+                old = olds.get(ordinal) if olds is not None else None
+                # reuse an unchanged spec: cheaper than building it, and the publish step's comparison
+                # of old and new documents short-circuits on identity. The old instances of a component
+                # share their values' objects (stamped): one is compared (dataclass __eq__ is a Python
+                # call), its siblings by identity with it.
+                if old is not None and old.idle_after_ms == idle_after_ms and (
+                        (ref is not None and old.digest is ref.digest and old.config is ref.config
+                         and old.limits is ref.limits and old.links is ref.links and old.grants is ref.grants
+                         and old.image is ref.image and old.route is ref.route and old.capabilities is ref.capabilities
+                         and old.secrets is ref.secrets and old.signature is ref.signature)
+                        or (old.digest == digest and old.image == image and old.route == route
+                            and old.capabilities == caps and old.secrets == secret_keys
+                            and (old.signature is signature or old.signature == signature)
+                            and old.config == config and old.limits == limits and old.links == links
+                            and old.grants == grants)):
+                    ref = old
+                    append(old)
                     continue
-                first = InstanceSpec(id=iid, env=env_name, app=app_name, component=comp_name, image=image,
+                if shared is not None:
+                    append(stamp(shared, prefix + ordinal, idle_after_ms))
+                    continue
+                first = InstanceSpec(id=prefix + ordinal, env=env_name, app=app_name, component=comp_name, image=image,
                                      digest=digest, config=config, limits=limits, capabilities=caps, route=route,
-                                     links=links, grants=grants, idle_after_ms=idle_after_ms, secrets=secret_keys)
+                                     links=links, grants=grants, idle_after_ms=idle_after_ms, secrets=secret_keys,
+                                     signature=signature)
                 shared = shared_fields(first)  # the component's other instances are stamped from it
-                out.append(first)
+                append(first)
 
     # sync.prune false: instances of components no longer declared stay where they run.
     declared = set(by_component)
