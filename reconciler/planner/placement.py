@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from model.types import Application, Component, Daemon, Environment, ManifestTree, SecretRef, Spread
-from reconciler.planner.instance_specs import Shared, shared_fields, stamp
+from reconciler.planner.instance_specs import Shared, component_fields, stamp, stamps
 from shared.interfaces import WASI_HTTP_HANDLER, unversioned
 from shared.reference import ReferenceError, parse
 from wire.control import InstanceGrants, InstanceLimits, InstanceLink, InstanceSpec, SignatureRequirement
@@ -397,14 +397,14 @@ def plan(
 
     # Build the documents.
     desired: dict[str, list[InstanceSpec]] = {name: [] for name in by_name}
-    spec_cache: dict[tuple[str, str, str], tuple[str, str, dict[str, str], InstanceLimits, tuple[InstanceLink, ...],
-                                                  tuple[str, ...]]] = {}
+    no_config: dict[str, str] = {}
+    limits_of: dict[object, InstanceLimits] = {}
+    grants_of: dict[object, InstanceGrants] = {}
     fingerprints = secrets or {}
     required = signatures or {}
     pinned: dict[tuple[str, str], str] = {}
     for want in wants:
         env, app, comp = want.env, want.app, want.component
-        key = (env.name, app.name, comp.name)
         digest = _digest_of(comp.image, digests)
         if digest is None:
             _give_back(want, load, unplaced, reason=f"image {comp.image} has no resolved digest")
@@ -415,28 +415,31 @@ def plan(
         except ReferenceError as exc:
             unplaced.append(Unplaced(env=env.name, app=app.name, component=comp.name, missing=0, reason=str(exc)))
             continue
-        lacking = sorted({v.name for v in comp.config.values() if isinstance(v, SecretRef)} - set(fingerprints))
+        lacking = comp.config and sorted({v.name for v in comp.config.values() if isinstance(v, SecretRef)}
+                                         - fingerprints.keys())
         if lacking:
             _give_back(want, load, unplaced, always=True,
                        reason=f"secret(s) {', '.join(lacking)} not in the reconciler's --secrets-file")
             continue
-        if key not in spec_cache:
-            lim = comp.limits
-            spec_cache[key] = (
-                image,
-                digest,
-                {k: fingerprints[v.name] if isinstance(v, SecretRef) else v for k, v in comp.config.items()},
-                InstanceLimits(memory_bytes=lim.memory_bytes, fuel=lim.fuel, timeout_ms=lim.timeout_ms,
-                               max_concurrency=lim.max_concurrency),
-                tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component,
+        # a component's values, each built once per distinct value (thousands of components share a
+        # handful of limits and grants; most have no config, secrets or links)
+        config = ({k: fingerprints[v.name] if isinstance(v, SecretRef) else v for k, v in comp.config.items()}
+                  if comp.config else no_config)
+        secret_keys = tuple(sorted(k for k, v in comp.config.items() if isinstance(v, SecretRef))) if comp.config else ()
+        lim = comp.limits
+        limits = limits_of.get(lim)
+        if limits is None:
+            limits = limits_of[lim] = InstanceLimits(memory_bytes=lim.memory_bytes, fuel=lim.fuel,
+                                                     timeout_ms=lim.timeout_ms, max_concurrency=lim.max_concurrency)
+        grants = grants_of.get(comp.grants)
+        if grants is None:
+            grants = grants_of[comp.grants] = InstanceGrants(outbound_hosts=comp.grants.outbound_hosts,
+                                                              sockets=comp.grants.sockets)
+        links = tuple(InstanceLink(interface=lk.interface, to_component=lk.to_component,
                                    endpoints=_endpoints(by_component.get((env.name, app.name, lk.to_component)),
                                                         by_name) if unversioned(lk.interface) == WASI_HTTP_HANDLER
                                    else ())
-                      for lk in app.links if lk.from_component == comp.name),
-                tuple(sorted(k for k, v in comp.config.items() if isinstance(v, SecretRef))),
-            )
-        image, digest, config, limits, links, secret_keys = spec_cache[key]
-        grants = InstanceGrants(outbound_hosts=comp.grants.outbound_hosts, sockets=comp.grants.sockets)
+                      for lk in app.links if lk.from_component == comp.name) if app.links else ()
         scale = comp.scale
         idle_ms = round(scale.idle_timeout_s * 1000) if scale is not None else None
         route = route_for(env, comp)
@@ -444,7 +447,14 @@ def plan(
         env_name, app_name, comp_name, caps = env.name, app.name, comp.name, comp.capabilities
         prefix = f"{env_name}/{app_name}/{comp_name}/"
         olds = previous_spec.get(prefix[:-1])  # ordinal -> the spec it had
-        shared: Shared | None = None
+        if olds is None and scale is None:  # all new, none may idle (a first plan): stamped host by host
+            values = component_fields(env=env_name, app=app_name, component=comp_name, image=image, digest=digest,
+                                      config=config, limits=limits, capabilities=caps, route=route, links=links,
+                                      grants=grants, secrets=secret_keys, signature=signature)
+            for host, ords in want.placed.items():
+                stamps(values, prefix, ords, None, desired[host])
+            continue
+        shared: Shared | None = None  # the values its new instances share: made once one is needed
         ref: InstanceSpec | None = None  # an old instance found equal to this component's values
         for host, ords in want.placed.items():
             append = desired[host].append
@@ -468,15 +478,12 @@ def plan(
                     ref = old
                     append(old)
                     continue
-                if shared is not None:
-                    append(stamp(shared, prefix + ordinal, idle_after_ms))
-                    continue
-                first = InstanceSpec(id=prefix + ordinal, env=env_name, app=app_name, component=comp_name, image=image,
-                                     digest=digest, config=config, limits=limits, capabilities=caps, route=route,
-                                     links=links, grants=grants, idle_after_ms=idle_after_ms, secrets=secret_keys,
-                                     signature=signature)
-                shared = shared_fields(first)  # the component's other instances are stamped from it
-                append(first)
+                if shared is None:
+                    shared = component_fields(env=env_name, app=app_name, component=comp_name, image=image,
+                                              digest=digest, config=config, limits=limits, capabilities=caps,
+                                              route=route, links=links, grants=grants, secrets=secret_keys,
+                                              signature=signature)
+                append(stamp(shared, prefix + ordinal, idle_after_ms))
 
     # sync.prune false: instances of components no longer declared stay where they run.
     declared = set(by_component)
