@@ -436,7 +436,7 @@ class Controller:
 
         started = time.perf_counter()
         placed = await asyncio.to_thread(placement)
-        placed = self.signatures.decorate(placed, hosts=self.fleet.hosts)  # --signature-policy: off hosts that can't verify
+        placed = self.signatures.decorate(placed, hosts=self.fleet.hosts, carried=True)  # off hosts that can't verify
         self._plan_seconds = time.perf_counter() - started
         self.plans += 1
         ctx.plan = self.rollouts.plan(placed, tree)

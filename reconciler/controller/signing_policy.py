@@ -113,22 +113,22 @@ class SigningPolicy:
             self._store.put(STORE_KEY, self.signed_by)
         return errors
 
-    def decorate(self, placed: Plan, *, hosts: Mapping[str, Any]) -> Plan:
+    def decorate(self, placed: Plan, *, hosts: Mapping[str, Any], carried: bool = False) -> Plan:
         """Each instance of an environment with a requirement carries it; hosts that cannot verify
-        signatures get none of those (unplaced, with the reason). A plan made with
-        ``signatures=self.requirements`` has them already: its specs are kept as they are (the same
-        objects: a copy of each took ~0.7 s at 100,000 instances, and a new object defeats the publish
-        step's identity comparison); others are copied with it."""
+        signatures get none of those (unplaced, with the reason). ``carried``: the plan was made with
+        ``plan(signatures=self.requirements)``, its instances carry them already, and the documents
+        of hosts that can verify are kept as they are (the same objects: a copy of each spec took
+        ~0.7 s at 100,000 instances, and new objects defeat the publish step's identity comparison);
+        otherwise each spec is copied with its requirement."""
         if not self._wire:
             return placed
-        wanted_for = self._wire.get
         desired: dict[str, tuple[InstanceSpec, ...]] = {}
         refused: dict[tuple[str, str, str], int] = {}
         for host, specs in placed.desired.items():
             known = hosts.get(host)  # controller.hosts: name -> its registration
             capable = known is not None and FEATURE_SIGNATURES in known.registration.features
-            if capable and all(spec.signature is wanted_for(spec.env) for spec in specs):
-                desired[host] = specs  # planned with them (plan(signatures=...)): nothing to add
+            if capable and carried:
+                desired[host] = specs
                 continue
             kept = []
             for spec in specs:
@@ -136,7 +136,7 @@ class SigningPolicy:
                 if wanted is None:
                     kept.append(spec)
                 elif capable:
-                    kept.append(spec if spec.signature == wanted else dataclasses.replace(spec, signature=wanted))
+                    kept.append(dataclasses.replace(spec, signature=wanted))
                 else:
                     key = (spec.env, spec.app, spec.component)
                     refused[key] = refused.get(key, 0) + 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 from model.types import Application, Component, Daemon, Environment, ManifestTree, SecretRef, Spread
@@ -485,16 +485,20 @@ def plan(
                                               signature=signature)
                 append(stamp(shared, prefix + ordinal, idle_after_ms))
 
-    # sync.prune false: instances of components no longer declared stay where they run.
+    # sync.prune false: instances of components no longer declared stay where they run (carrying
+    # their environment's signature requirement as it is now, when ``signatures`` are given).
     declared = set(by_component)
     for env_name, env in tree.environments.items():
         if env.sync.prune:
             continue
+        wanted = required.get(env_name)
         for host, specs in previous.items():
             if host not in desired or by_name[host].state != READY or not by_name[host].may_serve(env_name):
                 continue
             for spec in specs:
                 if spec.env == env_name and (spec.env, spec.app, spec.component) not in declared:
+                    if signatures is not None and spec.signature is not wanted and spec.signature != wanted:
+                        spec = replace(spec, signature=wanted)
                     desired[host].append(spec)
     return Plan(
         desired={h: tuple(sorted(specs, key=_by_id)) for h, specs in desired.items()},
