@@ -159,37 +159,58 @@ class _Load:
             heapq.heapify(heap)
             self.heaps[group.key] = heap
         taken: list[str] = []
-        while len(taken) < n:
-            skipped: list[int] = []
-            chosen: str | None = None
-            while heap:
-                load, r = divmod(heap[0], width)
-                host = names[r]
-                now = count[host]
-                if load != now:  # stale entry: the host got busier since
-                    heapq.heapreplace(heap, now * width + r)
-                elif now >= capacity[r]:
-                    heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
-                elif host in avoid:
-                    skipped.append(heapq.heappop(heap))
-                else:
-                    chosen = host
-                    count[host] = now + 1
-                    heapq.heapreplace(heap, (now + 1) * width + r)  # its entry, up to date
+        while len(taken) < n and heap:
+            key = heap[0]
+            load, r = divmod(key, width)
+            host = names[r]
+            now = count[host]
+            if load != now:  # stale entry: the host got busier since
+                heapq.heapreplace(heap, now * width + r)
+            elif now >= capacity[r]:
+                heapq.heappop(heap)  # full for the rest of this plan: drop it from the group
+            elif host in avoid:  # it runs one already: the next one that does not, if any
+                chosen = self._next_avoiding(heap, avoid)
+                if chosen is None:
                     break
-            if chosen is None and skipped:
-                # every host with room already runs one of this component: the least loaded of those
-                load, r = divmod(skipped.pop(0), width)
-                chosen = names[r]
-                count[chosen] = load + 1
-                heapq.heappush(heap, (load + 1) * width + r)
-            for item in skipped:
-                heapq.heappush(heap, item)
-            if chosen is None:
-                break
-            avoid.add(chosen)
-            taken.append(chosen)
+                avoid.add(chosen)
+                taken.append(chosen)
+            else:
+                count[host] = now + 1
+                heapq.heapreplace(heap, key + width)  # its entry, up to date (one more instance)
+                avoid.add(host)
+                taken.append(host)
         return taken
+
+    def _next_avoiding(self, heap: list[int], avoid: set[str]) -> str | None:
+        """The least loaded host with room not in ``avoid``, else the least loaded with room, which
+        gets one more instance (its heap entry kept up to date); None when no host has room."""
+        count, names, capacity, width = self.count, self.names, self.capacity, self.width
+        skipped: list[int] = []
+        chosen: str | None = None
+        while heap:
+            load, r = divmod(heap[0], width)
+            host = names[r]
+            now = count[host]
+            if load != now:
+                heapq.heapreplace(heap, now * width + r)
+            elif now >= capacity[r]:
+                heapq.heappop(heap)
+            elif host in avoid:
+                skipped.append(heapq.heappop(heap))
+            else:
+                chosen = host
+                count[host] = now + 1
+                heapq.heapreplace(heap, (now + 1) * width + r)
+                break
+        if chosen is None and skipped:
+            # every host with room already runs one of this component: the least loaded of those
+            load, r = divmod(skipped.pop(0), width)
+            chosen = names[r]
+            count[chosen] = load + 1
+            heapq.heappush(heap, (load + 1) * width + r)
+        for item in skipped:
+            heapq.heappush(heap, item)
+        return chosen
 
 
 @dataclass(slots=True)
@@ -293,6 +314,7 @@ def plan(
 
     # Phase 1: keep every instance that is still valid where it runs (stability first).
     count = load.count
+    capacity = {name: h.max_instances for name, h in by_name.items()}
     for want in wants:
         was = before.get(f"{want.env.name}/{want.app.name}/{want.component.name}")
         if not was:
@@ -313,8 +335,13 @@ def plan(
             continue
         # only numbered replicas ("<host>.link" link targets are recomputed below); on scale
         # down the highest ordinals go, so scaling up and down again lands where it started
-        numbered = sorted((int(was[i + 1]), was[i]) for i in range(0, len(was), 2) if was[i + 1].isdigit())
+        ordinals = was[1::2]
+        if all(map(str.isdigit, ordinals)):  # no link target among them (the usual case): all at C speed
+            numbered = sorted(zip(map(int, ordinals), was[0::2], strict=True))
+        else:
+            numbered = sorted((int(was[i + 1]), was[i]) for i in range(0, len(was), 2) if was[i + 1].isdigit())
         taken: set[str] = set()
+        placed = want.placed
         for group, n in want.groups:
             members = group.members
             kept = 0
@@ -324,11 +351,11 @@ def plan(
                 if host not in members:
                     continue
                 ordinal = str(number)
-                if ordinal in taken or count[host] >= by_name[host].max_instances:  # no room
+                if ordinal in taken or count[host] >= capacity[host]:  # no room
                     continue
                 taken.add(ordinal)
                 count[host] += 1
-                want.placed[host] = want.placed.get(host, ()) + (ordinal,)
+                placed[host] = placed.get(host, ()) + (ordinal,)
                 kept += 1
 
     # Phase 2: place what is missing, least loaded host first.
@@ -354,19 +381,22 @@ def plan(
             if full:
                 unplaced.append(Unplaced(env=env_name, app=app_name, component=comp_name, missing=full, reason="hosts are full (maxInstances)"))
             continue
-        used = {o for ords in want.placed.values() for o in ords}
+        used: set[str] | None = None  # the ordinals taken (made when one is needed: not on most replans)
         next_ordinal = 0
+        placed = want.placed
         for group, n in want.groups:
             members = group.members
-            have = sum(len(o) for h, o in want.placed.items() if h in members)
-            missing = n - have
-            avoid = {h for h, o in want.placed.items() if o}
-            placed = want.placed
-            for host in load.take(group, avoid, missing) if missing > 0 else ():
+            missing = n - (sum(len(o) for h, o in placed.items() if h in members) if placed else 0)
+            if missing <= 0:
+                continue
+            if used is None:
+                used = {o for ords in placed.values() for o in ords}
+            for host in load.take(group, {h for h, o in placed.items() if o}, missing):
                 ordinal = str(next_ordinal)
+                next_ordinal += 1
                 while ordinal in used:
-                    next_ordinal += 1
                     ordinal = str(next_ordinal)
+                    next_ordinal += 1
                 used.add(ordinal)
                 placed[host] = placed.get(host, ()) + (ordinal,)
                 missing -= 1
