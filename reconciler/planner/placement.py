@@ -267,7 +267,11 @@ def plan(
             if of_env is None:
                 of_env = serving[env.name] = [h for h in ready
                                               if env.host_selector.matches(h.labels) and h.may_serve(env.name)]
-            names = tuple(h.name for h in of_env if _matches(labels, h.labels))
+            if len(key[1]) == 1:  # one label (the usual selector): compared inline
+                ((k, v),) = key[1]
+                names = tuple(h.name for h in of_env if h.labels.get(k) == v)
+            else:
+                names = tuple(h.name for h in of_env if _matches(labels, h.labels))
             found = group_cache[key] = _Group(key=key, hosts=names, members=frozenset(names))
         return found
 
