@@ -6,7 +6,8 @@ one component differ only in their id and idle time, so every one of them, the f
 stamped (:func:`stamp`, ~1.6 µs) from the values they share (:func:`component_fields`, once per
 component). They share the value objects, as they already shared their config mapping (specs are
 frozen and nobody mutates their mappings). Generic over the fields: one added to ``InstanceSpec``
-later gets its default, or the value given. A ``__post_init__`` (which stamping would skip) fails this module's import instead.
+later gets its default, or the value given. A ``__post_init__`` (which stamping would skip) fails
+this module's import instead.
 """
 
 from __future__ import annotations

@@ -128,8 +128,8 @@ class _Load:
     """Instances per host during planning, and a least-loaded heap per host group.
 
     A heap entry is one int, ``load * width + rank`` (rank: the host's place in name order), not a
-    ``(load, name)`` tuple: the same order (least loaded, ties by name), and the ~20 comparisons of
-    each heap operation compare ints instead of tuples (a third of the first plan's placement)."""
+    ``(load, name)`` tuple: the same order (least loaded, ties by name), the same heaps, and the ~20
+    comparisons of each of the 100,000 heap operations of a first plan at 10,000 hosts compare ints."""
 
     def __init__(self, hosts: Mapping[str, HostInfo]) -> None:
         self.hosts = hosts
