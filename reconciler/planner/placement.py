@@ -260,7 +260,8 @@ def plan(
     serving: dict[str, list[HostInfo]] = {}  # env -> its Ready hosts (selector, enrollment): once per env
 
     def group_of(env: Environment, labels: Mapping[str, str]) -> _Group:
-        key = (env.name, tuple(sorted(labels.items())))
+        items = tuple(labels.items())
+        key = (env.name, items if len(items) < 2 else tuple(sorted(items)))
         found = group_cache.get(key)
         if found is None:
             of_env = serving.get(env.name)
@@ -297,8 +298,9 @@ def plan(
     splits: dict[tuple[int, ...], list[int]] = {}
     for env_name in sorted(tree.environments):
         env = tree.environments[env_name]
-        for app_name in sorted(tree.applications.get(env_name, {})):
-            app = tree.applications[env_name][app_name]
+        apps = tree.applications.get(env_name, {})
+        for app_name in sorted(apps):
+            app = apps[app_name]
             for comp in app.components:
                 placement = comp.placement
                 if isinstance(placement, Daemon):
@@ -309,7 +311,7 @@ def plan(
                     if not reqs:
                         wants.append(_Want(env, app, comp, [(group_of(env, {}), placement.replicas)], False))
                     else:
-                        shape = (placement.replicas, *(r.weight for r in reqs))  # replicas, then weights
+                        shape = (placement.replicas, *map(_weight, reqs))  # replicas, then weights
                         counts = splits.get(shape)
                         if counts is None:  # thousands of apps share a handful of shapes
                             counts = splits[shape] = split_by_weight(placement.replicas, shape[1:])
@@ -541,6 +543,7 @@ def plan(
 
 
 _by_id = attrgetter("id")
+_weight = attrgetter("weight")
 
 
 def _give_back(want: _Want, load: _Load, unplaced: list[Unplaced], *, reason: str, always: bool = False) -> None:
