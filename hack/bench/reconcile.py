@@ -6,7 +6,10 @@
 push     git push -> all 3 local `driftless host` processes report the new digest Running (goal < 1 s)
 scale    1000 applications onto 100 simulated hosts (lightweight asyncio clients of the real control
          API in this process) until all apps are Ready (goal < 10 s)
-planner  planner time for 10,000 hosts and 100,000 instances (goal <= 0.5 s; --planner-runs N)
+planner  planner time for 10,000 hosts and 100,000 instances (goal <= 0.5 s; --planner-runs N): as the
+         reconciler runs it (placing.place), plain plan(), and a reconcile's whole plan step with a
+         --signature-policy (published documents without canaries, place, decorate, the publish
+         step's comparison); --source DIR runs another checkout's planner (before/after in one run)
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import inspect
 import json
+import os
 import signal
 import statistics
 import sys
@@ -22,9 +27,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+# --source DIR: the planner (and everything else) of another checkout, e.g. `git archive main | tar -x -C DIR`
+SOURCE = Path(sys.argv[sys.argv.index("--source") + 1]).resolve() if "--source" in sys.argv[:-1] else ROOT
+sys.path.insert(0, str(SOURCE))
 
 from model.types import (  # noqa: E402
     Application,
@@ -35,7 +43,10 @@ from model.types import (  # noqa: E402
     SpreadRequirement,
 )
 from reconciler.controller.placing import place  # noqa: E402
+from reconciler.controller.signing_policy import SigningPolicy  # noqa: E402
 from reconciler.planner.placement import HostInfo, Plan, plan  # noqa: E402
+from reconciler.planner.rollout import without_canaries  # noqa: E402
+from shared import signing  # noqa: E402
 from tests.reconciler.platform import (  # noqa: E402
     GitRepo,
     Reconciler,
@@ -47,14 +58,40 @@ from tests.reconciler.platform import (  # noqa: E402
 )
 from tests.support.components import build  # noqa: E402
 from tests.support.procs import DriftlessProcess, free_port, wait_until  # noqa: E402
-from wire.control import RUNNING  # noqa: E402
+from wire.control import FEATURE_SIGNATURES, RUNNING, InstanceSpec  # noqa: E402
+
+
+def _signing_policy(tmp: Path) -> SigningPolicy:
+    """A --signature-policy requiring one key of the benchmark's environment."""
+    signing.write_key_pair(signing.generate("ecdsa-p256"), private_path=tmp / "ci.key")
+    (tmp / "policy.yaml").write_text("environments:\n  prod: {keys: [ci.pub]}\n")
+    return SigningPolicy(tmp / "policy.yaml", registry_url="http://127.0.0.1:5000", timeout=1.0)
+
+
+def _plan_step(policy: SigningPolicy, registrations: dict[str, object]) -> Callable[..., Plan]:
+    """What a reconcile computes from the published documents to the ones it publishes
+    (controller/pipeline.py ``_step_plan`` and the comparison of ``_step_publish``), with
+    ``previous`` standing for the published documents."""
+    signed = "signatures" in inspect.signature(place).parameters  # older checkouts: decorate copies each spec
+
+    def step(*, previous: dict[str, tuple[InstanceSpec, ...]], **inputs: object) -> Plan:
+        planned = {h: without_canaries(specs) for h, specs in previous.items()}
+        extra = {"signatures": policy.requirements} if signed else {}
+        placed = place(previous=planned, **inputs, **extra)  # type: ignore[arg-type]
+        placed = policy.decorate(placed, hosts=registrations, carried=True) if signed else policy.decorate(placed, hosts=registrations)
+        changed = [h for h, specs in placed.desired.items() if previous.get(h) != specs]
+        assert changed or previous, "a first plan publishes"
+        return placed
+
+    return step
 
 
 def bench_planner(*, hosts: int = 10_000, instances: int = 100_000, apps: int = 10_000,
                   runs: int = 5) -> dict[str, object]:
     """First plan and a replan with nothing changed, ``runs`` times each way: as the reconciler runs
     the planner (``reconciler.controller.placing.place``: the cyclic GC paused, as the planner itself
-    did on 2026-11-23) and plain ``plan()`` with the GC on. Wall and CPU seconds (process time):
+    did on 2026-11-23), plain ``plan()`` with the GC on, and the reconcile's whole plan step with a
+    signature policy (:func:`_plan_step`). Wall and CPU seconds (process time):
     the machine is shared, so CPU time is the steadier figure; min and median over the runs."""
     clouds = ("aws", "gcp", "azure", "edge")
     host_infos = [HostInfo(name=f"h{i:05d}", labels={"cloud": clouds[i % 4], "zone": f"z{i % 16}"},
@@ -70,7 +107,13 @@ def bench_planner(*, hosts: int = 10_000, instances: int = 100_000, apps: int = 
         applications[f"app{a:05d}"] = Application(name=f"app{a:05d}", env="prod", components=(comp,))
     tree = ManifestTree(revision="r", environments={"prod": env}, applications={"prod": applications})
     digests = {"demo/hello:1.0.0": "sha256:" + "a" * 64}
-    ways: dict[str, Callable[..., Plan]] = {"reconciler": place, "plain": plan}
+    # what decorate reads of each host (controller.hosts: name -> .registration.features): all can verify
+    registrations = {h.name: SimpleNamespace(registration=SimpleNamespace(features=frozenset({FEATURE_SIGNATURES})))
+                     for h in host_infos}
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = _signing_policy(Path(tmp))
+    ways: dict[str, Callable[..., Plan]] = {"reconciler": place, "plain": plan,
+                                            "plan_step_signed": _plan_step(policy, registrations)}
     figures: dict[str, dict[str, list[float]]] = {w: {"cold_s": [], "cold_cpu_s": [], "replan_s": [], "replan_cpu_s": []}
                                                   for w in ways}
     placed = 0
@@ -90,7 +133,8 @@ def bench_planner(*, hosts: int = 10_000, instances: int = 100_000, apps: int = 
             f["replan_cpu_s"].append(time.process_time() - c0)
             assert again.desired == first.desired, "a replan with nothing changed must not move anything"
             del first, again
-    out: dict[str, object] = {"hosts": hosts, "instances": placed, "runs": runs}
+    out: dict[str, object] = {"hosts": hosts, "instances": placed, "runs": runs, "source": str(SOURCE),
+                              "loadavg": [round(x, 2) for x in os.getloadavg()]}
     for way, f in figures.items():
         out[way] = {k: {"min": round(min(v), 3), "median": round(statistics.median(v), 3)} for k, v in f.items()}
     return out
@@ -242,6 +286,7 @@ def main() -> int:
     ap.add_argument("--apps", type=int, default=1000)
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--planner-runs", type=int, default=5)
+    ap.add_argument("--source", type=Path, default=ROOT, help="the checkout whose code runs (read at import)")
     args = ap.parse_args()
     results = {}
     if args.which in ("planner", "all"):

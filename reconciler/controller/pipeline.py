@@ -432,11 +432,11 @@ class Controller:
         def placement() -> Plan:  # pure, and ~0.5 s of CPU at 10,000 hosts: in a thread (hack/bench/control_plane.py)
             previous = {h: without_canaries(doc.instances) for h, (doc, _) in published}
             return place(tree=tree, digests=self.digests, hosts=hosts, previous=previous, registry=self.registry_host,
-                         secrets=secrets)  # the cyclic GC paused meanwhile (placing.py)
+                         secrets=secrets, signatures=self.signatures.requirements)  # the cyclic GC paused (placing.py)
 
         started = time.perf_counter()
         placed = await asyncio.to_thread(placement)
-        placed = self.signatures.decorate(placed, hosts=self.fleet.hosts)  # --signature-policy
+        placed = self.signatures.decorate(placed, hosts=self.fleet.hosts, carried=True)  # off hosts that can't verify
         self._plan_seconds = time.perf_counter() - started
         self.plans += 1
         ctx.plan = self.rollouts.plan(placed, tree)

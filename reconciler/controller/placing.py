@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from model.types import ManifestTree
 from reconciler.planner.placement import HostInfo, Plan, plan
-from wire.control import InstanceSpec
+from wire.control import InstanceSpec, SignatureRequirement
 
 _lock = threading.Lock()
 _pauses = 0
@@ -51,7 +51,9 @@ def place(
     previous: Mapping[str, Sequence[InstanceSpec]],
     registry: str,
     secrets: Mapping[str, str] | None = None,
+    signatures: Mapping[str, SignatureRequirement] | None = None,
 ) -> Plan:
     """:func:`reconciler.planner.placement.plan` with the collector paused (see the module)."""
     with gc_paused():
-        return plan(tree=tree, digests=digests, hosts=hosts, previous=previous, registry=registry, secrets=secrets)
+        return plan(tree=tree, digests=digests, hosts=hosts, previous=previous, registry=registry, secrets=secrets,
+                    signatures=signatures)
