@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.caches import DEFAULT_REMOTE_TTL, TtlCache
 from registry.errors import RegistryError
 from registry.layout import key
 from registry.manifests import INDEX_MEDIA_TYPES, parse_manifest
@@ -127,8 +128,16 @@ class ComponentRecord:
 
 
 class Registry:
-    def __init__(self, storage: Storage, *, manifest_cache_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, storage: Storage, *, manifest_cache_bytes: int = 64 * 1024 * 1024,
+                 cache_ttl: float | None = None) -> None:
         self.storage = storage
+        # what other processes may change (tags, revision and blob links) is cached for cache_ttl seconds
+        # (registry.caches): 1 s on a remote store by default, nothing on a local one
+        self.cache_ttl = cache_ttl if cache_ttl is not None else (DEFAULT_REMOTE_TTL if storage.remote else 0.0)
+        self._tag_cache: TtlCache[tuple[str, str], str] = TtlCache(ttl=self.cache_ttl)
+        self._revision_cache: TtlCache[tuple[str, str], str] = TtlCache(ttl=self.cache_ttl)  # -> media type
+        self._blob_cache: TtlCache[tuple[str, str], Stat] = TtlCache(ttl=self.cache_ttl)
+        self._tags_cache: TtlCache[str, list[str]] = TtlCache(ttl=self.cache_ttl, max_entries=10_000)
         # manifests are immutable by digest, so caching their bytes is always correct
         self._manifest_cache: OrderedDict[str, bytes] = OrderedDict()
         self._manifest_cache_budget = manifest_cache_bytes
@@ -164,11 +173,24 @@ class Registry:
     # -- blobs --------------------------------------------------------------------------------------
     def blob_stat(self, repo: str, digest: str) -> Stat:
         """Size of a blob linked into ``repo``; BLOB_UNKNOWN otherwise."""
+        cached = self._blob_cache.get((repo, digest))
+        if cached is not None:
+            return cached
+        read_at = time.monotonic()
         if self.storage.stat(key("layer-link", repo=repo, digest=digest)) is not None:
             st = self.storage.stat(key("blob", digest=digest))
             if st is not None:
+                self._blob_cache.put((repo, digest), st, stored_at=read_at)
                 return st
         raise RegistryError("BLOB_UNKNOWN", {"digest": digest})
+
+    def cached_blob_stat(self, repo: str, digest: str) -> Stat | None:
+        """:meth:`blob_stat` from memory only (None: ask the storage), for the event loop."""
+        return self._blob_cache.get((repo, digest))
+
+    def forget_blob(self, repo: str, digest: str) -> None:
+        """Drop a cached blob stat (the blob turned out to be gone: gc in another process)."""
+        self._blob_cache.pop((repo, digest))
 
     def blob_key(self, digest: str) -> str:
         return key("blob", digest=digest)
@@ -185,6 +207,7 @@ class Registry:
         """Unlink the blob from ``repo``; the content goes when GC finds nothing else uses it."""
         self.blob_stat(repo, digest)
         self.storage.delete(key("layer-link", repo=repo, digest=digest))
+        self._blob_cache.pop((repo, digest))
 
     def mount(self, repo: str, digest: str, from_repo: str | None, *,
               may_pull: Callable[[str], bool] | None = None) -> bool:
@@ -345,11 +368,23 @@ class Registry:
             digest = check_digest(reference)
         else:
             check_tag(reference, code="MANIFEST_UNKNOWN")
+            cached = self._tag_cache.get((repo, reference))
+            if cached is not None:
+                return cached
+            read_at = time.monotonic()
             try:
                 digest = self.storage.get(key("tag", repo=repo, tag=reference)).decode()
             except FileNotFoundError:
                 raise self._unknown_manifest(repo, reference) from None
+            self._tag_cache.put((repo, reference), digest, stored_at=read_at)
         return digest
+
+    def cached_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        """:meth:`get_manifest` from memory only (None: ask the storage), for the event loop."""
+        if (digest := reference if is_digest_like(reference) else self._tag_cache.get((repo, reference))) is None:
+            return None
+        media_type, body = self._revision_cache.get((repo, digest)), self._manifest_cache.get(digest)
+        return StoredManifest(digest=digest, media_type=media_type, body=body) if media_type and body else None
 
     def _unknown_manifest(self, repo: str, reference: str) -> RegistryError:
         if not self.repository_exists(repo):
@@ -358,10 +393,14 @@ class Registry:
 
     def get_manifest(self, repo: str, reference: str) -> StoredManifest:
         digest = self.resolve(repo, reference)
-        try:
-            media_type = self.storage.get(key("revision", repo=repo, digest=digest)).decode()
-        except FileNotFoundError:
-            raise self._unknown_manifest(repo, reference) from None
+        media_type = self._revision_cache.get((repo, digest))
+        if media_type is None:
+            read_at = time.monotonic()
+            try:
+                media_type = self.storage.get(key("revision", repo=repo, digest=digest)).decode()
+            except FileNotFoundError:
+                raise self._unknown_manifest(repo, reference) from None
+            self._revision_cache.put((repo, digest), media_type, stored_at=read_at)
         body = self._manifest_cache.get(digest)
         if body is None:
             try:
@@ -420,8 +459,12 @@ class Registry:
             self.storage.put(
                 key("referrer", repo=repo, subject=subject["digest"], digest=digest), json.dumps(descriptor).encode()
             )
+        self._revision_cache.put((repo, digest), media_type)
         for t in applied:
             self.storage.put(key("tag", repo=repo, tag=t), digest.encode())
+            self._tag_cache.put((repo, t), digest)
+        if applied:
+            self._tags_cache.pop(repo)
         return PutResult(digest=digest, subject=subject["digest"] if subject else None, tags=applied)
 
     def _check_references(self, repo: str, manifest: dict[str, Any]) -> None:
@@ -476,6 +519,8 @@ class Registry:
     def delete_manifest(self, repo: str, reference: str) -> None:
         if not is_digest_like(reference):
             check_tag(reference, code="MANIFEST_UNKNOWN")
+            self._tag_cache.pop((repo, reference))
+            self._tags_cache.pop(repo)
             if not self.storage.delete(key("tag", repo=repo, tag=reference)):
                 raise self._unknown_manifest(repo, reference)
             return
@@ -484,6 +529,7 @@ class Registry:
             try:
                 if self.storage.get(key("tag", repo=repo, tag=t)).decode() == stored.digest:
                     self.storage.delete(key("tag", repo=repo, tag=t))
+                    self._tag_cache.pop((repo, t))
             except FileNotFoundError:
                 pass
         try:
@@ -493,13 +539,33 @@ class Registry:
         if isinstance(subject, str) and DIGEST_RE.match(subject):
             self.storage.delete(key("referrer", repo=repo, subject=subject, digest=stored.digest))
         self.storage.delete(key("revision", repo=repo, digest=stored.digest))
+        self._revision_cache.pop((repo, stored.digest))
+        self._tags_cache.pop(repo)
         with self._cache_lock:
             evicted = self._manifest_cache.pop(stored.digest, None)
             if evicted is not None:
                 self._manifest_cache_used -= len(evicted)
 
     def tags(self, repo: str) -> list[str]:
-        return [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
+        cached = self._tags_cache.get(repo)
+        if cached is not None:
+            return cached
+        read_at = time.monotonic()
+        found = [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
+        if found:
+            self._tags_cache.put(repo, found, stored_at=read_at)
+        return found
+
+    def cached_tags(self, repo: str) -> list[str] | None:
+        """:meth:`tags` from memory only (None: ask the storage), for the event loop."""
+        return self._tags_cache.get(repo)
+
+    def tag_list(self, repo: str) -> list[str]:
+        """The tags of ``repo`` (one list call); NAME_UNKNOWN when the repository does not exist."""
+        found = self.tags(repo)
+        if not found and not self.repository_exists(repo):
+            raise RegistryError("NAME_UNKNOWN", {"name": repo})
+        return found
 
     def tag_digest(self, repo: str, tag: str) -> str | None:
         try:
