@@ -410,8 +410,11 @@ class RegistryApp:
         response.content_length = stop - start
         await response.prepare(request)
         if chunks is not None:
-            async for chunk in chunks:
-                await response.write(chunk)
+            try:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]  # (an async generator) frees the S3 connection
         elif request.method != "HEAD":
             loop = asyncio.get_running_loop()
             # no local file (memory, S3): reads may wait on the network, so they run off the loop

@@ -88,6 +88,7 @@ async def start(options: ServerOptions, *, storage: Storage | None = None, reuse
     scheme = "https" if ctx else "http"
     host = f"[{options.host}]" if ":" in options.host else options.host
     url = f"{scheme}://{host}:{port}"
+    _STORAGES[runner] = app.registry.storage
     if options.storage is not None and replica_record:  # shared storage: who serves it, read-only or not (gc)
         replica = Replica(app.registry.storage, read_only=options.read_only, url=url)
         await asyncio.get_running_loop().run_in_executor(None, replica.beat)
@@ -96,6 +97,7 @@ async def start(options: ServerOptions, *, storage: Storage | None = None, reuse
 
 
 _REPLICAS: dict[web.BaseRunner, tuple[Replica, asyncio.Task[None]]] = {}
+_STORAGES: dict[web.BaseRunner, Storage] = {}
 
 
 async def _heartbeat(replica: Replica) -> None:
@@ -109,6 +111,10 @@ async def _heartbeat(replica: Replica) -> None:
 
 
 async def _forget_replica(runner: web.BaseRunner) -> None:
+    storage = _STORAGES.pop(runner, None)
+    aclose = getattr(storage, "aclose", None)  # the S3 driver's HTTP sessions on this loop
+    if aclose is not None:
+        await aclose()
     entry = _REPLICAS.pop(runner, None)
     if entry is not None:
         entry[1].cancel()

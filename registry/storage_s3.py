@@ -58,6 +58,7 @@ from urllib.parse import urlparse
 from registry.storage import Stat
 from registry.storage_s3_reads import ObstoreReads, RangedReader, S3Unavailable
 from registry.storage_s3_reads import available as obstore_available
+from registry.storage_s3_stream import PresignedStreams
 
 PART_SIZE = 8 << 20  # multipart part size (S3 needs >= 5 MiB for all parts but the last)
 MIN_PART = 5 << 20
@@ -164,6 +165,7 @@ class S3Storage:
         self.reads = (ObstoreReads(bucket, endpoint=endpoint or (self.client.meta.endpoint_url if client else None),
                                    region=self.client.meta.region_name, boto_client=self.client)
                       if fast_reads and obstore_available() else None)
+        self.streams = PresignedStreams(bucket, boto_client=self.client) if fast_reads else None  # blob GETs
 
     @classmethod
     def from_url(cls, url: str, *, endpoint: str | None = None, client: Any = None) -> S3Storage:
@@ -271,10 +273,10 @@ class S3Storage:
 
     async def open_stream(self, key: str, start: int, stop: int) -> AsyncIterator[bytes] | None:
         """Bytes ``start``..``stop`` of a plain object as an async stream, once S3 answered (FileNotFoundError
-        when absent); None when the value is segmented or obstore is off (then use :meth:`reader`)."""
-        if self.reads is None:
+        when absent); None when the value is segmented or fast reads are off (then use :meth:`reader`)."""
+        if self.streams is None:
             return None
-        return await self.reads.open_stream(self._k(key), start, stop, unless_meta=SEGMENTED_META)
+        return await self.streams.open(self._k(key), start, stop, unless_meta=SEGMENTED_META)
 
     def _list_all(self, full_prefix: str, *, delimiter: str | None = None) -> tuple[_Objects, _Names]:
         objects: _Objects = []
@@ -322,6 +324,11 @@ class S3Storage:
             for d in sorted(dirs, key=lambda d: -d.count("/")):
                 self.client.delete_object(Bucket=self.bucket, Key=d)
         return bool(doomed)
+
+    async def aclose(self) -> None:
+        """Close the blob streams' HTTP sessions (the server calls it when it stops)."""
+        if self.streams is not None:
+            await self.streams.close()
 
     def clean_temp(self, *, older_than: float = 0.0) -> int:
         """Abort multipart uploads under the prefix started more than ``older_than`` seconds ago (a
