@@ -20,11 +20,11 @@ from typing import Any
 
 from registry.caches import TtlCache
 from registry.storage_s3_reads import S3Unavailable
+from shared.retry import Backoff
 
 PRESIGN_SECONDS = 900
 PRESIGN_REUSE = 600.0  # seconds a presigned URL is reused (it stays valid PRESIGN_SECONDS)
 RETRIES = 5
-FIRST_BACKOFF = 0.05
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0  # without a byte from S3
 CHUNK = 1 << 20  # at most this much per write to the client
@@ -72,7 +72,7 @@ class PresignedStreams:
         if start >= stop:
             return _nothing()
         headers = {"Range": f"bytes={start}-{stop - 1}"}
-        delay = FIRST_BACKOFF
+        backoff = Backoff(first=0.05, cap=2.0)
         for attempt in range(RETRIES + 1):
             try:
                 response = await self._session().get(self._url(full_key), headers=headers)
@@ -95,8 +95,7 @@ class PresignedStreams:
                     raise OSError(f"S3 answered {response.status} to a GET of {full_key}")
                 failure = f"status {response.status}"
             if attempt < RETRIES:
-                await asyncio.sleep(delay)
-                delay *= 2
+                await backoff.wait()
         raise S3Unavailable(f"S3 GET of {full_key} failed after {RETRIES + 1} attempts: {failure}")
 
     async def close(self) -> None:
