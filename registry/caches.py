@@ -9,8 +9,8 @@ on the filesystem, where a lookup costs microseconds):
   its own pushes and deletes;
 - what *another* process (a worker of the same server, another replica, ``registry gc``) changes is
   seen here at most ``ttl`` seconds later: a moved tag may still answer the old digest, a deleted
-  manifest or blob link may still be served, for up to ``ttl``. Misses are never cached, so
-  something new is visible everywhere at once.
+  manifest or blob link may still be served, a cached tag listing may lack a new tag, for up to
+  ``ttl``. Misses are never cached, so a new tag or manifest is found everywhere at once.
 
 Content addressed by digest never changes, so the manifest bytes cache (in
 :class:`~registry.store.Registry`) has no TTL; it is only reached after a TTL-bounded check that the

@@ -258,3 +258,25 @@ def test_another_process_change_is_seen_within_the_ttl_and_own_writes_at_once(cl
     clock.now += 1.1
     with pytest.raises(RegistryError):
         there.blob_stat("app", config)
+
+
+def test_a_blob_gc_removed_while_its_stat_is_cached_answers_404(s3: S3Service, tmp_path: Path) -> None:
+    """The stat is cached (--cache-ttl), the bytes are not: the stream is opened before the answer
+    starts, so a blob deleted behind the server's back (gc in another process) is a clean 404."""
+    url = s3.url()
+    proc, port = start_s3_registry(s3, url, tmp_path, "--workers", "1", "--cache-ttl", "60")
+    try:
+        data = os.urandom(1000)
+        digest = sha256(data)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            assert c.post("/v2/gc/app/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+            assert c.get(f"/v2/gc/app/blobs/{digest}").content == data  # its stat is cached now
+            bucket, prefix = url[len("s3://"):].split("/", 1)
+            s3.client().delete_object(Bucket=bucket, Key=f"{prefix}/blobs/sha256/{digest[7:9]}/{digest[7:]}")
+            assert c.head(f"/v2/gc/app/blobs/{digest}").status_code == 200  # within the TTL: from the cache
+            gone = c.get(f"/v2/gc/app/blobs/{digest}")
+            assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "BLOB_UNKNOWN", gone.text
+            assert c.head(f"/v2/gc/app/blobs/{digest}").status_code == 404  # and the stat was forgotten
+    finally:
+        proc.stop()
+    assert "Traceback" not in proc.log()
