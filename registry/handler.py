@@ -24,6 +24,7 @@ from registry.errors import RegistryError
 from registry.manifests import OCI_INDEX
 from registry.metrics import Metrics
 from registry.options import ServerOptions
+from registry.storage_s3 import SEGMENTED_META
 from registry.storage_s3 import unavailable as storage_unavailable
 from registry.store import (
     MAX_MANIFEST_BYTES,
@@ -41,6 +42,8 @@ from registry.transfer import (
     stream_body,
     threaded_sendfile,
 )
+from registry.transfer_splice import presigned, splice_from_s3
+from registry.transfer_splice import usable as splice_usable
 from shared.errors import UsageError
 
 T = TypeVar("T")
@@ -400,8 +403,14 @@ class RegistryApp:
             status = 206
         chunks = None
         if request.method != "HEAD":
-            open_stream = getattr(self.registry.storage, "open_stream", None)  # S3 on obstore: async, no threads
+            url = presigned(self.registry.storage, storage_key)  # S3: big blobs go kernel to kernel
+            open_stream = getattr(self.registry.storage, "open_stream", None)  # else S3 streams on the loop
             try:
+                if url is not None and splice_usable(request, url, stop - start):
+                    spliced = await splice_from_s3(request, url=url, start=start, stop=stop, status=status,
+                                                   headers=headers, unless_header=SEGMENTED_META)
+                    if spliced is not None:
+                        return spliced
                 chunks = await open_stream(storage_key, start, stop) if open_stream is not None else None
             except FileNotFoundError:  # gone since its stat was cached (gc in another process)
                 self.registry.forget_blob(name, digest)

@@ -126,12 +126,8 @@ async def _forget_replica(runner: web.BaseRunner) -> None:
 
 def serve(options: ServerOptions, *, on_ready: Any = None, reuse_port: bool = False,
           replica_record: bool = True) -> int:
-    """Serve until SIGINT/SIGTERM (blocking); with ``options.workers`` > 1, from that many processes
-    (registry.workers). Returns the exit status."""
-    if options.workers > 1:
-        from registry.workers import serve_workers
-
-        return serve_workers(options, on_ready=on_ready)
+    """Serve until SIGINT/SIGTERM (blocking) from this process (``registry.workers`` runs several);
+    returns the exit status."""
 
     async def main() -> None:
         runner, url = await start(options, reuse_port=reuse_port, replica_record=replica_record)

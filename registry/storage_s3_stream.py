@@ -39,7 +39,8 @@ class PresignedStreams:
         self._urls: TtlCache[str, str] = TtlCache(ttl=PRESIGN_REUSE, max_entries=10_000)
         self._sessions: dict[asyncio.AbstractEventLoop, Any] = {}
 
-    def _url(self, full_key: str) -> str:
+    def url(self, full_key: str) -> str:
+        """A presigned GET URL of the object (made without a round trip, reused for PRESIGN_REUSE)."""
         url = self._urls.get(full_key)
         if url is None:
             url = self._client.generate_presigned_url(
@@ -75,7 +76,7 @@ class PresignedStreams:
         backoff = Backoff(first=0.05, cap=2.0)
         for attempt in range(RETRIES + 1):
             try:
-                response = await self._session().get(self._url(full_key), headers=headers)
+                response = await self._session().get(self.url(full_key), headers=headers)
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 failure: str = f"{type(exc).__name__}: {exc}"
             else:

@@ -26,57 +26,23 @@ from registry.errors import RegistryError
 from registry.layout import key
 from registry.manifests import INDEX_MEDIA_TYPES, parse_manifest
 from registry.storage import Stat, Storage, Writer
-from shared.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
+from registry.validation import (  # noqa: F401 - also imported from here by the handler, gc and tests
+    HASHERS,
+    MAX_NAME_LENGTH,
+    check_digest,
+    check_name,
+    check_tag,
+    digest_of,
+    is_digest_like,
+    new_hasher,
+)
+from shared.reference import DIGEST_RE, TAG_RE
 from shared.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm, inspect_wasm_file
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TAG_PARAMETERS = 100  # ?tag= parameters of one manifest push
-MAX_NAME_LENGTH = 255
 # 32 hex random, 8 hex start time, 24 hex HMAC over both and the repository
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-HASHERS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
-
-
-# --- validation ------------------------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not REPOSITORY_RE.match(name):
-        raise RegistryError(
-            "NAME_INVALID",
-            f"repository name {name[:300]!r} is invalid: use lowercase path components of letters and digits "
-            f"separated by '.', '_', '__' or '-', joined by '/', at most {MAX_NAME_LENGTH} characters",
-        )
-    return name
-
-
-def check_digest(text: str) -> str:
-    if not DIGEST_RE.match(text):
-        raise RegistryError(
-            "DIGEST_INVALID",
-            f"digest {text[:200]!r} is invalid: use sha256:<64 lowercase hex> or sha512:<128 lowercase hex>",
-        )
-    return text
-
-
-def is_digest_like(reference: str) -> bool:
-    return ":" in reference
-
-
-def check_tag(tag: str, *, code: str = "MANIFEST_INVALID") -> str:
-    if not TAG_RE.match(tag):
-        raise RegistryError(
-            code, f"tag {tag[:200]!r} is invalid: use letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"
-        )
-    return tag
-
-
-def new_hasher(digest: str) -> Any:
-    return HASHERS[digest.split(":", 1)[0]]()
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{HASHERS[algorithm](data).hexdigest()}"
 
 
 # --- public types ----------------------------------------------------------------------------------
@@ -146,6 +112,7 @@ class Registry:
         # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
         self._upload_hashers: dict[str, tuple[int, Any]] = {}
         self._secret: bytes | None = None
+        self._secret_lock = threading.Lock()
 
     # -- repositories -------------------------------------------------------------------------------
     def repository_exists(self, repo: str) -> bool:
@@ -250,14 +217,19 @@ class Registry:
         """True once the key that signs upload ids is in memory (start_upload then touches no disk)."""
         return self._secret is not None
 
+    def upload_secret(self) -> bytes:
+        """The key that signs upload ids, created in the storage if it has none yet."""
+        return self._upload_secret()
+
     def _upload_secret(self) -> bytes:
-        if self._secret is None:
-            try:
-                self._secret = self.storage.get(key("upload-secret"))
-            except FileNotFoundError:
-                self.storage.put(key("upload-secret"), secrets.token_bytes(32))
-                self._secret = self.storage.get(key("upload-secret"))  # another process may have won the race
-        return self._secret
+        with self._secret_lock:  # one creator per process (another process may still race: see _signed())
+            if self._secret is None:
+                try:
+                    self._secret = self.storage.get(key("upload-secret"))
+                except FileNotFoundError:
+                    self.storage.put(key("upload-secret"), secrets.token_bytes(32))
+                    self._secret = self.storage.get(key("upload-secret"))  # another process may have won
+            return self._secret
 
     def _sign(self, repo: str, nonce_and_time: str) -> str:
         mac = hmac.new(self._upload_secret(), f"{repo}\n{nonce_and_time}".encode(), hashlib.sha256)
@@ -276,8 +248,16 @@ class Registry:
             json.dumps({"repository": state.repository, "size": state.size, "started": state.started}).encode(),
         )
 
+    def _signed(self, repo: str, upload_id: str) -> bool:
+        if not UPLOAD_ID_RE.match(upload_id):
+            return False
+        if hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40])):
+            return True
+        held, self._secret = self._secret, None  # two processes created the key at once: the stored one won
+        return self._upload_secret() != held and hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40]))
+
     def upload(self, repo: str, upload_id: str) -> UploadState:
-        if UPLOAD_ID_RE.match(upload_id) and hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40])):
+        if self._signed(repo, upload_id):
             if self.storage.stat(key("upload-closed", upload=upload_id)) is None:
                 try:
                     data = json.loads(self.storage.get(key("upload-state", upload=upload_id)))

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from registry.options import ServerOptions
+from registry.server import serve
 
 log = logging.getLogger("driftless.registry")
 
@@ -76,6 +77,7 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 def serve_workers(options: ServerOptions, *, on_ready: Callable[[str], None] | None = None) -> int:
     """Run ``options.workers`` workers on one port until SIGTERM/SIGINT; the exit status (0: stopped)."""
+    _create_upload_secret(options)
     reserved = _reserve(options.host, options.port)
     port = reserved.getsockname()[1]
     worker_options = replace(options, port=port, workers=1)
@@ -150,6 +152,16 @@ def serve_workers(options: ServerOptions, *, on_ready: Callable[[str], None] | N
             signal.signal(sig, handler)
 
 
+def _create_upload_secret(options: ServerOptions) -> None:
+    """Before the workers start: on a fresh store they would otherwise each create the key that signs
+    upload ids at once, and hold different ones for a moment."""
+    from registry.server import open_storage
+    from registry.storage import FilesystemStorage
+    from registry.store import Registry
+
+    Registry(open_storage(options) or FilesystemStorage(options.root)).upload_secret()
+
+
 def _spawn(index: int, options: ServerOptions) -> _Worker:
     read_fd, write_fd = os.pipe()
     env = {**os.environ, READY_FD_ENV: str(write_fd),
@@ -187,8 +199,6 @@ def worker_main(index: int) -> None:
     def ready(url: str) -> None:
         os.write(ready_fd, f"ready {url}\n".encode())
         os.close(ready_fd)
-
-    from registry.server import serve
 
     serve(options, on_ready=ready, reuse_port=True, replica_record=index == 0)
 

@@ -166,6 +166,9 @@ def test_clients_hanging_up_during_blob_gets_are_not_errors(s3: S3Service, tmp_p
                 for t in threads:
                     t.join(60)
             assert c.get(f"/v2/gone/app/blobs/{digest}").content == data  # and it serves on
+            ranged = c.get(f"/v2/gone/app/blobs/{digest}", headers={"Range": "bytes=1000000-6999999"})
+            assert ranged.status_code == 206 and ranged.content == data[1_000_000:7_000_000]
+            assert ranged.headers["Content-Range"] == f"bytes 1000000-6999999/{len(data)}"
             time.sleep(0.5)  # let the server finish with the hung-up requests before reading its log
     finally:
         proc.stop()
