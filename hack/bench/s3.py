@@ -250,7 +250,6 @@ def main() -> int:
                 for sock in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):
                     if any(sock.name.endswith(f"-{port}.sock") for port in weed_ports):
                         sock.unlink(missing_ok=True)
-    load_end = os.getloadavg()[0]
     width = max(len(label) for label in figures)
     table = [f"| {'measure'.ljust(width)} |       ours | distribution | ours / distribution | CPU ms/req ours | distribution |",
              f"|{'-' * (width + 2)}|------------|--------------|---------------------|-----------------|--------------|"]
@@ -266,8 +265,8 @@ def main() -> int:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         text = (f"\n### {stamp} — `python hack/bench/s3.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`\n\n"
                 + (f"- {args.note}\n" if args.note else "")
-                + f"- machine: {bench.machine()}; load average {load_start:.1f} at the start, {load_end:.1f} at the end\n"
-                f"- S3: {version.splitlines()[0] if version else 'SeaweedFS'} (`weed server -s3`, one process) on "
+                + f"- machine: {bench.machine()}; load average {load_start:.1f} at the start\n"
+                f"- S3: SeaweedFS {version.split()[2] if len(version.split()) > 2 else ''} (`weed server -s3`, one process) on "
                 f"loopback; ours: `driftless registry serve --storage s3://{BUCKET}/ours {args.ours_args}`; "
                 f"distribution {dist_version} (`docker-registry serve`, s3 driver on the same bucket under "
                 "/distribution, `cache: blobdescriptor: inmemory`, `redirect: disable: true`)\n"
