@@ -153,11 +153,11 @@ def _serve(args: argparse.Namespace) -> int:
         s3_endpoint=args.s3_endpoint,
         cache_ttl=args.cache_ttl,
     )
-    from registry.workers import default_workers
+    from registry.workers import default_workers, serve_workers
 
     options = replace(options, workers=args.workers or default_workers(options))
     try:
-        return serve(options, on_ready=lambda url: print(
+        return (serve_workers if options.workers > 1 else serve)(options, on_ready=lambda url: print(
             f"registry serving {url} (storage {args.storage or args.root}"
             + (f", {options.workers} workers)" if options.workers > 1 else ")"), flush=True))
     except OSError as exc:
