@@ -97,6 +97,8 @@ def serve_workers(options: ServerOptions, *, on_ready: Callable[[str], None] | N
             workers[i] = _spawn(i, worker_options)
         while not stopping:
             readable, _, _ = select.select([w.ready_fd for w in workers.values() if not w.ready], [], [], 0.2)
+            if stopping:  # (a Ctrl-C or a group kill reaches the workers too: their exits are no crash)
+                break
             for w in list(workers.values()):
                 if not w.ready and w.ready_fd in readable:  # (a ready worker's closed fd number may be reused)
                     line = os.read(w.ready_fd, 4096).decode()
