@@ -16,6 +16,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+# wrk: the benchmarks' HTTP load (hack/bench/registry.py, s3.py): a C client, so the load costs the servers little
+command -v wrk >/dev/null || need_apt+=(wrk)
 # postgresql: the reconciler's replicated state store (tests start private clusters on loopback);
 # age: encrypts secret values kept in Git (the reconciler decrypts with pyrage)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)

@@ -24,6 +24,7 @@ from registry.errors import RegistryError
 from registry.manifests import OCI_INDEX
 from registry.metrics import Metrics
 from registry.options import ServerOptions
+from registry.storage_s3 import SEGMENTED_META
 from registry.storage_s3 import unavailable as storage_unavailable
 from registry.store import (
     MAX_MANIFEST_BYTES,
@@ -41,6 +42,8 @@ from registry.transfer import (
     stream_body,
     threaded_sendfile,
 )
+from registry.transfer_splice import presigned, splice_from_s3
+from registry.transfer_splice import usable as splice_usable
 from shared.errors import UsageError
 
 T = TypeVar("T")
@@ -54,6 +57,7 @@ ROUTE = re.compile(
 )
 COMPONENTS_PREFIX = "/v2/_driftless/components/"
 BASE_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+CLIENT_GONE = 499  # the metrics' status of a request whose client hung up (nginx's "client closed request")
 RETRY_AFTER = "5"  # seconds, on a 503 when the storage (S3) is down or throttling
 
 
@@ -139,8 +143,15 @@ class RegistryApp:
         except RegistryError as exc:
             route = _route_of(request.path)
             response = _error(exc)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             raise
+        except ConnectionError as exc:
+            route = _route_of(request.path)
+            if request.transport is not None and not request.transport.is_closing():
+                response = self._unexpected(request, exc)  # not the client's connection: some other one
+            else:  # the client hung up (mid-body or mid-download): not our error
+                log.debug("client went away during %s %s: %s", request.method, request.path, exc)
+                response = web.Response(status=CLIENT_GONE)  # never sent: aiohttp stops at the closed transport
         except Exception as exc:
             route = _route_of(request.path)
             response = self._unexpected(request, exc)
@@ -291,7 +302,9 @@ class RegistryApp:
         return fn(*args)
 
     async def _get_manifest(self, name: str, reference: str) -> web.Response:
-        stored = await self._storage_call(self.registry.get_manifest, name, reference)
+        stored = self.registry.cached_manifest(name, reference)  # memory only: no thread hop when cached
+        if stored is None:
+            stored = await self._storage_call(self.registry.get_manifest, name, reference)
         return web.Response(
             body=stored.body,
             headers={**BASE_HEADERS, "Content-Type": stored.media_type, "Docker-Content-Digest": stored.digest},
@@ -321,12 +334,10 @@ class RegistryApp:
         return response
 
     async def _tags(self, request: web.BaseRequest, name: str) -> web.Response:
-        def listing() -> list[str]:
-            if not self.registry.repository_exists(name):
-                raise RegistryError("NAME_UNKNOWN", {"name": name})
-            return self.registry.tags(name)
-
-        tags, more = _page(await asyncio.get_running_loop().run_in_executor(None, listing), request.query)
+        listed = self.registry.cached_tags(name)
+        if listed is None:
+            listed = await self._storage_call(self.registry.tag_list, name)
+        tags, more = _page(listed, request.query)
         headers = {}
         if more is not None and tags:
             headers["Link"] = f'</v2/{name}/tags/list?n={more}&last={tags[-1]}>; rel="next"'
@@ -363,7 +374,9 @@ class RegistryApp:
 
     # -- blobs --------------------------------------------------------------------------------------
     async def _get_blob(self, request: web.BaseRequest, name: str, digest: str) -> web.StreamResponse:
-        st = await self._storage_call(self.registry.blob_stat, name, digest)
+        st = self.registry.cached_blob_stat(name, digest)
+        if st is None:
+            st = await self._storage_call(self.registry.blob_stat, name, digest)
         headers = {**BASE_HEADERS, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                    "ETag": f'"{digest}"'}
         storage_key = self.registry.blob_key(digest)
@@ -388,10 +401,30 @@ class RegistryApp:
                 return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{st.size}"})
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{st.size}"
             status = 206
+        chunks = None
+        if request.method != "HEAD":
+            url = presigned(self.registry.storage, storage_key)  # S3: big blobs go kernel to kernel
+            open_stream = getattr(self.registry.storage, "open_stream", None)  # else S3 streams on the loop
+            try:
+                if url is not None and splice_usable(request, url, stop - start):
+                    spliced = await splice_from_s3(request, url=url, start=start, stop=stop, status=status,
+                                                   headers=headers, unless_header=SEGMENTED_META)
+                    if spliced is not None:
+                        return spliced
+                chunks = await open_stream(storage_key, start, stop) if open_stream is not None else None
+            except FileNotFoundError:  # gone since its stat was cached (gc in another process)
+                self.registry.forget_blob(name, digest)
+                raise RegistryError("BLOB_UNKNOWN", {"digest": digest}) from None
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = stop - start
         await response.prepare(request)
-        if request.method != "HEAD":
+        if chunks is not None:
+            try:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]  # (an async generator) frees the S3 connection
+        elif request.method != "HEAD":
             loop = asyncio.get_running_loop()
             # no local file (memory, S3): reads may wait on the network, so they run off the loop
             with await loop.run_in_executor(None, self.registry.storage.reader, storage_key) as f:

@@ -10,7 +10,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -68,6 +75,9 @@ class Metrics:
                                 registry=self.registry)
         self.bytes_out = Counter("driftless_registry_sent_bytes", "Response body bytes sent.", registry=self.registry)
         self.registry.register(_StorageCollector(blobs_dir=blobs_dir))
+        # with --workers each process counts what it served: say which one answered this scrape
+        Gauge("driftless_registry_process", "The serving process (worker) that answered this scrape.", ("pid",),
+              registry=self.registry).labels(pid=str(os.getpid())).set(1)
 
     def observe(self, *, route: str, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """One answered request."""

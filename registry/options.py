@@ -21,3 +21,5 @@ class ServerOptions:
     auth_cache_seconds: float = 60.0  # how long a successful password check is remembered
     storage: str | None = None  # s3://bucket/prefix: an S3 bucket instead of the filesystem under root
     s3_endpoint: str | None = None  # with storage: the S3 API's URL (MinIO, SeaweedFS); None: AWS
+    cache_ttl: float | None = None  # seconds other processes' changes may go unseen (registry.caches); None: default
+    workers: int = 1  # serving processes on the port (registry.workers); 0: one per CPU

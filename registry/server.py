@@ -35,10 +35,10 @@ __all__ = ["RunningRegistry", "ServerOptions", "make_handler", "serve", "serve_i
 log = logging.getLogger("driftless.registry")
 
 
-def build_registry(root: Path) -> tuple[Registry, FilesystemStorage]:
+def build_registry(root: Path, *, cache_ttl: float | None = None) -> tuple[Registry, FilesystemStorage]:
     storage = FilesystemStorage(root)
     storage.clean_temp(older_than=3600)
-    return Registry(storage), storage
+    return Registry(storage, cache_ttl=cache_ttl), storage
 
 
 def open_storage(options: ServerOptions) -> Storage | None:
@@ -54,10 +54,10 @@ def make_handler(options: ServerOptions, *, storage: Storage | None = None) -> R
     if storage is None:
         storage = open_storage(options)
     if storage is None:
-        registry, fs = build_registry(options.root)
+        registry, fs = build_registry(options.root, cache_ttl=options.cache_ttl)
         blobs_dir: Path | None = fs.root / "blobs"
     else:
-        registry, blobs_dir = Registry(storage), None
+        registry, blobs_dir = Registry(storage, cache_ttl=options.cache_ttl), None
     return RegistryApp(registry, options, metrics=Metrics(blobs_dir=blobs_dir))
 
 
@@ -69,23 +69,27 @@ def _ssl_context(options: ServerOptions) -> ssl.SSLContext | None:
     return ctx
 
 
-async def start(options: ServerOptions, *, storage: Storage | None = None) -> tuple[web.BaseRunner, str]:
+async def start(options: ServerOptions, *, storage: Storage | None = None, reuse_port: bool = False,
+                replica_record: bool = True) -> tuple[web.BaseRunner, str]:
     """Start serving on the running loop; returns the runner (``await runner.cleanup()`` stops) and the URL.
 
-    ``storage`` replaces the filesystem driver under ``options.root`` (e.g. ``MemoryStorage()``)."""
+    ``storage`` replaces the filesystem driver under ``options.root`` (e.g. ``MemoryStorage()``);
+    ``reuse_port`` listens with SO_REUSEPORT (a worker of registry.workers); ``replica_record`` keeps
+    this server's record in a shared store (one worker per server does)."""
     app = make_handler(options, storage=storage)
     server = web.Server(app.handle, access_log=None, handler_cancellation=True)
     runner = web.ServerRunner(server, access_log=None)
     await runner.setup()
     ctx = _ssl_context(options)
-    site = web.TCPSite(runner, options.host, options.port, ssl_context=ctx, backlog=1024)
+    site = web.TCPSite(runner, options.host, options.port, ssl_context=ctx, backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else options.port
     scheme = "https" if ctx else "http"
     host = f"[{options.host}]" if ":" in options.host else options.host
     url = f"{scheme}://{host}:{port}"
-    if options.storage is not None:  # shared storage: say who serves it, and whether read-only (for gc)
+    _STORAGES[runner] = app.registry.storage
+    if options.storage is not None and replica_record:  # shared storage: who serves it, read-only or not (gc)
         replica = Replica(app.registry.storage, read_only=options.read_only, url=url)
         await asyncio.get_running_loop().run_in_executor(None, replica.beat)
         _REPLICAS[runner] = (replica, asyncio.create_task(_heartbeat(replica)))
@@ -93,6 +97,7 @@ async def start(options: ServerOptions, *, storage: Storage | None = None) -> tu
 
 
 _REPLICAS: dict[web.BaseRunner, tuple[Replica, asyncio.Task[None]]] = {}
+_STORAGES: dict[web.BaseRunner, Storage] = {}
 
 
 async def _heartbeat(replica: Replica) -> None:
@@ -106,6 +111,10 @@ async def _heartbeat(replica: Replica) -> None:
 
 
 async def _forget_replica(runner: web.BaseRunner) -> None:
+    storage = _STORAGES.pop(runner, None)
+    aclose = getattr(storage, "aclose", None)  # the S3 driver's HTTP sessions on this loop
+    if aclose is not None:
+        await aclose()
     entry = _REPLICAS.pop(runner, None)
     if entry is not None:
         entry[1].cancel()
@@ -115,11 +124,13 @@ async def _forget_replica(runner: web.BaseRunner) -> None:
             log.warning("could not remove this replica's record: %s", exc)
 
 
-def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM (blocking)."""
+def serve(options: ServerOptions, *, on_ready: Any = None, reuse_port: bool = False,
+          replica_record: bool = True) -> int:
+    """Serve until SIGINT/SIGTERM (blocking) from this process (``registry.workers`` runs several);
+    returns the exit status."""
 
     async def main() -> None:
-        runner, url = await start(options)
+        runner, url = await start(options, reuse_port=reuse_port, replica_record=replica_record)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,6 +144,7 @@ def serve(options: ServerOptions, *, on_ready: Any = None) -> None:
         await _forget_replica(runner)
 
     asyncio.run(main())
+    return 0
 
 
 @dataclass

@@ -21,61 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.caches import DEFAULT_REMOTE_TTL, TtlCache
 from registry.errors import RegistryError
 from registry.layout import key
 from registry.manifests import INDEX_MEDIA_TYPES, parse_manifest
 from registry.storage import Stat, Storage, Writer
-from shared.reference import DIGEST_RE, REPOSITORY_RE, TAG_RE
+from registry.validation import (  # noqa: F401 - also imported from here by the handler, gc and tests
+    HASHERS,
+    MAX_NAME_LENGTH,
+    check_digest,
+    check_name,
+    check_tag,
+    digest_of,
+    is_digest_like,
+    new_hasher,
+)
+from shared.reference import DIGEST_RE, TAG_RE
 from shared.wasm import WASM_LAYER_MEDIA_TYPES, InvalidWasm, WasmInfo, inspect_wasm, inspect_wasm_file
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TAG_PARAMETERS = 100  # ?tag= parameters of one manifest push
-MAX_NAME_LENGTH = 255
 # 32 hex random, 8 hex start time, 24 hex HMAC over both and the repository
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-HASHERS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
-
-
-# --- validation ------------------------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not REPOSITORY_RE.match(name):
-        raise RegistryError(
-            "NAME_INVALID",
-            f"repository name {name[:300]!r} is invalid: use lowercase path components of letters and digits "
-            f"separated by '.', '_', '__' or '-', joined by '/', at most {MAX_NAME_LENGTH} characters",
-        )
-    return name
-
-
-def check_digest(text: str) -> str:
-    if not DIGEST_RE.match(text):
-        raise RegistryError(
-            "DIGEST_INVALID",
-            f"digest {text[:200]!r} is invalid: use sha256:<64 lowercase hex> or sha512:<128 lowercase hex>",
-        )
-    return text
-
-
-def is_digest_like(reference: str) -> bool:
-    return ":" in reference
-
-
-def check_tag(tag: str, *, code: str = "MANIFEST_INVALID") -> str:
-    if not TAG_RE.match(tag):
-        raise RegistryError(
-            code, f"tag {tag[:200]!r} is invalid: use letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"
-        )
-    return tag
-
-
-def new_hasher(digest: str) -> Any:
-    return HASHERS[digest.split(":", 1)[0]]()
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{HASHERS[algorithm](data).hexdigest()}"
 
 
 # --- public types ----------------------------------------------------------------------------------
@@ -127,8 +94,16 @@ class ComponentRecord:
 
 
 class Registry:
-    def __init__(self, storage: Storage, *, manifest_cache_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, storage: Storage, *, manifest_cache_bytes: int = 64 * 1024 * 1024,
+                 cache_ttl: float | None = None) -> None:
         self.storage = storage
+        # what other processes may change (tags, revision and blob links) is cached for cache_ttl seconds
+        # (registry.caches): 1 s on a remote store by default, nothing on a local one
+        self.cache_ttl = cache_ttl if cache_ttl is not None else (DEFAULT_REMOTE_TTL if storage.remote else 0.0)
+        self._tag_cache: TtlCache[tuple[str, str], str] = TtlCache(ttl=self.cache_ttl)
+        self._revision_cache: TtlCache[tuple[str, str], str] = TtlCache(ttl=self.cache_ttl)  # -> media type
+        self._blob_cache: TtlCache[tuple[str, str], Stat] = TtlCache(ttl=self.cache_ttl)
+        self._tags_cache: TtlCache[str, list[str]] = TtlCache(ttl=self.cache_ttl, max_entries=10_000)
         # manifests are immutable by digest, so caching their bytes is always correct
         self._manifest_cache: OrderedDict[str, bytes] = OrderedDict()
         self._manifest_cache_budget = manifest_cache_bytes
@@ -137,6 +112,7 @@ class Registry:
         # running sha256 of upload sessions in this process: id -> (size hashed, hasher)
         self._upload_hashers: dict[str, tuple[int, Any]] = {}
         self._secret: bytes | None = None
+        self._secret_lock = threading.Lock()
 
     # -- repositories -------------------------------------------------------------------------------
     def repository_exists(self, repo: str) -> bool:
@@ -164,11 +140,24 @@ class Registry:
     # -- blobs --------------------------------------------------------------------------------------
     def blob_stat(self, repo: str, digest: str) -> Stat:
         """Size of a blob linked into ``repo``; BLOB_UNKNOWN otherwise."""
+        cached = self._blob_cache.get((repo, digest))
+        if cached is not None:
+            return cached
+        read_at = time.monotonic()
         if self.storage.stat(key("layer-link", repo=repo, digest=digest)) is not None:
             st = self.storage.stat(key("blob", digest=digest))
             if st is not None:
+                self._blob_cache.put((repo, digest), st, stored_at=read_at)
                 return st
         raise RegistryError("BLOB_UNKNOWN", {"digest": digest})
+
+    def cached_blob_stat(self, repo: str, digest: str) -> Stat | None:
+        """:meth:`blob_stat` from memory only (None: ask the storage), for the event loop."""
+        return self._blob_cache.get((repo, digest))
+
+    def forget_blob(self, repo: str, digest: str) -> None:
+        """Drop a cached blob stat (the blob turned out to be gone: gc in another process)."""
+        self._blob_cache.pop((repo, digest))
 
     def blob_key(self, digest: str) -> str:
         return key("blob", digest=digest)
@@ -185,6 +174,7 @@ class Registry:
         """Unlink the blob from ``repo``; the content goes when GC finds nothing else uses it."""
         self.blob_stat(repo, digest)
         self.storage.delete(key("layer-link", repo=repo, digest=digest))
+        self._blob_cache.pop((repo, digest))
 
     def mount(self, repo: str, digest: str, from_repo: str | None, *,
               may_pull: Callable[[str], bool] | None = None) -> bool:
@@ -227,14 +217,19 @@ class Registry:
         """True once the key that signs upload ids is in memory (start_upload then touches no disk)."""
         return self._secret is not None
 
+    def upload_secret(self) -> bytes:
+        """The key that signs upload ids, created in the storage if it has none yet."""
+        return self._upload_secret()
+
     def _upload_secret(self) -> bytes:
-        if self._secret is None:
-            try:
-                self._secret = self.storage.get(key("upload-secret"))
-            except FileNotFoundError:
-                self.storage.put(key("upload-secret"), secrets.token_bytes(32))
-                self._secret = self.storage.get(key("upload-secret"))  # another process may have won the race
-        return self._secret
+        with self._secret_lock:  # one creator per process (another process may still race: see _signed())
+            if self._secret is None:
+                try:
+                    self._secret = self.storage.get(key("upload-secret"))
+                except FileNotFoundError:
+                    self.storage.put(key("upload-secret"), secrets.token_bytes(32))
+                    self._secret = self.storage.get(key("upload-secret"))  # another process may have won
+            return self._secret
 
     def _sign(self, repo: str, nonce_and_time: str) -> str:
         mac = hmac.new(self._upload_secret(), f"{repo}\n{nonce_and_time}".encode(), hashlib.sha256)
@@ -253,8 +248,16 @@ class Registry:
             json.dumps({"repository": state.repository, "size": state.size, "started": state.started}).encode(),
         )
 
+    def _signed(self, repo: str, upload_id: str) -> bool:
+        if not UPLOAD_ID_RE.match(upload_id):
+            return False
+        if hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40])):
+            return True
+        held, self._secret = self._secret, None  # two processes created the key at once: the stored one won
+        return self._upload_secret() != held and hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40]))
+
     def upload(self, repo: str, upload_id: str) -> UploadState:
-        if UPLOAD_ID_RE.match(upload_id) and hmac.compare_digest(upload_id[40:], self._sign(repo, upload_id[:40])):
+        if self._signed(repo, upload_id):
             if self.storage.stat(key("upload-closed", upload=upload_id)) is None:
                 try:
                     data = json.loads(self.storage.get(key("upload-state", upload=upload_id)))
@@ -345,11 +348,23 @@ class Registry:
             digest = check_digest(reference)
         else:
             check_tag(reference, code="MANIFEST_UNKNOWN")
+            cached = self._tag_cache.get((repo, reference))
+            if cached is not None:
+                return cached
+            read_at = time.monotonic()
             try:
                 digest = self.storage.get(key("tag", repo=repo, tag=reference)).decode()
             except FileNotFoundError:
                 raise self._unknown_manifest(repo, reference) from None
+            self._tag_cache.put((repo, reference), digest, stored_at=read_at)
         return digest
+
+    def cached_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        """:meth:`get_manifest` from memory only (None: ask the storage), for the event loop."""
+        if (digest := reference if is_digest_like(reference) else self._tag_cache.get((repo, reference))) is None:
+            return None
+        media_type, body = self._revision_cache.get((repo, digest)), self._manifest_cache.get(digest)
+        return StoredManifest(digest=digest, media_type=media_type, body=body) if media_type and body else None
 
     def _unknown_manifest(self, repo: str, reference: str) -> RegistryError:
         if not self.repository_exists(repo):
@@ -358,10 +373,14 @@ class Registry:
 
     def get_manifest(self, repo: str, reference: str) -> StoredManifest:
         digest = self.resolve(repo, reference)
-        try:
-            media_type = self.storage.get(key("revision", repo=repo, digest=digest)).decode()
-        except FileNotFoundError:
-            raise self._unknown_manifest(repo, reference) from None
+        media_type = self._revision_cache.get((repo, digest))
+        if media_type is None:
+            read_at = time.monotonic()
+            try:
+                media_type = self.storage.get(key("revision", repo=repo, digest=digest)).decode()
+            except FileNotFoundError:
+                raise self._unknown_manifest(repo, reference) from None
+            self._revision_cache.put((repo, digest), media_type, stored_at=read_at)
         body = self._manifest_cache.get(digest)
         if body is None:
             try:
@@ -420,8 +439,12 @@ class Registry:
             self.storage.put(
                 key("referrer", repo=repo, subject=subject["digest"], digest=digest), json.dumps(descriptor).encode()
             )
+        self._revision_cache.put((repo, digest), media_type)
         for t in applied:
             self.storage.put(key("tag", repo=repo, tag=t), digest.encode())
+            self._tag_cache.put((repo, t), digest)
+        if applied:
+            self._tags_cache.pop(repo)
         return PutResult(digest=digest, subject=subject["digest"] if subject else None, tags=applied)
 
     def _check_references(self, repo: str, manifest: dict[str, Any]) -> None:
@@ -476,6 +499,8 @@ class Registry:
     def delete_manifest(self, repo: str, reference: str) -> None:
         if not is_digest_like(reference):
             check_tag(reference, code="MANIFEST_UNKNOWN")
+            self._tag_cache.pop((repo, reference))
+            self._tags_cache.pop(repo)
             if not self.storage.delete(key("tag", repo=repo, tag=reference)):
                 raise self._unknown_manifest(repo, reference)
             return
@@ -484,6 +509,7 @@ class Registry:
             try:
                 if self.storage.get(key("tag", repo=repo, tag=t)).decode() == stored.digest:
                     self.storage.delete(key("tag", repo=repo, tag=t))
+                    self._tag_cache.pop((repo, t))
             except FileNotFoundError:
                 pass
         try:
@@ -493,13 +519,33 @@ class Registry:
         if isinstance(subject, str) and DIGEST_RE.match(subject):
             self.storage.delete(key("referrer", repo=repo, subject=subject, digest=stored.digest))
         self.storage.delete(key("revision", repo=repo, digest=stored.digest))
+        self._revision_cache.pop((repo, stored.digest))
+        self._tags_cache.pop(repo)
         with self._cache_lock:
             evicted = self._manifest_cache.pop(stored.digest, None)
             if evicted is not None:
                 self._manifest_cache_used -= len(evicted)
 
     def tags(self, repo: str) -> list[str]:
-        return [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
+        cached = self._tags_cache.get(repo)
+        if cached is not None:
+            return cached
+        read_at = time.monotonic()
+        found = [t for t in self.storage.list(key("tags", repo=repo)) if TAG_RE.match(t)]
+        if found:
+            self._tags_cache.put(repo, found, stored_at=read_at)
+        return found
+
+    def cached_tags(self, repo: str) -> list[str] | None:
+        """:meth:`tags` from memory only (None: ask the storage), for the event loop."""
+        return self._tags_cache.get(repo)
+
+    def tag_list(self, repo: str) -> list[str]:
+        """The tags of ``repo`` (one list call); NAME_UNKNOWN when the repository does not exist."""
+        found = self.tags(repo)
+        if not found and not self.repository_exists(repo):
+            raise RegistryError("NAME_UNKNOWN", {"name": repo})
+        return found
 
     def tag_digest(self, repo: str, tag: str) -> str | None:
         try:

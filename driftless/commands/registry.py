@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth-failure-limit", type=int, default=10, metavar="N",
                        help="failed logins per user and address per minute before 429 Too Many Requests "
                             "(default 10; 0: no limit)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="serving processes on the one port (SO_REUSEPORT), sharing only the storage; a dead one "
+                            "is restarted (default: one per CPU with --storage, 1 with --root)")
+    serve.add_argument("--cache-ttl", type=float, metavar="SECONDS",
+                       help="how long tags, manifest and blob links read from storage are cached: what other workers, "
+                            "replicas or gc change is seen within this (default 1 with --storage, 0 with --root)")
 
     gc = sub.add_parser("gc", help="delete blobs and manifests no tag reaches (with --storage: every replica "
                                    "serving it must run --read-only)")
@@ -125,6 +132,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--anonymous-pull only makes sense with --htpasswd (without it every request is anonymous)")
     if args.auth_failure_limit < 0:
         raise UsageError("--auth-failure-limit must be 0 (no limit) or more")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be 1 or more")
+    if args.cache_ttl is not None and not 0 <= args.cache_ttl <= 3600:
+        raise UsageError("--cache-ttl must be between 0 (no caching) and 3600 seconds")
     from registry.server import ServerOptions, serve  # aiohttp loads only once the options are sound
 
     options = ServerOptions(
@@ -140,14 +151,18 @@ def _serve(args: argparse.Namespace) -> int:
         auth_failure_limit=args.auth_failure_limit,
         storage=args.storage,
         s3_endpoint=args.s3_endpoint,
+        cache_ttl=args.cache_ttl,
     )
+    from registry.workers import default_workers, serve_workers
+
+    options = replace(options, workers=args.workers or default_workers(options))
     try:
-        serve(options, on_ready=lambda url: print(f"registry serving {url} (storage {args.storage or args.root})",
-                                                 flush=True))
+        return (serve_workers if options.workers > 1 else serve)(options, on_ready=lambda url: print(
+            f"registry serving {url} (storage {args.storage or args.root}"
+            + (f", {options.workers} workers)" if options.workers > 1 else ")"), flush=True))
     except OSError as exc:
         raise DriftlessError(f"cannot listen on {args.listen}: {exc.strerror or exc}",
                              hint="is another registry running there? choose another --listen") from None
-    return 0
 
 
 def _gc(args: argparse.Namespace) -> int:

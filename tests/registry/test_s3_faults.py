@@ -129,7 +129,8 @@ def faulty(s3: S3Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with FaultProxy(s3.endpoint) as proxy:
         behind = S3Service(endpoint=proxy.url, bucket=s3.bucket, proc=s3.proc, log_path=s3.log_path)
         url = s3.url()
-        proc, port = start_s3_registry(behind, url, base)
+        # no caches: every request below must reach S3 (within --cache-ttl a cached manifest would be served)
+        proc, port = start_s3_registry(behind, url, base, "--cache-ttl", "0")
         try:
             # serve answers /v2/ just before its first write of replicas/<id>.json, and a failure of that
             # first write ends the process: inject faults only once the record is in the bucket
