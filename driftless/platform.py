@@ -315,10 +315,14 @@ class Platform:
         if not self.refuse_invalid_pushes:
             hook.unlink(missing_ok=True)
             return
+        # the running reconciler checks the pushed tree (milliseconds); the hook loads the model itself
+        # only when it does not answer (a second or two of every push, on a busy machine)
+        ca = f" --cacert {shlex.quote(str(self.tls[0]))}" if self.tls else ""
         hook.write_text(
             "#!/bin/sh\n"
             "# installed by driftless up: a push to main whose manifests do not validate is refused\n"
-            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests\n"
+            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests "
+            f"--url {self.control_url} --token-file {shlex.quote(str(self.hook_token_file))}{ca}\n"
         )
         hook.chmod(0o755)
 

@@ -143,6 +143,8 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
     if console is None:
         print(f"==> {what} ", end="", flush=True)
     outcome = " (still converging; `driftless status` shows progress)"
+    polls = 0
+    probed: set[str] = set()  # routes that answered once (an idle app stays started after its probe)
     with _spinner(console, what) as status:
         while time.monotonic() < deadline and not stopping():
             try:
@@ -151,7 +153,7 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                 apps = [a for e in envs for a in e.get("apps") or []]
                 healthy = [a for a in apps if a.get("health") == "Healthy"]
                 wanted = platform.host_count - len(lost or ())
-                if len(ready) >= wanted and apps and len(healthy) == len(apps):
+                if len(ready) >= wanted and apps and len(healthy) == len(apps) and _routes_answer(ready, probed):
                     outcome = " ready"
                     break
                 if status is not None:
@@ -163,10 +165,35 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                 if console is None:
                     print(flush=True)
                 _check_processes(platform, lost if lost is not None else set())
-            if console is None:
+            polls += 1
+            if console is None and polls % 5 == 0:
                 print(".", end="", flush=True)
-            time.sleep(0.5)
+            time.sleep(0.1)  # a short poll: ready is said within 0.1 s of the examples answering
     print(outcome if console is None else f"==> {what}{outcome}", flush=True)
+
+
+def _routes_answer(hosts: list[dict[str, Any]], probed: set[str]) -> bool:
+    """Whether every route the hosts report answers through a host's ingress (one host per route; an
+    idle app is woken by it): "ready" means the examples answer, not only that the hosts say they
+    could. An answer is anything but a 5xx (the host's 503 while an instance starts, a 502)."""
+    import httpx
+
+    routes: dict[str, str] = {}
+    for h in hosts:
+        ingress = h.get("ingressUrl")
+        for inst in ((h.get("report") or {}).get("instances") or []):
+            route = inst.get("route")
+            if route and ingress and route not in probed:
+                routes.setdefault(route, str(ingress).rstrip("/"))
+    with httpx.Client(timeout=10) as client:
+        for route, ingress in sorted(routes.items()):
+            try:
+                if client.get(ingress + route).status_code >= 500:
+                    return False
+            except httpx.HTTPError:
+                return False
+            probed.add(route)
+    return True
 
 
 def _print_summary(platform: Platform, info: dict[str, Any]) -> None:
