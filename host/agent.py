@@ -28,7 +28,7 @@ from host.state_file import load_desired, save_desired
 from host.supervisor import Supervisor
 from host.tiers import TierPolicy
 from host.wasm_engine import WasmEngine
-from host.wasmtime_cli import ServeCaches, WasmtimeCli
+from host.wasmtime_cli import ServeCaches, WasmtimeCli, stop_compiles
 from shared import __version__
 from wire.control import FEATURE_SIGNATURES, HostCapacity, HostDesiredState, HostRegistration, HostReport
 from wire.traffic import FEATURE_TRAFFIC_SPLIT
@@ -286,6 +286,7 @@ class HostAgent:
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
             inst.close()  # wasmtime serve processes do not outlive their host
         self.serve.stop_all()  # nor those still starting (a tier swap, a wake)
+        stop_compiles()  # nor a compile (a background optimised build runs for a minute on a busy machine)
         await self.serve.close()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

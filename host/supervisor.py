@@ -307,7 +307,8 @@ class Supervisor:
         if build.fast_refused:
             instance.warnings = (build.fast_refused,)
         if instance.tier == FAST_COMPILER:  # compiled off the request path, then swapped in (_optimise)
-            instance.upgrade = lambda: self._served_instance(spec, managed, imports, build, *build.optimised())
+            instance.upgrade = lambda: self._served_instance(spec, managed, imports, build,
+                                                             *build.optimised(background=True))
         return instance
 
     def _served_instance(self, spec: InstanceSpec, managed: bool, imports: list[str], build: ServedBuild,
