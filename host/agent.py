@@ -115,7 +115,7 @@ class HostAgent:
             max_instances=options.max_instances,
             serve=self.serve,
             serve_caches=self.serve_caches,
-            info_dir=options.data / "cache" / "info",
+            info_dir=self.compile_cache / "info",  # what each digest is, inspected once per machine
             self_url=options.advertise or f"http://{options.listen[0]}:{options.listen[1]}",
             tiers=TierPolicy(fast_above=options.fast_tier_above),
         )

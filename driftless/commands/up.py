@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         platform.prepare()
         platform.start_registry()
         _step(f"registry      {platform.registry_url}")
+        # the reconciler and the hosts start (a second or two of Python each) while the examples are
+        # pushed and the repository seeded: it follows the (empty) repository from the start, and the
+        # hosts register as soon as it listens
+        platform.init_git()
+        platform.start_reconciler(wait=False)
+        for h in platform.hosts:
+            platform.start_host(h)
         with _spinner(_interactive(), "pushing the example components"):
             pushed = platform.push_examples()
         for ref in pushed:
@@ -92,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         if platform.seed_git():
             _step(f"git           seeded {platform.git_dir} from manifests/")
         platform.install_hook()
-        platform.start_reconciler()
+        platform.wait_reconciler()
         _step(f"reconciler    {platform.control_url}")
-        platform.start_hosts()
+        platform.wait_hosts()
         _step(f"logs          {data / 'logs'} (driftless logs [--host NAME] [--follow])")
         lost: set[str] = set()
         _wait_serving(platform, timeout=args.timeout, stopping=lambda: stopping, lost=lost)
