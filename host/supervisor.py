@@ -10,12 +10,8 @@ generation arrives.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
-import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from host.cache import Artifact
+from host.component_info import ComponentInfoStore
 from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
-from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
+from host.errors import DigestMismatch, HostError, Incompatible, PullError
 from host.outbound import OutboundPolicy, imports_outgoing_handler, with_policy
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
@@ -33,11 +30,11 @@ from host.served import ServedInstance, ServeRuntime
 from host.signature_check import SignatureRefused, check_signature
 from host.tiers import FAST_COMPILER, ServedBuild, TierPolicy
 from host.traffic import Traffic
-from host.wasm_engine import WasmEngine, check_component_bytes
+from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import EngineFlags, ServeCaches
 from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
 from shared.retry import Backoff
-from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm, wasm_tools_path
+from shared.wasm import WasmInfo, wasm_tools_path
 from wire.control import (
     BACKOFF,
     COMPLETED,
@@ -126,8 +123,7 @@ class Supervisor:
         self.engine = engine
         self.serve = serve
         self._serve_caches = serve_caches  # located lazily: a host without the wasmtime CLI still runs the rest
-        self.info_dir = info_dir
-        self.info_dir.mkdir(parents=True, exist_ok=True)
+        self.info = ComponentInfoStore(info_dir)
         self.self_url = self_url.rstrip("/")
         self.http_links: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (env, app, target) -> ingress URLs
         self.access = access
@@ -244,7 +240,7 @@ class Supervisor:
                 pulled.append(data)
             return pulled[0]
 
-        info = self._component_info(spec.digest, fetch)
+        info = self.info.get(spec.digest, fetch)  # once per digest per machine
         exports = {unversioned(e) for e in info.exports}
         if WASI_HTTP_HANDLER in exports and DRIFTLESS_HTTP_HANDLER not in exports:
             return self._build_served(spec, managed, info, fetch)
@@ -253,32 +249,6 @@ class Supervisor:
             spec=spec, component=component, engine=self.engine, links=self, defaults=self.defaults, managed=managed,
             on_trap=self._changed_from_thread,
         )  # fmt: skip
-
-    def _component_info(self, digest: str, fetch: Callable[[], bytes]) -> WasmInfo:
-        """The component's kind, imports and exports (its world), read once per digest per machine and
-        kept in the compile cache (``info/``, as trusted as the compiled code beside it): a restart
-        does not pull again to know how to run it, and hosts placed the same new component at once
-        inspect it once, under a per-digest flock (three concurrent inspections of a 13 MB component
-        took 0.74 s on two cores, one 0.34 s, on the way to its first answer)."""
-        path = self.info_dir / (digest.replace(":", "-") + ".json")
-        found = _read_info(path)
-        if found is not None:
-            return found
-        with open(path.with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
-            found = _read_info(path)  # another host inspected it while this one waited
-            if found is not None:
-                return found
-            data = fetch()
-            check_component_bytes(data, what=digest)
-            try:
-                info = inspect_wasm(data)
-            except InvalidWasm as exc:
-                raise NotAComponent(f"{digest[:19]} is not a valid component: {exc}") from None
-            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-            tmp.write_text(json.dumps(info.to_json()))
-            tmp.replace(path)
-        return info
 
     def _build_served(self, spec: InstanceSpec, managed: bool, info: WasmInfo, fetch: Callable[[], bytes]) -> Instance:
         typed = [link.interface for link in spec.links if not link.is_http]
@@ -310,7 +280,7 @@ class Supervisor:
             return memo[0]
 
         build = ServedBuild(cli=self.serve.cli, caches=self._serve_caches(), key=key, source=composed,
-                            size=lambda: len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
+                            size=lambda: self.info.size(spec.digest) or len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
                             what=f"{spec.env}/{spec.app}/{spec.component}")
         instance = self._served_instance(spec, managed, imports, build, *build.first())
         if build.fast_refused:
@@ -583,13 +553,6 @@ class Supervisor:
                 )
             )  # fmt: skip
         return out
-
-
-def _read_info(path: Path) -> WasmInfo | None:
-    try:
-        return WasmInfo.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _route_matches(route: str, path: str) -> bool:
