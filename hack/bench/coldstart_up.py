@@ -29,7 +29,7 @@ STEPS = [  # (key, what happened by then), in order: the breakdown of a push
     ("applied", "-> applied (post-receive hook, fetch, load, resolve)"),
     ("published", "-> desired states published"),
     ("converging", "-> the first host took its generation (long-poll)"),
-    ("pulled", "-> pulled (13 MB)"),
+    ("pulled", "-> pulled (13 MB, by the first host that needs it: the others find it inspected)"),
     ("compile_started", "-> compile started (inspect, compose the outbound adapter)"),
     ("compiled", "-> Winch build done (one host compiles, the others wait for it)"),
     ("spawned", "-> `wasmtime serve` listening"),

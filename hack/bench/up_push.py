@@ -11,7 +11,9 @@ What a push goes through (the keys of push_new's result, seconds): ``registry`` 
 .wasm), then from the start of ``git push``: ``checked`` (the ref moved: the pre-receive hook's check),
 ``applied`` (the reconciler fetched, loaded, resolved and applied it: post-receive hook), ``published``
 (the plan's desired states saved and the long-polls woken), ``converging`` (the first host took its
-generation), ``pulled``, ``compile_started`` (inspect + compose done), ``compiled`` (the Winch build, by
+generation), ``pulled`` (by the first host that needs its bytes, to inspect or compile it; a host that finds both
+done by another never pulls it),
+``compile_started`` (inspect + compose done), ``compiled`` (the Winch build, by
 whichever host compiled it), ``spawned`` (`wasmtime serve` listening), ``first_200`` (at the first host's
 ingress), ``all_200`` (every host answered), ``git_returned`` (git push returned: the post-receive
 feedback waits for the outcome).
@@ -228,7 +230,7 @@ def _from_logs(up: Up, name: str, *, after: float) -> dict[str, float]:
         "applied": _first(rec, "event=Applied", "env=dev"),
         "published": _first(rec, "event=published", f"host={HOSTS[0]}"),
         "converging": _first(first_host, "converging to generation"),
-        "pulled": _first(first_host, instance, "pulled"),
+        "pulled": _first(every_host, f"dev/{name}/web/", "pulled"),  # the first host that needs the bytes
         "compile_started": compiled - compile_seconds,
         "compiled": compiled,
         "spawned": _first(first_host, instance, "ready in"),
