@@ -268,6 +268,7 @@ class HostAgent:
         log.info("stopping: draining in-flight calls (up to %.0fs)", self.options.drain_seconds)
         self.stopping = True
         self.supervisor.shutting_down = True
+        stop_compiles()  # none outlives the host (a background optimised build runs a minute on a busy machine)
         self._changed()  # tell the reconciler at once that this host is going away
         await site.stop()  # no new connections; in-flight requests keep their connections
         left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)
@@ -286,7 +287,6 @@ class HostAgent:
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
             inst.close()  # wasmtime serve processes do not outlive their host
         self.serve.stop_all()  # nor those still starting (a tier swap, a wake)
-        stop_compiles()  # nor a compile (a background optimised build runs for a minute on a busy machine)
         await self.serve.close()
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

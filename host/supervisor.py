@@ -322,6 +322,8 @@ class Supervisor:
         try:
             better = await asyncio.get_running_loop().run_in_executor(self.start_pool, upgrade)
         except Exception as exc:  # a compile refusal, or a bug: the fast build keeps serving either way
+            if self.shutting_down:
+                return  # stopped with its host: not a failure
             if not isinstance(exc, HostError):
                 log.exception("%s: building the optimised build failed", fast.spec.id)
             fast.last_error = f"optimised build failed, still serving the fast (Winch) build: {exc}"

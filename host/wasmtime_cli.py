@@ -120,6 +120,8 @@ class WasmtimeCli:
         nice = ["nice", "-n", str(BACKGROUND_NICENESS)] if background and shutil.which("nice") else []
 
         def compile_to(out: Path) -> None:
+            if compiles_stopped():  # the host stops: no pull for a compile that would be killed
+                raise HostError(f"{what or 'component'} {key}: not compiled, the host is stopping")
             data = fetch()
             with tempfile.TemporaryDirectory(dir=cache.dir, prefix="compile-") as tmp:
                 source = Path(tmp) / "component.wasm"
@@ -188,6 +190,11 @@ def _run_compile(args: list[str], *, what: str) -> tuple[int, str]:
     if stopped and proc.returncode < 0:
         raise HostError(f"{what}: the host stopped it")
     return proc.returncode, stderr
+
+
+def compiles_stopped() -> bool:
+    with _compiles_lock:
+        return _compiles_stopped
 
 
 def stop_compiles() -> None:
