@@ -84,3 +84,30 @@ def test_with_the_reconciler_stopped_the_hook_checks_locally_and_still_refuses(t
                          done.stderr), done.stderr
     finally:
         p.stop()
+
+
+def test_the_hook_gets_its_answer_from_the_reconciler(tmp_path: Path) -> None:
+    """ask_reconciler, what the hook does first: the problems of a revision, from the running reconciler
+    (None, and the hook checks locally, only when it cannot say)."""
+    from driftless.pre_receive import ask_reconciler
+
+    p = started(tmp_path)
+    try:
+        repo = p.git
+        repo.sync()
+        repo.write({"prod/apps/bad.yaml": BROKEN})
+        work = str(repo.work)
+        subprocess.run(["git", "-C", work, "add", "-A", "manifests"], check=True, capture_output=True)
+        subprocess.run(["git", "-C", work, "commit", "-q", "-m", "a broken app"], check=True, capture_output=True)
+        subprocess.run(["git", "-C", work, "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+        revision = subprocess.run(["git", "--git-dir", str(p.git_dir), "rev-parse", "main"], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        found = ask_reconciler(p.git_dir, revision, subdir="manifests", url=p.control_url,
+                               token_file=p.hook_token_file, cacert=None)
+        assert found is not None
+        assert any(re.match(r"prod/apps/bad\.yaml:\d+:\d+: error: .*replicas", str(f)) for f in found), found
+        p.stop_process("reconciler")
+        assert ask_reconciler(p.git_dir, revision, subdir="manifests", url=p.control_url,
+                              token_file=p.hook_token_file, cacert=None) is None
+    finally:
+        p.stop()
