@@ -261,8 +261,9 @@ class Platform:
         return True
 
     def seed_git(self) -> bool:
-        """Create the bare repository from this checkout's manifests/ (or ``manifests``), first start only."""
-        if (self.git_dir / "HEAD").exists():
+        """Create the bare repository from this checkout's manifests/ (or ``manifests``), first start only:
+        while it has no main branch (it may exist empty, made by :meth:`init_git`)."""
+        if (self.git_dir / "HEAD").exists() and _has_branch(self.git_dir, "main"):
             return False
         source = self.manifests or BUNDLED / "manifests"
         if not source.is_dir():
@@ -315,10 +316,14 @@ class Platform:
         if not self.refuse_invalid_pushes:
             hook.unlink(missing_ok=True)
             return
+        # the running reconciler checks the pushed tree (milliseconds); the hook loads the model itself
+        # only when it does not answer (a second or two of every push, on a busy machine)
+        ca = f" --cacert {shlex.quote(str(self.tls[0]))}" if self.tls else ""
         hook.write_text(
             "#!/bin/sh\n"
             "# installed by driftless up: a push to main whose manifests do not validate is refused\n"
-            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests\n"
+            f"exec {shlex.quote(sys.executable)} -m driftless.pre_receive --branch main --subdir manifests "
+            f"--url {self.control_url} --token-file {shlex.quote(str(self.hook_token_file))}{ca}\n"
         )
         hook.chmod(0o755)
 
@@ -388,6 +393,10 @@ class Platform:
         state says the apps are Healthy."""
         for h in self.hosts:
             self.start_host(h)
+        self.wait_hosts()
+
+    def wait_hosts(self) -> None:
+        """Wait until every host listens (its admin API answers)."""
         for h in self.hosts:
             _wait_http(f"http://127.0.0.1:{h.admin_port}/healthz", what=f"host {h.name}",
                        proc=self.procs[f"host-{h.name}"])
@@ -527,6 +536,12 @@ def _local_email(name: str) -> str:
     r = subprocess.run(["git", "config", "--get", "user.email"], capture_output=True, text=True)
     email = r.stdout.strip()
     return email if r.returncode == 0 and email and " " not in email and "<" not in email else f"{name}@localhost"
+
+
+def _has_branch(git_dir: Path, branch: str) -> bool:
+    r = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+                       capture_output=True, text=True)
+    return r.returncode == 0
 
 
 def _git(*args: str) -> None:

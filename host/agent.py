@@ -28,7 +28,7 @@ from host.state_file import load_desired, save_desired
 from host.supervisor import Supervisor
 from host.tiers import TierPolicy
 from host.wasm_engine import WasmEngine
-from host.wasmtime_cli import ServeCaches, WasmtimeCli
+from host.wasmtime_cli import ServeCaches, WasmtimeCli, stop_compiles
 from shared import __version__
 from wire.control import FEATURE_SIGNATURES, HostCapacity, HostDesiredState, HostRegistration, HostReport
 from wire.traffic import FEATURE_TRAFFIC_SPLIT
@@ -115,7 +115,7 @@ class HostAgent:
             max_instances=options.max_instances,
             serve=self.serve,
             serve_caches=self.serve_caches,
-            info_dir=options.data / "cache" / "info",
+            info_dir=self.compile_cache / "info",  # what each digest is, inspected once per machine
             self_url=options.advertise or f"http://{options.listen[0]}:{options.listen[1]}",
             tiers=TierPolicy(fast_above=options.fast_tier_above),
         )
@@ -268,6 +268,7 @@ class HostAgent:
         log.info("stopping: draining in-flight calls (up to %.0fs)", self.options.drain_seconds)
         self.stopping = True
         self.supervisor.shutting_down = True
+        stop_compiles()  # none outlives the host (a background optimised build runs a minute on a busy machine)
         self._changed()  # tell the reconciler at once that this host is going away
         await site.stop()  # no new connections; in-flight requests keep their connections
         left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)

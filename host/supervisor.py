@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from host.cache import Artifact
+from host.component_info import ComponentInfoStore
 from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
-from host.errors import DigestMismatch, HostError, Incompatible, NotAComponent, PullError
+from host.errors import DigestMismatch, HostError, Incompatible, PullError
 from host.outbound import OutboundPolicy, imports_outgoing_handler, with_policy
 from host.puller import RegistryAccess, pull_component
 from host.runtime import ComponentInstance, RuntimeDefaults
@@ -31,11 +30,11 @@ from host.served import ServedInstance, ServeRuntime
 from host.signature_check import SignatureRefused, check_signature
 from host.tiers import FAST_COMPILER, ServedBuild, TierPolicy
 from host.traffic import Traffic
-from host.wasm_engine import WasmEngine, check_component_bytes
+from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import EngineFlags, ServeCaches
 from shared.interfaces import DRIFTLESS_HTTP_HANDLER, WASI_CONFIG_STORE, WASI_HTTP_HANDLER, unversioned
 from shared.retry import Backoff
-from shared.wasm import InvalidWasm, WasmInfo, inspect_wasm, wasm_tools_path
+from shared.wasm import WasmInfo, wasm_tools_path
 from wire.control import (
     BACKOFF,
     COMPLETED,
@@ -124,8 +123,7 @@ class Supervisor:
         self.engine = engine
         self.serve = serve
         self._serve_caches = serve_caches  # located lazily: a host without the wasmtime CLI still runs the rest
-        self.info_dir = info_dir
-        self.info_dir.mkdir(parents=True, exist_ok=True)
+        self.info = ComponentInfoStore(info_dir)
         self.self_url = self_url.rstrip("/")
         self.http_links: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (env, app, target) -> ingress URLs
         self.access = access
@@ -242,7 +240,7 @@ class Supervisor:
                 pulled.append(data)
             return pulled[0]
 
-        info = self._component_info(spec.digest, fetch)
+        info = self.info.get(spec.digest, fetch)  # once per digest per machine
         exports = {unversioned(e) for e in info.exports}
         if WASI_HTTP_HANDLER in exports and DRIFTLESS_HTTP_HANDLER not in exports:
             return self._build_served(spec, managed, info, fetch)
@@ -251,25 +249,6 @@ class Supervisor:
             spec=spec, component=component, engine=self.engine, links=self, defaults=self.defaults, managed=managed,
             on_trap=self._changed_from_thread,
         )  # fmt: skip
-
-    def _component_info(self, digest: str, fetch: Callable[[], bytes]) -> WasmInfo:
-        """The component's kind, imports and exports (its world), read once per digest and kept
-        beside the compiled cache: a restart does not pull again to know how to run it."""
-        path = self.info_dir / (digest.replace(":", "-") + ".json")
-        try:
-            return WasmInfo.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError):
-            pass
-        data = fetch()
-        check_component_bytes(data, what=digest)
-        try:
-            info = inspect_wasm(data)
-        except InvalidWasm as exc:
-            raise NotAComponent(f"{digest[:19]} is not a valid component: {exc}") from None
-        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_text(json.dumps(info.to_json()))
-        tmp.replace(path)
-        return info
 
     def _build_served(self, spec: InstanceSpec, managed: bool, info: WasmInfo, fetch: Callable[[], bytes]) -> Instance:
         typed = [link.interface for link in spec.links if not link.is_http]
@@ -301,13 +280,14 @@ class Supervisor:
             return memo[0]
 
         build = ServedBuild(cli=self.serve.cli, caches=self._serve_caches(), key=key, source=composed,
-                            size=lambda: len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
+                            size=lambda: self.info.size(spec.digest) or len(fetch()), fuel=spec.limits.fuel is not None, policy=self.tiers,
                             what=f"{spec.env}/{spec.app}/{spec.component}")
         instance = self._served_instance(spec, managed, imports, build, *build.first())
         if build.fast_refused:
             instance.warnings = (build.fast_refused,)
         if instance.tier == FAST_COMPILER:  # compiled off the request path, then swapped in (_optimise)
-            instance.upgrade = lambda: self._served_instance(spec, managed, imports, build, *build.optimised())
+            instance.upgrade = lambda: self._served_instance(spec, managed, imports, build,
+                                                             *build.optimised(background=True))
         return instance
 
     def _served_instance(self, spec: InstanceSpec, managed: bool, imports: list[str], build: ServedBuild,
@@ -342,6 +322,8 @@ class Supervisor:
         try:
             better = await asyncio.get_running_loop().run_in_executor(self.start_pool, upgrade)
         except Exception as exc:  # a compile refusal, or a bug: the fast build keeps serving either way
+            if self.shutting_down:
+                return  # stopped with its host: not a failure
             if not isinstance(exc, HostError):
                 log.exception("%s: building the optimised build failed", fast.spec.id)
             fast.last_error = f"optimised build failed, still serving the fast (Winch) build: {exc}"

@@ -63,12 +63,14 @@ class ServedBuild:
                 log.warning("%s", self.fast_refused)
         return self.optimised()
 
-    def optimised(self) -> tuple[Artifact, EngineFlags]:
-        return self._compile(self.optimised_flags), self.optimised_flags
+    def optimised(self, *, background: bool = False) -> tuple[Artifact, EngineFlags]:
+        """The optimised build; ``background`` when the fast build serves meanwhile (compiled at the
+        lowest CPU priority: it must not slow another component's first answer)."""
+        return self._compile(self.optimised_flags, background=background), self.optimised_flags
 
-    def _compile(self, flags: EngineFlags) -> Artifact:
+    def _compile(self, flags: EngineFlags, *, background: bool = False) -> Artifact:
         return self._cli.precompile(key=self.key, fetch=self._source, flags=flags,
-                                    cache=self._caches.for_flags(flags), what=self.what)
+                                    cache=self._caches.for_flags(flags), what=self.what, background=background)
 
     def discard(self, flags: EngineFlags) -> None:
         """Drop a cached build that does not load (corrupt, truncated): the next compile redoes it."""

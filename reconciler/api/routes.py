@@ -591,8 +591,9 @@ def build_app(controller: Controller) -> web.Application:
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
     # the web page at /, its assets and its live stream; host enrollment (admins)
-    from reconciler.api import dashboard, enrollments
+    from reconciler.api import dashboard, enrollments, validate
 
     dashboard.add_routes(web_app)
     enrollments.add_routes(web_app)
+    validate.add_routes(web_app)  # the pre-receive hook's check of a pushed tree
     return web_app
