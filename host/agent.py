@@ -116,6 +116,7 @@ class HostAgent:
             serve=self.serve,
             serve_caches=self.serve_caches,
             info_dir=self.compile_cache / "info",  # what each digest is, inspected once per machine
+            proofs_file=options.data / "verified-references",  # this host's own, never shared
             self_url=options.advertise or f"http://{options.listen[0]}:{options.listen[1]}",
             tiers=TierPolicy(fast_above=options.fast_tier_above),
         )

@@ -75,7 +75,7 @@ def is_loopback(registry: str) -> bool:
         return False
 
 
-def _verify(data: bytes, digest: str, *, what: str) -> None:
+def verify(data: bytes, digest: str, *, what: str) -> None:
     algorithm, _, expected = digest.partition(":")
     if algorithm not in ("sha256", "sha512"):
         raise DigestMismatch(f"{what}: unsupported digest algorithm {algorithm!r}")
@@ -218,7 +218,7 @@ def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, diges
                              limit=MAX_MANIFEST_BYTES)
     if len(body) > MAX_MANIFEST_BYTES:
         raise PullError(f"manifest of {image} is larger than {MAX_MANIFEST_BYTES} bytes")
-    _verify(body, digest, what=f"manifest of {repository}")
+    verify(body, digest, what=f"manifest of {repository}")
     try:
         manifest = json.loads(body)
     except ValueError:
@@ -237,5 +237,5 @@ def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, diges
     layer_digest = str(layer.get("digest", ""))
     progress(f"pulling layer {layer_digest[:19]}... ({layer.get('size', '?')} bytes)")
     blob, _ = get(f"{base}/blobs/{layer_digest}", "*/*", f"layer {layer_digest[:19]}")
-    _verify(blob, layer_digest, what=f"layer of {repository}")
+    verify(blob, layer_digest, what=f"layer of {repository}")
     return blob

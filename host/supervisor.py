@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from host.access_check import AccessProofs
 from host.cache import Artifact
 from host.component_info import ComponentInfoStore
 from host.compose import ADAPTER_ID, imports_config_store, with_config_from_env
@@ -116,6 +117,7 @@ class Supervisor:
         serve: ServeRuntime,
         serve_caches: Callable[[], ServeCaches],
         info_dir: Path,
+        proofs_file: Path,
         self_url: str,
         tiers: TierPolicy | None = None,
     ) -> None:
@@ -124,6 +126,7 @@ class Supervisor:
         self.serve = serve
         self._serve_caches = serve_caches  # located lazily: a host without the wasmtime CLI still runs the rest
         self.info = ComponentInfoStore(info_dir)
+        self.proofs = AccessProofs(path=proofs_file, access=access)  # builds shared by hosts: who may run them
         self.self_url = self_url.rstrip("/")
         self.http_links: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (env, app, target) -> ingress URLs
         self.access = access
@@ -237,8 +240,12 @@ class Supervisor:
             if not pulled:  # one pull serves the world check and the compile
                 data = pull_component(image=spec.image, digest=spec.digest, access=self.access, progress=progress)
                 progress(f"pulled {len(data)} bytes")
+                self.proofs.proven(image=spec.image, digest=spec.digest)
                 pulled.append(data)
             return pulled[0]
+
+        # the machine's shared builds and info may spare the pull: the registry still decides who runs it
+        self.proofs.check(image=spec.image, digest=spec.digest)
 
         info = self.info.get(spec.digest, fetch)  # once per digest per machine
         exports = {unversioned(e) for e in info.exports}
