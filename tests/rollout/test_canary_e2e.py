@@ -167,7 +167,8 @@ def test_canary_advances_aborts_holds_back_and_shadows(tmp_path: Path) -> None:
                                   interval=0.05, what="the shadow caught the changed answer")
         assert shadowed["shadow"] is True and shadowed["condition"]["reason"] == "ShadowMismatch", shadowed
         assert all(" from " in body for _, s, _, body in traffic.seen if s == 200)
-        assert served_digests(p, "shop") == {v1}
+        # the hosts stop the canary once the abort is published, and say so in their next report
+        wait_until(lambda: served_digests(p, "shop") == {v1}, timeout=10, what="only 1.0.0 serves shop")
     finally:
         p.stop()
 
