@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from aiohttp import web
 from host.admin import ADMIN_TOKEN_FILE, METRICS_TOKEN_FILE, admin_token, make_admin_app, token_file
 from host.cache import CompiledCache, default_compile_cache
 from host.control_client import ControlChannel
+from host.dataplane.plane import DataPlane
+from host.dataplane.process import locate_haproxy
 from host.errors import HostError
 from host.ingress import make_ingress_app
 from host.labels import host_labels, total_memory_bytes
@@ -63,6 +66,7 @@ class HostOptions:
     token: str | None = None
     desired_file: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    data_path: str = "haproxy"  # what serves --listen: HAProxy (host/dataplane) or "python" (the ingress alone)
     admin_listen: tuple[str, int] | None = None
     admin_token_file: Path | None = None  # the admin API's credential; default DATA/admin-token (created 0600)
     metrics_token_file: Path | None = None  # read-only, GET /metrics on the admin listener; default DATA/metrics-token
@@ -103,6 +107,7 @@ class HostAgent:
                                   links_base=f"http://{_url_host(loopback)}:{listen_port}")
         self._serve_caches: ServeCaches | None = None
         self.stopping = False
+        self.plane: DataPlane | None = None  # the native data plane (HAProxy), when --data-path haproxy
         self.control: ControlChannel | None = None
         self.supervisor = Supervisor(
             engine=self.engine,
@@ -129,6 +134,8 @@ class HostAgent:
         return self._serve_caches
 
     def _changed(self) -> None:
+        if self.plane is not None:
+            self.plane.request_sync()
         if self.control is not None:
             self.control.notify_change()
 
@@ -172,6 +179,7 @@ class HostAgent:
             "memoryHits": self.engine.memory_hits,
             "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,
             "engine": self.engine.settings,
+            "dataPlane": self.plane.status() if self.plane is not None else {"kind": "python"},
             # the machine-wide compiled cache: what this host compiled, waited for (another host
             # compiling the same key) and found, per engine key (compiler and flags)
             "compileCache": {
@@ -207,6 +215,15 @@ class HostAgent:
         self._recover()
         track_token = (token_file(self.options.track_token_file, option="--track-token-file")
                        if self.options.track_token_file else None)
+        native = self.options.data_path == "haproxy"
+        haproxy = locate_haproxy() if native else None  # missing: a clear error naming the package, at once
+        # natively, HAProxy owns --listen and the Python ingress serves its slow paths on loopback
+        python_listen = ("127.0.0.1", _free_port()) if native else self.options.listen
+        if haproxy is not None:
+            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, run_dir=self.options.data / "dataplane",
+                                   listen=self.options.listen, python_port=python_listen[1],
+                                   max_body_bytes=self.options.max_body_bytes)
+            self.supervisor.idle_gate = self.plane.idle_gate
         ingress = web.AppRunner(
             make_ingress_app(
                 supervisor=self.supervisor,
@@ -215,18 +232,27 @@ class HostAgent:
                 max_body_bytes=self.options.max_body_bytes,
                 serve=self.serve,
                 track_token=track_token,
+                plane_secret=self.plane.secret if self.plane is not None else None,
+                explain_trap=self.plane.explain_trap if self.plane is not None else None,
             ),
             access_log=None,
             handle_signals=False,
         )
         await ingress.setup()
-        site = web.TCPSite(ingress, self.options.listen[0], self.options.listen[1])
+        site = web.TCPSite(ingress, python_listen[0], python_listen[1])
         try:
+            if self.plane is not None:
+                _check_free(self.options.listen)  # HAProxy binds with SO_REUSEPORT: it would share a taken port
             await site.start()
         except OSError as exc:
             raise HostError(f"cannot listen on {self.options.listen[0]}:{self.options.listen[1]}: {exc.strerror}",
                             hint="pick a free port with --listen") from None  # fmt: skip
-        print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
+        if self.plane is not None:
+            await self.plane.start()
+            print(f"driftless host {self.options.name}: ingress on {self.ingress_url} (HAProxy, pid "
+                  f"{self.plane.process.pid}; slow paths on 127.0.0.1:{python_listen[1]})", flush=True)
+        else:
+            print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
         runners = [ingress]
         if self.options.admin_listen:
             admin_file = self.options.admin_token_file or self.options.data / ADMIN_TOKEN_FILE
@@ -269,6 +295,8 @@ class HostAgent:
         self.stopping = True
         self.supervisor.shutting_down = True
         self._changed()  # tell the reconciler at once that this host is going away
+        if self.plane is not None:  # HAProxy stops listening and lets its requests in flight finish
+            await loop.run_in_executor(None, self.plane.soft_stop, self.options.drain_seconds)
         await site.stop()  # no new connections; in-flight requests keep their connections
         left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)
         if left:
@@ -281,6 +309,8 @@ class HostAgent:
                 await self.control.final_report(timeout=2)
             except Exception:  # best effort: the reconciler notices a missing host anyway
                 pass
+        if self.plane is not None:
+            await self.plane.close()
         for r in runners:
             await r.cleanup()
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
@@ -336,6 +366,22 @@ class HostAgent:
                         last_doc = doc
                         self.on_desired(desired)
             await asyncio.sleep(0.3)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _check_free(listen: tuple[str, int]) -> None:
+    """Raise OSError when ``listen`` is taken (bound without SO_REUSEPORT, as another server holds it)."""
+    host, port = listen
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
 
 
 def _url_host(host: str) -> str:

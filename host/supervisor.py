@@ -145,6 +145,8 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutting_down = False  # SIGTERM: every instance is reported Stopping while it drains
         self.traffic = Traffic(on_report_due=on_change)  # canary splits and per-digest counters (host/traffic.py)
+        # asked before an idle served instance stops (the native data plane stops sending it requests)
+        self.idle_gate: Callable[[ServedInstance], bool] = lambda inst: True
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -361,7 +363,8 @@ class Supervisor:
         """Scale to zero the served instances idle past their timeout."""
         now = time.monotonic()
         for inst in self.serving():
-            if isinstance(inst, ServedInstance) and inst.stop_idle(now):
+            if isinstance(inst, ServedInstance) and inst.idle_due(now) and self.idle_gate(inst) \
+                    and inst.stop_idle(now):
                 self.on_change()
 
     async def _run_job(self, entry: Entry, instance: ComponentInstance) -> None:
