@@ -219,11 +219,13 @@ class HostAgent:
         haproxy = locate_haproxy() if native else None  # missing: a clear error naming the package, at once
         # natively, HAProxy owns --listen and the Python ingress serves its slow paths on loopback
         python_listen = ("127.0.0.1", _free_port()) if native else self.options.listen
+        # port 0 ("any free port") is the kernel's choice for a socket we bind; HAProxy needs a number
+        public = self.options.listen if self.options.listen[1] else (self.options.listen[0], _free_port())
         if haproxy is not None:
-            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, run_dir=self.options.data / "dataplane",
-                                   listen=self.options.listen, python_port=python_listen[1],
-                                   max_body_bytes=self.options.max_body_bytes)
+            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, listen=public,
+                                   python_port=python_listen[1], max_body_bytes=self.options.max_body_bytes)
             self.supervisor.idle_gate = self.plane.idle_gate
+            self.supervisor.drain_gate = self.plane.settled
         ingress = web.AppRunner(
             make_ingress_app(
                 supervisor=self.supervisor,
@@ -242,7 +244,7 @@ class HostAgent:
         site = web.TCPSite(ingress, python_listen[0], python_listen[1])
         try:
             if self.plane is not None:
-                _check_free(self.options.listen)  # HAProxy binds with SO_REUSEPORT: it would share a taken port
+                _check_free(public)  # HAProxy binds with SO_REUSEPORT: it would share a taken port
             await site.start()
         except OSError as exc:
             raise HostError(f"cannot listen on {self.options.listen[0]}:{self.options.listen[1]}: {exc.strerror}",

@@ -147,6 +147,8 @@ class Supervisor:
         self.traffic = Traffic(on_report_due=on_change)  # canary splits and per-digest counters (host/traffic.py)
         # asked before an idle served instance stops (the native data plane stops sending it requests)
         self.idle_gate: Callable[[ServedInstance], bool] = lambda inst: True
+        # awaited before a drained instance closes: the data plane sends it nothing any more
+        self.drain_gate: Callable[..., Coroutine[Any, Any, None]] | None = None
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -469,6 +471,10 @@ class Supervisor:
         deadline = time.monotonic() + self.drain_seconds
         while instance.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        if self.drain_gate is not None and isinstance(instance, ServedInstance):
+            await self.drain_gate(timeout=max(0.0, deadline - time.monotonic()))
+            while instance.inflight and time.monotonic() < deadline:  # what the old workers still sent
+                await asyncio.sleep(0.02)
         if instance.inflight:
             log.warning("%s: drain timed out with %d calls in flight", instance.spec.id, instance.inflight)
         instance.close()

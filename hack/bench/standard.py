@@ -108,6 +108,12 @@ def pss_kib(pid: int) -> int:
     raise AssertionError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_processes(data: Path) -> dict[int, list[str]]:
     """The wasmtime serve processes a host with --data `data` runs: pid -> argv (their .cwasm is under it)."""
     out = {}
@@ -265,6 +271,7 @@ class Figures:
     # one connection (wrk -c1): the latency a request pays, without queueing: the host's added µs at p50
     load1: dict[str, list[Wrk]] = field(default_factory=lambda: {"host": [], "plain": [], "direct": []})
     pss: dict[str, list[int]] = field(default_factory=dict)  # "host1", "plain1", "host5", "plain5", "agent1", ...
+    agent_cpu: list[float] = field(default_factory=list)  # the agent's CPU seconds per 1000 requests (-c N slices)
 
 
 def bench_component(name: str, registry: Registry, work: Path, args: argparse.Namespace) -> Figures:
@@ -326,7 +333,11 @@ def bench_component(name: str, registry: Registry, work: Path, args: argparse.Na
                 wrk(port, connections=args.connections, duration=1)  # warm-up
             for r in range(args.rounds):
                 for label, port in targets.items():
+                    cpu = cpu_seconds(host.proc.pid)
                     fig.load[label].append(wrk(port, connections=args.connections, duration=args.duration))
+                    if label == "host":  # the agent's share: what the native data path still costs it
+                        w = fig.load[label][-1]
+                        fig.agent_cpu.append((cpu_seconds(host.proc.pid) - cpu) / (w.rps * args.duration) * 1000)
                 for label, port in targets.items():
                     fig.load1[label].append(wrk(port, connections=1, duration=args.duration))
                 print(f"[{name}] load round {r}: " + ", ".join(f"{k} {v[-1].rps:.0f} req/s" for k, v in fig.load.items()),
@@ -415,6 +426,7 @@ def table(figs: list[Figures], args: argparse.Namespace) -> str:
     row("-c1: host adds at p50 over plain",
         *(f"{(med([w.p50_ms for w in f.load1['host']]) - med([w.p50_ms for w in f.load1['plain']])) * 1e3:+.0f} µs"
           for f in figs))
+    row("host agent (Python) CPU per 1000 requests under -c N", *(f"{med(f.agent_cpu) * 1e3:.1f} ms" for f in figs))
     row("warm start, host: instance desired -> first 200",
         *(f"{med(f.warm_host) * 1e3:.1f} ms" for f in figs))
     row("warm start, plain: spawn -> first 200", *(f"{med(f.warm_plain) * 1e3:.1f} ms" for f in figs))

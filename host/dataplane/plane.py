@@ -11,6 +11,8 @@ import collections
 import itertools
 import logging
 import secrets
+import shutil
+import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -45,18 +47,17 @@ def _prefix(route: str) -> str:
 
 
 class DataPlane:
-    def __init__(self, *, instances: Instances, binary: Path, run_dir: Path, listen: tuple[str, int],
-                 python_port: int, max_body_bytes: int) -> None:
+    def __init__(self, *, instances: Instances, binary: Path, listen: tuple[str, int], python_port: int,
+                 max_body_bytes: int) -> None:
         self.instances = instances
-        self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir.chmod(0o700)
+        # its configuration and sockets: a short path (unix socket paths hold ~100 bytes), 0700, removed at stop
+        self.run_dir = Path(tempfile.mkdtemp(prefix="driftless-dataplane-"))
         self.listen = listen
         self.python_port = python_port
         self.max_body_bytes = max_body_bytes
         self.secret = secrets.token_urlsafe(24)  # only HAProxy and this agent know it (files 0600)
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
-        self.process = HAProxy(binary=binary, run_dir=run_dir, on_event=self._event_from_thread)
+        self.process = HAProxy(binary=binary, run_dir=self.run_dir, on_event=self._event_from_thread)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._applied: cfg.Plane | None = None  # structure of the running configuration
         self._states: dict[tuple[str, str], tuple[int, bool]] = {}
@@ -66,6 +67,7 @@ class DataPlane:
         self._deltas = Deltas()
         self._pid: int | None = None  # the master whose worker got our server states
         self._sync_due = asyncio.Event()
+        self._syncing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._log: asyncio.DatagramTransport | None = None
         self.log_lines = 0
@@ -169,12 +171,15 @@ class DataPlane:
     async def _sync_loop(self) -> None:
         while True:
             await self._sync_due.wait()
-            await asyncio.sleep(0.02)  # changes come in bursts (an apply, instances starting): one reload
-            self._sync_due.clear()
+            self._syncing = True
             try:
+                await asyncio.sleep(0.02)  # changes come in bursts (an apply, instances starting): one reload
+                self._sync_due.clear()
                 await self.sync()
             except Exception:  # a bug must not stop the data plane's updates
                 log.exception("data plane: sync failed")
+            finally:
+                self._syncing = False
 
     async def sync(self) -> None:
         assert self._loop is not None
@@ -237,9 +242,22 @@ class DataPlane:
             self.instances.traffic.observe(inst.spec, seconds)
 
     # -- idle, traps -----------------------------------------------------------------------------
+    async def settled(self, *, timeout: float) -> None:
+        """Wait (up to ``timeout``) until HAProxy runs what the agent last wanted and no worker of an
+        earlier configuration is left: a draining process is closed only once nothing can send it a request."""
+        assert self._loop is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._sync_due.is_set() and not self._syncing:
+                if not await self._loop.run_in_executor(None, self.process.old_workers):
+                    return
+            await asyncio.sleep(0.05)
+
     def idle_gate(self, inst: ServedInstance) -> bool:
         """Before an idle instance stops: HAProxy sends it nothing more (maint: the Python fallback
         takes a new request and wakes it), and has nothing in flight to it."""
+        if self._sync_due.is_set() or self._syncing or self.process.old_workers():
+            return False  # a configuration change is landing: at the next look
         name = self._name(inst)
         keys = [k for k in self._states if k[1] == name]
         if not keys:
@@ -278,6 +296,7 @@ class DataPlane:
         if self._log is not None:
             self._log.close()
         await asyncio.get_running_loop().run_in_executor(None, self.process.stop)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def plane_hooks(plane: DataPlane | None) -> Callable[[], str | None]:

@@ -9,6 +9,7 @@ last good configuration.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from host.errors import HostError
@@ -27,6 +29,12 @@ log = logging.getLogger("driftless.host")
 
 PACKAGE = "haproxy"  # Debian/Ubuntu: apt-get install haproxy (2.6 or newer)
 READY_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_agent() -> None:
+    """In the child: SIGTERM when the thread that started it ends (the agent killed with SIGKILL too)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def locate_haproxy() -> Path:
@@ -57,6 +65,9 @@ class HAProxy:
         self.reloads = 0
         self.last_error: str | None = None
         self._output: list[str] = []
+        # HAProxy is started from this one thread, alive as long as the agent: the child's parent-death
+        # signal fires when the thread that started it ends
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haproxy-spawn")
 
     @property
     def pid(self) -> int | None:
@@ -68,7 +79,7 @@ class HAProxy:
         candidate = self.run_dir / "haproxy.cfg.new"
         candidate.write_text(text)
         candidate.chmod(0o600)
-        done = subprocess.run([str(self.binary), "-c", "-q", "-f", str(candidate)], capture_output=True, text=True,
+        done = subprocess.run([str(self.binary), "-c", "-f", str(candidate)], capture_output=True, text=True,
                               timeout=30)
         if done.returncode == 0:
             return None
@@ -103,9 +114,10 @@ class HAProxy:
             if self._stopping.is_set() or (self._proc is not None and self._proc.poll() is None):
                 return  # never two masters: the watcher's restart and a reload's start may race
             self._output = []
-            proc = subprocess.Popen(
-                [str(self.binary), "-W", "-S", f"{self.run_dir}/master.sock,mode,600", "-f", str(self.config)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            args = [str(self.binary), "-W", "-S", f"{self.run_dir}/master.sock,mode,600", "-f", str(self.config)]
+            proc = self._spawner.submit(
+                subprocess.Popen, args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_the_agent).result()
             self._proc = proc
         threading.Thread(target=self._read_output, args=(proc,), name="haproxy-out", daemon=True).start()
         if not self._wait_worker(lambda pid: pid is not None):
@@ -193,8 +205,25 @@ class HAProxy:
                 continue
         self.stop()
 
+    def old_workers(self) -> int:
+        """Workers of earlier configurations still finishing their requests (after a reload)."""
+        master = self.pid
+        if master is None:
+            return 0
+        workers = 0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    workers += 1
+        return max(0, workers - 1)
+
     def stop(self) -> None:
         self._stopping.set()
+        self._spawner.shutdown(wait=False)
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
