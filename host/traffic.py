@@ -183,11 +183,12 @@ class Traffic:
                 self._last_due = now
                 self._on_report_due()
 
-    def observe(self, spec: InstanceSpec, seconds: float) -> None:
-        """One answer's latency from the native data plane's request log (its count is in ``count``)."""
+    def observe(self, spec: InstanceSpec, seconds: float, *, weight: int = 1) -> None:
+        """An answer's latency from the native data plane's request log (its count is in ``count``);
+        ``weight``: the requests this sampled one stands for."""
         c = self._counter(spec)
-        c.seconds += seconds
-        c.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        c.seconds += seconds * weight
+        c.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += weight
 
     def record_shadow(self, spec: InstanceSpec, *, matched: bool) -> None:
         c = self._counter(spec)

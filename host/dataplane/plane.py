@@ -239,7 +239,7 @@ class DataPlane:
     def _on_log(self, server: str, seconds: float) -> None:
         inst = self._names.get(server)
         if inst is not None:
-            self.instances.traffic.observe(inst.spec, seconds)
+            self.instances.traffic.observe(inst.spec, seconds, weight=cfg.LOG_SAMPLE)
 
     # -- idle, traps -----------------------------------------------------------------------------
     async def settled(self, *, timeout: float) -> None:
