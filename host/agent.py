@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from aiohttp import web
 from host.admin import ADMIN_TOKEN_FILE, METRICS_TOKEN_FILE, admin_token, make_admin_app, token_file
 from host.cache import CompiledCache, default_compile_cache
 from host.control_client import ControlChannel
+from host.dataplane.config import PYTHON_HOST
 from host.dataplane.plane import DataPlane
 from host.dataplane.process import locate_haproxy
 from host.errors import HostError
@@ -133,6 +135,9 @@ class HostAgent:
                                              max_bytes=self.options.cache_max_bytes)
         return self._serve_caches
 
+    async def _explain_trap(self, server: str, t0_ms: int) -> dict[str, str] | None:
+        return await self.plane.explain_trap(server, t0_ms) if self.plane is not None else None
+
     def _changed(self) -> None:
         if self.plane is not None:
             self.plane.request_sync()
@@ -218,14 +223,10 @@ class HostAgent:
         native = self.options.data_path == "haproxy"
         haproxy = locate_haproxy() if native else None  # missing: a clear error naming the package, at once
         # natively, HAProxy owns --listen and the Python ingress serves its slow paths on loopback
-        python_listen = ("127.0.0.1", _free_port()) if native else self.options.listen
+        python_listen = (PYTHON_HOST, 0) if native else self.options.listen
         # port 0 ("any free port") is the kernel's choice for a socket we bind; HAProxy needs a number
         public = self.options.listen if self.options.listen[1] else (self.options.listen[0], _free_port())
-        if haproxy is not None:
-            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, listen=public,
-                                   python_port=python_listen[1], max_body_bytes=self.options.max_body_bytes)
-            self.supervisor.idle_gate = self.plane.idle_gate
-            self.supervisor.drain_gate = self.plane.settled
+        secret = secrets.token_urlsafe(24)  # HAProxy's requests to the Python ingress carry it
         ingress = web.AppRunner(
             make_ingress_app(
                 supervisor=self.supervisor,
@@ -234,8 +235,8 @@ class HostAgent:
                 max_body_bytes=self.options.max_body_bytes,
                 serve=self.serve,
                 track_token=track_token,
-                plane_secret=self.plane.secret if self.plane is not None else None,
-                explain_trap=self.plane.explain_trap if self.plane is not None else None,
+                plane_secret=secret if native else None,
+                explain_trap=self._explain_trap,
             ),
             access_log=None,
             handle_signals=False,
@@ -243,16 +244,21 @@ class HostAgent:
         await ingress.setup()
         site = web.TCPSite(ingress, python_listen[0], python_listen[1])
         try:
-            if self.plane is not None:
+            if native:
                 _check_free(public)  # HAProxy binds with SO_REUSEPORT: it would share a taken port
             await site.start()
         except OSError as exc:
             raise HostError(f"cannot listen on {self.options.listen[0]}:{self.options.listen[1]}: {exc.strerror}",
                             hint="pick a free port with --listen") from None  # fmt: skip
-        if self.plane is not None:
+        if haproxy is not None:
+            python_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, listen=public, python_port=python_port,
+                                   max_body_bytes=self.options.max_body_bytes, secret=secret)
+            self.supervisor.idle_gate = self.plane.idle_gate
+            self.supervisor.drain_gate = self.plane.settled
             await self.plane.start()
             print(f"driftless host {self.options.name}: ingress on {self.ingress_url} (HAProxy, pid "
-                  f"{self.plane.process.pid}; slow paths on 127.0.0.1:{python_listen[1]})", flush=True)
+                  f"{self.plane.process.pid}; slow paths on {PYTHON_HOST}:{self.plane.python_port})", flush=True)
         else:
             print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
         runners = [ingress]

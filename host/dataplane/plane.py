@@ -10,7 +10,6 @@ import asyncio
 import collections
 import itertools
 import logging
-import secrets
 import shutil
 import tempfile
 import time
@@ -48,14 +47,14 @@ def _prefix(route: str) -> str:
 
 class DataPlane:
     def __init__(self, *, instances: Instances, binary: Path, listen: tuple[str, int], python_port: int,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, secret: str) -> None:
         self.instances = instances
         # its configuration and sockets: a short path (unix socket paths hold ~100 bytes), 0700, removed at stop
         self.run_dir = Path(tempfile.mkdtemp(prefix="driftless-dataplane-"))
         self.listen = listen
         self.python_port = python_port
         self.max_body_bytes = max_body_bytes
-        self.secret = secrets.token_urlsafe(24)  # only HAProxy and this agent know it (files 0600)
+        self.secret = secret  # only HAProxy and this agent know it (files 0600)
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self.process = HAProxy(binary=binary, run_dir=self.run_dir, on_event=self._event_from_thread)
         self._loop: asyncio.AbstractEventLoop | None = None

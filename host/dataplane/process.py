@@ -110,6 +110,19 @@ class HAProxy:
         return True
 
     def start(self) -> None:
+        """Start the master on the current file; a port still held by a dying predecessor (an agent
+        killed with SIGKILL takes its HAProxy along, in a few ms) is tried again for a few seconds."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self._start_once()
+                return
+            except HostError as exc:
+                if "Address already in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _start_once(self) -> None:
         with self._lock:
             if self._stopping.is_set() or (self._proc is not None and self._proc.poll() is None):
                 return  # never two masters: the watcher's restart and a reload's start may race
@@ -121,6 +134,10 @@ class HAProxy:
             self._proc = proc
         threading.Thread(target=self._read_output, args=(proc,), name="haproxy-out", daemon=True).start()
         if not self._wait_worker(lambda pid: pid is not None):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            time.sleep(0.05)  # its last lines
             raise HostError(f"HAProxy did not start: {' / '.join(self._output[-5:]) or 'no output'}")
         log.info("data plane: haproxy master pid %d", proc.pid)
         threading.Thread(target=self._watch, args=(proc,), name="haproxy-watch", daemon=True).start()

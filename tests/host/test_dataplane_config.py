@@ -55,7 +55,7 @@ def test_routes_longest_first_python_for_in_process_and_a_canary_split(tmp_path:
     assert "set-header x-driftless-route /api" in backend and "pathq,bytes(4)" in backend
     assert "http-response set-header x-driftless-track stable" in backend
     assert "server s-1 127.0.0.1:40001 maxconn 16\n" in backend
-    assert "server python 127.0.0.1:18081 backup" in backend  # wake-from-idle and errors: the Python path
+    assert "server python 127.0.0.2:18081 backup" in backend  # wake-from-idle and errors: the Python path
     # the agent's secret goes to the Python ingress only, and a client's copy is dropped at the door
     assert f"  http-request del-header {cfg.INTERNAL_HEADER}" in lines
     assert text.count("s3cret") == 1 and "backend python\n  http-request set-header x-driftless-internal s3cret" in text
