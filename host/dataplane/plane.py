@@ -222,8 +222,13 @@ class DataPlane:
             try:
                 text = await self._loop.run_in_executor(None, self.process.command, "show stat")
             except OSError:
+                self._nothing_in_flight()  # HAProxy is gone: nothing goes through it now
                 continue
             self.fold(text)
+
+    def _nothing_in_flight(self) -> None:
+        for inst in list(self._names.values()):
+            inst.note_native(served=False, inflight=0)
 
     def fold(self, text: str) -> None:
         traffic = self.instances.traffic
@@ -287,6 +292,7 @@ class DataPlane:
     def soft_stop(self, timeout: float) -> None:
         """Blocking: stop listening, let HAProxy's requests in flight finish (up to ``timeout``)."""
         self.process.soft_stop(timeout)
+        self._nothing_in_flight()  # its last counters are stale: it has exited
 
     async def close(self) -> None:
         for t in self._tasks:
