@@ -38,6 +38,7 @@ if [ -z "$prefix" ] && [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 command -v python3 >/dev/null || { echo "error: python3 (3.11 or newer) is needed: apt-get install python3 python3-venv" >&2; exit 1; }
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || echo "warning: hosts serve through HAProxy (their native data path): apt-get install haproxy, or run them with --data-path python" >&2
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     { echo "error: python3 is $(python3 -V 2>&1); Driftless needs 3.11 or newer" >&2; exit 1; }
 

@@ -22,6 +22,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 # age: encrypts secret values kept in Git (the reconciler decrypts with pyrage)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v age >/dev/null || need_apt+=(age)
+# haproxy: the host's native data path (docs/host.md "Data path"; `driftless host --data-path python` without it)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # chromium: the dashboard's browser test (tests/test_dashboard.py, Playwright on Debian's build)
 command -v chromium >/dev/null || need_apt+=(chromium)
 # iproute2, iptables: the multi-site lab's namespaces and cuts (hack/lab); faketime: its clock skew

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
+import socket
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ from aiohttp import web
 from host.admin import ADMIN_TOKEN_FILE, METRICS_TOKEN_FILE, admin_token, make_admin_app, token_file
 from host.cache import CompiledCache, default_compile_cache
 from host.control_client import ControlChannel
+from host.dataplane.config import PYTHON_HOST
+from host.dataplane.plane import DataPlane
+from host.dataplane.process import locate_haproxy
 from host.errors import HostError
 from host.ingress import make_ingress_app
 from host.labels import host_labels, total_memory_bytes
@@ -63,6 +68,7 @@ class HostOptions:
     token: str | None = None
     desired_file: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    data_path: str = "haproxy"  # what serves --listen: HAProxy (host/dataplane) or "python" (the ingress alone)
     admin_listen: tuple[str, int] | None = None
     admin_token_file: Path | None = None  # the admin API's credential; default DATA/admin-token (created 0600)
     metrics_token_file: Path | None = None  # read-only, GET /metrics on the admin listener; default DATA/metrics-token
@@ -103,6 +109,7 @@ class HostAgent:
                                   links_base=f"http://{_url_host(loopback)}:{listen_port}")
         self._serve_caches: ServeCaches | None = None
         self.stopping = False
+        self.plane: DataPlane | None = None  # the native data plane (HAProxy), when --data-path haproxy
         self.control: ControlChannel | None = None
         self.supervisor = Supervisor(
             engine=self.engine,
@@ -129,7 +136,12 @@ class HostAgent:
                                              max_bytes=self.options.cache_max_bytes)
         return self._serve_caches
 
+    async def _explain_trap(self, server: str, t0_ms: int) -> dict[str, str] | None:
+        return await self.plane.explain_trap(server, t0_ms) if self.plane is not None else None
+
     def _changed(self) -> None:
+        if self.plane is not None:
+            self.plane.request_sync()
         if self.control is not None:
             self.control.notify_change()
 
@@ -173,6 +185,7 @@ class HostAgent:
             "memoryHits": self.engine.memory_hits,
             "cache": {"entries": cache.entries(), "bytes": cache.size_bytes()} if cache else None,
             "engine": self.engine.settings,
+            "dataPlane": self.plane.status() if self.plane is not None else {"kind": "python"},
             # the machine-wide compiled cache: what this host compiled, waited for (another host
             # compiling the same key) and found, per engine key (compiler and flags)
             "compileCache": {
@@ -208,6 +221,13 @@ class HostAgent:
         self._recover()
         track_token = (token_file(self.options.track_token_file, option="--track-token-file")
                        if self.options.track_token_file else None)
+        native = self.options.data_path == "haproxy"
+        haproxy = locate_haproxy() if native else None  # missing: a clear error naming the package, at once
+        # natively, HAProxy owns --listen and the Python ingress serves its slow paths on loopback
+        python_listen = (PYTHON_HOST, 0) if native else self.options.listen
+        # port 0 ("any free port") is the kernel's choice for a socket we bind; HAProxy needs a number
+        public = self.options.listen if self.options.listen[1] else (self.options.listen[0], _free_port())
+        secret = secrets.token_urlsafe(24)  # HAProxy's requests to the Python ingress carry it
         ingress = web.AppRunner(
             make_ingress_app(
                 supervisor=self.supervisor,
@@ -216,18 +236,32 @@ class HostAgent:
                 max_body_bytes=self.options.max_body_bytes,
                 serve=self.serve,
                 track_token=track_token,
+                plane_secret=secret if native else None,
+                explain_trap=self._explain_trap,
             ),
             access_log=None,
             handle_signals=False,
         )
         await ingress.setup()
-        site = web.TCPSite(ingress, self.options.listen[0], self.options.listen[1])
+        site = web.TCPSite(ingress, python_listen[0], python_listen[1])
         try:
+            if native:
+                _check_free(public)  # HAProxy binds with SO_REUSEPORT: it would share a taken port
             await site.start()
         except OSError as exc:
             raise HostError(f"cannot listen on {self.options.listen[0]}:{self.options.listen[1]}: {exc.strerror}",
                             hint="pick a free port with --listen") from None  # fmt: skip
-        print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
+        if haproxy is not None:
+            python_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.plane = DataPlane(instances=self.supervisor, binary=haproxy, listen=public, python_port=python_port,
+                                   max_body_bytes=self.options.max_body_bytes, secret=secret)
+            self.supervisor.idle_gate = self.plane.idle_gate
+            self.supervisor.drain_gate = self.plane.settled
+            await self.plane.start()
+            print(f"driftless host {self.options.name}: ingress on {self.ingress_url} (HAProxy, pid "
+                  f"{self.plane.process.pid}; slow paths on {PYTHON_HOST}:{self.plane.python_port})", flush=True)
+        else:
+            print(f"driftless host {self.options.name}: ingress on {self.ingress_url}", flush=True)
         runners = [ingress]
         if self.options.admin_listen:
             admin_file = self.options.admin_token_file or self.options.data / ADMIN_TOKEN_FILE
@@ -271,6 +305,8 @@ class HostAgent:
         self.supervisor.shutting_down = True
         stop_compiles()  # none outlives the host (a background optimised build runs a minute on a busy machine)
         self._changed()  # tell the reconciler at once that this host is going away
+        if self.plane is not None:  # HAProxy stops listening and lets its requests in flight finish
+            await loop.run_in_executor(None, self.plane.soft_stop, self.options.drain_seconds)
         await site.stop()  # no new connections; in-flight requests keep their connections
         left = await self.supervisor.drain_all(timeout=self.options.drain_seconds)
         if left:
@@ -283,6 +319,8 @@ class HostAgent:
                 await self.control.final_report(timeout=2)
             except Exception:  # best effort: the reconciler notices a missing host anyway
                 pass
+        if self.plane is not None:
+            await self.plane.close()
         for r in runners:
             await r.cleanup()
         for inst in self.supervisor.serving() + list(self.supervisor.draining.values()):
@@ -338,6 +376,22 @@ class HostAgent:
                         last_doc = doc
                         self.on_desired(desired)
             await asyncio.sleep(0.3)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _check_free(listen: tuple[str, int]) -> None:
+    """Raise OSError when ``listen`` is taken (bound without SO_REUSEPORT, as another server holds it)."""
+    host, port = listen
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
 
 
 def _url_host(host: str) -> str:

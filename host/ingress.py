@@ -19,29 +19,34 @@ Metrics are not here: ``GET /metrics`` on the admin listener (host/admin.py), wi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from host.dataplane.config import INTERNAL_HEADER, PEER_HEADER, SHADOW_HEADER, TRAP_PATH
 from host.errors import HostError, Unavailable
 from host.link_auth import HOP_HEADER, HOP_TOKEN_HEADER, HopTokens, is_local_caller
 from host.runtime import ComponentInstance, HttpRequest
 from host.served import HOP_HEADERS, ServedInstance, ServeRuntime
 from host.supervisor import Instance, Supervisor
 from host.traffic import matches, trusted_track
-from wire.traffic import TRACK_HEADER, TRACK_TOKEN_HEADER
+from wire.traffic import STABLE, TRACK_HEADER, TRACK_TOKEN_HEADER
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 # headers aiohttp computes itself; a component's values would contradict the real body
 _SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection"}
 # the credentials the ingress reads; a component never sees them
-_PRIVATE_HEADERS = frozenset({TRACK_HEADER, TRACK_TOKEN_HEADER, HOP_HEADER, HOP_TOKEN_HEADER})
+_PRIVATE_HEADERS = frozenset({TRACK_HEADER, TRACK_TOKEN_HEADER, HOP_HEADER, HOP_TOKEN_HEADER, INTERNAL_HEADER,
+                              PEER_HEADER, SHADOW_HEADER})
+# never sent on to another host: this hop's own headers and the data plane's
+_NOT_FORWARDED = frozenset({HOP_HEADER, HOP_TOKEN_HEADER, INTERNAL_HEADER, PEER_HEADER, SHADOW_HEADER})
 RESERVED_PREFIX = "/.driftless/"  # the ingress's own paths (model/semantic.py refuses routes below it)
 LINKS_PREFIX = "/.driftless/links/"
 LINK_TIMEOUT_SECONDS = 60.0
@@ -55,9 +60,13 @@ def _json_error(status: int, message: str, **extra: object) -> web.Response:
 
 def make_ingress_app(
     *, supervisor: Supervisor, pool: ThreadPoolExecutor, stopping: Callable[[], bool], max_body_bytes: int,
-    serve: ServeRuntime, track_token: str | None = None,
+    serve: ServeRuntime, track_token: str | None = None, plane_secret: str | None = None,
+    explain_trap: Callable[[str, int], Awaitable[dict[str, str] | None]] | None = None,
 ) -> web.Application:
-    """``track_token``: the token that makes ``x-driftless-track`` honoured (None: never)."""
+    """``track_token``: the token that makes ``x-driftless-track`` honoured (None: never).
+    ``plane_secret``: behind the native data plane (host/dataplane), the secret its requests carry:
+    they name the client's address and the shadow sample HAProxy took; ``explain_trap``: why wasmtime
+    answered 500 to a request HAProxy sent it (its Lua action asks)."""
     rr = itertools.count()
     traffic = supervisor.traffic
     mirrors: set[asyncio.Task[None]] = set()
@@ -83,12 +92,18 @@ def make_ingress_app(
                        fuel=fuel)
         return response
 
+    def from_plane(request: web.Request) -> bool:
+        given = request.headers.get(INTERNAL_HEADER)
+        return bool(plane_secret and given and hmac.compare_digest(given.encode(), plane_secret.encode()))
+
     async def split_call(instances: list[Instance], request: web.Request, path: str) -> web.StreamResponse:
         """One of ``instances`` answers; under a canary split, the side by weight (or sticky), and
         maybe a shadow copy to the canary, compared and discarded (host/traffic.py)."""
+        shadowed = from_plane(request) and bool(request.headers.get(SHADOW_HEADER))  # HAProxy sampled it
+        forced = trusted_track(request.headers, token=track_token) or (STABLE if shadowed else None)
         chosen, side, shadow = traffic.choose(instances, headers=request.headers, cookies=request.cookies,
-                                              pick=supervisor.pick,
-                                              forced=trusted_track(request.headers, token=track_token))
+                                              pick=supervisor.pick, forced=forced,
+                                              mirror=True if shadowed else None)
         response = await call(chosen, request, path)
         if side is not None:
             response.headers[TRACK_HEADER] = side
@@ -107,6 +122,12 @@ def make_ingress_app(
         traffic.record_shadow(shadow.spec, matched=same)
 
     async def serve_route(request: web.Request) -> web.StreamResponse:
+        if from_plane(request) and (peer := request.headers.get(PEER_HEADER)):
+            request = request.clone(remote=peer)  # the client's address, not HAProxy's
+        if request.path == TRAP_PATH and request.method == "POST" and from_plane(request) and explain_trap:
+            server, _, t0 = (await request.text()).partition("\n")
+            explained = await explain_trap(server.strip(), int(t0.strip() or 0) if t0.strip().isdigit() else 0)
+            return web.json_response(explained) if explained else _json_error(404, "no such server")
         if stopping():
             return _json_error(503, "host is shutting down", reason="draining")
         if request.path.startswith(LINKS_PREFIX):
@@ -163,7 +184,7 @@ def make_ingress_app(
                                     "one)", reason="link")
         body = await request.read()
         headers = [(k, v) for k, v in request.headers.items()
-                   if k.lower() not in HOP_HEADERS and k.lower() not in (HOP_HEADER, HOP_TOKEN_HEADER)]
+                   if k.lower() not in HOP_HEADERS and k.lower() not in _NOT_FORWARDED]
         headers += [(HOP_HEADER, "1"), (HOP_TOKEN_HEADER, token)]
         start = next(rr)
         tried = []

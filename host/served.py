@@ -168,7 +168,8 @@ class ServedInstance:
         self._spawning = threading.Lock()
         self._restart = Backoff(first=RESTART_FIRST_SECONDS, cap=RESTART_MAX_SECONDS, jitter=0.2)
         self._backoff_until = 0.0
-        self._inflight = 0
+        self._inflight = 0  # through the Python ingress
+        self._native_inflight = 0  # through the native data plane (its counters, host/dataplane)
         self._last_request = time.monotonic()
         self._errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=32)
         self._starting: asyncio.Future[None] | None = None
@@ -182,7 +183,19 @@ class ServedInstance:
     # -- reads -----------------------------------------------------------------------------------
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self._inflight + self._native_inflight
+
+    @property
+    def port(self) -> int:
+        """The loopback port of the running process; 0 when none runs."""
+        proc = self._proc
+        return self._port if proc is not None and proc.poll() is None and self._state == RUNNING else 0
+
+    def note_native(self, *, served: bool, inflight: int) -> None:
+        """What the native data plane saw since its last poll: requests served, and in flight now."""
+        self._native_inflight = inflight
+        if served or inflight:
+            self._last_request = time.monotonic()
 
     @property
     def in_backoff(self) -> bool:
@@ -342,12 +355,16 @@ class ServedInstance:
         lines = [text for _, text in self._errors]
         return first_error("\n".join(lines)) if lines else "no error output"
 
+    def idle_due(self, now: float) -> bool:
+        """Idle long enough to scale to zero."""
+        return (self.idle_after is not None and self._proc is not None and not self.inflight and not self.draining
+                and now - self._last_request >= self.idle_after)
+
     def stop_idle(self, now: float) -> bool:
         """Scale to zero when idle long enough; True when it stopped."""
         with self._lock:
             proc = self._proc
-            if (self.idle_after is None or proc is None or self._inflight or self.draining
-                    or now - self._last_request < self.idle_after):
+            if proc is None or not self.idle_due(now):
                 return False
             self._proc, self._state = None, IDLE
         log.info("%s: idle for %.0fs, stopping (scaled to zero)", self.spec.id, self.idle_after)
@@ -438,7 +455,7 @@ class ServedInstance:
                 raise Unavailable(f"{self.tag}: its process did not answer ({type(exc).__name__}: {exc})",
                                   reason="crash") from None
             if status == 500 and _from_wasmtime(out_headers, data):
-                raise await self._classify_failure(sent)
+                raise await self.classify_failure(sent)
             response = web.Response(status=status, body=data)
             for name, value in out_headers:
                 if name.lower() not in HOP_HEADERS:
@@ -448,7 +465,7 @@ class ServedInstance:
             self._inflight -= 1
             self._last_request = time.monotonic()
 
-    async def _classify_failure(self, sent: float) -> Unavailable:
+    async def classify_failure(self, sent: float) -> Unavailable:
         """wasmtime serve answers a trapped request with an empty 500 and logs why: read the why."""
         lines: list[str] = []
         for _ in range(40):  # wasmtime logs why after it answered: wait (briefly) for its "worker failed"

@@ -146,6 +146,10 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutting_down = False  # SIGTERM: every instance is reported Stopping while it drains
         self.traffic = Traffic(on_report_due=on_change)  # canary splits and per-digest counters (host/traffic.py)
+        # asked before an idle served instance stops (the native data plane stops sending it requests)
+        self.idle_gate: Callable[[ServedInstance], bool] = lambda inst: True
+        # awaited before a drained instance closes: the data plane sends it nothing any more
+        self.drain_gate: Callable[..., Coroutine[Any, Any, None]] | None = None
 
     # -- desired state ---------------------------------------------------------------------------
     def apply(self, desired: HostDesiredState) -> None:
@@ -350,7 +354,8 @@ class Supervisor:
         """Scale to zero the served instances idle past their timeout."""
         now = time.monotonic()
         for inst in self.serving():
-            if isinstance(inst, ServedInstance) and inst.stop_idle(now):
+            if isinstance(inst, ServedInstance) and inst.idle_due(now) and self.idle_gate(inst) \
+                    and inst.stop_idle(now):
                 self.on_change()
 
     async def _run_job(self, entry: Entry, instance: ComponentInstance) -> None:
@@ -455,6 +460,10 @@ class Supervisor:
         deadline = time.monotonic() + self.drain_seconds
         while instance.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        if self.drain_gate is not None and isinstance(instance, ServedInstance):
+            await self.drain_gate(timeout=max(0.0, deadline - time.monotonic()))
+            while instance.inflight and time.monotonic() < deadline:  # what the old workers still sent
+                await asyncio.sleep(0.02)
         if instance.inflight:
             log.warning("%s: drain timed out with %d calls in flight", instance.spec.id, instance.inflight)
         instance.close()

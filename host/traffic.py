@@ -25,10 +25,10 @@ under a split, in its reports to the reconciler.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import hmac
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -76,8 +76,9 @@ class _Counters:
 
 
 def client_bucket(client: str) -> int:
-    """0-9999 from a client id: the same on every host (sha256, not Python's salted hash)."""
-    return int.from_bytes(hashlib.sha256(client.encode()).digest()[:4], "big") % 10_000
+    """0-9999 from a client id: the same on every host and in both data paths (CRC-32, which HAProxy
+    computes natively as its ``crc32`` converter: host/dataplane/config.py; not Python's salted hash)."""
+    return zlib.crc32(client.encode()) % 10_000
 
 
 def trusted_track(headers: Mapping[str, str], *, token: str | None) -> str | None:
@@ -113,10 +114,12 @@ class Traffic:
         return self.splits.get((spec.env, spec.app, spec.component))
 
     def choose(self, instances: Sequence[T], *, headers: Mapping[str, str], cookies: Mapping[str, str],
-               pick: Callable[[list[T]], T], forced: str | None = None) -> tuple[T, str | None, T | None]:
+               pick: Callable[[list[T]], T], forced: str | None = None,
+               mirror: bool | None = None) -> tuple[T, str | None, T | None]:
         """The instance that serves, its side (None: no split), and the canary instance that gets a
         shadow copy (None: no mirror). ``forced``: the side a trusted caller asked for (trusted_track);
-        ``headers`` are read for the client id only."""
+        ``mirror``: the shadow decision already taken (the native data plane samples it), None: sample
+        here; ``headers`` are read for the client id only."""
         first = instances[0]
         split = self.split_of(first.spec)
         if split is None:
@@ -135,7 +138,8 @@ class Traffic:
             side = CANARY if bucket < split.weight * 100 else STABLE
         if side == CANARY:
             return pick(canary), CANARY, None
-        shadow = pick(canary) if split.shadow_sample and self._rand() < split.shadow_sample else None
+        sampled = mirror if mirror is not None else bool(split.shadow_sample and self._rand() < split.shadow_sample)
+        shadow = pick(canary) if sampled else None
         return pick(stable), STABLE, shadow
 
     # -- counting ------------------------------------------------------------------------------
@@ -166,6 +170,25 @@ class Traffic:
             if now - self._last_due >= REPORT_EVERY:
                 self._last_due = now
                 self._on_report_due()
+
+    def count(self, spec: InstanceSpec, *, requests: int = 0, errors: int = 0, traps: int = 0) -> None:
+        """Counts the native data plane read from HAProxy's per-server counters (host/dataplane)."""
+        c = self._counter(spec)
+        c.requests += requests
+        c.errors += errors
+        c.traps += traps
+        if requests and (spec.env, spec.app, spec.component) in self.splits:
+            now = time.monotonic()
+            if now - self._last_due >= REPORT_EVERY:
+                self._last_due = now
+                self._on_report_due()
+
+    def observe(self, spec: InstanceSpec, seconds: float, *, weight: int = 1) -> None:
+        """An answer's latency from the native data plane's request log (its count is in ``count``);
+        ``weight``: the requests this sampled one stands for."""
+        c = self._counter(spec)
+        c.seconds += seconds * weight
+        c.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += weight
 
     def record_shadow(self, spec: InstanceSpec, *, matched: bool) -> None:
         c = self._counter(spec)

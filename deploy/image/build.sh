@@ -46,7 +46,8 @@ fi
 version=$(basename "$wheel" | cut -d- -f2)
 rootfs="$work/rootfs"
 
-packages=python3,python3-venv,ca-certificates,git
+# haproxy: the host's native data path (docs/host.md "Data path")
+packages=python3,python3-venv,ca-certificates,git,haproxy
 # the Debian base is cached (keyed by suite and packages, rebuilt after a week): only the first build
 # of a machine pays for mmdebstrap
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/driftless/image

@@ -64,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="host label used for placement (repeatable); os, arch, version and platform are automatic")
     p.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8081), metavar="HOST:PORT",
                    help="ingress where exposed components are served (default 127.0.0.1:8081)")
+    p.add_argument("--data-path", choices=("haproxy", "python"), default="haproxy",
+                   help="what serves --listen: 'haproxy' (default; the native data path, HAProxy from the "
+                        "'haproxy' package, configured by the agent; the Python ingress serves its slow paths) or "
+                        "'python' (the Python ingress alone: slower, no HAProxy needed)")
     p.add_argument("--admin-listen", type=parse_listen, default=None, metavar="HOST:PORT",
                    help="host-local admin API (off unless given; keep it on loopback)")
     p.add_argument("--admin-token-file", type=Path, default=None, metavar="FILE",
@@ -223,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         token=_token(args.token, args.token_file),
         desired_file=args.desired,
         labels=dict(args.label),
+        data_path=args.data_path,
         admin_listen=args.admin_listen,
         admin_token_file=args.admin_token_file,
         metrics_token_file=args.metrics_token_file,
