@@ -187,6 +187,8 @@ def render(plane: Plane) -> str:
         f" if {{ req.hdr_val(content-length) gt {plane.max_body_bytes} }}",
         "  acl reserved path_beg /.driftless/",
         "  acl healthz path -m str /healthz",
+        # a streamed body has no length to check here: the Python ingress counts it against the limit
+        "  acl streamed_body req.hdr(transfer-encoding) -m found",
     ]
     routes = sorted(plane.routes, key=lambda r: (-len(r.prefix), r.prefix))
     if any(r.canary is not None for r in routes):
@@ -197,7 +199,7 @@ def render(plane: Plane) -> str:
             "  http-request set-var(txn.bucket) var(txn.cid),crc32,mod(10000) if { var(txn.cid) -m found }",
             "  http-request set-var(txn.bucket) rand(10000) if !{ var(txn.bucket) -m found }",
         ]
-    uses = ["  use_backend python if reserved || healthz"]
+    uses = ["  use_backend python if reserved || healthz || streamed_body"]
     for i, r in enumerate(routes):  # the longest matching route wins: its index in txn.r
         out += _acl(i, r.prefix)
         out.append(f"  http-request set-var(txn.r) int({i}) if !{{ var(txn.r) -m found }} r{i}")

@@ -138,3 +138,24 @@ def test_native_and_python_paths_put_a_sticky_client_on_the_same_side(tmp_path: 
         assert native == expected  # HAProxy's crc32 converter
         assert python == expected  # the Python ingress (in-process components)
         assert cookie == {c: expected[c] for c in clients[:20]}
+
+
+def test_a_body_over_the_limit_is_refused_with_or_without_a_length(tmp_path: Path, registry: Registry) -> None:
+    """HAProxy refuses a declared length over the limit itself; a streamed (chunked) body, which has no
+    length to check up front, goes to the Python ingress, which counts it against the same limit."""
+    image = push(registry, "http-hello-wat")
+    desired = tmp_path / "desired.json"
+    write_desired(desired, 1, [instance(image, component="web", route="/hello")])
+    too_big = (16 << 20) + 1  # the host's default --max-body (16 MiB)
+    with start_host(tmp_path, "--desired", str(desired)) as host:
+        host.wait_status("dev/demo/web/0", "Running", timeout=60)
+        declared = httpx.post(host.url + "/hello", content=b"x" * too_big, timeout=30)
+        assert declared.status_code == 413, declared.text
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(17):
+                yield b"x" * (1 << 20)
+
+        streamed = httpx.post(host.url + "/hello", content=chunks(), timeout=30)
+        assert streamed.status_code == 413, (streamed.status_code, streamed.text[:200])
+        assert host.get("/hello").status_code == 200  # and the route still serves
