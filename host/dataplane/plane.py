@@ -10,6 +10,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -139,7 +140,8 @@ class DataPlane:
             else:
                 routes.append(cfg.Route(prefix=prefix, stable=backend("stable", found, None, old)))
         plane = cfg.Plane(listen=self.listen, python_port=self.python_port, secret=self.secret, routes=tuple(routes),
-                          max_body_bytes=self.max_body_bytes, server_timeout_ms=timeout, run_dir=str(self.run_dir))
+                          max_body_bytes=self.max_body_bytes, server_timeout_ms=timeout, run_dir=str(self.run_dir),
+                          threads=cfg.proxy_threads(len(os.sched_getaffinity(0))))
         return plane, names
 
     # -- run -------------------------------------------------------------------------------------

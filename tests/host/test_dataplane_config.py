@@ -102,3 +102,8 @@ def test_haproxy_accepts_the_generated_text(tmp_path: Path) -> None:
     done = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_proxy_leaves_the_cores_to_the_components(tmp_path: Path) -> None:
+    assert [cfg.proxy_threads(n) for n in (1, 2, 4, 7, 16)] == [1, 1, 1, 1, 4]
+    assert "  nbthread 1\n" in cfg.render(_plane(tmp_path, ()))
