@@ -34,7 +34,7 @@ from host.supervisor import Supervisor
 from host.tiers import TierPolicy
 from host.wasm_engine import WasmEngine
 from host.wasmtime_cli import ServeCaches, WasmtimeCli, stop_compiles
-from shared import __version__
+from shared import __version__, http
 from wire.control import FEATURE_SIGNATURES, HostCapacity, HostDesiredState, HostRegistration, HostReport
 from wire.traffic import FEATURE_TRAFFIC_SPLIT
 
@@ -218,6 +218,9 @@ class HostAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
 
+        # a process's first HTTP client (the trust store's load, httpx's lazy imports) costs ~35-50 ms: the
+        # registry checks and pulls need one, so it is made off the path of the first instance's start
+        self.start_pool.submit(_warm_http_clients, ca_file=self.options.access.ca_file)
         self._recover()
         track_token = (token_file(self.options.track_token_file, option="--track-token-file")
                        if self.options.track_token_file else None)
@@ -400,3 +403,9 @@ def _url_host(host: str) -> str:
 
 def run_host(options: HostOptions) -> int:
     return asyncio.run(HostAgent(options).run())
+
+
+def _warm_http_clients(*, ca_file: str | None) -> None:
+    for ca in {None, ca_file}:
+        with http.client(ca_file=ca):
+            pass

@@ -385,7 +385,7 @@ def bench_component(name: str, registry: Registry, work: Path, args: argparse.Na
         fig.pss["agent5"] = [pss_kib(host.proc.pid)]
         for k in range(5):
             delete(host, f"bench/std/web/{k}")
-        wait_until(lambda: not serve_processes(data), timeout=30, what="instances stopped")
+        wait_until(lambda: not serve_processes(data), timeout=120, what="instances stopped")
         plains = []
         try:
             for n in (1, 5):
