@@ -116,6 +116,22 @@ _SENDFILE_POOL = ThreadPoolExecutor(max_workers=SENDFILE_THREADS, thread_name_pr
 _sendfile_active = 0  # touched only on the event loop
 
 
+async def prepared_socket(request: web.BaseRequest, *, status: int, headers: dict[str, str],
+                          length: int) -> tuple[web.StreamResponse, asyncio.Transport, int]:
+    """Send the answer's head and hand over a duplicate of the client's socket, for a thread to write
+    the ``length`` body bytes to kernel-side (sendfile, splice); the caller closes the descriptor (and
+    the transport, to cut an answer short)."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    while transport.get_write_buffer_size():  # the head must be out before the thread writes
+        await asyncio.sleep(0)
+    return response, transport, os.dup(transport.get_extra_info("socket").fileno())
+
+
 async def threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
                              headers: dict[str, str]) -> web.StreamResponse:
     """Serve a whole large blob with os.sendfile on a worker thread rather than on the event loop.
@@ -130,15 +146,7 @@ async def threaded_sendfile(request: web.BaseRequest, path: Path, size: int,
     except FileNotFoundError:
         raise RegistryError("BLOB_UNKNOWN", "the blob was deleted while being served") from None
     try:
-        response = web.StreamResponse(status=200, headers=headers)
-        response.content_length = size
-        await response.prepare(request)
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("connection lost")
-        while transport.get_write_buffer_size():  # the headers must be out before the thread writes
-            await asyncio.sleep(0)
-        out_fd = os.dup(transport.get_extra_info("socket").fileno())
+        response, transport, out_fd = await prepared_socket(request, status=200, headers=headers, length=size)
     except BaseException:
         os.close(in_fd)
         raise

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from registry.transfer import prepared_socket
+
 SPLICE_MIN = 4 << 20  # blobs (or ranges) this big are spliced
 SPLICE_THREADS = 8
 PIPE_SIZE = 1 << 20  # bytes the pipe between the sockets holds (F_SETPIPE_SZ; the default is 64 KiB)
@@ -157,15 +159,7 @@ async def splice_from_s3(request: web.BaseRequest, *, url: str, start: int, stop
             return None
         s3, already = opened
         try:
-            response = web.StreamResponse(status=status, headers=headers)
-            response.content_length = stop - start
-            await response.prepare(request)
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            while transport.get_write_buffer_size():  # the head must be out before the thread writes
-                await asyncio.sleep(0)
-            out_fd = os.dup(transport.get_extra_info("socket").fileno())
+            response, transport, out_fd = await prepared_socket(request, status=status, headers=headers, length=stop - start)
         except BaseException:
             s3.close()
             raise
