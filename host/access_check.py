@@ -19,14 +19,7 @@ import time
 from pathlib import Path
 
 from host.errors import RegistryUnreachable
-from host.puller import (
-    INDEX_TYPES,
-    MANIFEST_TYPES,
-    MAX_MANIFEST_BYTES,
-    RegistryAccess,
-    registry_session,
-    verify,
-)
+from host.puller import RegistryAccess, fetch_manifest, registry_session
 
 log = logging.getLogger("driftless.host")
 PROOF_SECONDS = 300.0
@@ -66,9 +59,7 @@ class AccessProofs:
             kept = reference in self._kept
         try:
             with registry_session(image=image, access=self._access) as s:
-                body, _ = s.get(f"{s.base}/manifests/{digest}", ", ".join(MANIFEST_TYPES + INDEX_TYPES),
-                                "manifest", limit=MAX_MANIFEST_BYTES)
-                verify(body, digest, what=f"manifest of {s.repository}")
+                fetch_manifest(s.get, image=image, digest=digest, repository=s.repository, base=s.base)
         except RegistryUnreachable as exc:
             if not kept:
                 raise

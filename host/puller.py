@@ -75,7 +75,7 @@ def is_loopback(registry: str) -> bool:
         return False
 
 
-def verify(data: bytes, digest: str, *, what: str) -> None:
+def _verify(data: bytes, digest: str, *, what: str) -> None:
     algorithm, _, expected = digest.partition(":")
     if algorithm not in ("sha256", "sha512"):
         raise DigestMismatch(f"{what}: unsupported digest algorithm {algorithm!r}")
@@ -210,15 +210,22 @@ def pull_component(
                                 repository=s.repository, base=s.base, progress=progress)
 
 
-def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, digest: str, registry: str,
-                     repository: str, base: str, progress: Callable[[str], None]) -> bytes:
-    """The manifest (verified, a single component manifest), then its wasm layer (verified)."""
-    progress(f"pulling {registry}/{repository}@{digest[:19]}...")
+def fetch_manifest(get: Callable[..., tuple[bytes, str]], *, image: str, digest: str, repository: str,
+                   base: str) -> tuple[bytes, str]:
+    """The manifest ``digest`` of ``image`` and its content type, bounded in size and verified."""
     body, content_type = get(f"{base}/manifests/{digest}", ", ".join(MANIFEST_TYPES + INDEX_TYPES), "manifest",
                              limit=MAX_MANIFEST_BYTES)
     if len(body) > MAX_MANIFEST_BYTES:
         raise PullError(f"manifest of {image} is larger than {MAX_MANIFEST_BYTES} bytes")
-    verify(body, digest, what=f"manifest of {repository}")
+    _verify(body, digest, what=f"manifest of {repository}")
+    return body, content_type
+
+
+def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, digest: str, registry: str,
+                     repository: str, base: str, progress: Callable[[str], None]) -> bytes:
+    """The manifest (verified, a single component manifest), then its wasm layer (verified)."""
+    progress(f"pulling {registry}/{repository}@{digest[:19]}...")
+    body, content_type = fetch_manifest(get, image=image, digest=digest, repository=repository, base=base)
     try:
         manifest = json.loads(body)
     except ValueError:
@@ -237,5 +244,5 @@ def _fetch_component(get: Callable[..., tuple[bytes, str]], *, image: str, diges
     layer_digest = str(layer.get("digest", ""))
     progress(f"pulling layer {layer_digest[:19]}... ({layer.get('size', '?')} bytes)")
     blob, _ = get(f"{base}/blobs/{layer_digest}", "*/*", f"layer {layer_digest[:19]}")
-    verify(blob, layer_digest, what=f"layer of {repository}")
+    _verify(blob, layer_digest, what=f"layer of {repository}")
     return blob
