@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, port_is_free
 
 
 def _start_up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
@@ -115,20 +115,11 @@ def _consecutive_ports(n: int) -> int:
     """A start port with n free ports after it (the hosts take consecutive ports)."""
     for _ in range(50):
         start = free_port()
-        if start + n < 65535 and all(_free(start + i) for i in range(n)):
+        if start + n < 65535 and all(port_is_free(start + i) for i in range(n)):
             return start
     raise AssertionError("no run of free ports")
 
 
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 @pytest.mark.timeout(240)

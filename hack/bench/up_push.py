@@ -25,7 +25,6 @@ import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,9 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.support.procs import port_is_free  # noqa: E402
+
 HOSTS = ("aws-us-east-1", "gcp-europe-west1", "edge-1")
 
 
@@ -53,20 +55,13 @@ class Up:
         return f"127.0.0.1:{self.ports['registry']}"
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def _run_of_ports(n: int, avoid: set[int]) -> int:
     """A first port with n free consecutive ports (and none of ``avoid``)."""
     for start in range(20000, 60000, 97):
         wanted = set(range(start, start + n))
-        if not wanted & avoid and all(_free(p) for p in wanted):
+        if not wanted & avoid and all(port_is_free(p) for p in wanted):
             return start
     raise RuntimeError("no run of free ports")
 

@@ -29,6 +29,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now (for a process that takes fixed ports)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     """Poll ``predicate`` until it returns something truthy; raise AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
